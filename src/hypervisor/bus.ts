@@ -1,0 +1,119 @@
+/**
+ * The port-I/O bus of the device model: a range bus in the style of rust-vmm's `vm-device`. Devices claim
+ * port ranges; a second claim on any port already owned is refused; an access to an unclaimed port reads
+ * all-ones and drops writes, as an ISA bus with nothing driving it does (floating bus, pulled up).
+ */
+
+import type { GuestMemory, MemoryFault } from "./memory.ts";
+
+export type AccessSize = 1 | 2 | 4;
+
+export interface PortIoDevice {
+  /** Read `size` bytes at `port` (a port inside one of the device's ranges). */
+  ioRead(port: number, size: AccessSize): number;
+  /** Write the low `size` bytes of `value` at `port`. */
+  ioWrite(port: number, size: AccessSize, value: number): void;
+  /**
+   * Optional fast path for string I/O (INS/OUTS with REP), so that a device can move a whole sector between
+   * its buffer and guest memory in one copy. Returns the number of items moved, or a fault when guest memory
+   * rejected the access. Without it the ioreq server loops over ioRead/ioWrite.
+   */
+  ioString?(
+    port: number,
+    size: AccessSize,
+    dir: "in" | "out",
+    mem: GuestMemory,
+    gpa: number,
+    count: number,
+    df: boolean,
+  ): number | MemoryFault;
+}
+
+export interface PortRangeOptions {
+  /** Writes to this range may travel through Xen's buffered ioreq page (fire-and-forget, no round trip). */
+  bufferedWrites?: boolean;
+}
+
+export class PortConflictError extends Error {
+  constructor(
+    readonly base: number,
+    readonly length: number,
+    readonly owner: string,
+    readonly conflictingPort: number,
+  ) {
+    super(
+      `port range 0x${base.toString(16)}+${length} overlaps port 0x${conflictingPort.toString(16)} owned by ${owner}`,
+    );
+    this.name = "PortConflictError";
+  }
+}
+
+interface Claim {
+  base: number;
+  length: number;
+  device: PortIoDevice;
+  name: string;
+  buffered: boolean;
+}
+
+export const PORT_SPACE = 0x10000;
+
+export function sizeMask(size: number): number {
+  return size === 4 ? 0xffffffff : (1 << (size * 8)) - 1;
+}
+
+export class PortBus {
+  /** Claim index + 1 per port; 0 = unclaimed. A flat table keeps dispatch to one indexed load. */
+  private readonly owner = new Uint16Array(PORT_SPACE);
+  private readonly claims: Claim[] = [];
+
+  register(base: number, length: number, device: PortIoDevice, name: string, opts: PortRangeOptions = {}): void {
+    if (!Number.isInteger(base) || !Number.isInteger(length) || length <= 0 || base < 0 || base + length > PORT_SPACE) {
+      throw new RangeError(`bad port range 0x${base.toString(16)}+${length} for ${name}`);
+    }
+    for (let p = base; p < base + length; p++) {
+      const o = this.owner[p]!;
+      if (o !== 0) throw new PortConflictError(base, length, this.claims[o - 1]!.name, p);
+    }
+    this.claims.push({ base, length, device, name, buffered: opts.bufferedWrites === true });
+    const id = this.claims.length;
+    this.owner.fill(id, base, base + length);
+  }
+
+  /** Remove the claim that starts at `base` (used when a PCI BAR moves). */
+  unregister(base: number): boolean {
+    const id = this.owner[base]!;
+    const c = id ? this.claims[id - 1] : undefined;
+    if (!c || c.base !== base) return false;
+    this.owner.fill(0, c.base, c.base + c.length);
+    return true;
+  }
+
+  /** The device that owns `port`, if any. */
+  deviceAt(port: number): PortIoDevice | undefined {
+    const id = this.owner[port & 0xffff]!;
+    return id ? this.claims[id - 1]!.device : undefined;
+  }
+
+  nameAt(port: number): string | undefined {
+    const id = this.owner[port & 0xffff]!;
+    return id ? this.claims[id - 1]!.name : undefined;
+  }
+
+  /** True when writes to `port` may be buffered (the owner declared them fire-and-forget). */
+  isBuffered(port: number): boolean {
+    const id = this.owner[port & 0xffff]!;
+    return id ? this.claims[id - 1]!.buffered : false;
+  }
+
+  read(port: number, size: AccessSize): number {
+    const id = this.owner[port & 0xffff]!;
+    if (id === 0) return sizeMask(size) >>> 0;
+    return (this.claims[id - 1]!.device.ioRead(port, size) & sizeMask(size)) >>> 0;
+  }
+
+  write(port: number, size: AccessSize, value: number): void {
+    const id = this.owner[port & 0xffff]!;
+    if (id !== 0) this.claims[id - 1]!.device.ioWrite(port, size, (value & sizeMask(size)) >>> 0);
+  }
+}

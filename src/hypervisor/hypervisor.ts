@@ -1,0 +1,283 @@
+/**
+ * The mock hypervisor: guest RAM, the vCPUs' port-I/O exits encoded as Xen ioreqs, the ioreq server (device
+ * model) behind them, interrupt lines, accounting and tracing. Guest drivers reach devices only through a
+ * `Vcpu`, so everything they do is an exit that is counted and, when asked, traced.
+ */
+
+import { Accounting, CostModel, type CounterKind } from "./accounting.ts";
+import { type AccessSize, PortBus } from "./bus.ts";
+import { InterruptController } from "./irq.ts";
+import {
+  BufferedIoreqPage,
+  IOREQ_READ,
+  IOREQ_TYPE_PIO,
+  IOREQ_WRITE,
+  IoreqStateError,
+  MAX_VCPUS_PER_IOREQ_PAGE,
+  SharedIoreqPage,
+  STATE_IORESP_READY,
+  STATE_IOREQ_NONE,
+} from "./ioreq.ts";
+import { IoreqServer } from "./ioreq-server.ts";
+import { type GuestMemory, GuestRam, PAGE_SIZE } from "./memory.ts";
+import type { Tracer } from "./trace.ts";
+
+export interface HypervisorOptions {
+  /** Guest RAM in bytes (default 64 MiB), or an existing memory to use. */
+  ramSize?: number;
+  memory?: GuestMemory;
+  vcpus?: number;
+  costs?: Partial<Record<CounterKind, number>>;
+  tracer?: Tracer | null;
+  /** Route writes to ports declared fire-and-forget through the buffered ioreq page (default true). */
+  bufferedIoreqs?: boolean;
+}
+
+/**
+ * How the hypervisor side hands a READY slot to the device model. In-process this is a direct call; a
+ * worker-thread device model would notify through Atomics on the shared page instead.
+ */
+export interface IoreqTransport {
+  kick(vcpu: number): void;
+}
+
+/** A guest access that the hypervisor refuses before any device sees it (a bad string-I/O buffer, say). */
+export class GuestAccessError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "GuestAccessError";
+  }
+}
+
+export class Hypervisor {
+  readonly mem: GuestMemory;
+  readonly bus = new PortBus();
+  readonly acct: Accounting;
+  readonly irq: InterruptController;
+  readonly ioreqPage = new SharedIoreqPage();
+  readonly bufPage = new BufferedIoreqPage();
+  readonly server: IoreqServer;
+  readonly vcpus: Vcpu[] = [];
+  transport: IoreqTransport;
+  private _tracer: Tracer | null = null;
+  bufferedIoreqs: boolean;
+
+  constructor(opts: HypervisorOptions = {}) {
+    this.mem = opts.memory ?? new GuestRam(opts.ramSize ?? 64 * 1024 * 1024);
+    this.acct = new Accounting(new CostModel(opts.costs));
+    this.irq = new InterruptController(this.acct);
+    this.server = new IoreqServer(this.ioreqPage, this.bufPage, this.bus, this.mem);
+    this.transport = { kick: (v) => this.server.handle(v) };
+    this.bufferedIoreqs = opts.bufferedIoreqs ?? true;
+    const n = opts.vcpus ?? 1;
+    if (!(n >= 1 && n <= MAX_VCPUS_PER_IOREQ_PAGE)) throw new RangeError(`vcpus must be 1..${MAX_VCPUS_PER_IOREQ_PAGE}`);
+    for (let i = 0; i < n; i++) {
+      // Xen writes each slot's event channel when the ioreq server is enabled (hvm_update_ioreq_evtchn).
+      this.ioreqPage.setVpEport(i, i + 1);
+      this.vcpus.push(new Vcpu(this, i));
+    }
+    this.tracer = opts.tracer ?? null;
+  }
+
+  get tracer(): Tracer | null {
+    return this._tracer;
+  }
+  set tracer(t: Tracer | null) {
+    this._tracer = t;
+    this.irq.tracer = t;
+  }
+
+  vcpu(i = 0): Vcpu {
+    const v = this.vcpus[i];
+    if (!v) throw new RangeError(`no vCPU ${i}`);
+    return v;
+  }
+
+  /**
+   * One port-I/O exit (hvmemul_do_io + hvm_send_ioreq + hvm_wait_for_io): encode the ioreq into the vCPU's
+   * slot, hand it to the device model, take the answer and return the slot to NONE.
+   */
+  pio(vcpu: number, dir: 0 | 1, port: number, size: AccessSize, value: number): number {
+    port &= 0xffff;
+    const t = this._tracer;
+    if (
+      dir === IOREQ_WRITE &&
+      this.bufferedIoreqs &&
+      this.bus.isBuffered(port) &&
+      this.bufPage.push(IOREQ_TYPE_PIO, port, size, value)
+    ) {
+      this.acct.counts.bufferedWrite++;
+      if (t) t.emit({ ev: "bufioreq", port, size, value });
+      return 0;
+    }
+    const page = this.ioreqPage;
+    if (dir === IOREQ_READ) this.acct.counts.pioIn++;
+    else this.acct.counts.pioOut++;
+    page.publish(vcpu, IOREQ_TYPE_PIO, port, dir === IOREQ_READ ? 0 : value, 1, size, dir, false, false);
+    this.transport.kick(vcpu);
+    const result = this.complete(vcpu, dir === IOREQ_READ);
+    if (t) {
+      t.emit({
+        ev: "ioreq",
+        vcpu,
+        type: IOREQ_TYPE_PIO,
+        port,
+        size,
+        dir: dir === IOREQ_READ ? "in" : "out",
+        value: dir === IOREQ_READ ? result : value,
+        count: 1,
+        dataIsPtr: false,
+        df: false,
+        device: this.bus.nameAt(port) ?? "unclaimed",
+      });
+    }
+    return result;
+  }
+
+  /**
+   * One string-I/O exit (INS/OUTS, possibly REP): `count` items between `port` and guest memory at `gpa`.
+   * Like Xen, the hypervisor clamps `count` so the buffer stays inside one guest page, and the caller issues
+   * another exit for the rest. Returns the number of items this exit moved.
+   */
+  pioString(vcpu: number, dir: 0 | 1, port: number, size: AccessSize, gpa: number, count: number, df: boolean): number {
+    port &= 0xffff;
+    if (count <= 0) return 0;
+    let n: number;
+    if (!df) {
+      const room = Math.floor((PAGE_SIZE - (gpa % PAGE_SIZE)) / size);
+      n = Math.max(1, Math.min(count, room));
+    } else {
+      const room = Math.floor((gpa % PAGE_SIZE) / size) + 1;
+      n = Math.max(1, Math.min(count, room));
+    }
+    const lo = df ? gpa - (n - 1) * size : gpa;
+    if (!(lo >= 0 && lo + n * size <= this.mem.size)) {
+      // On real hardware the guest would take a page fault on its own buffer before any exit happens.
+      throw new GuestAccessError(`string I/O buffer 0x${gpa.toString(16)} (${n}x${size} bytes) outside guest RAM`);
+    }
+    this.acct.counts.stringIo++;
+    this.ioreqPage.publish(vcpu, IOREQ_TYPE_PIO, port, gpa, n, size, dir, true, df);
+    this.transport.kick(vcpu);
+    this.complete(vcpu, false);
+    const t = this._tracer;
+    if (t) {
+      t.emit({
+        ev: "ioreq",
+        vcpu,
+        type: IOREQ_TYPE_PIO,
+        port,
+        size,
+        dir: dir === IOREQ_READ ? "in" : "out",
+        count: n,
+        dataIsPtr: true,
+        df,
+        gpa,
+        device: this.bus.nameAt(port) ?? "unclaimed",
+      });
+    }
+    return n;
+  }
+
+  /** hvm_wait_for_io: the slot must be IORESP_READY; take the data (reads only) and return the slot to NONE. */
+  private complete(vcpu: number, takeData: boolean): number {
+    const page = this.ioreqPage;
+    const st = page.state(vcpu);
+    if (st !== STATE_IORESP_READY) throw new IoreqStateError(vcpu, st, STATE_IOREQ_NONE);
+    const data = takeData ? page.data(vcpu) : 0;
+    page.setState(vcpu, STATE_IOREQ_NONE);
+    return data;
+  }
+
+  /** Count a hypercall made by a domain (grant, event-channel and xenstore operations call this). */
+  hypercall(dom: number, op: string): void {
+    this.acct.counts.hypercall++;
+    this._tracer?.emit({ ev: "hypercall", dom, op });
+  }
+}
+
+/**
+ * The only way a guest driver touches devices: port I/O (each access an exit), string I/O, its own RAM (no
+ * exit) and interrupt lines. Mirrors the instructions a real driver would execute.
+ */
+export class Vcpu {
+  readonly mem: GuestMemory;
+  constructor(
+    readonly hv: Hypervisor,
+    readonly id: number,
+  ) {
+    this.mem = hv.mem;
+  }
+
+  inb(port: number): number {
+    return this.hv.pio(this.id, IOREQ_READ, port, 1, 0);
+  }
+  inw(port: number): number {
+    return this.hv.pio(this.id, IOREQ_READ, port, 2, 0);
+  }
+  inl(port: number): number {
+    return this.hv.pio(this.id, IOREQ_READ, port, 4, 0);
+  }
+  outb(port: number, value: number): void {
+    this.hv.pio(this.id, IOREQ_WRITE, port, 1, value & 0xff);
+  }
+  outw(port: number, value: number): void {
+    this.hv.pio(this.id, IOREQ_WRITE, port, 2, value & 0xffff);
+  }
+  outl(port: number, value: number): void {
+    this.hv.pio(this.id, IOREQ_WRITE, port, 4, value >>> 0);
+  }
+
+  /** REP INS{B,W,L}: `count` items from `port` into guest memory at `gpa`. Several exits if it crosses pages. */
+  ins(port: number, size: AccessSize, gpa: number, count: number, df = false): void {
+    this.rep(IOREQ_READ, port, size, gpa, count, df);
+  }
+  /** REP OUTS{B,W,L}: `count` items from guest memory at `gpa` to `port`. */
+  outs(port: number, size: AccessSize, gpa: number, count: number, df = false): void {
+    this.rep(IOREQ_WRITE, port, size, gpa, count, df);
+  }
+  insb(port: number, gpa: number, count: number): void {
+    this.ins(port, 1, gpa, count);
+  }
+  insw(port: number, gpa: number, count: number): void {
+    this.ins(port, 2, gpa, count);
+  }
+  insl(port: number, gpa: number, count: number): void {
+    this.ins(port, 4, gpa, count);
+  }
+  outsb(port: number, gpa: number, count: number): void {
+    this.outs(port, 1, gpa, count);
+  }
+  outsw(port: number, gpa: number, count: number): void {
+    this.outs(port, 2, gpa, count);
+  }
+  outsl(port: number, gpa: number, count: number): void {
+    this.outs(port, 4, gpa, count);
+  }
+
+  private rep(dir: 0 | 1, port: number, size: AccessSize, gpa: number, count: number, df: boolean): void {
+    while (count > 0) {
+      const n = this.hv.pioString(this.id, dir, port, size, gpa, count, df);
+      count -= n;
+      gpa += df ? -n * size : n * size;
+    }
+  }
+
+  /** Level of an interrupt line as the guest's interrupt controller sees it (no exit). */
+  irqRaised(line: number): boolean {
+    return this.hv.irq.isRaised(line);
+  }
+
+  /** HLT until `line` is active, or `timeoutMs` passes (resolves false). Pending buffered writes land first. */
+  waitIrq(line: number, timeoutMs?: number): Promise<boolean> {
+    this.hv.server.drainBuffered();
+    return this.hv.irq.wait(line, timeoutMs);
+  }
+
+  /**
+   * PAUSE in a polling loop: yields to the event loop so that asynchronous storage completions can arrive.
+   * A driver polling a BSY bit must call this between polls when the device model may be asynchronous.
+   */
+  relax(): Promise<void> {
+    return new Promise((r) => setImmediate(r));
+  }
+}
