@@ -40,10 +40,19 @@ export interface CostEntry {
  *   This last figure is our estimate, not a published measurement.
  */
 export const DEFAULT_COSTS: Record<CounterKind, CostEntry> = {
-  pioIn: { cycles: 5287, source: "QEMU docs/specs/pci-testdev.txt, portio-no-eventfd (userspace device model)" },
-  pioOut: { cycles: 5287, source: "QEMU docs/specs/pci-testdev.txt, portio-no-eventfd (userspace device model)" },
+  pioIn: {
+    cycles: 5287,
+    source: "QEMU docs/specs/pci-testdev.txt, portio-no-eventfd (userspace device model)",
+  },
+  pioOut: {
+    cycles: 5287,
+    source: "QEMU docs/specs/pci-testdev.txt, portio-no-eventfd (userspace device model)",
+  },
   stringIo: { cycles: 5287, source: "one ioreq round trip per string exit, as portio-no-eventfd" },
-  bufferedWrite: { cycles: 1762, source: "QEMU pci-testdev portio-wildcard-eventfd (exit completed in the hypervisor)" },
+  bufferedWrite: {
+    cycles: 1762,
+    source: "QEMU pci-testdev portio-wildcard-eventfd (exit completed in the hypervisor)",
+  },
   hypercall: { cycles: 2550, source: "AMD SVM KVM_RUN round trip, LKML Dec 2020 (2,528-2,576 cycles)" },
   evtchnNotify: { cycles: 2550, source: "upcall on the notified side: one transition, LKML Dec 2020" },
   irqInject: { cycles: 2550, source: "interrupt injection on VM entry: one transition, LKML Dec 2020" },

@@ -67,8 +67,20 @@ export class PortBus {
   private readonly owner = new Uint16Array(PORT_SPACE);
   private readonly claims: Claim[] = [];
 
-  register(base: number, length: number, device: PortIoDevice, name: string, opts: PortRangeOptions = {}): void {
-    if (!Number.isInteger(base) || !Number.isInteger(length) || length <= 0 || base < 0 || base + length > PORT_SPACE) {
+  register(
+    base: number,
+    length: number,
+    device: PortIoDevice,
+    name: string,
+    opts: PortRangeOptions = {},
+  ): void {
+    if (
+      !Number.isInteger(base) ||
+      !Number.isInteger(length) ||
+      length <= 0 ||
+      base < 0 ||
+      base + length > PORT_SPACE
+    ) {
       throw new RangeError(`bad port range 0x${base.toString(16)}+${length} for ${name}`);
     }
     for (let p = base; p < base + length; p++) {

@@ -70,7 +70,8 @@ export class Hypervisor {
     this.transport = { kick: (v) => this.server.handle(v) };
     this.bufferedIoreqs = opts.bufferedIoreqs ?? true;
     const n = opts.vcpus ?? 1;
-    if (!(n >= 1 && n <= MAX_VCPUS_PER_IOREQ_PAGE)) throw new RangeError(`vcpus must be 1..${MAX_VCPUS_PER_IOREQ_PAGE}`);
+    if (!(n >= 1 && n <= MAX_VCPUS_PER_IOREQ_PAGE))
+      throw new RangeError(`vcpus must be 1..${MAX_VCPUS_PER_IOREQ_PAGE}`);
     for (let i = 0; i < n; i++) {
       // Xen writes each slot's event channel when the ioreq server is enabled (hvm_update_ioreq_evtchn).
       this.ioreqPage.setVpEport(i, i + 1);
@@ -139,7 +140,15 @@ export class Hypervisor {
    * Like Xen, the hypervisor clamps `count` so the buffer stays inside one guest page, and the caller issues
    * another exit for the rest. Returns the number of items this exit moved.
    */
-  pioString(vcpu: number, dir: 0 | 1, port: number, size: AccessSize, gpa: number, count: number, df: boolean): number {
+  pioString(
+    vcpu: number,
+    dir: 0 | 1,
+    port: number,
+    size: AccessSize,
+    gpa: number,
+    count: number,
+    df: boolean,
+  ): number {
     port &= 0xffff;
     if (count <= 0) return 0;
     let n: number;
@@ -153,7 +162,9 @@ export class Hypervisor {
     const lo = df ? gpa - (n - 1) * size : gpa;
     if (!(lo >= 0 && lo + n * size <= this.mem.size)) {
       // On real hardware the guest would take a page fault on its own buffer before any exit happens.
-      throw new GuestAccessError(`string I/O buffer 0x${gpa.toString(16)} (${n}x${size} bytes) outside guest RAM`);
+      throw new GuestAccessError(
+        `string I/O buffer 0x${gpa.toString(16)} (${n}x${size} bytes) outside guest RAM`,
+      );
     }
     this.acct.counts.stringIo++;
     this.ioreqPage.publish(vcpu, IOREQ_TYPE_PIO, port, gpa, n, size, dir, true, df);

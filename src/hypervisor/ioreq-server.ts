@@ -96,7 +96,14 @@ export class IoreqServer {
    * String I/O: `count` items of `size` bytes between `port` and guest memory at `gpa`, downwards when `df`.
    * The device's bulk path is used when it has one. A guest-memory fault stops the transfer there.
    */
-  private string(port: number, size: AccessSize, isRead: boolean, gpa: number, count: number, df: boolean): void {
+  private string(
+    port: number,
+    size: AccessSize,
+    isRead: boolean,
+    gpa: number,
+    count: number,
+    df: boolean,
+  ): void {
     const dev = this.bus.deviceAt(port);
     if (dev?.ioString) {
       const r = dev.ioString(port, size, isRead ? "in" : "out", this.mem, gpa, count, df);
@@ -110,7 +117,12 @@ export class IoreqServer {
       let f: MemoryFault | undefined;
       if (isRead) {
         const v = this.bus.read(port, size);
-        f = size === 1 ? this.mem.writeU8(a, v) : size === 2 ? this.mem.writeU16(a, v) : this.mem.writeU32(a, v);
+        f =
+          size === 1
+            ? this.mem.writeU8(a, v)
+            : size === 2
+              ? this.mem.writeU16(a, v)
+              : this.mem.writeU32(a, v);
       } else {
         const v = size === 1 ? this.mem.readU8(a) : size === 2 ? this.mem.readU16(a) : this.mem.readU32(a);
         if (isFault(v)) f = v;

@@ -105,7 +105,8 @@ export class SharedIoreqPage {
   }
 
   slot(vcpu: number): number {
-    if (!(vcpu >= 0 && vcpu < MAX_VCPUS_PER_IOREQ_PAGE)) throw new RangeError(`no ioreq slot for vCPU ${vcpu}`);
+    if (!(vcpu >= 0 && vcpu < MAX_VCPUS_PER_IOREQ_PAGE))
+      throw new RangeError(`no ioreq slot for vCPU ${vcpu}`);
     return vcpu * IOREQ_SIZE;
   }
 
@@ -157,7 +158,9 @@ export class SharedIoreqPage {
     dv.setUint32(o + IOREQ_OFF_SIZE, size >>> 0, true);
     dv.setUint16(o + 28, 0, true);
     this.u8[o + IOREQ_OFF_FLAGS] =
-      (dataIsPtr ? IOREQ_DATA_IS_PTR : 0) | (dir === IOREQ_READ ? IOREQ_DIR_READ_BIT : 0) | (df ? IOREQ_DF : 0);
+      (dataIsPtr ? IOREQ_DATA_IS_PTR : 0) |
+      (dir === IOREQ_READ ? IOREQ_DIR_READ_BIT : 0) |
+      (df ? IOREQ_DF : 0);
     this.u8[o + IOREQ_OFF_TYPE] = type;
     this.setState(vcpu, STATE_IOREQ_READY);
   }
@@ -279,7 +282,7 @@ export class BufferedIoreqPage {
     if (code === undefined || addr < 0 || addr > 0xfffff) return false;
     const qw = size === 8 ? 1 : 0;
     const wp = this.writePointer;
-    if (((wp - this.readPointer) >>> 0) >= IOREQ_BUFFER_SLOT_NUM - qw) return false;
+    if ((wp - this.readPointer) >>> 0 >= IOREQ_BUFFER_SLOT_NUM - qw) return false;
     this.writeSlot(wp, type, code, addr, data);
     if (qw) this.writeSlot(wp + 1, type, code, addr, dataHi);
     Atomics.store(this.ptrs, 1, (wp + 1 + qw) >>> 0);

@@ -22,7 +22,8 @@ export class InterruptController {
   constructor(private readonly acct: Accounting) {}
 
   private check(line: number): void {
-    if (!(Number.isInteger(line) && line >= 0 && line < NUM_IRQ_LINES)) throw new RangeError(`no IRQ line ${line}`);
+    if (!(Number.isInteger(line) && line >= 0 && line < NUM_IRQ_LINES))
+      throw new RangeError(`no IRQ line ${line}`);
   }
 
   raise(line: number): void {

@@ -172,7 +172,9 @@ export class PageAllocator {
     const gpa = alignUp(this.next, align);
     const end = gpa + alignUp(Math.max(bytes, 1), PAGE_SIZE);
     if (end > this.mem.size) {
-      throw new RangeError(`guest page allocator: ${bytes} bytes do not fit below 0x${this.mem.size.toString(16)}`);
+      throw new RangeError(
+        `guest page allocator: ${bytes} bytes do not fit below 0x${this.mem.size.toString(16)}`,
+      );
     }
     this.next = end;
     return gpa;

@@ -1,0 +1,61 @@
+/**
+ * `xenide`: the command-line entry point. Commands live in ./commands, one module each.
+ */
+import { Command, CommanderError } from "commander";
+import { commandModules } from "./commands/index.ts";
+import { UsageError } from "./errors.ts";
+
+export async function buildProgram(): Promise<Command> {
+  const program = new Command();
+  program
+    .name("xenide")
+    .description(
+      "Emulates how a Xen VM reaches its disk: a PIIX IDE controller behind ioreq exits (HVM) and the blkif\n" +
+        "ring (PV), on real raw images, counting every exit and modelled cycle.",
+    )
+    .version(process.env.npm_package_version ?? "0.1.0")
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride();
+  for (const load of commandModules) (await load()).register(program);
+  return program;
+}
+
+/** Run the CLI with `argv` (user arguments only). Returns the exit code. */
+export async function runCli(argv: string[]): Promise<number> {
+  const program = await buildProgram();
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // commander already printed its one-line message (or the help/version text).
+      return e.exitCode === 0 ? 0 : 2;
+    }
+    if (e instanceof UsageError) {
+      process.stderr.write(`xenide: ${e.message}\n`);
+      return e.exitCode;
+    }
+    const err = e as NodeJS.ErrnoException;
+    if (err && typeof err.code === "string" && typeof err.message === "string" && err.syscall) {
+      // A file-system error the user caused (missing file, permission): one line, no stack.
+      process.stderr.write(`xenide: ${err.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+const isMain = process.argv[1] && /(?:main\.ts|xenide(?:\.js)?)$/.test(process.argv[1]);
+if (isMain) {
+  runCli(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      process.stderr.write(
+        `xenide: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`,
+      );
+      process.exitCode = 70;
+    },
+  );
+}
