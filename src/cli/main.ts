@@ -1,6 +1,7 @@
 /**
  * `xenide`: the command-line entry point. Commands live in ./commands, one module each.
  */
+import { pathToFileURL } from "node:url";
 import { Command, CommanderError } from "commander";
 import { commandModules } from "./commands/index.ts";
 import { UsageError } from "./errors.ts";
@@ -45,7 +46,13 @@ export async function runCli(argv: string[]): Promise<number> {
   }
 }
 
-const isMain = process.argv[1] && /(?:main\.ts|xenide(?:\.js)?)$/.test(process.argv[1]);
+// `head` closing the pipe early is not an error worth a stack trace.
+process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+  if (e.code === "EPIPE") process.exit(0);
+  throw e;
+});
+
+const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
 if (isMain) {
   runCli(process.argv.slice(2)).then(
     (code) => {

@@ -12,11 +12,9 @@ import {
   IOREQ_READ,
   IOREQ_TYPE_PIO,
   IOREQ_WRITE,
-  IoreqStateError,
   MAX_VCPUS_PER_IOREQ_PAGE,
   SharedIoreqPage,
   STATE_IORESP_READY,
-  STATE_IOREQ_NONE,
 } from "./ioreq.ts";
 import { IoreqServer } from "./ioreq-server.ts";
 import { type GuestMemory, GuestRam, PAGE_SIZE } from "./memory.ts";
@@ -192,10 +190,8 @@ export class Hypervisor {
   /** hvm_wait_for_io: the slot must be IORESP_READY; take the data (reads only) and return the slot to NONE. */
   private complete(vcpu: number, takeData: boolean): number {
     const page = this.ioreqPage;
-    const st = page.state(vcpu);
-    if (st !== STATE_IORESP_READY) throw new IoreqStateError(vcpu, st, STATE_IOREQ_NONE);
     const data = takeData ? page.data(vcpu) : 0;
-    page.setState(vcpu, STATE_IOREQ_NONE);
+    page.step(vcpu, STATE_IORESP_READY); // refuses a slot the device model did not answer
     return data;
   }
 

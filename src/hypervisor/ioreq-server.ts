@@ -20,11 +20,10 @@ import {
   IOREQ_OFF_SIZE,
   IOREQ_OFF_TYPE,
   IOREQ_TYPE_PIO,
-  IoreqStateError,
+  IOREQ_SIZE,
   type SharedIoreqPage,
   STATE_IOREQ_INPROCESS,
   STATE_IOREQ_READY,
-  STATE_IORESP_READY,
 } from "./ioreq.ts";
 import { type GuestMemory, isFault, type MemoryFault } from "./memory.ts";
 
@@ -62,22 +61,20 @@ export class IoreqServer {
 
   /** Serve the READY request in `vcpu`'s slot. */
   handle(vcpu: number): void {
-    if (this.bufPage.pending) this.drainBuffered();
+    if (this.bufPage.hasPending()) this.drainBuffered();
     const page = this.page;
-    const st = page.state(vcpu);
-    // The device model must never touch a slot that is not READY (xen-protocol §9.3).
-    if (st !== STATE_IOREQ_READY) throw new IoreqStateError(vcpu, st, STATE_IOREQ_INPROCESS);
-    page.setState(vcpu, STATE_IOREQ_INPROCESS);
-    const o = page.slot(vcpu);
-    const dv = page.dv;
+    // The device model must never touch a slot that is not READY (xen-protocol §9.3): step() refuses it.
+    page.step(vcpu, STATE_IOREQ_READY);
+    const o = vcpu * IOREQ_SIZE;
+    const u32 = page.u32;
     const flags = page.u8[o + IOREQ_OFF_FLAGS]!;
     const type = page.u8[o + IOREQ_OFF_TYPE]!;
-    const addr = dv.getUint32(o + IOREQ_OFF_ADDR, true);
-    const size = dv.getUint32(o + IOREQ_OFF_SIZE, true);
+    const addr = u32[(o + IOREQ_OFF_ADDR) >>> 2]!;
+    const size = u32[(o + IOREQ_OFF_SIZE) >>> 2]!;
     const isRead = (flags & IOREQ_DIR_READ_BIT) !== 0;
     if (type === IOREQ_TYPE_PIO && (size === 1 || size === 2 || size === 4)) {
       if (flags & IOREQ_DATA_IS_PTR) {
-        const count = dv.getUint32(o + IOREQ_OFF_COUNT, true);
+        const count = u32[(o + IOREQ_OFF_COUNT) >>> 2]!;
         this.string(addr & 0xffff, size, isRead, page.data(vcpu), count, (flags & IOREQ_DF) !== 0);
       } else if (isRead) {
         page.setData(vcpu, this.bus.read(addr & 0xffff, size));
@@ -89,7 +86,7 @@ export class IoreqServer {
       page.setData(vcpu, sizeMask(Math.min(size, 4)) >>> 0);
     }
     this.stats.handled++;
-    page.setState(vcpu, STATE_IORESP_READY);
+    page.step(vcpu, STATE_IOREQ_INPROCESS);
   }
 
   /**

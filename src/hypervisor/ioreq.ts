@@ -94,13 +94,21 @@ function legal(from: number, to: number): boolean {
  * the device-model side work only through these bytes, so the device model could run on another thread.
  */
 export class SharedIoreqPage {
+  /**
+   * Use Atomics for the state byte (a device model on another thread). In-process, plain typed-array accesses
+   * are already sequentially ordered and several times cheaper, which matters at tens of millions of exits/s.
+   */
+  atomic = false;
   readonly buffer: SharedArrayBuffer;
   readonly u8: Uint8Array;
+  /** 32-bit view for the hot path; the ABI is little-endian and so is every host xenide runs on (checked below). */
+  readonly u32: Uint32Array;
   readonly dv: DataView;
 
   constructor(buffer: SharedArrayBuffer = new SharedArrayBuffer(IOREQ_PAGE_SIZE)) {
     this.buffer = buffer;
     this.u8 = new Uint8Array(buffer, 0, IOREQ_PAGE_SIZE);
+    this.u32 = new Uint32Array(buffer, 0, IOREQ_PAGE_SIZE / 4);
     this.dv = new DataView(buffer, 0, IOREQ_PAGE_SIZE);
   }
 
@@ -111,17 +119,35 @@ export class SharedIoreqPage {
   }
 
   state(vcpu: number): number {
-    return Atomics.load(this.u8, this.slot(vcpu) + IOREQ_OFF_FLAGS) & IOREQ_STATE_MASK;
+    const off = this.slot(vcpu) + IOREQ_OFF_FLAGS;
+    return (this.atomic ? Atomics.load(this.u8, off) : this.u8[off]!) & IOREQ_STATE_MASK;
   }
 
   /** Step the slot's state, refusing anything but the next state in the cycle. */
   setState(vcpu: number, to: number): void {
-    const off = this.slot(vcpu) + IOREQ_OFF_FLAGS;
-    const byte = Atomics.load(this.u8, off);
-    const from = byte & IOREQ_STATE_MASK;
+    const from = this.state(vcpu);
     if (!legal(from, to)) throw new IoreqStateError(vcpu, from, to);
+    this.storeState(this.slot(vcpu) + IOREQ_OFF_FLAGS, to);
+  }
+
+  /**
+   * The one forward step `from` -> `from + 1` (mod 4) on the hot path: a single compare instead of the full
+   * transition table, still refusing any slot that is not in `from`.
+   */
+  step(vcpu: number, from: number): void {
+    const off = vcpu * IOREQ_SIZE + IOREQ_OFF_FLAGS;
+    const byte = this.atomic ? Atomics.load(this.u8, off) : this.u8[off]!;
+    if ((byte & IOREQ_STATE_MASK) !== from || vcpu >= MAX_VCPUS_PER_IOREQ_PAGE) {
+      throw new IoreqStateError(vcpu, byte & IOREQ_STATE_MASK, (from + 1) & 3);
+    }
+    this.storeState(off, (from + 1) & 3);
+  }
+
+  private storeState(off: number, to: number): void {
+    const v = (this.u8[off]! & ~IOREQ_STATE_MASK) | to;
     // Atomics.store orders the preceding field writes before the state change (Xen's wmb before state=READY).
-    Atomics.store(this.u8, off, (byte & ~IOREQ_STATE_MASK) | to);
+    if (this.atomic) Atomics.store(this.u8, off, v);
+    else this.u8[off] = v;
   }
 
   vpEport(vcpu: number): number {
@@ -149,14 +175,19 @@ export class SharedIoreqPage {
     df: boolean,
   ): void {
     const o = this.slot(vcpu);
-    const from = this.state(vcpu);
+    const flagsOff = o + IOREQ_OFF_FLAGS;
+    const from = (this.atomic ? Atomics.load(this.u8, flagsOff) : this.u8[flagsOff]!) & IOREQ_STATE_MASK;
     if (from !== STATE_IOREQ_NONE) throw new IoreqStateError(vcpu, from, STATE_IOREQ_READY);
-    const dv = this.dv;
-    setU64(dv, o + IOREQ_OFF_ADDR, addr);
-    setU64(dv, o + IOREQ_OFF_DATA, data);
-    dv.setUint32(o + IOREQ_OFF_COUNT, count >>> 0, true);
-    dv.setUint32(o + IOREQ_OFF_SIZE, size >>> 0, true);
-    dv.setUint16(o + 28, 0, true);
+    const u32 = this.u32;
+    const w = o >>> 2;
+    u32[w] = addr;
+    u32[w + 1] = addr > 0xffffffff ? Math.floor(addr / 0x1_0000_0000) : 0;
+    u32[w + 2] = data;
+    u32[w + 3] = data > 0xffffffff ? Math.floor(data / 0x1_0000_0000) : 0;
+    u32[w + 4] = count;
+    u32[w + 5] = size;
+    this.u8[o + 28] = 0; // _pad0
+    this.u8[o + 29] = 0;
     this.u8[o + IOREQ_OFF_FLAGS] =
       (dataIsPtr ? IOREQ_DATA_IS_PTR : 0) |
       (dir === IOREQ_READ ? IOREQ_DIR_READ_BIT : 0) |
@@ -171,11 +202,14 @@ export class SharedIoreqPage {
   }
 
   data(vcpu: number): number {
-    return getU64(this.dv, this.slot(vcpu) + IOREQ_OFF_DATA);
+    const w = (vcpu * IOREQ_SIZE + IOREQ_OFF_DATA) >>> 2;
+    return this.u32[w]! + this.u32[w + 1]! * 0x1_0000_0000;
   }
 
   setData(vcpu: number, data: number): void {
-    setU64(this.dv, this.slot(vcpu) + IOREQ_OFF_DATA, data);
+    const w = (vcpu * IOREQ_SIZE + IOREQ_OFF_DATA) >>> 2;
+    this.u32[w] = data;
+    this.u32[w + 1] = data > 0xffffffff ? Math.floor(data / 0x1_0000_0000) : 0;
   }
 
   /** The 32 bytes of a slot, copied (for tests and traces). */
@@ -185,10 +219,8 @@ export class SharedIoreqPage {
   }
 }
 
-/** 64-bit little-endian store of a non-negative safe integer as two u32 halves (no BigInt on the hot path). */
-function setU64(dv: DataView, off: number, v: number): void {
-  dv.setUint32(off, v >>> 0, true);
-  dv.setUint32(off + 4, Math.floor(v / 0x1_0000_0000) >>> 0, true);
+if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) {
+  throw new Error("xenide needs a little-endian host: Xen's shared pages are little-endian");
 }
 
 function getU64(dv: DataView, off: number): number {
@@ -271,6 +303,11 @@ export class BufferedIoreqPage {
   /** Slots in use. */
   get pending(): number {
     return (this.writePointer - this.readPointer) >>> 0;
+  }
+
+  /** True when there is something to drain: a plain read first, so the common empty case costs two loads. */
+  hasPending(): boolean {
+    return this.ptrs[0] !== this.ptrs[1];
   }
 
   /**

@@ -1,0 +1,346 @@
+/**
+ * Event channels (xen/include/public/event_channel.h, xen/common/event_channel.c), 2-level ABI.
+ *
+ * Per domain: a port table (state, remote domain, remote port) and the `evtchn_pending` / `evtchn_mask`
+ * bitmaps of shared_info plus vcpu_info's `evtchn_upcall_pending`, all in a SharedArrayBuffer, so a backend
+ * or frontend on another thread can send and see the same bits (`EventChannels.attach`).
+ *
+ * Delivery: `send` only sets the remote port's pending bit (if already pending, nothing more happens: sends
+ * coalesce as on Xen). If the port is unmasked and the domain had no upcall pending, an upcall is scheduled
+ * with `queueMicrotask`: asynchronous, so a backend answering inside a frontend's push does not recurse into
+ * the frontend, and several sends before the receiver runs cost one upcall. The upcall scans pending&~mask,
+ * clears each pending bit and calls the port's handler (evtchn_do_upcall). A waiter on another thread is woken
+ * with Atomics.notify on the upcall word.
+ *
+ * Costs: every EVTCHNOP is a hypercall (`hv.hypercall`); `send` also counts `evtchnNotify`.
+ */
+
+import { DOMID_SELF } from "./domain.ts";
+import type { HypercallSink } from "./grant-table.ts";
+
+/** 2-level ABI on a 32-bit guest: 32 x 32 ports (a 64-bit guest has 4096; 1024 is plenty for a few devices). */
+export const EVTCHN_MAX_PORTS = 1024;
+
+export const ECS_FREE = 0;
+export const ECS_UNBOUND = 1;
+export const ECS_INTERDOMAIN = 2;
+
+const W_LOCK = 0;
+const W_UPCALL = 1; // vcpu_info.evtchn_upcall_pending
+const W_PENDING = 8;
+const W_MASK = W_PENDING + EVTCHN_MAX_PORTS / 32;
+const W_PORTS = W_MASK + EVTCHN_MAX_PORTS / 32;
+const P_STATE = 0;
+const P_REMOTE_DOM = 1;
+const P_REMOTE_PORT = 2;
+const P_WORDS = 3;
+const WORDS = W_PORTS + EVTCHN_MAX_PORTS * P_WORDS;
+
+export type EvtchnErrno = "EINVAL" | "ESRCH" | "ENOSPC" | "EPERM";
+
+export class EventChannelError extends Error {
+  constructor(
+    readonly code: EvtchnErrno,
+    message: string,
+  ) {
+    super(message);
+    this.name = "EventChannelError";
+  }
+}
+
+/** One domain's event-channel state, in shared memory. */
+export class EventChannelDomain {
+  readonly w: Int32Array;
+  constructor(
+    readonly domid: number,
+    readonly shared: SharedArrayBuffer = new SharedArrayBuffer(WORDS * 4),
+  ) {
+    this.w = new Int32Array(shared);
+  }
+
+  state(port: number): number {
+    return Atomics.load(this.w, W_PORTS + port * P_WORDS + P_STATE);
+  }
+  remote(port: number): { dom: number; port: number } {
+    const b = W_PORTS + port * P_WORDS;
+    return { dom: Atomics.load(this.w, b + P_REMOTE_DOM), port: Atomics.load(this.w, b + P_REMOTE_PORT) };
+  }
+  setPort(port: number, state: number, remoteDom: number, remotePort: number): void {
+    const b = W_PORTS + port * P_WORDS;
+    Atomics.store(this.w, b + P_REMOTE_DOM, remoteDom);
+    Atomics.store(this.w, b + P_REMOTE_PORT, remotePort);
+    Atomics.store(this.w, b + P_STATE, state);
+  }
+
+  isPending(port: number): boolean {
+    return (Atomics.load(this.w, W_PENDING + (port >>> 5)) & (1 << (port & 31))) !== 0;
+  }
+  isMasked(port: number): boolean {
+    return (Atomics.load(this.w, W_MASK + (port >>> 5)) & (1 << (port & 31))) !== 0;
+  }
+  /** Set the pending bit; returns true if it was already set. */
+  setPending(port: number): boolean {
+    const bit = 1 << (port & 31);
+    return (Atomics.or(this.w, W_PENDING + (port >>> 5), bit) & bit) !== 0;
+  }
+  clearPending(port: number): void {
+    Atomics.and(this.w, W_PENDING + (port >>> 5), ~(1 << (port & 31)));
+  }
+  setMask(port: number, masked: boolean): void {
+    const bit = 1 << (port & 31);
+    if (masked) Atomics.or(this.w, W_MASK + (port >>> 5), bit);
+    else Atomics.and(this.w, W_MASK + (port >>> 5), ~bit);
+  }
+  /** Raise evtchn_upcall_pending; true if it was 0 (an upcall must be delivered). */
+  raiseUpcall(): boolean {
+    const was = Atomics.exchange(this.w, W_UPCALL, 1) === 0;
+    if (was) Atomics.notify(this.w, W_UPCALL);
+    return was;
+  }
+  /** Take the upcall (clear evtchn_upcall_pending before scanning, as evtchn_do_upcall does). */
+  takeUpcall(): void {
+    Atomics.store(this.w, W_UPCALL, 0);
+  }
+  /** Ports pending and not masked, lowest first, each cleared as it is returned. */
+  takePending(out: number[]): number {
+    let n = 0;
+    for (let i = 0; i < EVTCHN_MAX_PORTS / 32; i++) {
+      let bits = Atomics.load(this.w, W_PENDING + i) & ~Atomics.load(this.w, W_MASK + i);
+      while (bits) {
+        const b = 31 - Math.clz32(bits & -bits);
+        bits &= ~(1 << b);
+        const port = i * 32 + b;
+        this.clearPending(port);
+        out.push(port);
+        n++;
+      }
+    }
+    return n;
+  }
+  /** The word a thread waits on (Atomics.wait / waitAsync) for an upcall. */
+  static readonly UPCALL_WORD = W_UPCALL;
+
+  lock(): void {
+    while (Atomics.compareExchange(this.w, W_LOCK, 0, 1) !== 0) Atomics.wait(this.w, W_LOCK, 1, 1);
+  }
+  unlock(): void {
+    Atomics.store(this.w, W_LOCK, 0);
+    Atomics.notify(this.w, W_LOCK, 1);
+  }
+}
+
+export type EventHandler = (port: number) => void;
+
+/**
+ * The event-channel hypercalls for all domains of one host, and in-process upcall delivery to handlers.
+ * `attach` builds the same view on another thread from the domains' shared buffers.
+ */
+export class EventChannels {
+  private readonly doms = new Map<number, EventChannelDomain>();
+  private readonly handlers = new Map<number, Map<number, EventHandler>>();
+  private readonly scheduled = new Set<number>();
+  /** Upcalls delivered (one per scan of a domain's pending ports). */
+  upcalls = 0;
+
+  constructor(private readonly hv: HypercallSink) {}
+
+  static attach(hv: HypercallSink, shared: ReadonlyMap<number, SharedArrayBuffer>): EventChannels {
+    const ev = new EventChannels(hv);
+    for (const [d, sab] of shared) ev.doms.set(d, new EventChannelDomain(d, sab));
+    return ev;
+  }
+
+  addDomain(domid: number): EventChannelDomain {
+    let d = this.doms.get(domid);
+    if (!d) {
+      d = new EventChannelDomain(domid);
+      this.doms.set(domid, d);
+    }
+    return d;
+  }
+
+  domain(domid: number): EventChannelDomain {
+    const d = this.doms.get(domid);
+    if (!d) throw new EventChannelError("ESRCH", `no domain ${domid}`);
+    return d;
+  }
+
+  /** Shared buffers by domain, to hand to a worker thread. */
+  sharedBuffers(): Map<number, SharedArrayBuffer> {
+    return new Map([...this.doms].map(([k, v]) => [k, v.shared]));
+  }
+
+  private validPort(d: EventChannelDomain, port: number): void {
+    if (!(Number.isInteger(port) && port > 0 && port < EVTCHN_MAX_PORTS) || d.state(port) === ECS_FREE) {
+      throw new EventChannelError("EINVAL", `domain ${d.domid}: port ${port} is not allocated`);
+    }
+  }
+
+  private allocPort(d: EventChannelDomain): number {
+    // Port 0 is never handed out (Xen reserves it).
+    for (let p = 1; p < EVTCHN_MAX_PORTS; p++) if (d.state(p) === ECS_FREE) return p;
+    throw new EventChannelError("ENOSPC", `domain ${d.domid}: no free event-channel port`);
+  }
+
+  /** EVTCHNOP_alloc_unbound: a port of `dom` that `remoteDom` may bind to. */
+  allocUnbound(dom: number, remoteDom: number): number {
+    this.hv.hypercall(dom, "evtchn_alloc_unbound");
+    const d = this.domain(dom);
+    if (remoteDom === DOMID_SELF) remoteDom = dom;
+    this.domain(remoteDom);
+    d.lock();
+    try {
+      const port = this.allocPort(d);
+      d.setMask(port, false);
+      d.clearPending(port);
+      d.setPort(port, ECS_UNBOUND, remoteDom, 0);
+      return port;
+    } finally {
+      d.unlock();
+    }
+  }
+
+  /** EVTCHNOP_bind_interdomain: connect a new port of `dom` to `remoteDom`'s unbound `remotePort`. */
+  bindInterdomain(dom: number, remoteDom: number, remotePort: number): number {
+    this.hv.hypercall(dom, "evtchn_bind_interdomain");
+    const l = this.domain(dom);
+    if (remoteDom === DOMID_SELF) remoteDom = dom;
+    const r = this.doms.get(remoteDom);
+    if (!r) throw new EventChannelError("ESRCH", `no domain ${remoteDom}`);
+    if (!(Number.isInteger(remotePort) && remotePort > 0 && remotePort < EVTCHN_MAX_PORTS)) {
+      throw new EventChannelError("EINVAL", `port ${remotePort} out of range`);
+    }
+    r.lock();
+    try {
+      // The remote port must be unbound and reserved for us (Xen: -EINVAL otherwise).
+      if (r.state(remotePort) !== ECS_UNBOUND || r.remote(remotePort).dom !== dom) {
+        throw new EventChannelError(
+          "EINVAL",
+          `domain ${remoteDom} port ${remotePort} is not unbound for domain ${dom}`,
+        );
+      }
+      if (l !== r) l.lock();
+      try {
+        const port = this.allocPort(l);
+        l.setMask(port, false);
+        l.clearPending(port);
+        l.setPort(port, ECS_INTERDOMAIN, remoteDom, remotePort);
+        r.setPort(remotePort, ECS_INTERDOMAIN, dom, port);
+        // Xen marks the new local port pending so no event sent before the bind is lost (evtchn_port_set_pending).
+        this.raise(l, port);
+        return port;
+      } finally {
+        if (l !== r) l.unlock();
+      }
+    } finally {
+      r.unlock();
+    }
+  }
+
+  /** EVTCHNOP_send: raise the remote end of an interdomain port. Sends on an unbound port are dropped. */
+  send(dom: number, port: number): void {
+    this.hv.acct.counts.evtchnNotify++;
+    this.hv.hypercall(dom, "evtchn_send");
+    const d = this.domain(dom);
+    this.validPort(d, port);
+    if (d.state(port) !== ECS_INTERDOMAIN) return;
+    const rem = d.remote(port);
+    const r = this.doms.get(rem.dom);
+    if (r) this.raise(r, rem.port);
+  }
+
+  private raise(r: EventChannelDomain, port: number): void {
+    if (r.setPending(port)) return; // already pending: coalesced
+    if (r.isMasked(port)) return;
+    if (r.raiseUpcall()) this.schedule(r.domid);
+  }
+
+  /** EVTCHNOP_close: free the port; an interdomain peer goes back to unbound (towards us). */
+  close(dom: number, port: number): void {
+    this.hv.hypercall(dom, "evtchn_close");
+    const d = this.domain(dom);
+    this.validPort(d, port);
+    const st = d.state(port);
+    if (st === ECS_INTERDOMAIN) {
+      const rem = d.remote(port);
+      const r = this.doms.get(rem.dom);
+      if (r && r.state(rem.port) === ECS_INTERDOMAIN && r.remote(rem.port).port === port) {
+        r.setPort(rem.port, ECS_UNBOUND, dom, 0);
+      }
+    }
+    d.setPort(port, ECS_FREE, 0, 0);
+    d.clearPending(port);
+    this.handlers.get(dom)?.delete(port);
+  }
+
+  /** Mask a port: a bit in shared_info the guest sets itself, no hypercall. */
+  mask(dom: number, port: number): void {
+    this.domain(dom).setMask(port, true);
+  }
+
+  /**
+   * Unmask a port. The guest clears the bit itself; only when the port is pending must it ask Xen
+   * (EVTCHNOP_unmask) to re-deliver the event, which is then a hypercall.
+   */
+  unmask(dom: number, port: number): void {
+    const d = this.domain(dom);
+    d.setMask(port, false);
+    if (d.isPending(port)) {
+      this.hv.hypercall(dom, "evtchn_unmask");
+      if (d.raiseUpcall()) this.schedule(dom);
+    }
+  }
+
+  isPending(dom: number, port: number): boolean {
+    return this.domain(dom).isPending(port);
+  }
+  isMasked(dom: number, port: number): boolean {
+    return this.domain(dom).isMasked(port);
+  }
+  /** Port state and peer (EVTCHNOP_status, without a hypercall count: diagnostics and tests). */
+  status(dom: number, port: number): { state: number; remoteDom: number; remotePort: number } {
+    const d = this.domain(dom);
+    const r = d.remote(port);
+    return { state: d.state(port), remoteDom: r.dom, remotePort: r.port };
+  }
+
+  /** bind_evtchn_to_irqhandler: the in-process upcall handler of a port of `dom`. */
+  bindHandler(dom: number, port: number, handler: EventHandler): void {
+    let m = this.handlers.get(dom);
+    if (!m) this.handlers.set(dom, (m = new Map()));
+    m.set(port, handler);
+    // An event may already be pending (bind_interdomain sets it): deliver it.
+    const d = this.domain(dom);
+    if (d.isPending(port) && !d.isMasked(port)) {
+      d.raiseUpcall();
+      this.schedule(dom);
+    }
+  }
+
+  unbindHandler(dom: number, port: number): void {
+    this.handlers.get(dom)?.delete(port);
+  }
+
+  private schedule(dom: number): void {
+    if (!this.handlers.has(dom) || this.scheduled.has(dom)) return;
+    this.scheduled.add(dom);
+    queueMicrotask(() => this.deliver(dom));
+  }
+
+  /** evtchn_do_upcall for `dom`: drain pending&~mask, calling each port's handler. */
+  deliver(dom: number): void {
+    this.scheduled.delete(dom);
+    const d = this.doms.get(dom);
+    const hs = this.handlers.get(dom);
+    if (!d || !hs) return;
+    const ports: number[] = [];
+    d.takeUpcall();
+    this.upcalls++;
+    d.takePending(ports);
+    for (const p of ports) {
+      const h = hs.get(p);
+      if (h) h(p);
+      // A pending bit without a handler is consumed and lost, as an unbound Linux irq would drop it.
+    }
+  }
+}
