@@ -41,6 +41,16 @@ export interface BlockBackend {
   flush(): Promise<void>;
   discard(sector: number, count: number): Promise<void>;
 
+  /**
+   * Optional vectored I/O: `bufs` are consecutive sectors from `sector` on, moved in as few host calls as
+   * possible (preadv/pwritev). Engines use these for scatter-gather requests when present. On failure the
+   * error's `sector` is the first sector not transferred.
+   */
+  readvSync?(sector: number, bufs: Uint8Array[]): void;
+  writevSync?(sector: number, bufs: Uint8Array[]): void;
+  readv?(sector: number, bufs: Uint8Array[]): Promise<void>;
+  writev?(sector: number, bufs: Uint8Array[]): Promise<void>;
+
   close(): void;
 }
 

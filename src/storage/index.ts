@@ -1,0 +1,33 @@
+/**
+ * Storage: media (`BlockBackend`s) and the engines that carry device requests to them.
+ */
+import { AsyncEngine, type AsyncEngineOptions, SyncEngine } from "./engine.ts";
+import { RawImageBackend, type RawImageOptions } from "./raw.ts";
+import type { BlockBackend, IoEngine } from "./types.ts";
+
+export * from "./types.ts";
+export * from "./errors.ts";
+export { DIRECT_ALIGN, allocAligned, isDirectAligned } from "./aligned.ts";
+export { ImageLock, lockHolder, lockPathOf } from "./lock.ts";
+export { RawImageBackend, type RawImageOptions } from "./raw.ts";
+export { MemoryBackend, type MemoryBackendOptions } from "./memory.ts";
+export { NullBackend } from "./null.ts";
+export { FaultInjectingBackend, type ArmedRule, type FaultCounts, type FaultRule } from "./fault.ts";
+export { AsyncEngine, type AsyncEngineOptions, SyncEngine, validateRequest } from "./engine.ts";
+export { createImage, parseSize, type CreateImageOptions } from "./image.ts";
+
+/** Open a raw image file (see `RawImageBackend.open`). */
+export function openImage(path: string, options: RawImageOptions = {}): RawImageBackend {
+  return RawImageBackend.open(path, options);
+}
+
+export type EngineKind = "sync" | "async";
+
+/** The engine of the given kind over `backend`. */
+export function makeEngine(
+  backend: BlockBackend,
+  kind: EngineKind,
+  options: AsyncEngineOptions = {},
+): IoEngine {
+  return kind === "sync" ? new SyncEngine(backend) : new AsyncEngine(backend, options);
+}
