@@ -4,6 +4,8 @@
 import { pathToFileURL } from "node:url";
 import { Command, CommanderError } from "commander";
 import { commandModules } from "./commands/index.ts";
+import { ImageError } from "../storage/errors.ts";
+import { IoError } from "../storage/types.ts";
 import { UsageError } from "./errors.ts";
 
 export async function buildProgram(): Promise<Command> {
@@ -35,6 +37,11 @@ export async function runCli(argv: string[]): Promise<number> {
     if (e instanceof UsageError) {
       process.stderr.write(`xenide: ${e.message}\n`);
       return e.exitCode;
+    }
+    if (e instanceof ImageError || e instanceof IoError) {
+      // Problems with the user's image (missing, locked, bad size, I/O failure): one line, no stack.
+      process.stderr.write(`xenide: ${e.message}\n`);
+      return 1;
     }
     const err = e as NodeJS.ErrnoException;
     if (err && typeof err.code === "string" && typeof err.message === "string" && err.syscall) {
