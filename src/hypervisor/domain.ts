@@ -20,7 +20,7 @@ export interface DomainOptions {
   privileged?: boolean;
   /** The domain's RAM (the guest's physical memory); null for a backend domain without modelled RAM. */
   mem?: GuestMemory | null;
-  /** Where the domain's page allocator starts handing out frames (default 16 MiB, above low-memory users). */
+  /** Where the domain's page allocator starts (default 16 MiB, or half of a RAM smaller than 32 MiB). */
   allocStart?: number;
 }
 
@@ -40,7 +40,9 @@ export class Domain {
     this.name = opts.name ?? `dom${opts.id}`;
     this.privileged = opts.privileged ?? opts.id === DOM0;
     this.mem = opts.mem ?? null;
-    this.allocStart = opts.allocStart ?? 0x100_0000;
+    // Above the low 16 MiB other guest code uses; in a small RAM, its upper half.
+    this.allocStart =
+      opts.allocStart ?? (this.mem && this.mem.size < 0x200_0000 ? this.mem.size / 2 : 0x100_0000);
   }
 
   /** The domain's allocator of its own frames (rings, grant-table frames, bounce buffers). */

@@ -131,6 +131,13 @@ export class EventChannelDomain {
 
 export type EventHandler = (port: number) => void;
 
+/** Atomics.waitAsync (Node 16+, V8), typed here because the ES2023 library declarations lack it. */
+type WaitAsyncResult =
+  { async: false; value: "not-equal" | "timed-out" } | { async: true; value: Promise<"ok" | "timed-out"> };
+const waitAsync = (
+  Atomics as unknown as { waitAsync: (a: Int32Array, i: number, v: number) => WaitAsyncResult }
+).waitAsync;
+
 /**
  * The event-channel hypercalls for all domains of one host, and in-process upcall delivery to handlers.
  * `attach` builds the same view on another thread from the domains' shared buffers.
@@ -245,6 +252,7 @@ export class EventChannels {
     this.validPort(d, port);
     if (d.state(port) !== ECS_INTERDOMAIN) return;
     const rem = d.remote(port);
+    this.hv.tracer?.emit({ ev: "evtchn", from: dom, port, to: rem.dom });
     const r = this.doms.get(rem.dom);
     if (r) this.raise(r, rem.port);
   }
@@ -342,5 +350,35 @@ export class EventChannels {
       if (h) h(p);
       // A pending bit without a handler is consumed and lost, as an unbound Linux irq would drop it.
     }
+  }
+
+  /**
+   * Deliver upcalls of `dom` raised from OTHER threads (their sends set our pending bits and Atomics.notify the
+   * upcall word): waits with Atomics.waitAsync, so this thread's event loop stays free. Call it on the thread
+   * that owns `dom`'s handlers. Returns a function that stops listening.
+   */
+  listen(dom: number): () => void {
+    const d = this.domain(dom);
+    const w = d.w;
+    let stopped = false;
+    const loop = (): void => {
+      if (stopped) return;
+      const r = waitAsync(w, EventChannelDomain.UPCALL_WORD, 0);
+      const go = (): void => {
+        if (stopped) return;
+        if (this.handlers.has(dom)) this.deliver(dom);
+        else d.takeUpcall();
+        loop();
+      };
+      if (r.async) void r.value.then(go);
+      else setImmediate(go);
+    };
+    loop();
+    return () => {
+      stopped = true;
+      // Wake the pending waitAsync so it does not keep the thread alive.
+      Atomics.store(w, EventChannelDomain.UPCALL_WORD, Atomics.load(w, EventChannelDomain.UPCALL_WORD));
+      Atomics.notify(w, EventChannelDomain.UPCALL_WORD);
+    };
   }
 }

@@ -14,6 +14,7 @@
 
 import { type GuestMemory, GuestRam, PAGE_SHIFT, PAGE_SIZE, isFault } from "./memory.ts";
 import type { Counts } from "./accounting.ts";
+import type { Tracer } from "./trace.ts";
 
 // grant_table.h: grant_entry_v1.flags
 export const GTF_invalid = 0;
@@ -361,6 +362,8 @@ export class GrantTableFullError extends Error {
 export interface HypercallSink {
   readonly acct: { readonly counts: Counts };
   hypercall(dom: number, op: string): void;
+  /** Event trace (event-channel sends are traced when set). */
+  readonly tracer?: Tracer | null;
 }
 
 export interface GrantMapOp {

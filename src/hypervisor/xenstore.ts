@@ -314,10 +314,9 @@ export class XenStore {
     for (const p of new Set(paths)) {
       const node = this.lookup(this.root, p);
       for (const w of this.watches) {
-        const hit = p === w.path || p.startsWith(w.path === "/" ? "/" : w.path + "/");
-        const below = w.path.startsWith(p + "/"); // removal of an ancestor of the watched path
-        if (!hit && !below) continue;
-        const evPath = below ? w.path : p;
+        // At or below the watched path (rm adds the watched paths it removed from under a watcher).
+        if (!(p === w.path || p.startsWith(w.path === "/" ? "/" : w.path + "/"))) continue;
+        const evPath = p;
         // A watcher is only told about nodes it may read (deleted nodes: decided on the nearest ancestor).
         let n = node;
         let q = p;

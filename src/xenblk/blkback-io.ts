@@ -1,0 +1,918 @@
+/**
+ * The block backend's data path (Linux drivers/block/xen-blkback/blkback.c; QEMU xen-block's completion and
+ * notify discipline): rings attached from their grant refs and event channel, requests consumed, validated,
+ * mapped and handed to the storage engine, one response per completed request.
+ *
+ * It needs no xenstore: `Blkback` (the xenbus side) negotiates and then attaches rings here. Given the shared
+ * grant-table and event-channel state of a host (`xenSharedState(host)` / `attachXenShared`), the same data path
+ * runs on another thread over the same guest memory.
+ *
+ * Requests: each request is copied out of the shared ring before it is validated (decodeRequest on a private
+ * copy of the slot), checked in Linux's order with Linux's status for each bad input, its grants mapped
+ * (read-only for writes, writable for reads; always writable when persistent), then handed to the storage
+ * `IoEngine`. One response per request when its I/O has completed and its data is in the guest's pages,
+ * pushed with RING_PUSH_RESPONSES_AND_CHECK_NOTIFY: the event channel is kicked only when the frontend asked
+ * (rsp_event). The ring is drained and req_event re-armed (RING_FINAL_CHECK_FOR_REQUESTS) only when idle. A
+ * frontend publishing more requests than the ring holds halts that ring for good; others go on.
+ *
+ * Merging (optional, off by default): adjacent reads or adjacent writes consumed in one batch become one
+ * storage request; each still gets its own response. Counted in `stats.merged`.
+ */
+
+import { EventChannelError, type EventChannels } from "../hypervisor/event-channel.ts";
+import {
+  GNTMAP_host_map,
+  GNTMAP_readonly,
+  GNTST_okay,
+  type GrantMapper,
+  type GrantMapResult,
+} from "../hypervisor/grant-table.ts";
+import type { GuestMemory } from "../hypervisor/memory.ts";
+import type { Tracer } from "../hypervisor/trace.ts";
+import type { IoCompletion, IoEngine, IoOp } from "../storage/types.ts";
+import {
+  BLKIF_DISCARD_SECURE,
+  BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+  BLKIF_MAX_SEGMENTS_PER_REQUEST,
+  BLKIF_OP_DISCARD,
+  BLKIF_OP_FLUSH_DISKCACHE,
+  BLKIF_OP_INDIRECT,
+  BLKIF_OP_READ,
+  BLKIF_OP_WRITE,
+  BLKIF_OP_WRITE_BARRIER,
+  BLKIF_RSP_EOPNOTSUPP,
+  BLKIF_RSP_ERROR,
+  BLKIF_RSP_OKAY,
+  BLKIF_SECTORS_PER_PAGE,
+  BlkifRequest,
+  type BlkifLayout,
+  MAX_INDIRECT_SEGMENTS,
+  SEGS_PER_INDIRECT_FRAME,
+  decodeRequest,
+  decodeSegments,
+  encodeResponse,
+  indirectPages,
+} from "./abi.ts";
+import { BackRing, RING_HEADER_SIZE, RING_PAGE_SIZE, SharedRing, ringSize } from "./ring.ts";
+
+/** Linux blkback `max_persistent_grants` default. */
+export const BLKBACK_MAX_PERSISTENT_GRANTS = 1056;
+
+export interface BlkbackStats {
+  requests: number;
+  reads: number;
+  writes: number;
+  flushes: number;
+  barriers: number;
+  discards: number;
+  indirect: number;
+  /** Responses with BLKIF_RSP_ERROR / BLKIF_RSP_EOPNOTSUPP. */
+  errors: number;
+  eopnotsupp: number;
+  responses: number;
+  /** Event-channel kicks sent to the frontend (after the rsp_event check). */
+  notifies: number;
+  /** Storage requests submitted to the engine. */
+  storageIos: number;
+  /** Requests merged into the previous storage request. */
+  merged: number;
+  persistentHits: number;
+  persistentMaps: number;
+  /** Rings halted because the frontend overran them. */
+  ringsHalted: number;
+}
+
+export function zeroStats(): BlkbackStats {
+  return {
+    requests: 0,
+    reads: 0,
+    writes: 0,
+    flushes: 0,
+    barriers: 0,
+    discards: 0,
+    indirect: 0,
+    errors: 0,
+    eopnotsupp: 0,
+    responses: 0,
+    notifies: 0,
+    storageIos: 0,
+    merged: 0,
+    persistentHits: 0,
+    persistentMaps: 0,
+    ringsHalted: 0,
+  };
+}
+
+/** A persistently mapped grant (feature-persistent): kept mapped across requests, keyed by gref. */
+interface PersistentGrant {
+  handle: number;
+  page: Uint8Array;
+  gpa: number;
+  /** In use by a request right now (a second request using the same gref maps it separately). */
+  active: boolean;
+}
+
+/** One request between parsing and its response. */
+interface PendingReq {
+  ring: BlkifRing;
+  idLo: number;
+  idHi: number;
+  /** Operation echoed in the response (indirect_op for BLKIF_OP_INDIRECT). */
+  rspOp: number;
+  status: number;
+  /** Storage steps still to run, in order: a flush before the data for FLUSH_DISKCACHE/WRITE_BARRIER. */
+  steps: IoOp[];
+  /** Sector in medium units, the data buffers (views of granted pages), total bytes. */
+  sector: number;
+  bufs: Uint8Array[];
+  bytes: number;
+  count: number;
+  /** Bounce buffer when the medium's sectors are larger than the segments. */
+  bounce: Uint8Array | null;
+  /** Non-persistent grant handles to unmap; persistent grants to release. */
+  handles: number[];
+  persistent: PersistentGrant[];
+  /** Grant pages written by a read (the mapper's memory is told). */
+  readGpas: number[];
+  barrier: boolean;
+}
+
+/** One ring (one queue) of a connected frontend. */
+export class BlkifRing {
+  back!: ServedRing;
+  port = 0;
+  ringHandles: number[] = [];
+  readonly persistent = new Map<number, PersistentGrant>();
+  inflight = 0;
+  halted = false;
+  /** A WRITE_BARRIER waiting for this ring's in-flight I/O to drain; no request is consumed meanwhile. */
+  barrierWait: PendingReq | null = null;
+  /** Private copy of the slot being parsed (never validate the shared page). */
+  slot: Uint8Array;
+  readonly req = new BlkifRequest();
+  /** Scratch for segments (direct or copied from indirect pages). */
+  readonly segGref = new Uint32Array(MAX_INDIRECT_SEGMENTS * 2);
+  readonly segFirst = new Uint8Array(MAX_INDIRECT_SEGMENTS * 2);
+  readonly segLast = new Uint8Array(MAX_INDIRECT_SEGMENTS * 2);
+  /** Scratch of mapSegments: each segment's page and its guest address, the segments still to map. */
+  readonly segPages: (Uint8Array | null)[] = new Array<Uint8Array | null>(MAX_INDIRECT_SEGMENTS * 2).fill(
+    null,
+  );
+  readonly segGpas = new Float64Array(MAX_INDIRECT_SEGMENTS * 2);
+  readonly toMap: number[] = [];
+  constructor(
+    readonly index: number,
+    readonly layout: BlkifLayout,
+    readonly pages: number,
+  ) {
+    this.slot = new Uint8Array(layout.entrySize);
+  }
+}
+
+export class BlkbackError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "BlkbackError";
+  }
+}
+
+export interface BlkbackIoOptions {
+  /** A name for traces (the backend's xenstore directory). */
+  name: string;
+  engine: IoEngine;
+  /** The backend domain's grant operations and the host's event channels (possibly attached on another thread). */
+  grants: GrantMapper;
+  evtchn: EventChannels;
+  frontDom: number;
+  backDom: number;
+  /** The frontend's memory (told about pages written by reads); optional. */
+  frontMem?: GuestMemory | null;
+  layout: BlkifLayout;
+  readOnly: boolean;
+  persistent: boolean;
+  maxPersistentGrants?: number;
+  maxIndirectSegments?: number;
+  merge?: boolean;
+  discardSecure?: boolean;
+  stats?: BlkbackStats;
+  tracer?: Tracer | null;
+  /** A flush the medium cannot do was answered EOPNOTSUPP (blkback then stops advertising flush). */
+  onFlushUnsupported?: () => void;
+}
+
+/** Where a ring is: its grant refs (in ring-page order) and the frontend's event-channel port. */
+export interface RingParams {
+  refs: readonly number[];
+  /** The frontend's unbound port, to bind to... */
+  remotePort?: number;
+  /** ...or our port already bound to it (the ring was attached once on another thread). */
+  localPort?: number;
+}
+
+export class BlkbackIo {
+  readonly name: string;
+  readonly engine: IoEngine;
+  readonly grants: GrantMapper;
+  readonly evtchn: EventChannels;
+  readonly frontDom: number;
+  readonly backDom: number;
+  readonly layout: BlkifLayout;
+  readonly readOnly: boolean;
+  readonly usePersistent: boolean;
+  readonly stats: BlkbackStats;
+  readonly rings: BlkifRing[] = [];
+  private readonly frontMem: GuestMemory | null;
+  private readonly tracer: Tracer | null;
+  private readonly onFlushUnsupported: (() => void) | undefined;
+  private readonly opts: {
+    maxPersistentGrants: number;
+    maxIndirectSegments: number;
+    discardSecure: boolean;
+    merge: boolean;
+  };
+
+  private readonly pending = new Map<number, PendingReq[]>();
+  private nextTag = 1;
+  private batch: PendingReq[] = [];
+  private pumping = false;
+  private again = false;
+  private readonly completions: IoCompletion[] = [];
+  /** Disconnecting: finish what is in flight, consume nothing new. */
+  private stopping = false;
+
+  constructor(o: BlkbackIoOptions) {
+    this.name = o.name;
+    this.engine = o.engine;
+    this.grants = o.grants;
+    this.evtchn = o.evtchn;
+    this.frontDom = o.frontDom;
+    this.backDom = o.backDom;
+    this.layout = o.layout;
+    this.readOnly = o.readOnly || o.engine.backend.readOnly;
+    this.usePersistent = o.persistent;
+    this.stats = o.stats ?? zeroStats();
+    this.frontMem = o.frontMem ?? null;
+    this.tracer = o.tracer ?? null;
+    this.onFlushUnsupported = o.onFlushUnsupported;
+    this.opts = {
+      maxPersistentGrants: o.maxPersistentGrants ?? BLKBACK_MAX_PERSISTENT_GRANTS,
+      maxIndirectSegments: o.maxIndirectSegments ?? MAX_INDIRECT_SEGMENTS,
+      discardSecure: o.discardSecure ?? false,
+      merge: o.merge ?? false,
+    };
+    this.engine.onReady = () => this.pump();
+  }
+
+  get merge(): boolean {
+    return this.opts.merge;
+  }
+  set merge(on: boolean) {
+    this.opts.merge = on;
+  }
+
+  /** The medium's size in 512-byte blkif sectors. */
+  get size512(): number {
+    const b = this.engine.backend;
+    return (b.sectorCount * b.sectorSize) / 512;
+  }
+
+  /** Pages per ring (of the first ring). */
+  get ringPages(): number {
+    return this.rings[0]?.pages ?? 0;
+  }
+
+  /**
+   * Map a ring's pages writable, check the indices, bind (or adopt) its event channel and start serving it.
+   * Throws BlkbackError (nothing stays mapped or bound) when the frontend's parameters are unusable.
+   */
+  attachRing(params: RingParams, what = this.name): BlkifRing {
+    const refs = params.refs;
+    const ring = new BlkifRing(this.rings.length, this.layout, refs.length);
+    const maps = this.grants.mapBatch(
+      refs.map((ref) => ({ dom: this.frontDom, ref, flags: GNTMAP_host_map })),
+    );
+    const ok = maps.filter((m) => m.status === GNTST_okay);
+    ring.ringHandles = ok.map((m) => m.handle);
+    if (ok.length !== maps.length) {
+      this.grants.unmapBatch(ring.ringHandles);
+      throw new BlkbackError(
+        `mapping ring-ref of ${what}: status ${maps.find((m) => m.status !== GNTST_okay)!.status}`,
+      );
+    }
+    // BACK_RING_ATTACH at the page's rsp_prod: a ring that was in use resumes where the responses stopped.
+    const page0 = maps[0]!.page!;
+    const rspProd = Atomics.load(new Uint32Array(page0.buffer, page0.byteOffset, 4), 2);
+    // Pages that follow each other in the granter's memory are served as one view (the common case: Linux
+    // and Mini-OS allocate rings contiguously); otherwise slots are gathered across the pages, as the
+    // virtually contiguous mapping Linux blkback builds would present them.
+    const view = contiguousView(maps);
+    ring.back = view
+      ? new ViewBackRing(view, this.layout.entrySize, refs.length, rspProd)
+      : new PagedBackRing(
+          maps.map((m) => m.page!),
+          this.layout.entrySize,
+          rspProd,
+        );
+    if (ring.back.requestProdOverflow(ring.back.sring.reqProd)) {
+      this.grants.unmapBatch(ring.ringHandles);
+      throw new BlkbackError(
+        `${what}: req_prod ${ring.back.sring.reqProd} runs ahead of rsp_prod by more than the ring`,
+      );
+    }
+    if (params.localPort !== undefined) ring.port = params.localPort;
+    else {
+      try {
+        ring.port = this.evtchn.bindInterdomain(this.backDom, this.frontDom, params.remotePort ?? -1);
+      } catch (e) {
+        this.grants.unmapBatch(ring.ringHandles);
+        if (e instanceof EventChannelError)
+          throw new BlkbackError(`binding event-channel ${params.remotePort}: ${e.message}`);
+        throw e;
+      }
+    }
+    this.rings.push(ring);
+    this.evtchn.bindHandler(this.backDom, ring.port, () => this.pump());
+    return ring;
+  }
+
+  /**
+   * xen_blkif_disconnect: wait for in-flight I/O (its data still lands in guest pages and it is answered),
+   * then unmap persistent grants and the rings and close the event channels.
+   */
+  async disconnect(): Promise<void> {
+    if (this.rings.length === 0) return;
+    this.stopping = true;
+    while (this.pending.size > 0 || this.engine.inflight > 0) {
+      await this.engine.drain();
+      this.pump();
+      if (this.pending.size > 0 && this.engine.inflight === 0) break; // nothing left that could complete
+    }
+    for (const r of this.rings) {
+      const handles = [...r.persistent.values()].map((g) => g.handle);
+      r.persistent.clear();
+      if (handles.length) this.grants.unmapBatch(handles);
+      this.grants.unmapBatch(r.ringHandles);
+      r.ringHandles = [];
+      try {
+        this.evtchn.unbindHandler(this.backDom, r.port);
+        this.evtchn.close(this.backDom, r.port);
+      } catch {
+        /* the frontend may have closed its end already: ours is still ours to close */
+      }
+    }
+    this.rings.length = 0;
+    this.stopping = false;
+  }
+
+  /**
+   * The backend's loop (xen_blkif_schedule + do_block_io_op): reap storage completions and answer them,
+   * consume every ring's requests, submit, and repeat until nothing moves. Re-entrant calls fold into the
+   * running one.
+   */
+  pump(): void {
+    if (this.pumping) {
+      this.again = true;
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.again = false;
+        this.reap();
+        if (!this.stopping) for (const r of this.rings) if (!r.halted) this.consume(r);
+        this.submitBatch();
+        // The sync engine completed everything inside submit: answer it in this same pass.
+        if (this.engine.kind === "sync") this.reap();
+      } while (this.again);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /** __do_block_io_op + RING_FINAL_CHECK_FOR_REQUESTS for one ring. */
+  private consume(r: BlkifRing): void {
+    const back = r.back;
+    for (;;) {
+      if (r.barrierWait) return; // draining for a barrier: consume nothing until it has been issued
+      const rp = back.sring.reqProd;
+      if (back.requestProdOverflow(rp)) {
+        // "Frontend provided bogus ring requests ... Halting ring processing": this ring only, for good.
+        r.halted = true;
+        this.stats.ringsHalted++;
+        this.tracer?.emit({
+          ev: "ring",
+          ring: this.name,
+          what: "halted",
+          queue: r.index,
+          reqProd: rp,
+        });
+        return;
+      }
+      while (back.reqCons !== rp) {
+        // No slot left for the response: wait for completions (they call pump again).
+        if (back.requestConsOverflow()) return;
+        const off = back.nextRequest();
+        // Copy the request out of the shared page first; everything below looks at the copy only.
+        back.readSlot(off, r.slot);
+        decodeRequest(r.layout, r.slot, 0, r.req);
+        this.dispatch(r, r.req);
+        if (r.barrierWait) return;
+      }
+      if (back.finalCheckForRequests() === 0) return;
+    }
+  }
+
+  private respondNow(r: BlkifRing, req: BlkifRequest, op: number, status: number): void {
+    this.respond(r, req.idLo, req.idHi, op, status);
+  }
+
+  /** dispatch_rw_block_io / dispatch_discard_io / dispatch_other_io. */
+  private dispatch(r: BlkifRing, req: BlkifRequest): void {
+    this.stats.requests++;
+    const op = req.operation;
+    switch (op) {
+      case BLKIF_OP_READ:
+      case BLKIF_OP_WRITE:
+      case BLKIF_OP_WRITE_BARRIER:
+      case BLKIF_OP_FLUSH_DISKCACHE:
+      case BLKIF_OP_INDIRECT:
+        this.dispatchRw(r, req);
+        return;
+      case BLKIF_OP_DISCARD:
+        this.dispatchDiscard(r, req);
+        return;
+      default:
+        // dispatch_other_io: unknown operation (incl. RESERVED_1): EOPNOTSUPP with the operation echoed.
+        this.respondNow(r, req, op, BLKIF_RSP_EOPNOTSUPP);
+        return;
+    }
+  }
+
+  private newPending(r: BlkifRing, req: BlkifRequest, rspOp: number): PendingReq {
+    return {
+      ring: r,
+      idLo: req.idLo,
+      idHi: req.idHi,
+      rspOp,
+      status: BLKIF_RSP_OKAY,
+      steps: [],
+      sector: 0,
+      bufs: [],
+      bytes: 0,
+      count: 0,
+      bounce: null,
+      handles: [],
+      persistent: [],
+      readGpas: [],
+      barrier: false,
+    };
+  }
+
+  private dispatchRw(r: BlkifRing, req: BlkifRequest): void {
+    const indirect = req.operation === BLKIF_OP_INDIRECT;
+    const op = indirect ? req.indirectOp : req.operation;
+    const fail = () => this.respondNow(r, req, op, BLKIF_RSP_ERROR);
+    if (indirect) {
+      this.stats.indirect++;
+      if (op !== BLKIF_OP_READ && op !== BLKIF_OP_WRITE) return fail();
+    }
+    const isFlushLike = op === BLKIF_OP_FLUSH_DISKCACHE || op === BLKIF_OP_WRITE_BARRIER;
+    const nseg = req.nrSegments;
+    const maxIndirect = this.opts.maxIndirectSegments;
+    if (
+      (nseg === 0 && !isFlushLike) ||
+      (!indirect && nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST) ||
+      (indirect && nseg > maxIndirect)
+    ) {
+      return fail();
+    }
+    // Segments: straight from the request, or copied out of the indirect pages (mapped read-only).
+    if (indirect) {
+      const pages = Math.min(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, indirectPages(nseg));
+      const maps = this.grants.mapBatch(
+        Array.from({ length: pages }, (_, i) => ({
+          dom: this.frontDom,
+          ref: req.indirectGrefs[i]!,
+          flags: GNTMAP_host_map | GNTMAP_readonly,
+        })),
+      );
+      const okHandles = maps.filter((m) => m.status === GNTST_okay).map((m) => m.handle);
+      if (okHandles.length !== maps.length) {
+        if (okHandles.length) this.grants.unmapBatch(okHandles);
+        return fail();
+      }
+      for (let i = 0; i < pages; i++) {
+        const n = Math.min(SEGS_PER_INDIRECT_FRAME, nseg - i * SEGS_PER_INDIRECT_FRAME);
+        decodeSegments(maps[i]!.page!, 0, n, r.segGref, r.segFirst, r.segLast, i * SEGS_PER_INDIRECT_FRAME);
+      }
+      this.grants.unmapBatch(okHandles);
+    } else {
+      r.segGref.set(req.segGref.subarray(0, nseg));
+      r.segFirst.set(req.segFirst.subarray(0, nseg));
+      r.segLast.set(req.segLast.subarray(0, nseg));
+    }
+    let nsec = 0;
+    for (let i = 0; i < nseg; i++) {
+      const first = r.segFirst[i]!;
+      const last = r.segLast[i]!;
+      if (last >= BLKIF_SECTORS_PER_PAGE || last < first) return fail();
+      nsec += last - first + 1;
+    }
+    // xen_vbd_translate: anything but a read is refused on a read-only vbd; the range must not wrap or pass the end.
+    if (op !== BLKIF_OP_READ && this.readOnly) return fail();
+    const sector = req.sector;
+    if (nsec > 0 && (req.sectorHi >= 0x200000 || sector + nsec > this.size512)) return fail();
+    const unit = this.engine.backend.sectorSize / 512;
+    if (((sector % unit) | (nsec % unit)) !== 0) return fail(); // "Misaligned I/O request"
+    // Map the data pages: writable for a read (we write the guest's page), read-only for a write.
+    const p = this.newPending(r, req, op);
+    const writable = op === BLKIF_OP_READ;
+    if (!this.mapSegments(r, p, nseg, writable)) {
+      this.release(p);
+      return fail();
+    }
+    p.sector = sector / unit;
+    p.count = nsec / unit;
+    p.bytes = nsec * 512;
+    if (unit !== 1 && p.bufs.length > 0) {
+      // The medium's sectors are larger than a segment may be: go through one bounce buffer.
+      p.bounce = new Uint8Array(p.bytes);
+      if (!writable) {
+        let o = 0;
+        for (const b of p.bufs) {
+          p.bounce.set(b, o);
+          o += b.length;
+        }
+      }
+    }
+    switch (op) {
+      case BLKIF_OP_READ:
+        this.stats.reads++;
+        p.steps = ["read"];
+        break;
+      case BLKIF_OP_WRITE:
+        this.stats.writes++;
+        p.steps = ["write"];
+        break;
+      case BLKIF_OP_FLUSH_DISKCACHE:
+        // A flush with data is a pre-flush then the write (Linux REQ_PREFLUSH, QEMU presync).
+        this.stats.flushes++;
+        p.steps = nseg > 0 ? ["flush", "write"] : ["flush"];
+        break;
+      case BLKIF_OP_WRITE_BARRIER:
+        this.stats.barriers++;
+        p.steps = nseg > 0 ? ["flush", "write"] : ["flush"];
+        p.barrier = true;
+        break;
+    }
+    r.inflight++;
+    if (p.barrier && r.inflight > 1) {
+      // drain_io: all of this ring's earlier requests complete before the barrier starts.
+      this.submitBatch();
+      r.barrierWait = p;
+      return;
+    }
+    this.queue(p);
+  }
+
+  /** Map (or find persistently mapped) the data grants of segments 0..nseg-1 into p.bufs. */
+  private mapSegments(r: BlkifRing, p: PendingReq, nseg: number, writable: boolean): boolean {
+    const pages = r.segPages;
+    const gpas = r.segGpas;
+    const toMap = r.toMap;
+    toMap.length = 0;
+    if (this.usePersistent) {
+      for (let i = 0; i < nseg; i++) {
+        const g = r.persistent.get(r.segGref[i]!);
+        if (g && !g.active) {
+          g.active = true;
+          p.persistent.push(g);
+          pages[i] = g.page;
+          gpas[i] = g.gpa;
+          this.stats.persistentHits++;
+        } else toMap.push(i);
+      }
+    } else for (let i = 0; i < nseg; i++) toMap.push(i);
+    if (toMap.length) {
+      // Persistent mappings are always writable: a later request may read into a page granted for a write.
+      const flags = GNTMAP_host_map | (this.usePersistent || writable ? 0 : GNTMAP_readonly);
+      const maps = this.grants.mapBatch(
+        toMap.map((i) => ({ dom: this.frontDom, ref: r.segGref[i]!, flags })),
+      );
+      let ok = true;
+      for (let k = 0; k < toMap.length; k++) {
+        const m = maps[k]!;
+        const i = toMap[k]!;
+        if (m.status !== GNTST_okay) {
+          ok = false;
+          continue;
+        }
+        pages[i] = m.page;
+        gpas[i] = m.gpa;
+        const gref = r.segGref[i]!;
+        if (
+          this.usePersistent &&
+          !r.persistent.has(gref) &&
+          r.persistent.size < this.opts.maxPersistentGrants
+        ) {
+          const g: PersistentGrant = { handle: m.handle, page: m.page!, gpa: m.gpa, active: true };
+          r.persistent.set(gref, g);
+          p.persistent.push(g);
+          this.stats.persistentMaps++;
+        } else p.handles.push(m.handle);
+      }
+      if (!ok) return false;
+    }
+    for (let i = 0; i < nseg; i++) {
+      const first = r.segFirst[i]! * 512;
+      const end = (r.segLast[i]! + 1) * 512;
+      p.bufs.push(pages[i]!.subarray(first, end));
+      if (writable) p.readGpas.push(gpas[i]! + first, end - first);
+    }
+    return true;
+  }
+
+  /** Unmap a request's non-persistent grants and release its persistent ones. */
+  private release(p: PendingReq): void {
+    if (p.handles.length) this.grants.unmapBatch(p.handles);
+    p.handles = [];
+    for (const g of p.persistent) g.active = false;
+    p.persistent = [];
+  }
+
+  private dispatchDiscard(r: BlkifRing, req: BlkifRequest): void {
+    this.stats.discards++;
+    const secure = this.opts.discardSecure && (req.flag & BLKIF_DISCARD_SECURE) !== 0;
+    void secure; // the engines have no separate secure erase; a discard that zeroes is as secure as they get
+    const nsec = req.nrSectors;
+    const sector = req.sector;
+    const unit = this.engine.backend.sectorSize / 512;
+    if (
+      this.readOnly ||
+      (nsec > 0 &&
+        (req.sectorHi >= 0x200000 || req.nrSectorsHi >= 0x200000 || sector + nsec > this.size512)) ||
+      ((sector % unit) | (nsec % unit)) !== 0
+    ) {
+      return this.respondNow(r, req, BLKIF_OP_DISCARD, BLKIF_RSP_ERROR);
+    }
+    const p = this.newPending(r, req, BLKIF_OP_DISCARD);
+    p.sector = sector / unit;
+    p.count = nsec / unit;
+    p.steps = nsec > 0 ? ["discard"] : [];
+    r.inflight++;
+    if (p.steps.length === 0) return this.finish(p);
+    this.queue(p);
+  }
+
+  /** Queue a request's next storage step: reads and writes wait in the batch (merging), others go now. */
+  private queue(p: PendingReq): void {
+    const step = p.steps[0]!;
+    if ((step === "read" || step === "write") && this.opts.merge) {
+      this.batch.push(p);
+      return;
+    }
+    this.submitBatch();
+    this.submit([p], step);
+  }
+
+  /** Submit the batched reads/writes, merging runs of adjacent same-direction requests. */
+  private submitBatch(): void {
+    const b = this.batch;
+    if (b.length === 0) return;
+    this.batch = [];
+    let i = 0;
+    while (i < b.length) {
+      const first = b[i]!;
+      const op = first.steps[0]!;
+      const group = [first];
+      let next = first.sector + first.count;
+      let j = i + 1;
+      while (j < b.length) {
+        const q = b[j]!;
+        if (q.steps[0] !== op || q.sector !== next || q.bounce || first.bounce || group.length >= 64) break;
+        group.push(q);
+        next += q.count;
+        j++;
+      }
+      this.stats.merged += group.length - 1;
+      this.submit(group, op);
+      i = j;
+    }
+  }
+
+  private submit(group: PendingReq[], op: IoOp): void {
+    const tag = this.nextTag;
+    this.nextTag = (this.nextTag + 1) % 0x7fffffff || 1;
+    this.pending.set(tag, group);
+    this.stats.storageIos++;
+    const first = group[0]!;
+    if (op === "flush") {
+      this.engine.submit({ op, tag, sector: 0 });
+    } else if (op === "discard") {
+      this.engine.submit({ op, tag, sector: first.sector, count: first.count });
+    } else {
+      const bufs: Uint8Array[] = [];
+      for (const p of group) {
+        if (p.bounce) bufs.push(p.bounce);
+        else for (const x of p.bufs) bufs.push(x);
+      }
+      this.engine.submit({ op, tag, sector: first.sector, bufs });
+    }
+  }
+
+  /** Reap storage completions: run the next step of each request or answer it. */
+  private reap(): void {
+    const out = this.completions;
+    for (;;) {
+      out.length = 0;
+      if (this.engine.reap(out) === 0) return;
+      for (const c of out) {
+        const group = this.pending.get(c.tag);
+        if (!group) continue;
+        this.pending.delete(c.tag);
+        for (const p of group) {
+          const step = p.steps.shift();
+          if (c.error) {
+            // A flush the medium cannot do: EOPNOTSUPP, and stop advertising it (blkback does the same).
+            if (step === "flush" && c.error.code === "ENOTSUP") {
+              p.status = BLKIF_RSP_EOPNOTSUPP;
+              this.onFlushUnsupported?.();
+            } else if (step === "discard" && c.error.code === "ENOTSUP") p.status = BLKIF_RSP_EOPNOTSUPP;
+            else p.status = BLKIF_RSP_ERROR;
+            p.steps = [];
+          } else if (step === "read" && p.bounce) {
+            let o = 0;
+            for (const b of p.bufs) {
+              b.set(p.bounce.subarray(o, o + b.length));
+              o += b.length;
+            }
+          }
+          if (p.steps.length > 0) this.submit([p], p.steps[0]!);
+          else this.finish(p);
+        }
+      }
+    }
+  }
+
+  /** The request is done: data is in place; tell the guest's memory, unmap, answer. */
+  private finish(p: PendingReq): void {
+    if (p.readGpas.length && p.status === BLKIF_RSP_OKAY) {
+      const mem = this.frontMem;
+      if (mem) for (let i = 0; i < p.readGpas.length; i += 2) mem.written(p.readGpas[i]!, p.readGpas[i + 1]!);
+    }
+    this.release(p);
+    const r = p.ring;
+    r.inflight--;
+    this.respond(r, p.idLo, p.idHi, p.rspOp, p.status);
+    if (r.barrierWait && r.inflight === 1) {
+      const b = r.barrierWait;
+      r.barrierWait = null;
+      this.submit([b], b.steps[0]!);
+    }
+    // Slots freed or a barrier released: look at the ring again.
+    this.again = true;
+  }
+
+  /** make_response: write id/op/status in place, push, and kick the frontend only if it asked. */
+  private respond(r: BlkifRing, idLo: number, idHi: number, op: number, status: number): void {
+    if (!this.rings.includes(r)) return; // disconnected meanwhile: the ring is gone
+    const back = r.back;
+    const off = back.nextResponse();
+    back.writeResponse(off, idLo, idHi, op, status);
+    this.stats.responses++;
+    if (status === BLKIF_RSP_EOPNOTSUPP) this.stats.eopnotsupp++;
+    else if (status !== BLKIF_RSP_OKAY) this.stats.errors++;
+    if (back.pushResponsesAndCheckNotify()) {
+      this.stats.notifies++;
+      this.evtchn.send(this.backDom, r.port);
+    }
+  }
+}
+
+/** One view over mapped pages that are consecutive in the granter's memory (null when they are not). */
+function contiguousView(maps: GrantMapResult[]): Uint8Array | null {
+  const p0 = maps[0]?.page;
+  if (!p0) return null;
+  for (let i = 1; i < maps.length; i++) {
+    const p = maps[i]!.page!;
+    if (p.buffer !== p0.buffer || p.byteOffset !== p0.byteOffset + i * RING_PAGE_SIZE) return null;
+  }
+  return new Uint8Array(p0.buffer, p0.byteOffset, maps.length * RING_PAGE_SIZE);
+}
+
+/** What the data path needs of a back ring (ring.h BACK_RING semantics), wherever its pages are. */
+export interface ServedRing {
+  readonly sring: SharedRing;
+  readonly size: number;
+  reqCons: number;
+  rspProdPvt: number;
+  requestProdOverflow(prod: number): boolean;
+  requestConsOverflow(cons?: number): boolean;
+  nextRequest(): number;
+  nextResponse(): number;
+  pushResponsesAndCheckNotify(): boolean;
+  finalCheckForRequests(): number;
+  /** Copy the entry at ring byte offset `off` into `dst` (its length = the entry size). */
+  readSlot(off: number, dst: Uint8Array): void;
+  /** make_response's field-wise write of id, operation and status at ring byte offset `off`. */
+  writeResponse(off: number, idLo: number, idHi: number, op: number, status: number): void;
+}
+
+/** A ring whose pages are one contiguous view: ring.ts's BackRing as is. */
+class ViewBackRing extends BackRing implements ServedRing {
+  constructor(view: Uint8Array, entrySize: number, pages: number, start: number) {
+    super(view, entrySize, pages, start);
+  }
+  readSlot(off: number, dst: Uint8Array): void {
+    dst.set(this.view.subarray(off, off + dst.length));
+  }
+  writeResponse(off: number, idLo: number, idHi: number, op: number, status: number): void {
+    encodeResponse(this.view, off, idLo, idHi, op, status);
+  }
+}
+
+/**
+ * A multi-page ring whose pages are scattered in the granter's memory. Index arithmetic as ring.h (the same
+ * rules as ring.ts's BackRing, uint32 modulo 2^32); the header is in page 0; an entry that straddles a page
+ * boundary is gathered from (and a response scattered to) both pages.
+ */
+class PagedBackRing implements ServedRing {
+  readonly sring: SharedRing;
+  readonly size: number;
+  private readonly mask: number;
+  private readonly tmp = new Uint8Array(16);
+  reqCons: number;
+  rspProdPvt: number;
+
+  constructor(
+    private readonly pages: Uint8Array[],
+    private readonly entrySize: number,
+    start: number,
+  ) {
+    this.sring = new SharedRing(pages[0]!);
+    this.size = ringSize(pages.length, entrySize);
+    this.mask = this.size - 1;
+    this.reqCons = start >>> 0;
+    this.rspProdPvt = start >>> 0;
+  }
+
+  private slotOffset(idx: number): number {
+    return RING_HEADER_SIZE + (idx & this.mask) * this.entrySize;
+  }
+  unconsumedRequests(): number {
+    const req = (this.sring.reqProd - this.reqCons) >>> 0;
+    const rsp = (this.size - ((this.reqCons - this.rspProdPvt) >>> 0)) >>> 0;
+    return req < rsp ? req : rsp;
+  }
+  requestProdOverflow(prod: number): boolean {
+    return (prod - this.rspProdPvt) >>> 0 > this.size;
+  }
+  requestConsOverflow(cons = this.reqCons): boolean {
+    return (cons - this.rspProdPvt) >>> 0 >= this.size;
+  }
+  nextRequest(): number {
+    const off = this.slotOffset(this.reqCons);
+    this.reqCons = (this.reqCons + 1) >>> 0;
+    return off;
+  }
+  nextResponse(): number {
+    const off = this.slotOffset(this.rspProdPvt);
+    this.rspProdPvt = (this.rspProdPvt + 1) >>> 0;
+    return off;
+  }
+  pushResponsesAndCheckNotify(): boolean {
+    const s = this.sring;
+    const old = s.rspProd;
+    const nu = this.rspProdPvt;
+    s.rspProd = nu;
+    return (nu - s.rspEvent) >>> 0 < (nu - old) >>> 0;
+  }
+  finalCheckForRequests(): number {
+    const work = this.unconsumedRequests();
+    if (work !== 0) return work;
+    this.sring.reqEvent = (this.reqCons + 1) >>> 0;
+    return this.unconsumedRequests();
+  }
+  /** Copy `n` ring bytes at `off` to (`out` true) or from `buf`. */
+  private span(off: number, buf: Uint8Array, n: number, out: boolean): void {
+    let done = 0;
+    while (done < n) {
+      const page = this.pages[Math.floor((off + done) / RING_PAGE_SIZE)]!;
+      const at = (off + done) % RING_PAGE_SIZE;
+      const len = Math.min(n - done, RING_PAGE_SIZE - at);
+      if (out) buf.set(page.subarray(at, at + len), done);
+      else page.set(buf.subarray(done, done + len), at);
+      done += len;
+    }
+  }
+  readSlot(off: number, dst: Uint8Array): void {
+    this.span(off, dst, dst.length, true);
+  }
+  writeResponse(off: number, idLo: number, idHi: number, op: number, status: number): void {
+    // Only bytes 0..7, 8 and 10..11 change: read the 12 bytes, patch them, write them back.
+    const t = this.tmp.subarray(0, 12);
+    this.span(off, t, 12, true);
+    encodeResponse(t, 0, idLo, idHi, op, status);
+    this.span(off, t, 12, false);
+  }
+}

@@ -1,0 +1,674 @@
+/**
+ * blkfront: the guest's block driver (Mini-OS blkfront.c's life cycle, Linux xen-blkfront.c's negotiation),
+ * in one file that reads top to bottom:
+ *
+ *   1. init          read `backend`/`backend-id`; wait for the backend to reach InitWait
+ *   2. talk          read `max-ring-page-order`, `multi-queue-max-queues`; per queue: allocate the ring
+ *                    pages, SHARED_RING_INIT, grant them, EVTCHNOP_alloc_unbound, bind the upcall
+ *   3. publish       one xenstore transaction (retried on EAGAIN): `ring-page-order` (only for > 1 page),
+ *                    `ring-ref` or `ring-ref%u`, `event-channel` (under `queue-%u/` with
+ *                    `multi-queue-num-queues` for > 1 queue), `protocol`, `feature-persistent`;
+ *                    then state Initialised
+ *   4. connect       wait for backend Connected; read `sectors`, `info`, `sector-size`, `physical-sector-size`
+ *                    and the features; state Connected
+ *   5. I/O           read / write / flush / discard: requests built in a zeroed template, data in granted
+ *                    guest pages (persistent grants when offered, indirect descriptors when offered), pushed
+ *                    with RING_PUSH_REQUESTS_AND_CHECK_NOTIFY, completed in any order by the upcall
+ *   6. shutdown      Closing → (backend Closing) → Closed → (backend Closed); revoke every grant, close the
+ *                    event channel, remove the transport keys
+ *
+ * The driver touches the device only through its own memory, its grant table, xenstore and the event
+ * channel, as a guest kernel does.
+ */
+
+import type { Domain } from "../hypervisor/domain.ts";
+import type { GuestGrantTable } from "../hypervisor/grant-table.ts";
+import { PAGE_SIZE, type GuestMemory } from "../hypervisor/memory.ts";
+import type { XenHost } from "../hypervisor/xen-host.ts";
+import type { XsHandle } from "../hypervisor/xenstore.ts";
+import {
+  BLKIF_DISCARD_SECURE,
+  BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+  BLKIF_MAX_SEGMENTS_PER_REQUEST,
+  BLKIF_OP_DISCARD,
+  BLKIF_OP_FLUSH_DISKCACHE,
+  BLKIF_OP_INDIRECT,
+  BLKIF_OP_READ,
+  BLKIF_OP_WRITE,
+  BLKIF_OP_WRITE_BARRIER,
+  BLKIF_RSP_OKAY,
+  type BlkifAbi,
+  type BlkifLayout,
+  BlkifRequest,
+  BlkifResponse,
+  BLKIF_SEGMENT_SIZE,
+  SEGS_PER_INDIRECT_FRAME,
+  VDISK_READONLY,
+  XEN_IO_PROTO_ABI_X86_64,
+  blkifLayout,
+  decodeResponse,
+  encodeRequest,
+  encodeSegment,
+  indirectPages,
+} from "./abi.ts";
+import { FrontRing, RING_PAGE_SIZE } from "./ring.ts";
+import { XVDA, XenbusState, readState, switchState, waitForState } from "./xenbus.ts";
+
+const SECTOR = 512;
+const SECTORS_PER_PAGE = PAGE_SIZE / SECTOR;
+
+export interface BlkfrontOptions {
+  host: XenHost;
+  /** The guest domain (default 1). */
+  dom?: number;
+  devid?: number;
+  /** Ring pages wanted per queue (1, 2, 4, 8, 16; capped by the backend's max-ring-page-order). Default 1. */
+  ringPages?: number;
+  /** Queues wanted (capped by multi-queue-max-queues). Default 1. */
+  queues?: number;
+  /** Indirect segments per request wanted (Linux default 32; capped by the backend; <= 11 disables). */
+  maxIndirectSegments?: number;
+  /** Ask for persistent grants (default true). */
+  persistent?: boolean;
+  /** Ring layout to publish as `protocol` (default native x86_64-abi). null: write no protocol key. */
+  protocol?: BlkifAbi | null;
+  /** Mini-OS style: go straight to Connected after publishing, skipping Initialised. */
+  skipInitialised?: boolean;
+  timeoutMs?: number;
+}
+
+/** A request the backend answered with an error status (BLKIF_RSP_ERROR or BLKIF_RSP_EOPNOTSUPP). */
+export class BlkfrontIoError extends Error {
+  constructor(
+    readonly op: number,
+    readonly lba: number,
+    readonly status: number,
+  ) {
+    super(`blkif ${opName(op)} at sector ${lba} failed with status ${status}`);
+    this.name = "BlkfrontIoError";
+  }
+}
+
+/** The device cannot take the request (not connected, disabled after a protocol error, feature missing). */
+export class BlkfrontError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "BlkfrontError";
+  }
+}
+
+function opName(op: number): string {
+  return ["read", "write", "write-barrier", "flush", "reserved", "discard", "indirect"][op] ?? `op ${op}`;
+}
+
+export interface BlkfrontInfo {
+  sectors: number;
+  sectorSize: number;
+  physicalSectorSize: number;
+  readOnly: boolean;
+  flushCache: boolean;
+  barrier: boolean;
+  discard: boolean;
+  discardSecure: boolean;
+  persistent: boolean;
+  /** Segments per request in use (11 without indirect descriptors). */
+  maxSegments: number;
+  indirect: boolean;
+  ringPages: number;
+  queues: number;
+  protocol: BlkifAbi;
+}
+
+/** A granted guest page (data or indirect page). */
+interface GrantedPage {
+  gpa: number;
+  ref: number;
+}
+
+/** One outstanding request (the shadow entry of its id). */
+interface Shadow {
+  op: number;
+  lba: number;
+  pages: GrantedPage[];
+  indirect: GrantedPage[];
+  done: (status: number) => void;
+  /** The request will never be answered (device disabled). */
+  fail: (e: Error) => void;
+}
+
+/** A request waiting for a free slot, ready to be written into one. */
+interface Queued {
+  fill: (q: Queue, id: number) => Shadow;
+  fail: (e: Error) => void;
+}
+
+interface Queue {
+  index: number;
+  ring: FrontRing;
+  ringGpa: number;
+  ringRefs: number[];
+  port: number;
+  shadow: (Shadow | null)[];
+  freeIds: number[];
+}
+
+export class Blkfront {
+  readonly host: XenHost;
+  readonly dom: number;
+  readonly devid: number;
+  readonly nodename: string;
+  backendPath = "";
+  backendId = 0;
+  info!: BlkfrontInfo;
+  /** Called after an online resize (backend rewrote `sectors` and `state`). */
+  onResize: ((sectors: number) => void) | null = null;
+
+  private readonly xs: XsHandle;
+  private readonly domain: Domain;
+  private readonly mem: GuestMemory;
+  private gnttab!: GuestGrantTable;
+  private layout!: BlkifLayout;
+  private queues: Queue[] = [];
+  private nextQueue = 0;
+  private readonly waiting: Queued[] = [];
+  private readonly freePages: number[] = [];
+  /** Persistent grants: granted pages kept for reuse, most recently used first (blkif.h LIFO advice). */
+  private readonly persistentFree: GrantedPage[] = [];
+  private readonly allPersistent: GrantedPage[] = [];
+  private disabled: string | null = null;
+  private connected = false;
+  private outstanding = 0;
+  private idleWaiters: (() => void)[] = [];
+  private readonly tmpReq = new BlkifRequest();
+  private readonly tmpRsp = new BlkifResponse();
+  private readonly opts: BlkfrontOptions;
+
+  private constructor(o: BlkfrontOptions) {
+    this.opts = o;
+    this.host = o.host;
+    this.dom = o.dom ?? 1;
+    this.devid = o.devid ?? XVDA;
+    this.nodename = `/local/domain/${this.dom}/device/vbd/${this.devid}`;
+    this.xs = o.host.xs(this.dom);
+    this.domain = o.host.domain(this.dom);
+    this.mem = this.domain.mem!;
+  }
+
+  /** Bring the device up: steps 1-4. Resolves when Connected. */
+  static async connect(o: BlkfrontOptions): Promise<Blkfront> {
+    const f = new Blkfront(o);
+    await f.init();
+    return f;
+  }
+
+  // ---- 1-4: init, talk to the backend, publish, connect -----------------------------------------------
+
+  private async init(): Promise<void> {
+    const xs = this.xs;
+    const timeout = this.opts.timeoutMs ?? 10_000;
+    // 1. Who is our backend.
+    this.backendPath = xs.read(`${this.nodename}/backend`);
+    this.backendId = xs.readInt(`${this.nodename}/backend-id`) ?? 0;
+    this.gnttab = this.host.guestGrantTable(this.dom);
+    // After an earlier shutdown (our state Closed) announce a new life, so the backend goes back to InitWait.
+    if (readState(xs, this.nodename) !== XenbusState.Initialising)
+      switchState(xs, this.nodename, XenbusState.Initialising);
+    await waitForState(xs, this.backendPath, (s) => s === XenbusState.InitWait, timeout);
+
+    // 2. Transport parameters, capped by what the backend offers.
+    const beMaxOrder = xs.readInt(`${this.backendPath}/max-ring-page-order`) ?? 0;
+    const wantPages = this.opts.ringPages ?? 1;
+    if (![1, 2, 4, 8, 16].includes(wantPages)) throw new RangeError(`ring pages must be 1, 2, 4, 8 or 16`);
+    const pages = Math.min(wantPages, 1 << beMaxOrder);
+    const beMaxQueues = xs.readInt(`${this.backendPath}/multi-queue-max-queues`) ?? 1;
+    const nq = Math.max(1, Math.min(this.opts.queues ?? 1, beMaxQueues));
+    const proto = this.opts.protocol === undefined ? XEN_IO_PROTO_ABI_X86_64 : this.opts.protocol;
+    this.layout = blkifLayout(proto ?? "x86_32-abi");
+    for (let i = 0; i < nq; i++) this.queues.push(this.setupRing(i, pages));
+
+    // 3. Publish in one transaction; retry the whole of it when xenstored says EAGAIN.
+    const persistentWanted = this.opts.persistent ?? true;
+    xs.transaction((t) => {
+      const base = this.nodename;
+      if (pages > 1) xs.write(`${base}/ring-page-order`, String(Math.log2(pages)), t);
+      if (nq > 1) xs.write(`${base}/multi-queue-num-queues`, String(nq), t);
+      for (const q of this.queues) {
+        const dir = nq > 1 ? `${base}/queue-${q.index}` : base;
+        if (pages === 1) xs.write(`${dir}/ring-ref`, String(q.ringRefs[0]), t);
+        else q.ringRefs.forEach((r, i) => xs.write(`${dir}/ring-ref${i}`, String(r), t));
+        xs.write(`${dir}/event-channel`, String(q.port), t);
+      }
+      if (proto) xs.write(`${base}/protocol`, proto, t);
+      xs.write(`${base}/feature-persistent`, persistentWanted ? "1" : "0", t);
+    });
+    switchState(
+      xs,
+      this.nodename,
+      this.opts.skipInitialised ? XenbusState.Connected : XenbusState.Initialised,
+    );
+
+    // 4. Wait for the backend, read what it offers, and go Connected.
+    const st = await waitForState(xs, this.backendPath, (s) => s >= XenbusState.Connected, timeout);
+    if (st !== XenbusState.Connected)
+      throw new BlkfrontError(`backend went to state ${st} instead of Connected`);
+    this.readBackendInfo(pages, nq, proto ?? "x86_32-abi", persistentWanted);
+    this.connected = true;
+    if (!this.opts.skipInitialised) switchState(xs, this.nodename, XenbusState.Connected);
+    // A later Connected write from the backend means "re-read sectors" (online resize).
+    xs.watch(`${this.backendPath}/state`, `blkfront-resize-${this.devid}`, () => this.backendChanged());
+  }
+
+  /** Allocate, initialise and grant one ring; allocate and bind its event channel. */
+  private setupRing(index: number, pages: number): Queue {
+    const ringGpa = this.domain.pages.alloc(pages * RING_PAGE_SIZE);
+    const view = this.mem.view(ringGpa, pages * RING_PAGE_SIZE);
+    if (!(view instanceof Uint8Array)) throw new BlkfrontError(view.message);
+    view.fill(0); // a fresh zeroed page, as the kernel's page allocator gives
+    const ring = FrontRing.init(view, this.layout.entrySize, pages);
+    const ringRefs: number[] = [];
+    for (let i = 0; i < pages; i++) {
+      ringRefs.push(this.gnttab.grantAccess(this.backendId, ringGpa / PAGE_SIZE + i, false));
+    }
+    const port = this.host.evtchn.allocUnbound(this.dom, this.backendId);
+    const q: Queue = {
+      index,
+      ring,
+      ringGpa,
+      ringRefs,
+      port,
+      shadow: new Array(ring.size).fill(null),
+      freeIds: Array.from({ length: ring.size }, (_, i) => ring.size - 1 - i),
+    };
+    this.host.evtchn.bindHandler(this.dom, port, () => this.interrupt(q));
+    return q;
+  }
+
+  /** blkfront_connect: the backend's keys. */
+  private readBackendInfo(pages: number, nq: number, protocol: BlkifAbi, persistentWanted: boolean): void {
+    const xs = this.xs;
+    const be = this.backendPath;
+    const sectors = xs.readInt(`${be}/sectors`);
+    const info = xs.readInt(`${be}/info`);
+    const sectorSize = xs.readInt(`${be}/sector-size`);
+    if (sectors === undefined || info === undefined || sectorSize === undefined) {
+      throw new BlkfrontError(`reading backend fields at ${be}`);
+    }
+    const flag = (k: string) => xs.readInt(`${be}/${k}`) === 1;
+    const beIndirect = xs.readInt(`${be}/feature-max-indirect-segments`) ?? 0;
+    const want = this.opts.maxIndirectSegments ?? 32;
+    const segs = Math.min(beIndirect, want, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * SEGS_PER_INDIRECT_FRAME);
+    const indirect = segs > BLKIF_MAX_SEGMENTS_PER_REQUEST;
+    this.info = {
+      sectors,
+      sectorSize,
+      physicalSectorSize: xs.readInt(`${be}/physical-sector-size`) ?? sectorSize,
+      readOnly: (info & VDISK_READONLY) !== 0,
+      flushCache: flag("feature-flush-cache"),
+      barrier: flag("feature-barrier"),
+      discard: flag("feature-discard"),
+      discardSecure: flag("discard-secure"),
+      persistent: persistentWanted && flag("feature-persistent"),
+      maxSegments: indirect ? segs : BLKIF_MAX_SEGMENTS_PER_REQUEST,
+      indirect,
+      ringPages: pages,
+      queues: nq,
+      protocol,
+    };
+  }
+
+  private backendChanged(): void {
+    if (!this.connected) return;
+    const s = readState(this.xs, this.backendPath);
+    if (s === XenbusState.Closing || s === XenbusState.Closed) {
+      // The backend is going away (blkback_changed → blkfront_closing): fail what is outstanding and close.
+      this.connected = false;
+      this.disable(`backend went to state ${s}`);
+      switchState(this.xs, this.nodename, XenbusState.Closing);
+      switchState(this.xs, this.nodename, XenbusState.Closed);
+      return;
+    }
+    if (s === XenbusState.Connected) {
+      const sectors = this.xs.readInt(`${this.backendPath}/sectors`);
+      if (sectors !== undefined && sectors !== this.info.sectors) {
+        this.info.sectors = sectors;
+        this.onResize?.(sectors);
+      }
+    }
+  }
+
+  // ---- 5: I/O ------------------------------------------------------------------------------------------
+
+  /** Read `count` 512-byte sectors from `lba`. */
+  async read(lba: number, count: number): Promise<Uint8Array> {
+    const out = new Uint8Array(count * SECTOR);
+    await this.rw(BLKIF_OP_READ, lba, out);
+    return out;
+  }
+
+  /** Write `data` (a whole number of 512-byte sectors) at `lba`. */
+  async write(lba: number, data: Uint8Array): Promise<void> {
+    if (data.length % SECTOR !== 0) throw new RangeError(`write of ${data.length} bytes: not whole sectors`);
+    if (this.info.readOnly) throw new BlkfrontError(`${this.nodename} is read-only`);
+    await this.rw(BLKIF_OP_WRITE, lba, data);
+  }
+
+  /** Commit the backend's write cache: FLUSH_DISKCACHE if offered, else an empty WRITE_BARRIER, else nothing. */
+  async flush(): Promise<void> {
+    const op = this.info.flushCache
+      ? BLKIF_OP_FLUSH_DISKCACHE
+      : this.info.barrier
+        ? BLKIF_OP_WRITE_BARRIER
+        : -1;
+    if (op < 0) return; // no write cache to flush
+    await this.submitOne(op, 0, (req) => {
+      req.operation = op;
+      req.nrSegments = 0;
+    });
+  }
+
+  /** Discard `count` sectors from `lba` (feature-discard). */
+  async discard(lba: number, count: number, secure = false): Promise<void> {
+    if (!this.info.discard)
+      throw new BlkfrontError(`${this.nodename}: backend does not offer feature-discard`);
+    await this.submitOne(BLKIF_OP_DISCARD, lba, (req) => {
+      req.operation = BLKIF_OP_DISCARD;
+      req.flag = secure && this.info.discardSecure ? BLKIF_DISCARD_SECURE : 0;
+      req.sector = lba;
+      req.nrSectors = count;
+    });
+  }
+
+  /** Split a read/write into requests of up to maxSegments pages, issue them together, wait for all. */
+  private async rw(op: number, lba: number, data: Uint8Array): Promise<void> {
+    const total = data.length / SECTOR;
+    const perReq = this.info.maxSegments * SECTORS_PER_PAGE;
+    if (total <= perReq) {
+      // One request: no fan-out bookkeeping (the common small-I/O case).
+      const one = this.submitRw(op, lba, data);
+      this.kick();
+      return one;
+    }
+    const parts: Promise<void>[] = [];
+    for (let done = 0; done < total; done += perReq) {
+      const n = Math.min(perReq, total - done);
+      parts.push(this.submitRw(op, lba + done, data.subarray(done * SECTOR, (done + n) * SECTOR)));
+    }
+    this.kick();
+    const results = await Promise.allSettled(parts);
+    const bad = results.find((r) => r.status === "rejected");
+    if (bad) throw (bad as PromiseRejectedResult).reason;
+  }
+
+  private submitRw(op: number, lba: number, data: Uint8Array): Promise<void> {
+    this.checkUsable();
+    return new Promise((resolve, reject) => {
+      this.waiting.push({
+        fill: (q, id) => {
+          const nseg = Math.ceil(data.length / PAGE_SIZE);
+          const pages: GrantedPage[] = [];
+          for (let i = 0; i < nseg; i++) {
+            const g = this.dataPage(op !== BLKIF_OP_READ);
+            pages.push(g);
+            if (op === BLKIF_OP_WRITE) {
+              this.mem.write(g.gpa, data.subarray(i * PAGE_SIZE, Math.min(data.length, (i + 1) * PAGE_SIZE)));
+            }
+          }
+          const req = this.tmpReq.clear();
+          req.id = id;
+          req.sector = lba;
+          const segs = (i: number) => {
+            const bytes = Math.min(PAGE_SIZE, data.length - i * PAGE_SIZE);
+            return [pages[i]!.ref, 0, bytes / SECTOR - 1] as const;
+          };
+          const indirect: GrantedPage[] = [];
+          if (nseg <= BLKIF_MAX_SEGMENTS_PER_REQUEST) {
+            req.operation = op;
+            req.nrSegments = nseg;
+            for (let i = 0; i < nseg; i++) req.setSegment(i, ...segs(i));
+          } else {
+            // Indirect: the segment list lives in granted pages (read-only for the backend).
+            req.operation = BLKIF_OP_INDIRECT;
+            req.indirectOp = op;
+            req.nrSegments = nseg;
+            const ip = indirectPages(nseg);
+            for (let k = 0; k < ip; k++) {
+              const g = this.indirectPage();
+              indirect.push(g);
+              req.indirectGrefs[k] = g.ref;
+              const buf = new Uint8Array(PAGE_SIZE);
+              for (let j = 0; j < SEGS_PER_INDIRECT_FRAME && k * SEGS_PER_INDIRECT_FRAME + j < nseg; j++) {
+                encodeSegment(buf, j * BLKIF_SEGMENT_SIZE, ...segs(k * SEGS_PER_INDIRECT_FRAME + j));
+              }
+              this.mem.write(g.gpa, buf);
+            }
+          }
+          encodeRequest(this.layout, q.ring.view, q.ring.nextRequest(), req);
+          return {
+            op,
+            lba,
+            pages,
+            indirect,
+            done: (status) => {
+              if (status === BLKIF_RSP_OKAY && op === BLKIF_OP_READ) {
+                for (let i = 0; i < nseg; i++) {
+                  const end = Math.min(data.length, (i + 1) * PAGE_SIZE);
+                  this.mem.read(pages[i]!.gpa, data.subarray(i * PAGE_SIZE, end));
+                }
+              }
+              if (status === BLKIF_RSP_OKAY) resolve();
+              else reject(new BlkfrontIoError(op, lba, status));
+            },
+            fail: reject,
+          };
+        },
+        fail: reject,
+      });
+    });
+  }
+
+  private async submitOne(op: number, lba: number, build: (req: BlkifRequest) => void): Promise<void> {
+    this.checkUsable();
+    const p = new Promise<void>((resolve, reject) => {
+      this.waiting.push({
+        fill: (q, id) => {
+          const req = this.tmpReq.clear();
+          build(req);
+          req.id = id;
+          encodeRequest(this.layout, q.ring.view, q.ring.nextRequest(), req);
+          return {
+            op,
+            lba,
+            pages: [],
+            indirect: [],
+            done: (status) =>
+              status === BLKIF_RSP_OKAY ? resolve() : reject(new BlkfrontIoError(op, lba, status)),
+            fail: reject,
+          };
+        },
+        fail: reject,
+      });
+    });
+    this.kick();
+    return p;
+  }
+
+  private checkUsable(): void {
+    if (this.disabled) throw new BlkfrontError(`${this.nodename} disabled: ${this.disabled}`);
+    if (!this.connected) throw new BlkfrontError(`${this.nodename} is not connected`);
+  }
+
+  /**
+   * Move waiting requests into free ring slots (round-robin over the queues), then push each ring once and
+   * notify only if the backend asked (req_event).
+   */
+  private kick(): void {
+    const touched = new Set<Queue>();
+    while (this.waiting.length > 0) {
+      const q = this.pickQueue();
+      if (!q) break;
+      const id = q.freeIds.pop()!;
+      const w = this.waiting.shift()!;
+      q.shadow[id] = w.fill(q, id);
+      this.outstanding++;
+      touched.add(q);
+    }
+    for (const q of touched) {
+      if (q.ring.pushRequestsAndCheckNotify()) this.host.evtchn.send(this.dom, q.port);
+    }
+  }
+
+  private pickQueue(): Queue | undefined {
+    for (let i = 0; i < this.queues.length; i++) {
+      const q = this.queues[(this.nextQueue + i) % this.queues.length]!;
+      if (q.freeIds.length > 0 && !q.ring.full()) {
+        this.nextQueue = (this.nextQueue + i + 1) % this.queues.length;
+        return q;
+      }
+    }
+    return undefined;
+  }
+
+  /** A data page: a persistent grant (always read-write) when negotiated, else a fresh grant of a page. */
+  private dataPage(readonly: boolean): GrantedPage {
+    if (this.info.persistent) {
+      const g = this.persistentFree.pop();
+      if (g) return g;
+      const gpa = this.allocPage();
+      const p = { gpa, ref: this.gnttab.grantAccess(this.backendId, gpa / PAGE_SIZE, false) };
+      this.allPersistent.push(p);
+      return p;
+    }
+    const gpa = this.allocPage();
+    return { gpa, ref: this.gnttab.grantAccess(this.backendId, gpa / PAGE_SIZE, readonly) };
+  }
+
+  private indirectPage(): GrantedPage {
+    const gpa = this.allocPage();
+    return { gpa, ref: this.gnttab.grantAccess(this.backendId, gpa / PAGE_SIZE, true) };
+  }
+
+  private allocPage(): number {
+    return this.freePages.pop() ?? this.domain.pages.alloc(PAGE_SIZE);
+  }
+
+  /** The event-channel upcall (blkif_interrupt): consume every response, then re-arm rsp_event. */
+  private interrupt(q: Queue): void {
+    const ring = q.ring;
+    for (;;) {
+      const rp = ring.sring.rspProd;
+      if (ring.responseProdOverflow(rp)) {
+        this.disable(`backend answered ${(rp - ring.rspCons) >>> 0} responses, more than the ring holds`);
+        return;
+      }
+      while (ring.rspCons !== rp) {
+        const rsp = decodeResponse(ring.view, ring.nextResponse(), this.tmpRsp);
+        const id = rsp.idLo;
+        const s = rsp.idHi === 0 && id < ring.size ? q.shadow[id] : null;
+        if (!s) {
+          this.disable(`response with bad id ${rsp.id}`);
+          return;
+        }
+        if (rsp.operation !== s.op) {
+          this.disable(`response has wrong operation (${rsp.operation} instead of ${s.op})`);
+          return;
+        }
+        q.shadow[id] = null;
+        q.freeIds.push(id);
+        this.outstanding--;
+        this.completion(s);
+        s.done(rsp.status);
+      }
+      if (this.outstanding > 0 || this.waiting.length > 0) {
+        if (ring.finalCheckForResponses() === 0) break;
+      } else {
+        ring.sring.rspEvent = (ring.rspCons + 1) >>> 0;
+        if (ring.unconsumedResponses() === 0) break;
+      }
+    }
+    if (this.waiting.length) this.kick();
+    if (this.outstanding === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /** blkif_completion: give the pages back; a non-persistent grant the backend still maps is an error. */
+  private completion(s: Shadow): void {
+    for (const g of s.indirect) this.endGrant(g);
+    for (const g of s.pages) {
+      if (this.info.persistent) this.persistentFree.push(g);
+      else this.endGrant(g);
+    }
+  }
+
+  private endGrant(g: GrantedPage): void {
+    if (this.gnttab.tryEndAccess(g.ref)) this.freePages.push(g.gpa);
+    else this.disable(`backend has not unmapped grant ${g.ref}`);
+  }
+
+  private disable(why: string): void {
+    if (this.disabled) return;
+    this.disabled = why;
+    // Fail everything outstanding: the ring can no longer be trusted.
+    for (const q of this.queues) {
+      for (let i = 0; i < q.shadow.length; i++) {
+        const s = q.shadow[i];
+        if (s) {
+          q.shadow[i] = null;
+          this.outstanding--;
+          s.fail(new BlkfrontError(`${this.nodename} disabled: ${why}`));
+        }
+      }
+    }
+    // Never written to a ring: fail them without touching one.
+    for (const w of this.waiting.splice(0)) w.fail(new BlkfrontError(`${this.nodename} disabled: ${why}`));
+    for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /** Resolves when no request is outstanding. */
+  idle(): Promise<void> {
+    if (this.outstanding === 0 && this.waiting.length === 0) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  // ---- 6: shutdown -------------------------------------------------------------------------------------
+
+  /** Closing → Closed with the backend following; then revoke every grant and close the event channel. */
+  async shutdown(): Promise<void> {
+    const xs = this.xs;
+    const timeout = this.opts.timeoutMs ?? 10_000;
+    await this.idle();
+    this.connected = false;
+    try {
+      xs.unwatch(`${this.backendPath}/state`, `blkfront-resize-${this.devid}`);
+    } catch {
+      /* not watching */
+    }
+    switchState(xs, this.nodename, XenbusState.Closing);
+    await waitForState(xs, this.backendPath, (s) => s >= XenbusState.Closing, timeout);
+    switchState(xs, this.nodename, XenbusState.Closed);
+    await waitForState(xs, this.backendPath, (s) => s === XenbusState.Closed, timeout);
+    // The backend has unmapped everything: every revoke must now succeed.
+    for (const g of this.allPersistent.splice(0)) this.endGrant(g);
+    this.persistentFree.length = 0;
+    for (const q of this.queues) {
+      for (const ref of q.ringRefs) {
+        if (!this.gnttab.tryEndAccess(ref)) this.disable(`backend has not unmapped ring grant ${ref}`);
+      }
+      this.host.evtchn.close(this.dom, q.port);
+      const dir = this.queues.length > 1 ? `${this.nodename}/queue-${q.index}` : this.nodename;
+      for (const k of ["ring-ref", "event-channel", ...q.ringRefs.map((_, i) => `ring-ref${i}`)]) {
+        try {
+          xs.rm(`${dir}/${k}`);
+        } catch {
+          /* not there */
+        }
+      }
+    }
+    for (const k of ["ring-page-order", "multi-queue-num-queues"]) {
+      try {
+        xs.rm(`${this.nodename}/${k}`);
+      } catch {
+        /* not there */
+      }
+    }
+    this.queues = [];
+  }
+}
