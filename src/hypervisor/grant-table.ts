@@ -25,12 +25,20 @@ export const GTF_type_mask = 3;
 export const GTF_readonly = 1 << 2; // guest: the grantee may only map/copy for reading
 export const GTF_reading = 1 << 3; // set by Xen while the grantee has it mapped/pinned
 export const GTF_writing = 1 << 4; // set by Xen while the grantee has it mapped/pinned writable
+export const GTF_PWT = 1 << 5; // cache attributes of the grantee's mapping
+export const GTF_PCD = 1 << 6;
+export const GTF_PAT = 1 << 7;
 export const GTF_sub_page = 1 << 8;
+// Transfer-type entries reuse bits 2-3 with other meanings.
+export const GTF_transfer_committed = 1 << 2;
+export const GTF_transfer_completed = 1 << 3;
 
 // grant_table.h: gnttab_map_grant_ref.flags
 export const GNTMAP_device_map = 1;
 export const GNTMAP_host_map = 2;
 export const GNTMAP_readonly = 4;
+export const GNTMAP_application_map = 8;
+export const GNTMAP_contains_pte = 16;
 
 // grant_table.h: gnttab_copy.flags
 export const GNTCOPY_source_gref = 1;
@@ -56,6 +64,8 @@ export type GrantStatus = number;
 
 /** grant_table.h: refs 0..7 are reserved (0 console, 1 xenstore); guests hand out refs from 8. */
 export const GNTTAB_NR_RESERVED_ENTRIES = 8;
+export const GNTTAB_RESERVED_CONSOLE = 0;
+export const GNTTAB_RESERVED_XENSTORE = 1;
 export const GRANT_ENTRY_V1_SIZE = 8;
 export const GRANT_ENTRIES_PER_FRAME = PAGE_SIZE / GRANT_ENTRY_V1_SIZE; // 512
 /** Frames a table may grow to (Xen's max_grant_frames; 32 frames = 16384 refs). */

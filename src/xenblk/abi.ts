@@ -119,57 +119,49 @@ export const XenbusState = {
 export type XenbusStateValue = (typeof XenbusState)[keyof typeof XenbusState];
 
 // ---- grant_table.h ----------------------------------------------------------------------------------------
-
-/** grant_entry_v1.flags type field (bits 0-1). */
-export const GTF_invalid = 0;
-export const GTF_permit_access = 1;
-export const GTF_accept_transfer = 2;
-export const GTF_transitive = 3;
-export const GTF_type_mask = 3;
-/** [guest] the grantee may only map or copy from the page. */
-export const GTF_readonly = 4;
-/** [xen] set while the grantee has the page mapped (or a copy is in progress) for reading. */
-export const GTF_reading = 8;
-/** [xen] set while the grantee has the page mapped writable. */
-export const GTF_writing = 16;
-export const GTF_PWT = 32;
-export const GTF_PCD = 64;
-export const GTF_PAT = 128;
-export const GTF_sub_page = 256;
-/** Transfer-type flags share bits with the access-type ones. */
-export const GTF_transfer_committed = 4;
-export const GTF_transfer_completed = 8;
-
-/** Size of a `grant_entry_v1` (flags u16 @0, domid u16 @2, frame u32 @4). */
-export const GRANT_ENTRY_V1_SIZE = 8;
-export const GNTTAB_NR_RESERVED_ENTRIES = 8;
-export const GNTTAB_RESERVED_CONSOLE = 0;
-export const GNTTAB_RESERVED_XENSTORE = 1;
-
-export const GNTMAP_device_map = 1;
-export const GNTMAP_host_map = 2;
-export const GNTMAP_readonly = 4;
-export const GNTMAP_application_map = 8;
-export const GNTMAP_contains_pte = 16;
-
-export const GNTCOPY_source_gref = 1;
-export const GNTCOPY_dest_gref = 2;
-
-/** grant_table.h GNTST_*: status of a grant operation. */
-export const GNTST_okay = 0;
-export const GNTST_general_error = -1;
-export const GNTST_bad_domain = -2;
-export const GNTST_bad_gntref = -3;
-export const GNTST_bad_handle = -4;
-export const GNTST_bad_virt_addr = -5;
-export const GNTST_bad_dev_addr = -6;
-export const GNTST_no_device_space = -7;
-export const GNTST_permission_denied = -8;
-export const GNTST_bad_page = -9;
-export const GNTST_bad_copy_arg = -10;
-export const GNTST_address_too_big = -11;
-export const GNTST_eagain = -12;
-export const GNTST_no_space = -13;
+// The grant-table constants live with the grant table itself; re-exported here so a frontend or backend finds
+// the whole blkif-side ABI in one module.
+export {
+  GTF_invalid,
+  GTF_permit_access,
+  GTF_accept_transfer,
+  GTF_transitive,
+  GTF_type_mask,
+  GTF_readonly,
+  GTF_reading,
+  GTF_writing,
+  GTF_PWT,
+  GTF_PCD,
+  GTF_PAT,
+  GTF_sub_page,
+  GTF_transfer_committed,
+  GTF_transfer_completed,
+  GRANT_ENTRY_V1_SIZE,
+  GNTTAB_NR_RESERVED_ENTRIES,
+  GNTTAB_RESERVED_CONSOLE,
+  GNTTAB_RESERVED_XENSTORE,
+  GNTMAP_device_map,
+  GNTMAP_host_map,
+  GNTMAP_readonly,
+  GNTMAP_application_map,
+  GNTMAP_contains_pte,
+  GNTCOPY_source_gref,
+  GNTCOPY_dest_gref,
+  GNTST_okay,
+  GNTST_general_error,
+  GNTST_bad_domain,
+  GNTST_bad_gntref,
+  GNTST_bad_handle,
+  GNTST_bad_virt_addr,
+  GNTST_bad_dev_addr,
+  GNTST_no_device_space,
+  GNTST_permission_denied,
+  GNTST_bad_page,
+  GNTST_bad_copy_arg,
+  GNTST_address_too_big,
+  GNTST_eagain,
+  GNTST_no_space,
+} from "../hypervisor/grant-table.ts";
 
 export const GNTTABOP_map_grant_ref = 0;
 export const GNTTABOP_unmap_grant_ref = 1;
