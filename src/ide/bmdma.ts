@@ -1,0 +1,152 @@
+/**
+ * The Bus Master IDE engine of one channel (BMIDE rev 1.0 §2, PIIX3 datasheet §2.7): the command, status and
+ * PRD table address registers, and the walk of the Physical Region Descriptor table.
+ *
+ * Register write semantics are those observed on QEMU 7.2 (which match the BMIDE text): command keeps bits 0
+ * (start) and 3 (direction); status bits 1-2 are write-one-to-clear, 5-6 read/write, 0 read-only; the PRD
+ * table address drops its low two bits; command and status are byte registers (wider reads float high, wider
+ * writes are ignored).
+ */
+
+import { type GuestMemory, isFault } from "../hypervisor/memory.ts";
+import {
+  BM_CMD,
+  BM_CMD_READ,
+  BM_CMD_START,
+  BM_PRDT,
+  BM_ST_ACTIVE,
+  BM_ST_DMA0_CAP,
+  BM_ST_DMA1_CAP,
+  BM_ST_ERROR,
+  BM_ST_INTR,
+  BM_STATUS,
+  PRD_EOT,
+  PRD_MAX_ENTRIES,
+} from "./ata.ts";
+
+/** What the channel does when the host starts or stops the engine. */
+export interface BusMasterOwner {
+  bmStart(): void;
+  bmStop(): void;
+}
+
+/** Result of a PRD walk. */
+export const enum PrdWalk {
+  /** The table describes at least the bytes needed; `segments` cover exactly them. */
+  Ok,
+  /** The table ends (EOT or the one-page limit) before the transfer's bytes. */
+  Short,
+  /** A PRD entry or a data buffer lies outside guest memory. */
+  Fault,
+}
+
+/** Scatter-gather list of one transfer, reused from transfer to transfer (no allocation per command). */
+export class Segments {
+  gpa: number[] = [];
+  len: number[] = [];
+  count = 0;
+  /** Bytes the consumed PRD entries describe in full (QEMU keeps Active set when this exceeds the transfer). */
+  prdBytes = 0;
+  /** Every segment is a whole number of sectors, so storage can use guest-memory views directly. */
+  sectorAligned = true;
+  reset(): void {
+    this.count = 0;
+    this.prdBytes = 0;
+    this.sectorAligned = true;
+  }
+  push(gpa: number, len: number): void {
+    this.gpa[this.count] = gpa;
+    this.len[this.count] = len;
+    this.count++;
+    if (len % 512 !== 0) this.sectorAligned = false;
+  }
+}
+
+export class BusMaster {
+  cmd = 0;
+  status = 0;
+  prdt = 0;
+
+  constructor(private readonly owner: BusMasterOwner) {}
+
+  get active(): boolean {
+    return (this.status & BM_ST_ACTIVE) !== 0;
+  }
+  /** Direction bit: the engine writes memory (a disk read). */
+  get toMemory(): boolean {
+    return (this.cmd & BM_CMD_READ) !== 0;
+  }
+
+  /** PIIX3/QEMU reset values: everything zero. */
+  reset(): void {
+    this.cmd = 0;
+    this.status = 0;
+    this.prdt = 0;
+  }
+
+  /** Read `size` bytes at offset `off` (0-7) of this channel's block. */
+  read(off: number, size: 1 | 2 | 4): number {
+    if (off >= BM_PRDT)
+      return (this.prdt >>> ((off - BM_PRDT) * 8)) & (size === 4 ? 0xffffffff : (1 << (size * 8)) - 1);
+    if (size !== 1) return size === 2 ? 0xffff : 0xffffffff;
+    if (off === BM_CMD) return this.cmd;
+    if (off === BM_STATUS) return this.status;
+    return 0xff; // offsets 1 and 3: device-specific, nothing there on PIIX3
+  }
+
+  write(off: number, size: 1 | 2 | 4, value: number): void {
+    if (off >= BM_PRDT) {
+      const shift = (off - BM_PRDT) * 8;
+      const mask = (size === 4 ? 0xffffffff : (1 << (size * 8)) - 1) << shift;
+      this.prdt = (((this.prdt & ~mask) | ((value << shift) & mask)) & ~3) >>> 0;
+      return;
+    }
+    if (size !== 1) return;
+    if (off === BM_CMD) this.writeCmd(value & 0xff);
+    else if (off === BM_STATUS) {
+      const old = this.status;
+      this.status =
+        (value & (BM_ST_DMA0_CAP | BM_ST_DMA1_CAP)) |
+        (old & BM_ST_ACTIVE) |
+        (old & ~value & (BM_ST_ERROR | BM_ST_INTR));
+    }
+  }
+
+  private writeCmd(value: number): void {
+    const was = this.cmd & BM_CMD_START;
+    this.cmd = value & (BM_CMD_START | BM_CMD_READ);
+    if (value & BM_CMD_START && !was) {
+      this.status |= BM_ST_ACTIVE;
+      this.owner.bmStart();
+    } else if (!(value & BM_CMD_START) && was) {
+      this.status &= ~BM_ST_ACTIVE;
+      this.owner.bmStop();
+    }
+  }
+
+  /**
+   * Walk the PRD table for a transfer of `need` bytes into `out`. Entry: 32-bit base (bit 0 ignored), 16-bit
+   * byte count (bit 0 ignored, 0 = 64 KiB), bit 15 of the last word = end of table.
+   */
+  walk(mem: GuestMemory, need: number, out: Segments): PrdWalk {
+    out.reset();
+    let got = 0;
+    for (let i = 0; i < PRD_MAX_ENTRIES; i++) {
+      const at = this.prdt + 8 * i;
+      const base = mem.readU32(at);
+      const ctl = mem.readU32(at + 4);
+      if (isFault(base) || isFault(ctl)) return PrdWalk.Fault;
+      const len = ctl & 0xfffe || 0x10000;
+      const take = Math.min(len, need - got);
+      const gpa = base & ~1;
+      const v = mem.view(gpa >>> 0, take);
+      if (isFault(v)) return PrdWalk.Fault;
+      out.push(gpa >>> 0, take);
+      out.prdBytes += len;
+      got += take;
+      if (got >= need) return PrdWalk.Ok;
+      if ((ctl >>> 16) & PRD_EOT) return PrdWalk.Short;
+    }
+    return PrdWalk.Short;
+  }
+}

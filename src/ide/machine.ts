@@ -1,0 +1,81 @@
+/**
+ * A PC of the kind a Xen HVM guest sees through QEMU's "pc" (i440FX) machine, reduced to what the disk path
+ * needs: PCI configuration mechanism #1 at 0xCF8/0xCFC with the i440FX host bridge (00:00.0), the PIIX3 ISA
+ * bridge (00:01.0) and the PIIX3 IDE function (00:01.1), all on the hypervisor's port bus, so every register
+ * access by the guest is an ioreq exit.
+ */
+
+import { Hypervisor } from "../hypervisor/hypervisor.ts";
+import type { DriveConfig } from "./device.ts";
+import { PCI_CONFIG_ADDRESS, PciHost, PlainPciFunction } from "./pci.ts";
+import { PCI_COMMAND_IO, PCI_COMMAND_MASTER, PiixIde } from "./piix.ts";
+
+export type { DriveConfig } from "./device.ts";
+
+export interface IdeMachineOptions {
+  /** Default: a new Hypervisor with its defaults. */
+  hv?: Hypervisor;
+  primary?: { master?: DriveConfig; slave?: DriveConfig };
+  secondary?: { master?: DriveConfig; slave?: DriveConfig };
+  /**
+   * false (default): the state QEMU leaves after reset (BAR4 unassigned, PCI command 0, bus mastering off).
+   * true: the state SeaBIOS leaves (BAR4 at BM_BASE_DEFAULT, PCI command I/O + bus master, IDETIM decode on).
+   */
+  firmwareInit?: boolean;
+}
+
+export interface IdeMachine {
+  hv: Hypervisor;
+  ide: PiixIde;
+  pci: PciHost;
+  hostBridge: PlainPciFunction;
+  isaBridge: PlainPciFunction;
+  /** BAR4 base when firmwareInit placed it, else null (the guest must assign it). */
+  bmBase: number | null;
+}
+
+export const BM_BASE_DEFAULT = 0xc000;
+/** PIIX3 IDE: device 1, function 1 on bus 0. */
+export const IDE_PCI_DEVICE = 1;
+export const IDE_PCI_FUNCTION = 1;
+
+export function createIdeMachine(opts: IdeMachineOptions = {}): IdeMachine {
+  const hv = opts.hv ?? new Hypervisor();
+  const pci = new PciHost();
+  hv.bus.register(PCI_CONFIG_ADDRESS, 8, pci, "pci-conf");
+  // IDs, class and revision as QEMU 7.2's pc machine reports them.
+  const hostBridge = new PlainPciFunction({
+    vendor: 0x8086,
+    device: 0x1237,
+    classCode: 0x060000,
+    revision: 0x02,
+  });
+  const isaBridge = new PlainPciFunction({
+    vendor: 0x8086,
+    device: 0x7000,
+    classCode: 0x060100,
+    revision: 0x00,
+    headerType: 0x80, // multi-function device: functions 1 (IDE) and up follow
+  });
+  const ide = new PiixIde({
+    bus: hv.bus,
+    mem: hv.mem,
+    irq: hv.irq,
+    primary: opts.primary,
+    secondary: opts.secondary,
+    tracer: () => hv.tracer,
+  });
+  pci.add(0, 0, 0, hostBridge);
+  pci.add(0, 1, 0, isaBridge);
+  pci.add(0, IDE_PCI_DEVICE, IDE_PCI_FUNCTION, ide);
+  let bmBase: number | null = null;
+  if (opts.firmwareInit) {
+    // What SeaBIOS's pci setup and piix_ide_setup leave behind.
+    ide.configWrite(0x20, 4, BM_BASE_DEFAULT | 1);
+    ide.configWrite(0x04, 2, PCI_COMMAND_IO | PCI_COMMAND_MASTER);
+    ide.configWrite(0x40, 2, 0x8000); // IDETIM primary: IDE decode enable
+    ide.configWrite(0x42, 2, 0x8000); // IDETIM secondary
+    bmBase = BM_BASE_DEFAULT;
+  }
+  return { hv, ide, pci, hostBridge, isaBridge, bmBase };
+}

@@ -1,0 +1,137 @@
+/**
+ * PCI configuration mechanism #1 (PCI Local Bus Specification 2.1 §3.7.4.1): CONFIG_ADDRESS at 0xCF8 (dword
+ * accesses only; bit 31 enables, bus 23:16, device 15:11, function 10:8, register 7:2) and CONFIG_DATA at
+ * 0xCFC-0xCFF (byte, word and dword accesses, the low two port bits selecting the byte in the dword).
+ * Also port 0xCF9, the PIIX3 Reset Control Register (byte access), whose value is kept but whose reset is not
+ * modelled.
+ */
+
+import type { AccessSize, PortIoDevice } from "../hypervisor/bus.ts";
+
+export interface PciFunction {
+  configRead(offset: number, size: 1 | 2 | 4): number;
+  configWrite(offset: number, size: 1 | 2 | 4, value: number): void;
+}
+
+export const PCI_CONFIG_ADDRESS = 0xcf8;
+export const PCI_CONFIG_DATA = 0xcfc;
+
+/** Bus/device/function → a 16-bit key as in CONFIG_ADDRESS bits 23:8. */
+export function bdf(bus: number, device: number, fn: number): number {
+  return ((bus & 0xff) << 8) | ((device & 0x1f) << 3) | (fn & 7);
+}
+
+export class PciHost implements PortIoDevice {
+  /** CONFIG_ADDRESS as last written (bits 1:0 read back as 0). */
+  address = 0;
+  /** PIIX3 Reset Control Register (0xCF9). */
+  rcr = 0;
+  private readonly functions = new Map<number, PciFunction>();
+
+  add(bus: number, device: number, fn: number, f: PciFunction): void {
+    const key = bdf(bus, device, fn);
+    if (this.functions.has(key)) throw new Error(`PCI function ${bus}:${device}.${fn} already present`);
+    this.functions.set(key, f);
+  }
+
+  functionAt(bus: number, device: number, fn: number): PciFunction | undefined {
+    return this.functions.get(bdf(bus, device, fn));
+  }
+
+  private target(): PciFunction | undefined {
+    if (!(this.address & 0x80000000)) return undefined;
+    return this.functions.get((this.address >>> 8) & 0xffff);
+  }
+
+  ioRead(port: number, size: AccessSize): number {
+    if (port >= PCI_CONFIG_DATA) {
+      const f = this.target();
+      const off = (this.address & 0xfc) + (port & 3);
+      if (!f) return size === 4 ? 0xffffffff : (1 << (size * 8)) - 1;
+      return f.configRead(off, size);
+    }
+    if (port === PCI_CONFIG_ADDRESS && size === 4) return this.address;
+    if (port === PCI_CONFIG_ADDRESS + 1 && size === 1) return this.rcr;
+    return size === 4 ? 0xffffffff : (1 << (size * 8)) - 1;
+  }
+
+  ioWrite(port: number, size: AccessSize, value: number): void {
+    if (port >= PCI_CONFIG_DATA) {
+      const f = this.target();
+      if (f) f.configWrite((this.address & 0xfc) + (port & 3), size, value);
+      return;
+    }
+    if (port === PCI_CONFIG_ADDRESS && size === 4) this.address = (value & 0x80fffffc) >>> 0;
+    else if (port === PCI_CONFIG_ADDRESS + 1 && size === 1) this.rcr = value & 0x02;
+  }
+}
+
+/**
+ * A function whose configuration space is plain storage behind a write mask (bytes with mask 0 are read-only).
+ * Used for the i440FX host bridge and the PIIX3 ISA bridge, which the IDE model does not otherwise emulate.
+ */
+export class PlainPciFunction implements PciFunction {
+  readonly config = new Uint8Array(256);
+  readonly wmask = new Uint8Array(256);
+
+  constructor(init: {
+    vendor: number;
+    device: number;
+    classCode: number;
+    revision: number;
+    headerType?: number;
+    command?: number;
+    status?: number;
+    subsystemVendor?: number;
+    subsystem?: number;
+  }) {
+    const c = this.config;
+    put16(c, 0x00, init.vendor);
+    put16(c, 0x02, init.device);
+    put16(c, 0x04, init.command ?? 0);
+    put16(c, 0x06, init.status ?? 0);
+    c[0x08] = init.revision;
+    c[0x09] = init.classCode & 0xff;
+    c[0x0a] = (init.classCode >> 8) & 0xff;
+    c[0x0b] = (init.classCode >> 16) & 0xff;
+    c[0x0e] = init.headerType ?? 0;
+    put16(c, 0x2c, init.subsystemVendor ?? 0);
+    put16(c, 0x2e, init.subsystem ?? 0);
+    // Writable as in QEMU's generic PCI code: command bits IO/MEM/MASTER/INTx-disable, cache line size,
+    // interrupt line, and the whole device-specific area 0x40-0xFF.
+    put16(this.wmask, 0x04, 0x0407);
+    this.wmask[0x0c] = 0xff;
+    this.wmask[0x3c] = 0xff;
+    this.wmask.fill(0xff, 0x40);
+  }
+
+  configRead(offset: number, size: 1 | 2 | 4): number {
+    return readLE(this.config, offset, size);
+  }
+
+  configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
+    for (let i = 0; i < size && offset + i < 256; i++) {
+      const m = this.wmask[offset + i]!;
+      const b = (value >>> (8 * i)) & 0xff;
+      this.config[offset + i] = (this.config[offset + i]! & ~m) | (b & m);
+    }
+  }
+}
+
+export function put16(a: Uint8Array, off: number, v: number): void {
+  a[off] = v & 0xff;
+  a[off + 1] = (v >>> 8) & 0xff;
+}
+
+export function put32(a: Uint8Array, off: number, v: number): void {
+  a[off] = v & 0xff;
+  a[off + 1] = (v >>> 8) & 0xff;
+  a[off + 2] = (v >>> 16) & 0xff;
+  a[off + 3] = (v >>> 24) & 0xff;
+}
+
+export function readLE(a: Uint8Array, off: number, size: 1 | 2 | 4): number {
+  let v = 0;
+  for (let i = 0; i < size; i++) v |= (off + i < 256 ? a[off + i]! : 0xff) << (8 * i);
+  return v >>> 0;
+}

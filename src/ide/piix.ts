@@ -1,0 +1,158 @@
+/**
+ * The PIIX3 IDE function (PCI 00:01.1, 8086:7010, Intel 82371SB datasheet §2.7): configuration space, the
+ * legacy-mode channels at their fixed ports and ISA IRQs 14/15, and BAR4, the 16-byte I/O block of the two Bus
+ * Master engines. Usable by any host: it needs only a `PortBus` for its ports, a `GuestMemory` for DMA and a
+ * way to drive two interrupt lines.
+ *
+ * Config space at reset is QEMU 7.2's: 70108086 02800000 01018000 ..., BAR4 =
+ * 00000001, subsystem 1af4:1100, command 0000, status 0280. Bus-master enable (command bit 2) is honoured: with
+ * it clear the engine never touches memory (QEMU 7.2 does not check it; see docs/conformance.md).
+ */
+
+import { PortConflictError, type PortBus } from "../hypervisor/bus.ts";
+import type { InterruptController } from "../hypervisor/irq.ts";
+import type { GuestMemory } from "../hypervisor/memory.ts";
+import type { Tracer } from "../hypervisor/trace.ts";
+import { IdeChannel } from "./channel.ts";
+import type { DriveConfig } from "./device.ts";
+import { type PciFunction, put16, put32, readLE } from "./pci.ts";
+
+export const PIIX3_IDE_VENDOR = 0x8086;
+export const PIIX3_IDE_DEVICE = 0x7010;
+export const PCI_COMMAND_IO = 0x0001;
+export const PCI_COMMAND_MASTER = 0x0004;
+/** BAR4 size: two channels x 8 bytes (command, -, status, -, PRD table address). */
+export const BM_BAR_SIZE = 16;
+
+export const LEGACY = [
+  { cmd: 0x1f0, ctl: 0x3f6, irq: 14 },
+  { cmd: 0x170, ctl: 0x376, irq: 15 },
+] as const;
+
+export interface PiixIdeOptions {
+  bus: PortBus;
+  mem: GuestMemory;
+  /** Where interrupts go: an InterruptController, or a callback (line, level) for a foreign host. */
+  irq: InterruptController | ((line: number, level: boolean) => void);
+  primary?: { master?: DriveConfig; slave?: DriveConfig };
+  secondary?: { master?: DriveConfig; slave?: DriveConfig };
+  tracer?: () => Tracer | null;
+}
+
+export class PiixIde implements PciFunction {
+  readonly config = new Uint8Array(256);
+  private readonly wmask = new Uint8Array(256);
+  readonly channels: [IdeChannel, IdeChannel];
+  private readonly bus: PortBus;
+  /** Where BAR4 is decoded now (-1 = not decoded). */
+  bmBase = -1;
+  private readonly bmPorts;
+
+  constructor(opts: PiixIdeOptions) {
+    this.bus = opts.bus;
+    const c = this.config;
+    put16(c, 0x00, PIIX3_IDE_VENDOR);
+    put16(c, 0x02, PIIX3_IDE_DEVICE);
+    put16(c, 0x06, 0x0280); // fast back-to-back capable, DEVSEL medium
+    c[0x08] = 0x00; // revision
+    c[0x09] = 0x80; // prog-if: bus master capable, both channels in legacy (compatibility) mode
+    c[0x0a] = 0x01; // IDE controller
+    c[0x0b] = 0x01; // mass storage
+    put32(c, 0x20, 0x00000001); // BAR4: I/O space, unassigned
+    put16(c, 0x2c, 0x1af4); // subsystem vendor, as QEMU's PIIX3 IDE
+    put16(c, 0x2e, 0x1100);
+    put16(this.wmask, 0x04, 0x0407); // command: I/O, memory, bus master, INTx disable
+    this.wmask[0x0c] = 0xff; // cache line size
+    put32(this.wmask, 0x20, 0xfffffff0); // BAR4: 16-byte I/O block
+    this.wmask[0x3c] = 0xff; // interrupt line
+    this.wmask.fill(0xff, 0x40); // IDETIM 40h/42h, SIDETIM 44h and the rest of the device area are stored
+
+    // Each drive reaps its engine's completions and owns its tags: two drives cannot share one engine.
+    const engines = [opts.primary?.master, opts.primary?.slave, opts.secondary?.master, opts.secondary?.slave]
+      .filter((c) => c !== undefined)
+      .map((c) => c.engine);
+    if (new Set(engines).size !== engines.length)
+      throw new RangeError("each IDE drive needs its own IoEngine");
+    const irq = opts.irq;
+    const setLine =
+      typeof irq === "function"
+        ? irq
+        : (line: number, level: boolean) => (level ? irq.raise(line) : irq.lower(line));
+    const bme = () => (this.command & PCI_COMMAND_MASTER) !== 0;
+    const make = (i: 0 | 1) =>
+      new IdeChannel({
+        index: i,
+        master: i === 0 ? opts.primary?.master : opts.secondary?.master,
+        slave: i === 0 ? opts.primary?.slave : opts.secondary?.slave,
+        mem: opts.mem,
+        setIrq: (level) => setLine(LEGACY[i].irq, level),
+        busMasterEnabled: bme,
+        tracer: opts.tracer,
+      });
+    this.channels = [make(0), make(1)];
+    // Legacy ports decode whatever the PCI command register says (QEMU 7.2: status reads 0x50 with CMD 0).
+    for (const i of [0, 1] as const) {
+      const ch = this.channels[i];
+      const name = i === 0 ? "ide0" : "ide1";
+      opts.bus.register(LEGACY[i].cmd, 8, ch, `${name}-cmd`);
+      opts.bus.register(LEGACY[i].ctl, 1, ch.control, `${name}-ctl`);
+    }
+    const chans = this.channels;
+    this.bmPorts = {
+      ioRead: (port: number, size: 1 | 2 | 4) => {
+        const off = port - this.bmBase;
+        return chans[off >> 3 ? 1 : 0].bm.read(off & 7, size);
+      },
+      ioWrite: (port: number, size: 1 | 2 | 4, value: number) => {
+        const off = port - this.bmBase;
+        chans[off >> 3 ? 1 : 0].bm.write(off & 7, size, value);
+      },
+    };
+  }
+
+  get command(): number {
+    return this.config[0x04]! | (this.config[0x05]! << 8);
+  }
+
+  configRead(offset: number, size: 1 | 2 | 4): number {
+    return readLE(this.config, offset, size);
+  }
+
+  configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
+    const oldCmd = this.command;
+    for (let i = 0; i < size && offset + i < 256; i++) {
+      const m = this.wmask[offset + i]!;
+      const b = (value >>> (8 * i)) & 0xff;
+      this.config[offset + i] = (this.config[offset + i]! & ~m) | (b & m);
+    }
+    if (offset < 0x24 && offset + size > 0x04) this.remapBar4();
+    const newCmd = this.command;
+    if ((oldCmd ^ newCmd) & PCI_COMMAND_MASTER) {
+      for (const ch of this.channels) ch.busMasterEnableChanged();
+    }
+  }
+
+  /** BAR4 base as programmed (bits 15:4 of an I/O BAR), or 0. */
+  get bar4(): number {
+    return (readLE(this.config, 0x20, 4) & 0xfffffff0) >>> 0;
+  }
+
+  /**
+   * Decode BAR4 where the BAR says, when I/O space is enabled and the address is a real port range (not 0, not
+   * the sizing pattern, inside the 64 KiB port space). A BAR placed over ports someone else owns is not decoded.
+   */
+  private remapBar4(): void {
+    const base = this.bar4;
+    const want = this.command & PCI_COMMAND_IO && base !== 0 && base + BM_BAR_SIZE <= 0x10000 ? base : -1;
+    if (want === this.bmBase) return;
+    if (this.bmBase >= 0) this.bus.unregister(this.bmBase);
+    this.bmBase = -1;
+    if (want < 0) return;
+    try {
+      this.bus.register(want, BM_BAR_SIZE, this.bmPorts, "piix-bmdma");
+      this.bmBase = want;
+    } catch (e) {
+      if (!(e instanceof PortConflictError)) throw e;
+    }
+  }
+}
