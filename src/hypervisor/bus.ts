@@ -65,6 +65,8 @@ export function sizeMask(size: number): number {
 export class PortBus {
   /** Claim index + 1 per port; 0 = unclaimed. A flat table keeps dispatch to one indexed load. */
   private readonly owner = new Uint16Array(PORT_SPACE);
+  /** 1 where writes may be buffered: checked on every OUT, so a flat table rather than a claim lookup. */
+  private readonly buffered = new Uint8Array(PORT_SPACE);
   private readonly claims: Claim[] = [];
 
   register(
@@ -90,6 +92,7 @@ export class PortBus {
     this.claims.push({ base, length, device, name, buffered: opts.bufferedWrites === true });
     const id = this.claims.length;
     this.owner.fill(id, base, base + length);
+    this.buffered.fill(opts.bufferedWrites === true ? 1 : 0, base, base + length);
   }
 
   /** Remove the claim that starts at `base` (used when a PCI BAR moves). */
@@ -98,6 +101,7 @@ export class PortBus {
     const c = id ? this.claims[id - 1] : undefined;
     if (!c || c.base !== base) return false;
     this.owner.fill(0, c.base, c.base + c.length);
+    this.buffered.fill(0, c.base, c.base + c.length);
     return true;
   }
 
@@ -114,8 +118,7 @@ export class PortBus {
 
   /** True when writes to `port` may be buffered (the owner declared them fire-and-forget). */
   isBuffered(port: number): boolean {
-    const id = this.owner[port & 0xffff]!;
-    return id ? this.claims[id - 1]!.buffered : false;
+    return this.buffered[port & 0xffff] === 1;
   }
 
   read(port: number, size: AccessSize): number {

@@ -56,7 +56,11 @@ export class Hypervisor {
   readonly bufPage = new BufferedIoreqPage();
   readonly server: IoreqServer;
   readonly vcpus: Vcpu[] = [];
-  transport: IoreqTransport;
+  /**
+   * How READY slots reach the device model. Null (the default) calls the in-process server directly, which
+   * keeps the hottest path free of an indirect call.
+   */
+  transport: IoreqTransport | null = null;
   private _tracer: Tracer | null = null;
   bufferedIoreqs: boolean;
 
@@ -65,7 +69,6 @@ export class Hypervisor {
     this.acct = new Accounting(new CostModel(opts.costs));
     this.irq = new InterruptController(this.acct);
     this.server = new IoreqServer(this.ioreqPage, this.bufPage, this.bus, this.mem);
-    this.transport = { kick: (v) => this.server.handle(v) };
     this.bufferedIoreqs = opts.bufferedIoreqs ?? true;
     const n = opts.vcpus ?? 1;
     if (!(n >= 1 && n <= MAX_VCPUS_PER_IOREQ_PAGE))
@@ -76,6 +79,11 @@ export class Hypervisor {
       this.vcpus.push(new Vcpu(this, i));
     }
     this.tracer = opts.tracer ?? null;
+  }
+
+  private kick(vcpu: number): void {
+    if (this.transport === null) this.server.handle(vcpu);
+    else this.transport.kick(vcpu);
   }
 
   get tracer(): Tracer | null {
@@ -113,7 +121,7 @@ export class Hypervisor {
     if (dir === IOREQ_READ) this.acct.counts.pioIn++;
     else this.acct.counts.pioOut++;
     page.publish(vcpu, IOREQ_TYPE_PIO, port, dir === IOREQ_READ ? 0 : value, 1, size, dir, false, false);
-    this.transport.kick(vcpu);
+    this.kick(vcpu);
     const result = this.complete(vcpu, dir === IOREQ_READ);
     if (t) {
       t.emit({
@@ -166,7 +174,7 @@ export class Hypervisor {
     }
     this.acct.counts.stringIo++;
     this.ioreqPage.publish(vcpu, IOREQ_TYPE_PIO, port, gpa, n, size, dir, true, df);
-    this.transport.kick(vcpu);
+    this.kick(vcpu);
     this.complete(vcpu, false);
     const t = this._tracer;
     if (t) {
