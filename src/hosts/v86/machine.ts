@@ -1,0 +1,43 @@
+/**
+ * A v86 PC whose disk controller is xenide's PIIX IDE function: v86 runs the guest's CPU, chipset, console
+ * and firmware; every access to the IDE function is a counted exit into xenide's hypervisor, and DMA goes
+ * through v86's memory.
+ */
+
+import { Hypervisor, type HypervisorOptions } from "../../hypervisor/hypervisor.ts";
+import { createIdeMachine, type DriveConfig, type IdeMachine } from "../../ide/machine.ts";
+import { type BootFiles, loadV86, type V86Host } from "./emulator.ts";
+import { type AttachOptions, attachXenideIde, type V86IdeAttachment } from "./host.ts";
+import { V86GuestMemory } from "./memory.ts";
+
+export interface XenidePcOptions {
+  files: BootFiles;
+  memoryMiB?: number;
+  primary?: { master?: DriveConfig; slave?: DriveConfig };
+  secondary?: { master?: DriveConfig; slave?: DriveConfig };
+  hypervisor?: Omit<HypervisorOptions, "memory" | "ramSize">;
+  attach?: AttachOptions;
+}
+
+export interface XenidePc {
+  host: V86Host;
+  ide: IdeMachine;
+  attachment: V86IdeAttachment;
+  hv: Hypervisor;
+}
+
+/** Load v86, put xenide's controller in, and return before the first instruction (call `host.run()`). */
+export async function createXenidePc(o: XenidePcOptions): Promise<XenidePc> {
+  if (o.files.v86Hda)
+    throw new Error("a disk for v86's own controller cannot be combined with xenide's controller");
+  const host = await loadV86(o.files, o.memoryMiB);
+  const cpu = host.machine.cpu;
+  const hv = new Hypervisor({ ...o.hypervisor, memory: new V86GuestMemory(cpu) });
+  const ide = createIdeMachine({
+    hv,
+    ...(o.primary ? { primary: o.primary } : {}),
+    ...(o.secondary ? { secondary: o.secondary } : {}),
+  });
+  const attachment = attachXenideIde(cpu, ide, o.attach);
+  return { host, ide, attachment, hv };
+}

@@ -1,0 +1,3 @@
+import { linuxSuite } from "./support/linux-suite.ts";
+
+linuxSuite("dma");
