@@ -1,0 +1,324 @@
+/**
+ * The ways a workload reaches the image, each as a `Session` opened for one cell:
+ *
+ * - baselines: the same bytes with plain `node:fs` (readSync/writeSync at depth 1; `fs.read`/`fs.write`
+ *   callbacks, libuv's thread pool, at any depth), with no emulation at all;
+ * - IDE: the guest ATA driver on a vCPU, every register access an ioreq exit to the PIIX IDE device model,
+ *   data by 16-bit PIO, 32-bit PIO, REP INSW/OUTSW or Bus Master DMA; one command in flight per channel;
+ * - PV: the guest's blkfront and dom0's blkback over the shared ring with grants and event channels, with
+ *   the ring size, indirect descriptors, persistent grants and request merging as variables.
+ *
+ * Device models sit on a storage engine (sync or async) over the raw image or the null disk; a counting
+ * wrapper around the engine records how many storage requests the guest's I/Os became.
+ */
+import fs from "node:fs";
+
+import { AtaDrive, type AtaVia } from "../guest/ata.ts";
+import { Hypervisor } from "../hypervisor/hypervisor.ts";
+import { GuestRam } from "../hypervisor/memory.ts";
+import { createIdeMachine } from "../ide/machine.ts";
+import { allocAligned } from "../storage/aligned.ts";
+import { makeEngine, NullBackend, openImage } from "../storage/index.ts";
+import type { BlockBackend, IoCompletion, IoEngine, IoRequest } from "../storage/types.ts";
+import type { Blkfront } from "../xenblk/blkfront.ts";
+import { createPvMachine, type PvMachine } from "../xenblk/machine.ts";
+import { fillPattern, type OffsetSource, SECTOR } from "./offsets.ts";
+import type {
+  BackendKind,
+  CacheState,
+  EngineKind,
+  PathSpec,
+  PathVariant,
+  PvSettings,
+  Workload,
+} from "./types.ts";
+
+/** One path opened for one cell. */
+export interface Session {
+  /** The hypervisor whose counters see this path's exits (null for the baselines). */
+  readonly hv: Hypervisor | null;
+  /** One write buffer per queue slot, `blockSize` bytes each, filled with patterned data. */
+  readonly bufs: Uint8Array[];
+  /** Read `sectors` at `lba` into slot `slot`'s view of the data; resolves to the bytes read. */
+  read(lba: number, sectors: number, slot: number): Uint8Array | Promise<Uint8Array>;
+  write(lba: number, data: Uint8Array, slot: number): void | Promise<void>;
+  /** Storage requests submitted so far (after any merging), or null when the path has no engine. */
+  storageRequests(): number | null;
+  /** A driver loop of the path's own (the libuv baseline keeps callbacks in flight without promises). */
+  loop?(op: "read" | "write", sectors: number, next: OffsetSource, deadline: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface ImageRef {
+  path: string;
+  bytes: number;
+}
+
+const PV_VARIANTS: Partial<Record<PathVariant, PvSettings>> = {
+  pv: { ringPages: 1, indirect: 32, persistent: true, merge: false },
+  "pv-ring16": { ringPages: 16, indirect: 32, persistent: true, merge: false },
+  "pv-noindirect": { ringPages: 1, indirect: 0, persistent: true, merge: false },
+  "pv-nopersistent": { ringPages: 1, indirect: 32, persistent: false, merge: false },
+  "pv-merge": { ringPages: 1, indirect: 32, persistent: true, merge: true },
+};
+
+const IDE_VIA: Partial<Record<PathVariant, AtaVia>> = {
+  pio16: "pio",
+  pio32: "pio32",
+  rep: "rep",
+  dma: "dma",
+};
+
+const LABELS: Record<PathVariant, string> = {
+  "fs-sync": "node:fs readSync/writeSync",
+  "fs-libuv": "node:fs callbacks (libuv pool)",
+  pio16: "IDE PIO 16-bit",
+  pio32: "IDE PIO 32-bit",
+  rep: "IDE PIO REP INSW/OUTSW",
+  dma: "IDE Bus Master DMA",
+  pv: "PV 1-page ring",
+  "pv-ring16": "PV 16-page ring",
+  "pv-noindirect": "PV no indirect",
+  "pv-nopersistent": "PV no persistent grants",
+  "pv-merge": "PV with merging",
+};
+
+/** Blkif slots in a ring of `pages` pages (32 per 4 KiB page for the 112-byte x86_64 entries). */
+const SLOTS_PER_PAGE = 32;
+
+export function pathSpec(
+  variant: PathVariant,
+  engine: EngineKind | null,
+  backend: BackendKind = "raw",
+): PathSpec {
+  const pv = PV_VARIANTS[variant];
+  if (variant === "fs-sync" || variant === "fs-libuv") {
+    return {
+      id: variant,
+      family: "baseline",
+      variant,
+      engine: null,
+      backend: "raw",
+      maxQd: variant === "fs-sync" ? 1 : 64,
+      label: LABELS[variant],
+    };
+  }
+  if (!engine) throw new RangeError(`${variant} needs a storage engine`);
+  const family = pv ? "pv" : "ide";
+  const prefix = family === "ide" ? `ide-${variant}` : variant;
+  return {
+    id: `${prefix}/${engine}/${backend}`,
+    family,
+    variant,
+    engine,
+    backend,
+    maxQd: pv ? pv.ringPages * SLOTS_PER_PAGE : 1,
+    label: `${LABELS[variant]}, ${engine}${backend === "null" ? ", null disk" : ""}`,
+    ...(pv ? { pv } : {}),
+  };
+}
+
+/** Counts storage requests on their way to the engine; otherwise transparent. */
+class CountingEngine implements IoEngine {
+  submitted = 0;
+  constructor(private readonly inner: IoEngine) {}
+  get kind(): "sync" | "async" {
+    return this.inner.kind;
+  }
+  get backend(): BlockBackend {
+    return this.inner.backend;
+  }
+  get inflight(): number {
+    return this.inner.inflight;
+  }
+  get onReady(): (() => void) | null {
+    return this.inner.onReady;
+  }
+  set onReady(f: (() => void) | null) {
+    this.inner.onReady = f;
+  }
+  submit(req: IoRequest): void {
+    this.submitted++;
+    this.inner.submit(req);
+  }
+  reap(out: IoCompletion[]): number {
+    return this.inner.reap(out);
+  }
+  drain(): Promise<void> {
+    return this.inner.drain();
+  }
+}
+
+function slotBuffers(blockSize: number, qd: number, aligned: boolean): Uint8Array[] {
+  const all = aligned ? allocAligned(blockSize * qd, false) : new Uint8Array(blockSize * qd);
+  const bufs: Uint8Array[] = [];
+  for (let i = 0; i < qd; i++) {
+    bufs.push(fillPattern(all.subarray(i * blockSize, (i + 1) * blockSize), i * (blockSize / SECTOR), 0xb0));
+  }
+  return bufs;
+}
+
+/** Guest RAM on page-aligned memory, so O_DIRECT reads land in guest pages without a bounce. */
+function alignedRam(bytes: number): GuestRam {
+  const size = Math.ceil(bytes / 65536) * 65536;
+  return new GuestRam(size, { buffer: allocAligned(size).buffer });
+}
+
+function openBackend(image: ImageRef, backend: BackendKind, cache: CacheState): BlockBackend {
+  if (backend === "null") return new NullBackend(image.bytes / SECTOR);
+  return openImage(image.path, { direct: cache === "cold", lock: false });
+}
+
+export async function openSession(
+  spec: PathSpec,
+  w: Workload,
+  cache: CacheState,
+  image: ImageRef,
+): Promise<Session> {
+  if (spec.family === "baseline") return openBaseline(spec.variant, w, cache, image);
+  const backend = openBackend(image, spec.backend, cache);
+  try {
+    const engine = new CountingEngine(makeEngine(backend, spec.engine!, { maxInflight: 64 }));
+    if (spec.family === "ide") return await openIde(spec.variant, engine, backend, w);
+    return await openPv(spec.pv!, engine, backend, w);
+  } catch (e) {
+    backend.close();
+    throw e;
+  }
+}
+
+function openBaseline(variant: PathVariant, w: Workload, cache: CacheState, image: ImageRef): Session {
+  const direct = cache === "cold";
+  const fd = fs.openSync(image.path, fs.constants.O_RDWR | (direct ? fs.constants.O_DIRECT : 0));
+  const bufs = slotBuffers(w.blockSize, w.qd, direct);
+  const len = w.blockSize;
+  const session: Session = {
+    hv: null,
+    bufs,
+    read(lba, sectors, slot) {
+      const buf = bufs[slot]!;
+      fs.readSync(fd, buf, 0, sectors * SECTOR, lba * SECTOR);
+      return buf;
+    },
+    write(lba, data) {
+      fs.writeSync(fd, data, 0, data.length, lba * SECTOR);
+    },
+    storageRequests: () => null,
+    close: async () => fs.closeSync(fd),
+  };
+  if (variant === "fs-libuv") {
+    session.read = (lba, sectors, slot) =>
+      new Promise((resolve, reject) => {
+        const buf = bufs[slot]!;
+        fs.read(fd, buf, 0, sectors * SECTOR, lba * SECTOR, (err) => (err ? reject(err) : resolve(buf)));
+      });
+    session.write = (lba, data) =>
+      new Promise((resolve, reject) => {
+        fs.write(fd, data, 0, data.length, lba * SECTOR, (err) => (err ? reject(err) : resolve()));
+      });
+    // Keep `qd` callbacks in flight, each issuing the next from its completion: the cheapest way Node has.
+    session.loop = (op, sectors, next, deadline) =>
+      new Promise((resolve, reject) => {
+        let ops = 0;
+        let active = 0;
+        let stop = false;
+        let failed = false;
+        const issue = (slot: number): void => {
+          const buf = bufs[slot]!;
+          const pos = next() * SECTOR;
+          active++;
+          const done = (err: NodeJS.ErrnoException | null): void => {
+            active--;
+            if (err) {
+              stop = true;
+              if (!failed) reject(err);
+              failed = true;
+              return;
+            }
+            ops++;
+            if (!stop && performance.now() >= deadline) stop = true;
+            if (!stop) issue(slot);
+            else if (active === 0 && !failed) resolve(ops);
+          };
+          if (op === "read") fs.read(fd, buf, 0, len, pos, done);
+          else fs.write(fd, buf, 0, len, pos, done);
+        };
+        void sectors;
+        for (let s = 0; s < w.qd; s++) issue(s);
+      });
+  }
+  return session;
+}
+
+/*
+ * A guest kernel reads into pages it already owns; the drivers' convenience `read(lba, count)` allocates a new
+ * array per call, and on this kind of VM a fresh 64 KiB array costs more than the read itself (page faults on
+ * zeroed memory), 1 MiB about 2 ms. The benchmark therefore reads into each slot's buffer: through the
+ * driver's `readInto` when it has one, else (IDE) its transfer routine, else `read` and a copy.
+ */
+type IntoDriver = { readInto?(lba: number, out: Uint8Array): Promise<unknown> };
+type AtaTransfer = { transfer?(w: boolean, lba: number, n: number, d: Uint8Array): Promise<void> };
+
+async function readIntoAta(drive: AtaDrive, lba: number, out: Uint8Array): Promise<Uint8Array> {
+  const d = drive as unknown as IntoDriver & AtaTransfer;
+  if (typeof d.readInto === "function") await d.readInto(lba, out);
+  else if (typeof d.transfer === "function") await d.transfer(false, lba, out.length / SECTOR, out);
+  else out.set(await drive.read(lba, out.length / SECTOR));
+  return out;
+}
+
+export async function readIntoPv(front: Blkfront, lba: number, out: Uint8Array): Promise<Uint8Array> {
+  const f = front as unknown as IntoDriver;
+  if (typeof f.readInto === "function") await f.readInto(lba, out);
+  else out.set(await front.read(lba, out.length / SECTOR));
+  return out;
+}
+
+async function openIde(variant: PathVariant, engine: CountingEngine, backend: BlockBackend, w: Workload) {
+  const hv = new Hypervisor({ memory: alignedRam(64 * 1024 * 1024) });
+  const m = createIdeMachine({ hv, primary: { master: { engine } }, firmwareInit: true });
+  const drive = new AtaDrive(hv.vcpu(0), { via: IDE_VIA[variant]!, bmBase: m.bmBase ?? undefined });
+  const id = await drive.probe();
+  if (!id) throw new Error("the IDE drive did not answer the probe");
+  const bufs = slotBuffers(w.blockSize, w.qd, false);
+  const session: Session = {
+    hv,
+    bufs,
+    read: (lba, sectors, slot) => readIntoAta(drive, lba, bufs[slot]!.subarray(0, sectors * SECTOR)),
+    write: (lba, data) => drive.write(lba, data),
+    storageRequests: () => engine.submitted,
+    close: async () => {
+      await engine.drain();
+      backend.close();
+    },
+  };
+  return session;
+}
+
+async function openPv(pv: PvSettings, engine: CountingEngine, backend: BlockBackend, w: Workload) {
+  // The frontend's pages come from 16 MiB up; room for every slot's data pages and indirect pages.
+  const ram = 32 * 1024 * 1024 + Math.ceil((w.qd * w.blockSize * 3) / 2);
+  const hv = new Hypervisor({ memory: alignedRam(ram) });
+  const m: PvMachine = await createPvMachine({
+    engine,
+    hv,
+    ringPages: pv.ringPages,
+    indirect: pv.indirect,
+    persistent: pv.persistent,
+    merge: pv.merge,
+  });
+  const bufs = slotBuffers(w.blockSize, w.qd, false);
+  const session: Session = {
+    hv: m.hv,
+    bufs,
+    read: (lba, sectors, slot) => readIntoPv(m.front, lba, bufs[slot]!.subarray(0, sectors * SECTOR)),
+    write: (lba, data) => m.front.write(lba, data),
+    storageRequests: () => engine.submitted,
+    close: async () => {
+      await m.close();
+      await engine.drain();
+      backend.close();
+    },
+  };
+  return session;
+}

@@ -1,0 +1,150 @@
+/**
+ * `xenide bench`: every path, the same workloads, the node:fs baseline in the same run; a table on stdout,
+ * the JSON and a Markdown summary under bench/ (or where --json says).
+ */
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+
+import { Option, type Command } from "commander";
+import { runBench } from "../../bench/index.ts";
+import { benchMarkdown, benchText } from "../../bench/output.ts";
+import { streamProbe } from "../../bench/rss.ts";
+import { UsageError } from "../errors.ts";
+
+interface BenchFlags {
+  quick?: boolean;
+  json?: string | boolean;
+  out: string;
+  image?: string;
+  repeats?: string;
+  budget?: string;
+  only?: string;
+  rss: boolean;
+  qtest: boolean;
+  threadpool: string;
+  save: boolean;
+  rssProbe?: string;
+}
+
+function positiveInt(v: string | undefined, what: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw new UsageError(`${what} must be a positive whole number, got '${v}'`);
+  return n;
+}
+
+export function register(program: Command): void {
+  program
+    .command("bench")
+    .description("measure every disk path (IDE PIO/DMA, PV ring) against plain node:fs on the same image")
+    .option("--quick", "a short run: one cell of each kind the targets and the report need")
+    .option(
+      "--json [file]",
+      "write the results as JSON to FILE (no FILE: JSON on stdout instead of the table)",
+    )
+    .option("--out <dir>", "directory for latest.json and latest.md (the input of `xenide report`)", "bench")
+    .option("--no-save", "do not write latest.json / latest.md")
+    .option("--image <path>", "bench image to use (created or reused; default a temporary file)")
+    .option("--repeats <n>", "timed repeats per cell (default 3)")
+    .option("--budget <ms>", "milliseconds per repeat (default 150, --quick 80)")
+    .option("--only <ids>", "comma-separated substrings of path ids to run (baselines always run)")
+    .option("--no-rss", "skip streaming 4 GiB through PV (the memory target)")
+    .option("--no-qtest", "skip the qtest comparison with QEMU")
+    .option("--threadpool <n>", "libuv thread pool size for the run (UV_THREADPOOL_SIZE)", "16")
+    .addOption(new Option("--rss-probe <bytes>").hideHelp())
+    .addHelpText(
+      "after",
+      "\nRun the bundle, not the sources: `npm run bench` (or `npm run bench -- --quick`).\n" +
+        "Every row is the median of the repeats; ratios are against node:fs in the same run.",
+    )
+    .action(async (flags: BenchFlags) => {
+      if (flags.rssProbe !== undefined) {
+        const bytes = positiveInt(flags.rssProbe, "--rss-probe")!;
+        process.stdout.write(JSON.stringify(await streamProbe(bytes)) + "\n");
+        return;
+      }
+      const pool = positiveInt(flags.threadpool, "--threadpool")!;
+      const entry = process.argv[1];
+      // libuv sizes its pool from the environment once, at first use (module loading already used it), so a
+      // different size needs a fresh process.
+      if (process.env.UV_THREADPOOL_SIZE !== String(pool) && entry && /xenide|main\.ts$/.test(entry)) {
+        if (process.env.XENIDE_BENCH_CHILD === "1") {
+          throw new UsageError("could not set the libuv thread pool size (UV_THREADPOOL_SIZE)");
+        }
+        const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+          stdio: "inherit",
+          env: { ...process.env, UV_THREADPOOL_SIZE: String(pool), XENIDE_BENCH_CHILD: "1" },
+        });
+        if (r.status !== 0) throw new UsageError(`bench exited with ${r.status ?? r.signal}`, r.status ?? 1);
+        return;
+      }
+      const repeats = positiveInt(flags.repeats, "--repeats");
+      const budgetMs = positiveInt(flags.budget, "--budget");
+      const only = flags.only ? flags.only.split(",").filter(Boolean) : undefined;
+      const bar = await progressBar();
+      const res = await runBench({
+        quick: flags.quick ?? false,
+        image: flags.image,
+        repeats,
+        budgetMs,
+        only,
+        rss: flags.rss,
+        qtest: flags.qtest,
+        cli: entry,
+        progress: bar.update,
+      });
+      bar.stop();
+      const json = JSON.stringify(res, null, 1);
+      if (flags.save) {
+        fs.mkdirSync(flags.out, { recursive: true });
+        fs.writeFileSync(path.join(flags.out, "latest.json"), json + "\n");
+        fs.writeFileSync(path.join(flags.out, "latest.md"), benchMarkdown(res));
+      }
+      if (typeof flags.json === "string") fs.writeFileSync(flags.json, json + "\n");
+      if (flags.json === true) process.stdout.write(json + "\n");
+      else process.stdout.write(benchText(res));
+      if (flags.save) process.stderr.write(`wrote ${path.join(flags.out, "latest.json")} and latest.md\n`);
+    });
+}
+
+/** A progress bar on a terminal; one line per tenth of the run otherwise. */
+async function progressBar(): Promise<{
+  update: (d: number, t: number, what: string) => void;
+  stop: () => void;
+}> {
+  if (process.stderr.isTTY) {
+    const { SingleBar, Presets } = await import("cli-progress");
+    const bar = new SingleBar(
+      {
+        format: "bench [{bar}] {value}/{total} {eta_formatted} left | {what}",
+        etaBuffer: 50,
+        hideCursor: true,
+      },
+      Presets.shades_classic,
+    );
+    let started = false;
+    return {
+      update: (d, t, what) => {
+        if (!started) {
+          bar.start(t, 0, { what });
+          started = true;
+        }
+        bar.update(d, { what });
+      },
+      stop: () => started && bar.stop(),
+    };
+  }
+  let lastTenth = -1;
+  return {
+    update: (d, t, what) => {
+      const tenth = Math.floor((d / t) * 10);
+      if (tenth !== lastTenth) {
+        lastTenth = tenth;
+        process.stderr.write(`bench: ${d}/${t} ${what}\n`);
+      }
+    },
+    stop: () => {},
+  };
+}

@@ -1,0 +1,207 @@
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { pathSpec } from "../../src/bench/paths.ts";
+import { emptyRow } from "../../src/bench/runner.ts";
+import { checkTargets } from "../../src/bench/targets.ts";
+import { BENCH_SCHEMA, type BenchResult, type CellSpec, type PathVariant, type Row } from "../../src/bench/types.ts";
+import { COUNTER_KINDS, DEFAULT_COSTS } from "../../src/hypervisor/accounting.ts";
+import { buildSections, parseBench, ReportInputError, renderReport, writeReport } from "../../src/report/index.ts";
+
+/** A small synthetic result: the figures are made up; the report must only carry them through. */
+function synthetic(): BenchResult {
+  const rows: Row[] = [];
+  const add = (
+    variant: PathVariant,
+    engine: "sync" | "async" | null,
+    w: Partial<CellSpec["workload"]>,
+    cache: "warm" | "cold",
+    iops: number,
+    extra: Partial<Row> = {},
+  ) => {
+    const c: CellSpec = {
+      path: pathSpec(variant, engine),
+      workload: { op: "read", pattern: "rand", blockSize: 4096, qd: 1, ...w },
+      cache,
+    };
+    rows.push({
+      ...emptyRow(c, "ok", ""),
+      note: undefined,
+      repeats: 3,
+      iops: { median: iops, min: iops * 0.9, max: iops * 1.1 },
+      mbps: { median: (iops * c.workload.blockSize) / 1e6, min: 0, max: 0 },
+      exitsPerIo: c.path.family === "ide" ? 16 : c.path.family === "pv" ? 2 : 0,
+      exitsPerMiB: c.path.family === "ide" ? 4096 : 512,
+      notifyPerIo: c.path.family === "pv" ? 2 : 0,
+      storagePerIo: c.path.family === "baseline" ? null : 1,
+      ...extra,
+    });
+  };
+  for (const cache of ["warm", "cold"] as const) {
+    add("fs-sync", null, {}, cache, 11111);
+    add("fs-libuv", null, { qd: 32 }, cache, 22222);
+    for (const qd of [1, 32]) {
+      add("pv", "sync", { qd }, cache, 1000 + qd);
+      add("pv", "async", { qd }, cache, 2000 + qd);
+    }
+    add("dma", "sync", {}, cache, 3001);
+    add("dma", "async", {}, cache, 3002);
+  }
+  add("pv", "async", { pattern: "seq", qd: 32 }, "warm", 4001, { storagePerIo: 1 });
+  add("pv-merge", "async", { pattern: "seq", qd: 32 }, "warm", 4002, { storagePerIo: 0.25 });
+  add("pio16", "sync", { pattern: "seq", blockSize: 65536 }, "warm", 50, { exitsPerIo: 32903, exitsPerMiB: 526448 });
+  const partial = { rows, dispatch: null, rss: null, qtest: null };
+  return {
+    schema: BENCH_SCHEMA,
+    startedAt: "2026-01-01T00:00:00.000Z",
+    finishedAt: "2026-01-01T00:10:00.000Z",
+    quick: false,
+    machine: {
+      cpu: "test cpu",
+      cores: 2,
+      memGiB: 4,
+      os: "Linux x64",
+      kernel: "6",
+      node: "20",
+      v8: "11",
+      uvThreadpool: 16,
+      hostname: "h",
+      loadAvg: { start: 0.5, end: 0.5 },
+    },
+    image: { path: "/x", bytes: 1 << 20, workingSetBytes: 1 << 20, directSupported: true },
+    settings: { repeats: 3, budgetMs: 10 },
+    costs: COUNTER_KINDS.map((k) => ({ kind: k, cycles: DEFAULT_COSTS[k].cycles, source: DEFAULT_COSTS[k].source })),
+    modelGHz: 3.5,
+    ...partial,
+    targets: checkTargets(partial),
+    unavailable: [],
+    checks: [{ path: "pv/sync/raw", ok: true, note: "" }],
+  };
+}
+
+let dir = "";
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "xenide-report-test-"));
+});
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+describe("report", () => {
+  it("answers the four questions with this run's numbers, each with a chart", () => {
+    const s = buildSections(synthetic());
+    const qs = s.filter((x) => /^q[1-4]$/.test(x.id));
+    expect(qs.map((x) => x.heading.slice(0, 2))).toEqual(["1.", "2.", "3.", "4."]);
+    for (const q of qs) expect(q.chart, q.id).not.toBeNull();
+    const text = (id: string) => s.find((x) => x.id === id)!.paragraphs.join(" ");
+    // Figures from the synthetic rows, carried into the answers.
+    expect(text("q1")).toContain("1001"); // cold, dom0 sync, guest QD1
+    expect(text("q1")).toContain("2032"); // cold, both
+    expect(text("q3")).toContain("0.25");
+  });
+
+  it("leaves out a chart that has no data instead of drawing it empty", () => {
+    const r = synthetic();
+    r.rows = r.rows.filter((x) => !x.variant.startsWith("pv"));
+    const s = buildSections(r);
+    expect(s.find((x) => x.id === "q1")!.chart).toBeNull();
+    expect(s.find((x) => x.id === "q1")!.paragraphs.join(" ")).toMatch(/not measured/);
+  });
+
+  it("renders SVG charts with vega-lite and a Markdown twin with the same sections", async () => {
+    const r = await renderReport(synthetic());
+    expect(r.charts.length).toBeGreaterThanOrEqual(4);
+    for (const c of r.charts) {
+      expect(c.svg.startsWith("<svg")).toBe(true);
+      expect(c.svg).toContain("</svg>");
+      expect(r.html).toContain(`src="${c.file}"`);
+      expect(r.markdown).toContain(`(${c.file})`);
+    }
+    for (const h of ["Should AIO be done in dom0", "wait for the AIO data", "I/O scheduler", "PV and HVM"]) {
+      expect(r.html).toContain(h);
+      expect(r.markdown).toContain(h);
+    }
+    // The exits chart is on a log scale (vega writes the scale's ticks as powers of ten).
+    expect(r.charts.find((c) => c.file.includes("exits"))!.svg).toMatch(/100,000|1e\+5|100k/);
+  });
+
+  it("refuses input that is not a bench result", () => {
+    expect(() => parseBench("{")).toThrow(ReportInputError);
+    expect(() => parseBench(JSON.stringify({ schema: "other" }))).toThrow(/schema/);
+    expect(() => parseBench(JSON.stringify({ schema: BENCH_SCHEMA, rows: [] }))).toThrow(/targets/);
+  });
+});
+
+const CHROMIUM = process.env.XENIDE_CHROMIUM ?? "/usr/bin/chromium";
+const haveChromium = spawnSync(CHROMIUM, ["--version"], { encoding: "utf8" }).status === 0;
+const chromiumTest = haveChromium || process.env.CI === "true" ? it : it.skip;
+if (!haveChromium && process.env.CI !== "true") console.log(`skipping the browser check: ${CHROMIUM} not found (apt-get install chromium)`);
+
+describe("report in a browser", () => {
+  chromiumTest(
+    "renders in headless Chromium with every chart loaded and no console errors",
+    async () => {
+      const out = path.join(dir, "report");
+      await writeReport(synthetic(), out);
+      const { chromium } = await import("playwright-core");
+      const ctx = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(dir, "profile-")), {
+        executablePath: CHROMIUM,
+        headless: true,
+        args: [
+          "--headless",
+          "--no-sandbox",
+          "--disable-gpu",
+          "--disable-quic",
+          "--no-first-run",
+          "--disable-background-networking",
+          "--disable-component-update",
+          "--disable-sync",
+        ],
+      });
+      try {
+        const page = await ctx.newPage();
+        const errors: string[] = [];
+        page.on("console", (m) => {
+          if (m.type() === "error") errors.push(m.text());
+        });
+        page.on("pageerror", (e) => errors.push(String(e)));
+        await page.goto(`file://${path.join(out, "index.html")}`, { waitUntil: "load" });
+        const images = await page.evaluate(() =>
+          [...document.images].map((i) => ({ src: i.getAttribute("src"), w: i.naturalWidth })),
+        );
+        expect(images.length).toBeGreaterThanOrEqual(4);
+        for (const i of images) expect(i.w, i.src ?? "").toBeGreaterThan(0);
+        const headings = await page.evaluate(() => [...document.querySelectorAll("h2")].map((h) => h.textContent));
+        expect(headings.slice(0, 4).map((h) => h?.slice(0, 2))).toEqual(["1.", "2.", "3.", "4."]);
+        expect(errors).toEqual([]);
+      } finally {
+        await ctx.close();
+      }
+    },
+    60_000,
+  );
+});
+
+describe("real-guest figures", () => {
+  it("reads ledgers in both shapes, skips what is not one, and reports them in their own sections", async () => {
+    const { loadGuestFigures } = await import("../../src/report/guests.ts");
+    const g = path.join(dir, "guests");
+    fs.mkdirSync(g, { recursive: true });
+    const phase = { phase: "seq-read", exits: 10, commandCount: 5, bytes: 1 << 20, exitsPerMiB: 10 };
+    fs.writeFileSync(path.join(g, "a.json"), JSON.stringify([phase]));
+    fs.writeFileSync(path.join(g, "b.json"), JSON.stringify({ mode: "dma", phases: [phase, { phase: 3 }] }));
+    fs.writeFileSync(path.join(g, "c.json"), "not json");
+    const v86 = path.join(dir, "v86.json");
+    fs.writeFileSync(v86, JSON.stringify({ mib: 16, rows: [{ controller: "v86", mode: "dma", readMBps: 6, writeMBps: 5 }] }));
+    const figs = loadGuestFigures(g, v86);
+    expect(figs.phases.map((p) => p.run)).toEqual(["a", "b"]);
+    expect(figs.v86?.rows).toHaveLength(1);
+    const ids = buildSections(synthetic(), figs).map((s) => s.id);
+    expect(ids).toContain("guests");
+    expect(ids).toContain("v86");
+    const none = loadGuestFigures(path.join(dir, "nowhere"), path.join(dir, "nothing.json"));
+    const s = buildSections(synthetic(), none).find((x) => x.id === "guests")!;
+    expect(s.paragraphs.join(" ")).toMatch(/not present/);
+  });
+});
