@@ -4,6 +4,7 @@
 import { pathToFileURL } from "node:url";
 import { Command, CommanderError } from "commander";
 import { commandModules } from "./commands/index.ts";
+import { AtaError } from "../guest/ata.ts";
 import { ImageError } from "../storage/errors.ts";
 import { IoError } from "../storage/types.ts";
 import { UsageError } from "./errors.ts";
@@ -38,8 +39,9 @@ export async function runCli(argv: string[]): Promise<number> {
       process.stderr.write(`xenide: ${e.message}\n`);
       return e.exitCode;
     }
-    if (e instanceof ImageError || e instanceof IoError) {
-      // Problems with the user's image (missing, locked, bad size, I/O failure): one line, no stack.
+    if (e instanceof ImageError || e instanceof IoError || e instanceof AtaError) {
+      // Problems with the user's image (missing, locked, bad size, I/O failure) or a command the emulated
+      // drive refused (ATA ERR: say SET MULTIPLE MODE with a block size it does not support): one line, no stack.
       process.stderr.write(`xenide: ${e.message}\n`);
       return 1;
     }

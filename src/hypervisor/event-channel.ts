@@ -27,6 +27,7 @@ export const ECS_INTERDOMAIN = 2;
 
 const W_LOCK = 0;
 const W_UPCALL = 1; // vcpu_info.evtchn_upcall_pending
+const W_PENDING_SEL = 2; // vcpu_info.evtchn_pending_sel: which pending words may have bits set
 const W_PENDING = 8;
 const W_MASK = W_PENDING + EVTCHN_MAX_PORTS / 32;
 const W_PORTS = W_MASK + EVTCHN_MAX_PORTS / 32;
@@ -65,6 +66,14 @@ export class EventChannelDomain {
     const b = W_PORTS + port * P_WORDS;
     return { dom: Atomics.load(this.w, b + P_REMOTE_DOM), port: Atomics.load(this.w, b + P_REMOTE_PORT) };
   }
+  /** The remote domain of `port` (hot path: no object). */
+  remoteDom(port: number): number {
+    return Atomics.load(this.w, W_PORTS + port * P_WORDS + P_REMOTE_DOM);
+  }
+  /** The remote port of `port` (hot path: no object). */
+  remotePort(port: number): number {
+    return Atomics.load(this.w, W_PORTS + port * P_WORDS + P_REMOTE_PORT);
+  }
   setPort(port: number, state: number, remoteDom: number, remotePort: number): void {
     const b = W_PORTS + port * P_WORDS;
     Atomics.store(this.w, b + P_REMOTE_DOM, remoteDom);
@@ -78,10 +87,12 @@ export class EventChannelDomain {
   isMasked(port: number): boolean {
     return (Atomics.load(this.w, W_MASK + (port >>> 5)) & (1 << (port & 31))) !== 0;
   }
-  /** Set the pending bit; returns true if it was already set. */
+  /** Set the pending bit (and its word's selector bit, as Xen's 2-level ABI); true if it was already set. */
   setPending(port: number): boolean {
     const bit = 1 << (port & 31);
-    return (Atomics.or(this.w, W_PENDING + (port >>> 5), bit) & bit) !== 0;
+    if ((Atomics.or(this.w, W_PENDING + (port >>> 5), bit) & bit) !== 0) return true;
+    Atomics.or(this.w, W_PENDING_SEL, 1 << (port >>> 5));
+    return false;
   }
   clearPending(port: number): void {
     Atomics.and(this.w, W_PENDING + (port >>> 5), ~(1 << (port & 31)));
@@ -101,11 +112,21 @@ export class EventChannelDomain {
   takeUpcall(): void {
     Atomics.store(this.w, W_UPCALL, 0);
   }
-  /** Ports pending and not masked, lowest first, each cleared as it is returned. */
+  /**
+   * Ports pending and not masked, lowest first, each cleared as it is returned. Only the words the selector
+   * names are scanned (evtchn_do_upcall's xchg of evtchn_pending_sel); a word that keeps masked pending bits
+   * keeps its selector bit, so unmasking finds them.
+   */
   takePending(out: number[]): number {
     let n = 0;
-    for (let i = 0; i < EVTCHN_MAX_PORTS / 32; i++) {
-      let bits = Atomics.load(this.w, W_PENDING + i) & ~Atomics.load(this.w, W_MASK + i);
+    let sel = Atomics.exchange(this.w, W_PENDING_SEL, 0);
+    while (sel) {
+      const i = 31 - Math.clz32(sel & -sel);
+      sel &= ~(1 << i);
+      const pending = Atomics.load(this.w, W_PENDING + i);
+      const mask = Atomics.load(this.w, W_MASK + i);
+      if (pending & mask) Atomics.or(this.w, W_PENDING_SEL, 1 << i);
+      let bits = pending & ~mask;
       while (bits) {
         const b = 31 - Math.clz32(bits & -bits);
         bits &= ~(1 << b);
@@ -131,6 +152,8 @@ export class EventChannelDomain {
 
 export type EventHandler = (port: number) => void;
 
+const RESOLVED = Promise.resolve();
+
 /** Atomics.waitAsync (Node 16+, V8), typed here because the ES2023 library declarations lack it. */
 type WaitAsyncResult =
   { async: false; value: "not-equal" | "timed-out" } | { async: true; value: Promise<"ok" | "timed-out"> };
@@ -146,6 +169,10 @@ export class EventChannels {
   private readonly doms = new Map<number, EventChannelDomain>();
   private readonly handlers = new Map<number, Map<number, EventHandler>>();
   private readonly scheduled = new Set<number>();
+  /** One bound `deliver` per domain, so scheduling an upcall allocates nothing. */
+  private readonly deliverers = new Map<number, () => void>();
+  /** Ports taken by `deliver` (reused: an upcall allocates no array). */
+  private readonly portScratch: number[] = [];
   /** Upcalls delivered (one per scan of a domain's pending ports). */
   upcalls = 0;
 
@@ -251,10 +278,10 @@ export class EventChannels {
     const d = this.domain(dom);
     this.validPort(d, port);
     if (d.state(port) !== ECS_INTERDOMAIN) return;
-    const rem = d.remote(port);
-    this.hv.tracer?.emit({ ev: "evtchn", from: dom, port, to: rem.dom });
-    const r = this.doms.get(rem.dom);
-    if (r) this.raise(r, rem.port);
+    const remDom = d.remoteDom(port);
+    this.hv.tracer?.emit({ ev: "evtchn", from: dom, port, to: remDom });
+    const r = this.doms.get(remDom);
+    if (r) this.raise(r, d.remotePort(port));
   }
 
   private raise(r: EventChannelDomain, port: number): void {
@@ -332,7 +359,23 @@ export class EventChannels {
   private schedule(dom: number): void {
     if (!this.handlers.has(dom) || this.scheduled.has(dom)) return;
     this.scheduled.add(dom);
-    queueMicrotask(() => this.deliver(dom));
+    // A microtask, as queueMicrotask would give, but without the async-context resource Node wraps around
+    // every queueMicrotask callback: that wrapper cost more than the whole ring round trip it schedules.
+    let run = this.deliverers.get(dom);
+    if (!run) {
+      run = () => {
+        try {
+          this.deliver(dom);
+        } catch (e) {
+          // A handler's exception stays an uncaught exception (as from queueMicrotask), not a rejection.
+          queueMicrotask(() => {
+            throw e;
+          });
+        }
+      };
+      this.deliverers.set(dom, run);
+    }
+    void RESOLVED.then(run);
   }
 
   /** evtchn_do_upcall for `dom`: drain pending&~mask, calling each port's handler. */
@@ -341,14 +384,22 @@ export class EventChannels {
     const d = this.doms.get(dom);
     const hs = this.handlers.get(dom);
     if (!d || !hs) return;
-    const ports: number[] = [];
+    const ports = this.portScratch;
+    const base = ports.length;
     d.takeUpcall();
     this.upcalls++;
     d.takePending(ports);
-    for (const p of ports) {
-      const h = hs.get(p);
-      if (h) h(p);
-      // A pending bit without a handler is consumed and lost, as an unbound Linux irq would drop it.
+    const end = ports.length;
+    try {
+      for (let i = base; i < end; i++) {
+        const p = ports[i]!;
+        const h = hs.get(p);
+        if (h) h(p);
+        // A pending bit without a handler is consumed and lost, as an unbound Linux irq would drop it.
+      }
+    } finally {
+      // A handler may deliver another domain re-entrantly: it appends past `end` and trims back itself.
+      while (ports.length > base) ports.pop(); // (assigning `length` would be a runtime call)
     }
   }
 

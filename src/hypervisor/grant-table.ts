@@ -190,14 +190,16 @@ export class GrantTable {
 
   // ---- Xen's side: pinning an entry for a grantee ----
 
+  /*
+   * The lock word: 0 free, 1 held, 2 held with a thread waiting (the classic futex mutex). An uncontended
+   * lock/unlock is two atomic operations; only a holder that saw a waiter pays for the wake-up.
+   */
   private lock(): void {
-    while (Atomics.compareExchange(this.state, S_LOCK, 0, 1) !== 0) {
-      Atomics.wait(this.state, S_LOCK, 1, 1);
-    }
+    if (Atomics.compareExchange(this.state, S_LOCK, 0, 1) === 0) return;
+    while (Atomics.exchange(this.state, S_LOCK, 2) !== 0) Atomics.wait(this.state, S_LOCK, 2, 1);
   }
   private unlock(): void {
-    Atomics.store(this.state, S_LOCK, 0);
-    Atomics.notify(this.state, S_LOCK, 1);
+    if (Atomics.exchange(this.state, S_LOCK, 0) === 2) Atomics.notify(this.state, S_LOCK, 1);
   }
 
   private activeBase(ref: number): number {

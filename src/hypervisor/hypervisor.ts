@@ -81,9 +81,15 @@ export class Hypervisor {
     this.tracer = opts.tracer ?? null;
   }
 
-  private kick(vcpu: number): void {
-    if (this.transport === null) this.server.handle(vcpu);
-    else this.transport.kick(vcpu);
+  /** Hand the READY slot to the device model. If the device model throws, the slot is still returned to NONE. */
+  private serve(vcpu: number): void {
+    try {
+      if (this.transport === null) this.server.handle(vcpu);
+      else this.transport.kick(vcpu);
+    } catch (e) {
+      if (this.ioreqPage.state(vcpu) === STATE_IORESP_READY) this.complete(vcpu, false);
+      throw e;
+    }
   }
 
   get tracer(): Tracer | null {
@@ -121,7 +127,7 @@ export class Hypervisor {
     if (dir === IOREQ_READ) this.acct.counts.pioIn++;
     else this.acct.counts.pioOut++;
     page.publish(vcpu, IOREQ_TYPE_PIO, port, dir === IOREQ_READ ? 0 : value, 1, size, dir, false, false);
-    this.kick(vcpu);
+    this.serve(vcpu);
     const result = this.complete(vcpu, dir === IOREQ_READ);
     if (t) {
       t.emit({
@@ -174,7 +180,7 @@ export class Hypervisor {
     }
     this.acct.counts.stringIo++;
     this.ioreqPage.publish(vcpu, IOREQ_TYPE_PIO, port, gpa, n, size, dir, true, df);
-    this.kick(vcpu);
+    this.serve(vcpu);
     this.complete(vcpu, false);
     const t = this._tracer;
     if (t) {

@@ -72,21 +72,30 @@ export class IoreqServer {
     const addr = u32[(o + IOREQ_OFF_ADDR) >>> 2]!;
     const size = u32[(o + IOREQ_OFF_SIZE) >>> 2]!;
     const isRead = (flags & IOREQ_DIR_READ_BIT) !== 0;
-    if (type === IOREQ_TYPE_PIO && (size === 1 || size === 2 || size === 4)) {
-      if (flags & IOREQ_DATA_IS_PTR) {
-        const count = u32[(o + IOREQ_OFF_COUNT) >>> 2]!;
-        this.string(addr & 0xffff, size, isRead, page.data(vcpu), count, (flags & IOREQ_DF) !== 0);
-      } else if (isRead) {
-        page.setData(vcpu, this.bus.read(addr & 0xffff, size));
-      } else {
-        this.bus.write(addr & 0xffff, size, page.data(vcpu) & sizeMask(size));
+    try {
+      if (type === IOREQ_TYPE_PIO && (size === 1 || size === 2 || size === 4)) {
+        if (flags & IOREQ_DATA_IS_PTR) {
+          const count = u32[(o + IOREQ_OFF_COUNT) >>> 2]!;
+          this.string(addr & 0xffff, size, isRead, page.data(vcpu), count, (flags & IOREQ_DF) !== 0);
+        } else if (isRead) {
+          page.setData(vcpu, this.bus.read(addr & 0xffff, size));
+        } else {
+          this.bus.write(addr & 0xffff, size, page.data(vcpu) & sizeMask(size));
+        }
+      } else if (isRead && !(flags & IOREQ_DATA_IS_PTR)) {
+        // Request types this device model does not serve: reads float high, writes are dropped.
+        page.setData(vcpu, sizeMask(Math.min(size, 4)) >>> 0);
       }
-    } else if (isRead && !(flags & IOREQ_DATA_IS_PTR)) {
-      // Request types this device model does not serve: reads float high, writes are dropped.
-      page.setData(vcpu, sizeMask(Math.min(size, 4)) >>> 0);
+    } catch (e) {
+      // A device-model bug must not wedge the vCPU: the slot is still answered (a read floats high), and the
+      // error goes on to whoever drives the vCPU.
+      if (isRead && !(flags & IOREQ_DATA_IS_PTR))
+        page.setData(vcpu, sizeMask(size === 1 || size === 2 ? size : 4) >>> 0);
+      throw e;
+    } finally {
+      this.stats.handled++;
+      page.step(vcpu, STATE_IOREQ_INPROCESS);
     }
-    this.stats.handled++;
-    page.step(vcpu, STATE_IOREQ_INPROCESS);
   }
 
   /**

@@ -3,7 +3,7 @@
  * notification and ring event. Off by default; when off the hypervisor holds `null` and pays one null check.
  */
 
-import { createWriteStream, type WriteStream } from "node:fs";
+import { createWriteStream, openSync, type WriteStream } from "node:fs";
 
 export type TraceEvent =
   | {
@@ -47,10 +47,20 @@ export class Tracer {
 
   /** Trace to a file (created or truncated). */
   static toFile(path: string): Tracer {
-    const ws: WriteStream = createWriteStream(path);
+    // Open now, so a path that cannot be written (a directory, a missing parent) fails here with its errno,
+    // not later as an unhandled stream 'error' event; a later write error is reported by close().
+    const fd = openSync(path, "w");
+    const ws: WriteStream = createWriteStream(path, { fd });
+    let failed: Error | null = null;
+    ws.on("error", (e) => (failed ??= e));
     return new Tracer({
-      write: (l) => void ws.write(l),
-      close: () => new Promise<void>((res, rej) => ws.end((err?: Error | null) => (err ? rej(err) : res()))),
+      write: (l) => void (failed ?? ws.write(l)),
+      close: () =>
+        new Promise<void>((res, rej) =>
+          failed
+            ? rej(failed)
+            : ws.end((err?: Error | null) => ((err ?? failed) ? rej(err ?? failed) : res())),
+        ),
     });
   }
 

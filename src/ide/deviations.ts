@@ -52,18 +52,20 @@ export const DEVIATIONS: readonly Deviation[] = [
       "words 53-59 always current (QEMU caches them at the first IDENTIFY)",
     spec: "ATA/ATAPI-6 §8.15 (words 53-59, 82, 85, 255)",
     diff: [
+      // The comparison reads the 256 IDENTIFY words as one batch, so "line N" is word N (inw) or dword N (inl).
       // Word 255 (and words 254-255 as one dword): QEMU 0.
-      { where: "to 'in[wl] 0x1f0'$", qemu: "OK 0x0000", command: 0xec },
+      { where: "line 255 to 'inw 0x1f0'$", qemu: "OK 0x0000", command: 0xec },
+      { where: "line 127 to 'inl 0x1f0'$", qemu: "OK 0x0000", command: 0xec },
       // Words 82 and 85 (inw), words 82-83 and 84-85 (inl), write cache on and off.
-      { where: "to 'inw 0x1f0'$", qemu: "OK 0x4021", xenide: "OK 0x4029", command: 0xec },
-      { where: "to 'inw 0x1f0'$", qemu: "OK 0x4001", xenide: "OK 0x4009", command: 0xec },
-      { where: "to 'inl 0x1f0'$", qemu: "OK 0x74004021", xenide: "OK 0x74004029", command: 0xec },
-      { where: "to 'inl 0x1f0'$", qemu: "OK 0x40214000", xenide: "OK 0x40294000", command: 0xec },
-      { where: "to 'inl 0x1f0'$", qemu: "OK 0x40014000", xenide: "OK 0x40094000", command: 0xec },
+      { where: "line (82|85) to 'inw 0x1f0'$", qemu: "OK 0x4021", xenide: "OK 0x4029", command: 0xec },
+      { where: "line 85 to 'inw 0x1f0'$", qemu: "OK 0x4001", xenide: "OK 0x4009", command: 0xec },
+      { where: "line 41 to 'inl 0x1f0'$", qemu: "OK 0x74004021", xenide: "OK 0x74004029", command: 0xec },
+      { where: "line 42 to 'inl 0x1f0'$", qemu: "OK 0x40214000", xenide: "OK 0x40294000", command: 0xec },
+      { where: "line 42 to 'inl 0x1f0'$", qemu: "OK 0x40014000", xenide: "OK 0x40094000", command: 0xec },
       // Word 59 after SET MULTIPLE MODE (QEMU keeps 0x0110 from its cached page); words 58-59 as a dword
       // (qtest prints values with at least 4 hex digits, no further zero padding).
-      { where: "to 'inw 0x1f0'$", qemu: "OK 0x0110", command: 0xec },
-      { where: "to 'inl 0x1f0'$", qemu: "OK 0x1100000", command: 0xec },
+      { where: "line 59 to 'inw 0x1f0'$", qemu: "OK 0x0110", command: 0xec },
+      { where: "line 29 to 'inl 0x1f0'$", qemu: "OK 0x1100000", command: 0xec },
     ],
   },
   {

@@ -247,3 +247,27 @@ describe("buffered ioreqs", () => {
     expect(b.pop()).toBeUndefined();
   });
 });
+
+describe("a device model that throws", () => {
+  it("still gets its slot answered, so the vCPU's next exit works", () => {
+    const hv = new Hypervisor({ ramSize: 1 << 16 });
+    let broken = true;
+    hv.bus.register(
+      0x1f0,
+      8,
+      {
+        ioRead: () => {
+          if (broken) throw new Error("device bug");
+          return 0x50;
+        },
+        ioWrite: () => {},
+      },
+      "ide",
+    );
+    const v = hv.vcpu();
+    expect(() => v.inb(0x1f7)).toThrow("device bug");
+    expect(hv.ioreqPage.state(0)).toBe(STATE_IOREQ_NONE);
+    broken = false;
+    expect(v.inb(0x1f7)).toBe(0x50);
+  });
+});

@@ -5,4 +5,15 @@ import type { Command } from "commander";
 
 export type CommandModule = { register(program: Command): void };
 
-export const commandModules: (() => Promise<CommandModule>)[] = [];
+export const commandModules: (() => Promise<CommandModule>)[] = [
+  () => import("./mkimage.ts"),
+  () => import("./pv.ts"),
+  () => import("./identify.ts"),
+  () => import("./read.ts"),
+  () => import("./write.ts"),
+  () => import("./qtest.ts"),
+  () => import("./bench.ts"),
+  () => import("./report.ts"),
+  () => import("./demo.ts"),
+  () => import("./vm.ts"),
+];

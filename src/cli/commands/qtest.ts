@@ -1,0 +1,113 @@
+/**
+ * `xenide qtest --disk IMG`: serve QEMU's qtest protocol for the emulated PC's IDE controller, on stdin/stdout
+ * or a unix socket, so that a client written for `qemu-system-x86_64 -qtest` drives xenide unchanged.
+ */
+import type { Command } from "commander";
+import { CostModel } from "../../hypervisor/accounting.ts";
+import { Tracer } from "../../hypervisor/trace.ts";
+import { type QtestMachine, openQtestMachine } from "../../qtest/machine.ts";
+import { connectUnix, listenUnix, serveStream } from "../../qtest/transport.ts";
+import { ImageError, parseSize } from "../../storage/index.ts";
+import { UsageError } from "../errors.ts";
+
+interface QtestFlags {
+  disk?: string;
+  slave?: string;
+  secondary?: string;
+  secondarySlave?: string;
+  socket?: string;
+  connect?: string;
+  engine: "sync" | "async";
+  trace?: string;
+  cost: string[];
+  ram: string;
+  readOnly?: boolean;
+  model?: string;
+  serial?: string[];
+  firmware?: string;
+}
+
+const collect = (v: string, prev: string[]): string[] => [...prev, v];
+
+export function register(program: Command): void {
+  program
+    .command("qtest")
+    .description("serve QEMU's qtest protocol (ports, memory, IRQ lines) for the emulated IDE controller")
+    .option("--disk <image>", "primary master")
+    .option("--slave <image>", "primary slave")
+    .option("--secondary <image>", "secondary master")
+    .option("--secondary-slave <image>", "secondary slave")
+    .option("--socket <path>", "listen on a unix socket instead of stdin/stdout")
+    .option("--connect <path>", "connect to a unix socket the client listens on (as QEMU's -qtest unix:PATH)")
+    .option("--engine <kind>", "storage engine: sync or async", "sync")
+    .option("--trace <file>", "write every exit and IRQ change as JSON lines to FILE")
+    .option("--cost <kind=cycles>", "override a modelled cost (repeatable)", collect, [])
+    .option("--ram <size>", "guest RAM", "128M")
+    .option("--read-only", "attach every image read-only")
+    .option("--model <text>", "IDENTIFY model string for every drive")
+    .option("--serial <text>", "IDENTIFY serial, once per drive in order (repeatable)", collect, [])
+    .option("--firmware <text>", "IDENTIFY firmware revision for every drive")
+    .addHelpText(
+      "after",
+      "\nThe vCPU never runs: the client is the guest. Port accesses are exits through the ioreq path;\n" +
+        "memory commands touch guest RAM; `irq_intercept_in ioapic` reports IRQ 14/15 as `IRQ raise N`.\n" +
+        "\nExamples:\n  printf 'outb 0x1f6 0xa0\\ninb 0x1f7\\n' | xenide qtest --disk disk.img\n" +
+        "  xenide qtest --disk a.img --slave b.img --socket /tmp/xenide-qtest.sock",
+    )
+    .action(async (flags: QtestFlags) => {
+      if (flags.engine !== "sync" && flags.engine !== "async") {
+        throw new UsageError(`--engine must be sync or async, got '${flags.engine}'`);
+      }
+      if (flags.socket && flags.connect) throw new UsageError("--socket and --connect exclude each other");
+      let costs: ReturnType<typeof CostModel.parseOverrides>;
+      let ram: number;
+      try {
+        costs = CostModel.parseOverrides(flags.cost);
+        ram = parseSize(flags.ram);
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+      if (ram % 4096 !== 0) throw new UsageError("--ram must be a multiple of 4 KiB");
+      const tracer = flags.trace ? Tracer.toFile(flags.trace) : null;
+      let machine: QtestMachine;
+      try {
+        machine = openQtestMachine({
+          images: [flags.disk, flags.slave, flags.secondary, flags.secondarySlave],
+          engine: flags.engine,
+          ramSize: ram,
+          readOnly: flags.readOnly === true,
+          model: flags.model,
+          serials: flags.serial ?? [],
+          firmware: flags.firmware,
+          costs,
+          tracer,
+        });
+      } catch (e) {
+        await tracer?.close();
+        if (e instanceof ImageError) throw new UsageError(e.message, 1);
+        throw e;
+      }
+      const server = machine.server;
+      const shutdown = async (): Promise<void> => {
+        await machine.close();
+        await tracer?.close();
+      };
+      if (flags.socket) {
+        const srv = await listenUnix(server, flags.socket);
+        process.stderr.write(`xenide qtest: listening on ${flags.socket}\n`);
+        await new Promise<void>((resolve) => {
+          const stop = (): void => {
+            srv.close();
+            resolve();
+          };
+          process.once("SIGINT", stop);
+          process.once("SIGTERM", stop);
+        });
+      } else if (flags.connect) {
+        await connectUnix(server, flags.connect);
+      } else {
+        await serveStream(server, process.stdin, process.stdout);
+      }
+      await shutdown();
+    });
+}

@@ -1,0 +1,231 @@
+/**
+ * What `identify`, `read` and `write` share: their common flags, opening an image behind the emulated IDE
+ * controller (image -> raw backend -> engine -> machine -> guest ATA driver), and the exit/cycle report.
+ */
+
+import type { Command } from "commander";
+import { type AtaAddressing, AtaDrive, type AtaIdentity } from "../guest/ata.ts";
+import { COUNTER_KINDS, CostModel, type Counts, exitsOf } from "../hypervisor/accounting.ts";
+import { Hypervisor } from "../hypervisor/hypervisor.ts";
+import { Tracer } from "../hypervisor/trace.ts";
+import { createIdeMachine } from "../ide/machine.ts";
+import { ImageError, makeEngine, openImage } from "../storage/index.ts";
+import type { BlockBackend, IoEngine } from "../storage/types.ts";
+import { AtaDiskPath, type DiskPath, diskPathNames, extraDiskPath, isAtaVia } from "./disk-path.ts";
+import { UsageError } from "./errors.ts";
+
+export interface DiskFlags {
+  engine: string;
+  trace?: string;
+  cost: string[];
+  json?: boolean;
+  readOnly?: boolean;
+  via: string;
+  poll?: boolean;
+  lba48?: boolean;
+  lba28?: boolean;
+  multiple?: string;
+}
+
+const collect = (v: string, prev: string[]): string[] => [...prev, v];
+
+/** Add the flags every disk command takes. `via` is false for commands that move no sector data. */
+export function addDiskOptions(cmd: Command, opts: { via: boolean; readOnlyHelp?: string }): Command {
+  cmd
+    .option(
+      "--engine <kind>",
+      "storage engine: sync (completes inside the exit) or async (event loop)",
+      "sync",
+    )
+    .option("--trace <file>", "write every exit, IRQ and event as JSON lines to FILE")
+    .option("--cost <kind=cycles>", "override the modelled cost of one event kind (repeatable)", collect, [])
+    .option("--json", "print a machine-readable result")
+    .option("--read-only", opts.readOnlyHelp ?? "open the image read-only")
+    .option("--poll", "poll BSY with interrupts disabled (nIEN) instead of waiting for IRQ 14");
+  if (opts.via) {
+    cmd
+      .option("--via <method>", `how data crosses the controller: ${diskPathNames().join(", ")}`, "pio")
+      .option("--lba48", "always use the LBA48 (EXT) commands")
+      .option("--lba28", "always use the LBA28 commands")
+      .option("--multiple <n>", "READ/WRITE MULTIPLE with N sectors per DRQ block (SET MULTIPLE MODE)");
+  }
+  return cmd;
+}
+
+/** An integer flag: decimal or 0x hex, non-negative. */
+export function parseCount(text: string, flag: string): number {
+  const t = text.trim();
+  const v = /^0x[0-9a-f]+$/i.test(t) ? parseInt(t, 16) : /^\d+$/.test(t) ? Number(t) : NaN;
+  if (!Number.isSafeInteger(v) || v < 0)
+    throw new UsageError(`${flag} expects a non-negative integer, got '${text}'`);
+  return v;
+}
+
+export interface OpenedDisk {
+  hv: Hypervisor;
+  backend: BlockBackend;
+  engine: IoEngine;
+  drive: AtaDrive;
+  identity: AtaIdentity;
+  path: DiskPath;
+  /** Counts spent on PCI setup, probe and IDENTIFY. */
+  setup: Counts;
+  tracer: Tracer | null;
+  close(): Promise<void>;
+}
+
+/** Open `image` behind the emulated controller and probe the drive as a guest would. */
+export async function openDisk(image: string, flags: DiskFlags): Promise<OpenedDisk> {
+  if (flags.engine !== "sync" && flags.engine !== "async") {
+    throw new UsageError(`--engine must be sync or async, got '${flags.engine}'`);
+  }
+  let costs: ReturnType<typeof CostModel.parseOverrides>;
+  try {
+    costs = CostModel.parseOverrides(flags.cost);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const via = flags.via ?? "pio";
+  if (!isAtaVia(via) && !extraDiskPath(via)) {
+    throw new UsageError(`--via must be one of ${diskPathNames().join(", ")}, got '${via}'`);
+  }
+  if (flags.lba48 && flags.lba28) throw new UsageError("--lba48 and --lba28 exclude each other");
+  const addressing: AtaAddressing = flags.lba48 ? "lba48" : flags.lba28 ? "lba28" : "auto";
+  let multiple = 0;
+  if (flags.multiple !== undefined) {
+    multiple = parseCount(flags.multiple, "--multiple");
+    if (!(multiple >= 1 && multiple <= 128)) throw new UsageError("--multiple expects 1..128 sectors");
+    if (via === "dma") throw new UsageError("--multiple applies to PIO transfers, not --via dma");
+  }
+
+  let backend: BlockBackend;
+  try {
+    backend = openImage(image, { readOnly: flags.readOnly === true });
+  } catch (e) {
+    if (e instanceof ImageError) throw new UsageError(e.message, 1);
+    throw e;
+  }
+  let tracer: Tracer | null = null;
+  try {
+    if (flags.trace) tracer = Tracer.toFile(flags.trace);
+    const engine = makeEngine(backend, flags.engine);
+    const hv = new Hypervisor({ costs, tracer });
+    createIdeMachine({ hv, primary: { master: { engine } } });
+    const vcpu = hv.vcpu(0);
+    const before = hv.acct.snapshot();
+    const drive = new AtaDrive(vcpu, {
+      via: isAtaVia(via) ? via : "pio",
+      irq: !flags.poll,
+      addressing,
+      multiple,
+    });
+    const identity = await drive.probe();
+    if (!identity) throw new UsageError(`${image}: no ATA device answered on the primary channel`, 1);
+    const path = isAtaVia(via)
+      ? new AtaDiskPath(drive)
+      : await extraDiskPath(via)!({ hv, engine, ata: drive });
+    const setup = hv.acct.since(before);
+    const t = tracer;
+    return {
+      hv,
+      backend,
+      engine,
+      drive,
+      identity,
+      path,
+      setup,
+      tracer,
+      async close() {
+        await engine.drain();
+        backend.close();
+        await t?.close();
+      },
+    };
+  } catch (e) {
+    backend.close();
+    await tracer?.close();
+    throw e;
+  }
+}
+
+export interface CostReport {
+  counts: Counts;
+  exits: number;
+  cycles: number;
+  sectors: number;
+  exitsPerSector: number | null;
+  cyclesPerSector: number | null;
+}
+
+export function costReport(hv: Hypervisor, counts: Counts, sectors: number): CostReport {
+  const exits = exitsOf(counts);
+  const cycles = hv.acct.model.cycles(counts);
+  return {
+    counts,
+    exits,
+    cycles,
+    sectors,
+    exitsPerSector: sectors > 0 ? exits / sectors : null,
+    cyclesPerSector: sectors > 0 ? cycles / sectors : null,
+  };
+}
+
+/** The report as aligned text lines: each non-zero kind, then totals. */
+export function formatCost(title: string, r: CostReport): string {
+  const lines = [title];
+  for (const k of COUNTER_KINDS) {
+    if (r.counts[k]) lines.push(`  ${k.padEnd(14)} ${r.counts[k].toLocaleString("en-US").padStart(12)}`);
+  }
+  lines.push(`  ${"total exits".padEnd(14)} ${r.exits.toLocaleString("en-US").padStart(12)}`);
+  if (r.exitsPerSector !== null) {
+    lines.push(`  ${"exits/sector".padEnd(14)} ${fmtNum(r.exitsPerSector).padStart(12)}`);
+  }
+  lines.push(`  ${"cycles".padEnd(14)} ${r.cycles.toLocaleString("en-US").padStart(12)} (modelled)`);
+  if (r.cyclesPerSector !== null) {
+    lines.push(`  ${"cycles/sector".padEnd(14)} ${fmtNum(r.cyclesPerSector).padStart(12)}`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+function fmtNum(n: number): string {
+  return Number.isInteger(n)
+    ? n.toLocaleString("en-US")
+    : n.toLocaleString("en-US", { maximumFractionDigits: 2 });
+}
+
+/** Identity fields worth printing or putting in JSON (no raw words). */
+export function identitySummary(id: AtaIdentity): Record<string, unknown> {
+  return {
+    model: id.model,
+    serial: id.serial,
+    firmware: id.firmware,
+    sectors: id.sectors,
+    bytes: id.sectors * 512,
+    lba28Sectors: id.lba28Sectors,
+    lba48: id.lba48,
+    lba48Sectors: id.lba48Sectors,
+    geometry: { cylinders: id.cylinders, heads: id.heads, sectorsPerTrack: id.sectorsPerTrack },
+    multipleMax: id.multipleMax,
+    multipleCurrent: id.multipleCurrent,
+    dwordIo: id.dwordIo,
+    dma: id.dma,
+    pioModes: modes(id.pioModes),
+    swdmaModes: modes(id.swdmaModes),
+    mwdmaModes: modes(id.mwdmaModes),
+    udmaModes: modes(id.udmaModes),
+    udmaSelected: id.udmaSelected,
+    flushCache: id.flushCache,
+    flushCacheExt: id.flushCacheExt,
+    writeCache: id.writeCacheSupported ? (id.writeCacheEnabled ? "enabled" : "disabled") : "unsupported",
+  };
+}
+
+function modes(mask: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < 8; i++) if (mask & (1 << i)) out.push(i);
+  return out;
+}
+
+export function writeOut(s: string): void {
+  process.stdout.write(s);
+}

@@ -1,0 +1,794 @@
+/**
+ * A guest ATA driver for the legacy IDE channels of a PIIX controller, written as a kernel driver would be and
+ * touching the hardware only through a `Vcpu`: port I/O (each access an exit), string I/O, its own RAM for
+ * PRD tables and bounce buffers, and the channel's interrupt line.
+ *
+ * Register and protocol facts follow ATA/ATAPI-7 (T13/1532D) volume 1 §6 (command descriptions) and volume 2
+ * §9-§11 (PIO data-in, PIO data-out, DMA and non-data protocols); Bus Master IDE follows the Intel 82371SB
+ * datasheet §2.7 and the "Programming Interface for Bus Master IDE Controller" 1.0.
+ */
+
+import type { Vcpu } from "../hypervisor/hypervisor.ts";
+import { PageAllocator } from "../hypervisor/memory.ts";
+import { findPiixIde, setupBusMaster } from "./pci.ts";
+
+export const SECTOR = 512;
+
+/** Command block registers, offsets from the channel's command base (ATA-7 vol 1 §5.2). */
+export const REG_DATA = 0;
+export const REG_ERROR = 1; // read
+export const REG_FEATURE = 1; // write
+export const REG_NSECT = 2;
+export const REG_LBAL = 3;
+export const REG_LBAM = 4;
+export const REG_LBAH = 5;
+export const REG_DEVICE = 6;
+export const REG_STATUS = 7; // read: also clears the pending interrupt
+export const REG_COMMAND = 7; // write
+
+/** Status register bits (ATA-7 vol 1 §5.14). */
+export const ST_BSY = 0x80;
+export const ST_DRDY = 0x40;
+export const ST_DF = 0x20;
+export const ST_DSC = 0x10;
+export const ST_DRQ = 0x08;
+export const ST_ERR = 0x01;
+
+/** Error register bits. */
+export const ERR_ABRT = 0x04;
+export const ERR_IDNF = 0x10;
+export const ERR_UNC = 0x40;
+
+/** Device control register bits (alternate status port on write, ATA-7 vol 1 §5.6). */
+export const CTL_NIEN = 0x02;
+export const CTL_SRST = 0x04;
+export const CTL_HOB = 0x80;
+
+/** Device register: bits 7 and 5 are obsolete-but-set, bit 6 selects LBA, bit 4 the device. */
+export const DEV_OBS = 0xa0;
+export const DEV_LBA = 0x40;
+
+/** Bus Master IDE registers, offsets from the channel's block (primary +0, secondary +8). */
+export const BM_COMMAND = 0;
+export const BM_STATUS = 2;
+export const BM_PRDT = 4;
+export const BM_CMD_START = 0x01;
+/** Direction bit: set = the controller writes to memory (a device-to-host READ DMA). */
+export const BM_CMD_READ = 0x08;
+export const BM_ST_ACTIVE = 0x01;
+export const BM_ST_ERROR = 0x02;
+export const BM_ST_INTR = 0x04;
+/** PRD end-of-table flag (bit 15 of the flags word at +6). */
+export const PRD_EOT = 0x8000;
+/** One PRD describes at most 64 KiB and must not cross a 64 KiB boundary (82371SB §2.7.2). */
+export const PRD_MAX_BYTES = 0x10000;
+
+/** ATA command opcodes used here (ATA-7 vol 1 §6). */
+export const ATA_CMD = {
+  READ_SECTORS: 0x20,
+  READ_SECTORS_EXT: 0x24,
+  READ_DMA_EXT: 0x25,
+  READ_MULTIPLE_EXT: 0x29,
+  WRITE_SECTORS: 0x30,
+  WRITE_SECTORS_EXT: 0x34,
+  WRITE_DMA_EXT: 0x35,
+  WRITE_MULTIPLE_EXT: 0x39,
+  READ_MULTIPLE: 0xc4,
+  WRITE_MULTIPLE: 0xc5,
+  SET_MULTIPLE_MODE: 0xc6,
+  READ_DMA: 0xc8,
+  WRITE_DMA: 0xca,
+  FLUSH_CACHE: 0xe7,
+  FLUSH_CACHE_EXT: 0xea,
+  IDENTIFY_DEVICE: 0xec,
+} as const;
+
+/** Sector-count limits per command: 8-bit count (0 = 256) and 16-bit count (0 = 65536). */
+export const LBA28_MAX_SECTORS = 256;
+export const LBA48_MAX_SECTORS = 65536;
+/** First LBA that LBA28 commands cannot address. */
+export const LBA28_LIMIT = 0x1000_0000;
+
+export interface AtaChannel {
+  /** Command block base (0x1F0 / 0x170). */
+  cmd: number;
+  /** Control block port: alternate status on read, device control on write (0x3F6 / 0x376). */
+  ctl: number;
+  /** ISA interrupt line (14 / 15). */
+  irq: number;
+  /** Offset of this channel's registers inside the Bus Master block. */
+  bmOffset: number;
+}
+
+/** The two legacy-mode channels of a PIIX IDE function (prog-if 0x80: compatibility ports and IRQs). */
+export const ATA_CHANNELS: readonly AtaChannel[] = [
+  { cmd: 0x1f0, ctl: 0x3f6, irq: 14, bmOffset: 0 },
+  { cmd: 0x170, ctl: 0x376, irq: 15, bmOffset: 8 },
+];
+
+/** How sector data crosses the data port. */
+export type AtaVia = "pio" | "pio32" | "rep" | "dma";
+export const ATA_VIAS: readonly AtaVia[] = ["pio", "pio32", "rep", "dma"];
+
+export type AtaAddressing = "auto" | "lba28" | "lba48";
+
+export type AtaErrorKind = "device" | "timeout" | "protocol" | "busmaster";
+
+/** A command that failed: the device reported ERR/DF, did not answer, or broke the protocol. */
+export class AtaError extends Error {
+  constructor(
+    message: string,
+    readonly kind: AtaErrorKind,
+    readonly command: number,
+    readonly status: number,
+    readonly error: number,
+    /** Where the device's task file points after the failure (the first sector not transferred). */
+    readonly lba?: number,
+    /** Bus Master status, for DMA commands. */
+    readonly bmStatus?: number,
+  ) {
+    super(message);
+    this.name = "AtaError";
+  }
+}
+
+/** What IDENTIFY DEVICE reported, decoded (ATA-7 vol 1 §6.17, Table 16). */
+export interface AtaIdentity {
+  model: string;
+  serial: string;
+  firmware: string;
+  /** Addressable sectors: the LBA48 count when the feature set is supported, else the LBA28 count. */
+  sectors: number;
+  lba28Sectors: number;
+  lba48Sectors: number;
+  lba48: boolean;
+  /** Logical CHS geometry (words 1, 3, 6). */
+  cylinders: number;
+  heads: number;
+  sectorsPerTrack: number;
+  /** Maximum sectors per DRQ block for READ/WRITE MULTIPLE (word 47), and the current setting (word 59). */
+  multipleMax: number;
+  multipleCurrent: number;
+  dwordIo: boolean;
+  dma: boolean;
+  /** Supported modes as bit masks (bit n = mode n). */
+  pioModes: number;
+  swdmaModes: number;
+  mwdmaModes: number;
+  udmaModes: number;
+  /** Selected UDMA mode, or -1. */
+  udmaSelected: number;
+  flushCache: boolean;
+  flushCacheExt: boolean;
+  writeCacheSupported: boolean;
+  writeCacheEnabled: boolean;
+  /** The 256 raw words. */
+  words: Uint16Array;
+}
+
+/** An ATA string: each word holds two characters, high byte first (ATA-7 vol 1 §3.3.10). */
+export function ataString(words: Uint16Array, first: number, count: number): string {
+  let s = "";
+  for (let i = first; i < first + count; i++) {
+    const w = words[i] ?? 0;
+    s += String.fromCharCode(w >> 8, w & 0xff);
+  }
+  return s.replace(/[\s\0]+$/, "");
+}
+
+export function parseIdentify(words: Uint16Array): AtaIdentity {
+  const w = (i: number): number => words[i] ?? 0;
+  const lba28Sectors = (w(60) | (w(61) << 16)) >>> 0;
+  const lba48 = (w(83) & (1 << 10)) !== 0;
+  const lba48Sectors = w(100) + w(101) * 0x10000 + w(102) * 0x1_0000_0000 + w(103) * 0x1_0000_0000_0000;
+  let udmaSelected = -1;
+  if (w(53) & 4) {
+    for (let m = 0; m < 7; m++) if (w(88) & (0x100 << m)) udmaSelected = m;
+  }
+  return {
+    model: ataString(words, 27, 20),
+    serial: ataString(words, 10, 10),
+    firmware: ataString(words, 23, 4),
+    sectors: lba48 && lba48Sectors > 0 ? lba48Sectors : lba28Sectors,
+    lba28Sectors,
+    lba48Sectors,
+    lba48,
+    cylinders: w(1),
+    heads: w(3),
+    sectorsPerTrack: w(6),
+    multipleMax: w(47) & 0xff,
+    multipleCurrent: w(59) & 0x100 ? w(59) & 0xff : 0,
+    dwordIo: (w(48) & 1) !== 0,
+    dma: (w(49) & (1 << 8)) !== 0,
+    // Word 64 lists PIO 3 and 4; modes 0-2 are mandatory.
+    pioModes: 0x7 | ((w(53) & 2 ? w(64) & 0x3 : 0) << 3),
+    swdmaModes: w(62) & 0x7,
+    mwdmaModes: w(63) & 0x7,
+    udmaModes: w(53) & 4 ? w(88) & 0x7f : 0,
+    udmaSelected,
+    flushCache: (w(83) & (1 << 12)) !== 0,
+    flushCacheExt: (w(83) & (1 << 13)) !== 0,
+    writeCacheSupported: (w(82) & (1 << 5)) !== 0,
+    writeCacheEnabled: (w(85) & (1 << 5)) !== 0,
+    words,
+  };
+}
+
+export interface AtaDriveOptions {
+  /** 0 = primary (default), 1 = secondary. */
+  channel?: 0 | 1;
+  /** 0 = master (default), 1 = slave. */
+  unit?: 0 | 1;
+  /** Data transfer method (default "pio"). */
+  via?: AtaVia;
+  /** true (default): interrupt-driven, wait for INTRQ; false: nIEN set, poll BSY. */
+  irq?: boolean;
+  /** LBA28, LBA48, or the smallest that fits each command (default). */
+  addressing?: AtaAddressing;
+  /** Use READ/WRITE MULTIPLE with this many sectors per DRQ block (SET MULTIPLE MODE at probe). 0 = off. */
+  multiple?: number;
+  /** Where PRD tables and bounce buffers go in guest RAM (default: pages from 1 MiB up). */
+  allocator?: PageAllocator;
+  /** Bounce buffer for DMA and string I/O, in sectors (default 2048 = 1 MiB): the largest DMA command. */
+  bufferSectors?: number;
+  /** Give up on a command after this long (default 10 s). */
+  timeoutMs?: number;
+  /** Bus Master base port, when already known (otherwise found through PCI on the first DMA). */
+  bmBase?: number;
+}
+
+interface DataCommand {
+  read: number;
+  write: number;
+}
+
+/**
+ * One ATA device on one channel. `probe()` first; then `read`, `write`, `flush`. Transfers larger than one
+ * command allows are split (256 sectors for LBA28, 65536 for LBA48, the bounce buffer for DMA).
+ */
+export class AtaDrive {
+  readonly channel: AtaChannel;
+  readonly unit: 0 | 1;
+  readonly via: AtaVia;
+  readonly useIrq: boolean;
+  readonly addressing: AtaAddressing;
+  readonly multiple: number;
+  readonly timeoutMs: number;
+  private readonly bufferSectors: number;
+  private allocator: PageAllocator | undefined;
+  private bounceGpa = -1;
+  private prdGpa = -1;
+  private bmBase: number | undefined;
+  private ident: AtaIdentity | undefined;
+
+  constructor(
+    readonly vcpu: Vcpu,
+    opts: AtaDriveOptions = {},
+  ) {
+    const ch = ATA_CHANNELS[opts.channel ?? 0];
+    if (!ch) throw new RangeError(`no IDE channel ${String(opts.channel)}`);
+    this.channel = ch;
+    this.unit = opts.unit ?? 0;
+    this.via = opts.via ?? "pio";
+    if (!ATA_VIAS.includes(this.via)) throw new RangeError(`unknown transfer method '${String(this.via)}'`);
+    this.useIrq = opts.irq ?? true;
+    this.addressing = opts.addressing ?? "auto";
+    this.multiple = opts.multiple ?? 0;
+    if (!(Number.isInteger(this.multiple) && this.multiple >= 0 && this.multiple <= 128)) {
+      throw new RangeError(`multiple must be 0..128 sectors, got ${this.multiple}`);
+    }
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.bufferSectors = opts.bufferSectors ?? 2048;
+    if (!(Number.isInteger(this.bufferSectors) && this.bufferSectors >= 1 && this.bufferSectors <= 65536)) {
+      throw new RangeError(`bufferSectors must be 1..65536, got ${this.bufferSectors}`);
+    }
+    this.allocator = opts.allocator;
+    this.bmBase = opts.bmBase;
+  }
+
+  /** IDENTIFY data from the last probe. */
+  get identity(): AtaIdentity {
+    if (!this.ident) throw new Error("ATA drive not probed: call probe() first");
+    return this.ident;
+  }
+
+  private get devctl(): number {
+    return this.useIrq ? 0 : CTL_NIEN;
+  }
+
+  /**
+   * Find the device: program nIEN, select it and look at its status (an absent device reads 0x00 or floats to
+   * 0xFF), then IDENTIFY it, set the multiple-mode block size when asked, and for DMA find the controller on
+   * PCI and map its Bus Master block. Null when nothing is there.
+   */
+  async probe(): Promise<AtaIdentity | null> {
+    const v = this.vcpu;
+    v.outb(this.channel.ctl, this.devctl);
+    v.outb(this.channel.cmd + REG_DEVICE, DEV_OBS | (this.unit << 4));
+    const st = v.inb(this.channel.ctl);
+    if (st === 0x00 || st === 0xff) return null;
+    this.ident = await this.identify();
+    if (this.multiple > 0) await this.setMultipleMode(this.multiple);
+    // A DMA driver maps the Bus Master block at initialisation, not on its first transfer.
+    if (this.via === "dma") await this.busMaster();
+    return this.ident;
+  }
+
+  /** IDENTIFY DEVICE (PIO data-in, one 512-byte block), using this drive's PIO method ("dma" reads by words). */
+  async identify(): Promise<AtaIdentity> {
+    const cmd = ATA_CMD.IDENTIFY_DEVICE;
+    await this.issue(cmd, 0, 0, false, false);
+    const buf = new Uint8Array(SECTOR);
+    const st = await this.waitIntr(cmd);
+    this.checkDataReady(cmd, st, false);
+    this.dataIn(buf, 0, SECTOR);
+    this.checkEnd(cmd, this.vcpu.inb(this.channel.ctl), false);
+    const words = new Uint16Array(256);
+    for (let i = 0; i < 256; i++) words[i] = buf[2 * i]! | (buf[2 * i + 1]! << 8);
+    this.ident = parseIdentify(words);
+    return this.ident;
+  }
+
+  /** SET MULTIPLE MODE: `sectors` per DRQ block for READ/WRITE MULTIPLE (0 disables). */
+  async setMultipleMode(sectors: number): Promise<void> {
+    await this.nonData(ATA_CMD.SET_MULTIPLE_MODE, sectors & 0xff, false);
+    if (this.ident) this.ident.multipleCurrent = sectors;
+  }
+
+  /** FLUSH CACHE, or FLUSH CACHE EXT when the device has it and LBA48 addressing. */
+  async flush(): Promise<void> {
+    const id = this.ident;
+    const ext = id
+      ? id.flushCacheExt && id.lba48 && this.addressing !== "lba28"
+      : this.addressing === "lba48";
+    await this.nonData(ext ? ATA_CMD.FLUSH_CACHE_EXT : ATA_CMD.FLUSH_CACHE, 0, false);
+  }
+
+  /** Read `count` sectors from `lba`. */
+  async read(lba: number, count: number): Promise<Uint8Array> {
+    checkRange(lba, count);
+    const out = new Uint8Array(count * SECTOR);
+    await this.transfer(false, lba, count, out);
+    return out;
+  }
+
+  /** Write whole sectors of `data` starting at `lba`. */
+  async write(lba: number, data: Uint8Array): Promise<void> {
+    if (data.length % SECTOR !== 0) throw new RangeError(`write of ${data.length} bytes: not whole sectors`);
+    const count = data.length / SECTOR;
+    checkRange(lba, count);
+    await this.transfer(true, lba, count, data);
+  }
+
+  // ---- transfer planning -------------------------------------------------------------------------------------
+
+  private commandSet(): DataCommand & { ext: DataCommand } {
+    if (this.via === "dma") {
+      return {
+        read: ATA_CMD.READ_DMA,
+        write: ATA_CMD.WRITE_DMA,
+        ext: { read: ATA_CMD.READ_DMA_EXT, write: ATA_CMD.WRITE_DMA_EXT },
+      };
+    }
+    if (this.multiple > 0) {
+      return {
+        read: ATA_CMD.READ_MULTIPLE,
+        write: ATA_CMD.WRITE_MULTIPLE,
+        ext: { read: ATA_CMD.READ_MULTIPLE_EXT, write: ATA_CMD.WRITE_MULTIPLE_EXT },
+      };
+    }
+    return {
+      read: ATA_CMD.READ_SECTORS,
+      write: ATA_CMD.WRITE_SECTORS,
+      ext: { read: ATA_CMD.READ_SECTORS_EXT, write: ATA_CMD.WRITE_SECTORS_EXT },
+    };
+  }
+
+  private async transfer(isWrite: boolean, lba: number, count: number, data: Uint8Array): Promise<void> {
+    const set = this.commandSet();
+    // "auto" uses LBA48 only when the device has it (IDENTIFY word 83 bit 10); before a probe, assume not.
+    const has48 = this.ident?.lba48 ?? false;
+    let done = 0;
+    while (done < count) {
+      const at = lba + done;
+      let max: number;
+      if (this.addressing === "lba28") max = LBA28_MAX_SECTORS;
+      else if (this.addressing === "lba48" || has48) max = LBA48_MAX_SECTORS;
+      else max = LBA28_MAX_SECTORS;
+      if (this.via === "dma") max = Math.min(max, this.bufferSectors);
+      const n = Math.min(max, count - done);
+      // Like Linux's lba_28_ok(): the 28-bit form whenever the whole command fits in it.
+      const fits28 = at + n <= LBA28_LIMIT - 1 && n <= LBA28_MAX_SECTORS;
+      let ext: boolean;
+      if (this.addressing === "lba48") ext = true;
+      else if (this.addressing === "lba28") ext = false;
+      else ext = !fits28;
+      if (!ext && !fits28) {
+        throw new RangeError(
+          `LBA ${at}+${n} is beyond LBA28 and the drive has no LBA48 (or LBA28 was forced)`,
+        );
+      }
+      const opcode = isWrite ? (ext ? set.ext.write : set.write) : ext ? set.ext.read : set.read;
+      const slice = data.subarray(done * SECTOR, (done + n) * SECTOR);
+      if (this.via === "dma") await this.dmaCommand(opcode, isWrite, at, n, ext, slice);
+      else if (isWrite) await this.pioOut(opcode, at, n, ext, slice);
+      else await this.pioIn(opcode, at, n, ext, slice);
+      done += n;
+    }
+  }
+
+  // ---- protocols ---------------------------------------------------------------------------------------------
+
+  /** PIO data-in (ATA-7 vol 2 §11.3): one interrupt per DRQ block, data read after each. */
+  private async pioIn(cmd: number, lba: number, count: number, ext: boolean, out: Uint8Array): Promise<void> {
+    const block = this.blockSectors(cmd);
+    await this.issue(cmd, lba, count, ext, true);
+    for (let done = 0; done < count;) {
+      const st = await this.waitIntr(cmd);
+      this.checkDataReady(cmd, st, ext);
+      const n = Math.min(block, count - done);
+      this.dataIn(out, done * SECTOR, n * SECTOR);
+      done += n;
+    }
+    // After the last block the device clears DRQ without another interrupt.
+    this.checkEnd(cmd, this.vcpu.inb(this.channel.ctl), ext);
+  }
+
+  /**
+   * PIO data-out (ATA-7 vol 2 §11.4): the first block goes as soon as DRQ is up (no interrupt before it), every
+   * later one after the interrupt that ends the previous block; the last interrupt ends the command.
+   */
+  private async pioOut(
+    cmd: number,
+    lba: number,
+    count: number,
+    ext: boolean,
+    src: Uint8Array,
+  ): Promise<void> {
+    const block = this.blockSectors(cmd);
+    await this.issue(cmd, lba, count, ext, true);
+    let st = await this.pollAlt(cmd);
+    for (let done = 0; done < count;) {
+      this.checkDataReady(cmd, st, ext);
+      const n = Math.min(block, count - done);
+      this.dataOut(src, done * SECTOR, n * SECTOR);
+      done += n;
+      st = await this.waitIntr(cmd);
+    }
+    this.checkEnd(cmd, st, ext);
+  }
+
+  /** Non-data protocol (ATA-7 vol 2 §11.2): command, interrupt, status. */
+  private async nonData(cmd: number, nsect: number, ext: boolean): Promise<void> {
+    const v = this.vcpu;
+    await this.waitReady(cmd);
+    v.outb(this.channel.cmd + REG_DEVICE, DEV_OBS | DEV_LBA | (this.unit << 4));
+    v.outb(this.channel.cmd + REG_NSECT, nsect);
+    v.outb(this.channel.cmd + REG_COMMAND, cmd);
+    const st = await this.waitIntr(cmd);
+    this.checkEnd(cmd, st, ext);
+  }
+
+  /**
+   * Bus Master DMA (ATA-7 vol 2 §11.6 with the 82371SB Bus Master sequence): PRD table and buffer in guest
+   * RAM, command, start the engine with the direction bit, wait for the interrupt, then stop the engine, read
+   * the ATA status (which acknowledges the interrupt) and clear the Bus Master interrupt bit.
+   */
+  private async dmaCommand(
+    cmd: number,
+    isWrite: boolean,
+    lba: number,
+    count: number,
+    ext: boolean,
+    data: Uint8Array,
+  ): Promise<void> {
+    const v = this.vcpu;
+    const bm = (await this.busMaster()) + this.channel.bmOffset;
+    const bytes = count * SECTOR;
+    this.buildPrdTable(this.bounceGpa, bytes);
+    if (isWrite) v.mem.write(this.bounceGpa, data);
+    v.outb(bm + BM_COMMAND, 0);
+    // Writing back what was read clears INTR and ERROR (write-one-to-clear) and keeps the drive-capable bits.
+    v.outb(bm + BM_STATUS, v.inb(bm + BM_STATUS));
+    v.outl(bm + BM_PRDT, this.prdGpa);
+    await this.issue(cmd, lba, count, ext, true);
+    v.outb(bm + BM_COMMAND, BM_CMD_START | (isWrite ? 0 : BM_CMD_READ));
+    let bms: number;
+    if (this.useIrq) {
+      if (!(await v.waitIrq(this.channel.irq, this.timeoutMs))) {
+        v.outb(bm + BM_COMMAND, 0);
+        throw this.timeout(cmd);
+      }
+      bms = v.inb(bm + BM_STATUS);
+    } else {
+      // nIEN keeps the INTR bit clear too, so poll for the engine to stop and the device to drop DRQ.
+      const deadline = Date.now() + this.timeoutMs;
+      for (;;) {
+        bms = v.inb(bm + BM_STATUS);
+        if (bms & BM_ST_INTR || !(bms & BM_ST_ACTIVE)) {
+          if (!(v.inb(this.channel.ctl) & (ST_BSY | ST_DRQ))) break;
+        }
+        if (Date.now() > deadline) {
+          v.outb(bm + BM_COMMAND, 0);
+          throw this.timeout(cmd);
+        }
+        await v.relax();
+      }
+    }
+    v.outb(bm + BM_COMMAND, 0);
+    const st = v.inb(this.channel.cmd + REG_STATUS);
+    v.outb(bm + BM_STATUS, bms);
+    if (st & (ST_ERR | ST_DF)) throw this.deviceError(cmd, st, ext, bms);
+    if (bms & BM_ST_ERROR) {
+      throw new AtaError(
+        `${cmdName(cmd)}: Bus Master error (BM status 0x${hex2(bms)})`,
+        "busmaster",
+        cmd,
+        st,
+        0,
+        undefined,
+        bms,
+      );
+    }
+    if (st & (ST_BSY | ST_DRQ) || bms & BM_ST_ACTIVE) {
+      throw new AtaError(
+        `${cmdName(cmd)}: DMA did not complete (status 0x${hex2(st)}, BM status 0x${hex2(bms)})`,
+        "protocol",
+        cmd,
+        st,
+        0,
+        undefined,
+        bms,
+      );
+    }
+    if (!isWrite) {
+      const f = v.mem.read(this.bounceGpa, data);
+      if (f) throw new Error(f.message);
+    }
+  }
+
+  // ---- building blocks ---------------------------------------------------------------------------------------
+
+  private blockSectors(cmd: number): number {
+    if (cmd === ATA_CMD.READ_MULTIPLE || cmd === ATA_CMD.WRITE_MULTIPLE) return this.multiple;
+    if (cmd === ATA_CMD.READ_MULTIPLE_EXT || cmd === ATA_CMD.WRITE_MULTIPLE_EXT) return this.multiple;
+    return 1;
+  }
+
+  /** Wait until the device is neither busy nor transferring (alternate status: does not touch INTRQ). */
+  private async waitReady(cmd: number): Promise<void> {
+    const v = this.vcpu;
+    const deadline = Date.now() + this.timeoutMs;
+    for (;;) {
+      const st = v.inb(this.channel.ctl);
+      if (!(st & (ST_BSY | ST_DRQ))) return;
+      if (Date.now() > deadline) throw this.timeout(cmd, st);
+      await v.relax();
+    }
+  }
+
+  /**
+   * Select the device and load the task file, then write the command. LBA48 registers are written twice,
+   * high-order byte first: each write pushes the previous value into the HOB copy (ATA-7 vol 1 §5.2).
+   */
+  private async issue(
+    cmd: number,
+    lba: number,
+    count: number,
+    ext: boolean,
+    addressed: boolean,
+  ): Promise<void> {
+    const v = this.vcpu;
+    const base = this.channel.cmd;
+    await this.waitReady(cmd);
+    const lbaBits = addressed && !ext ? Math.floor(lba / 0x100_0000) & 0x0f : 0;
+    v.outb(base + REG_DEVICE, DEV_OBS | (addressed ? DEV_LBA : 0) | (this.unit << 4) | lbaBits);
+    if (addressed) {
+      if (ext) {
+        const hi = Math.floor(lba / 0x100_0000);
+        v.outb(base + REG_NSECT, (count >> 8) & 0xff);
+        v.outb(base + REG_LBAL, hi & 0xff);
+        v.outb(base + REG_LBAM, (hi >> 8) & 0xff);
+        v.outb(base + REG_LBAH, (hi >> 16) & 0xff);
+      }
+      v.outb(base + REG_NSECT, count & 0xff);
+      v.outb(base + REG_LBAL, lba & 0xff);
+      v.outb(base + REG_LBAM, (lba >>> 8) & 0xff);
+      v.outb(base + REG_LBAH, (lba >>> 16) & 0xff);
+    }
+    v.outb(base + REG_COMMAND, cmd);
+  }
+
+  /** Wait for the end of a block or command: INTRQ then STATUS (which acknowledges it), or poll STATUS. */
+  private async waitIntr(cmd: number): Promise<number> {
+    const v = this.vcpu;
+    if (this.useIrq) {
+      if (!(await v.waitIrq(this.channel.irq, this.timeoutMs)))
+        throw this.timeout(cmd, v.inb(this.channel.ctl));
+      return v.inb(this.channel.cmd + REG_STATUS);
+    }
+    const deadline = Date.now() + this.timeoutMs;
+    for (;;) {
+      const st = v.inb(this.channel.cmd + REG_STATUS);
+      if (!(st & ST_BSY)) return st;
+      if (Date.now() > deadline) throw this.timeout(cmd, st);
+      await v.relax();
+    }
+  }
+
+  /** Poll the alternate status until BSY clears (the wait before the first PIO data-out block). */
+  private async pollAlt(cmd: number): Promise<number> {
+    const v = this.vcpu;
+    const deadline = Date.now() + this.timeoutMs;
+    for (;;) {
+      const st = v.inb(this.channel.ctl);
+      if (!(st & ST_BSY)) return st;
+      if (Date.now() > deadline) throw this.timeout(cmd, st);
+      await v.relax();
+    }
+  }
+
+  private checkDataReady(cmd: number, st: number, ext: boolean): void {
+    if (st & (ST_ERR | ST_DF)) throw this.deviceError(cmd, st, ext);
+    if (!(st & ST_DRQ)) {
+      throw new AtaError(`${cmdName(cmd)}: expected DRQ, status 0x${hex2(st)}`, "protocol", cmd, st, 0);
+    }
+  }
+
+  private checkEnd(cmd: number, st: number, ext: boolean): void {
+    if (st & (ST_ERR | ST_DF)) throw this.deviceError(cmd, st, ext);
+    if (st & (ST_BSY | ST_DRQ)) {
+      throw new AtaError(
+        `${cmdName(cmd)}: command did not end, status 0x${hex2(st)}`,
+        "protocol",
+        cmd,
+        st,
+        0,
+      );
+    }
+  }
+
+  private timeout(cmd: number, st = 0): AtaError {
+    return new AtaError(
+      `${cmdName(cmd)}: no answer within ${this.timeoutMs} ms (status 0x${hex2(st)})`,
+      "timeout",
+      cmd,
+      st,
+      0,
+    );
+  }
+
+  /** Build the error from the device's registers: ERROR, and the task file's LBA (HOB bytes for LBA48). */
+  private deviceError(cmd: number, st: number, ext: boolean, bms?: number): AtaError {
+    const v = this.vcpu;
+    const base = this.channel.cmd;
+    const err = v.inb(base + REG_ERROR);
+    let lba = v.inb(base + REG_LBAL) | (v.inb(base + REG_LBAM) << 8) | (v.inb(base + REG_LBAH) << 16);
+    if (ext) {
+      v.outb(this.channel.ctl, this.devctl | CTL_HOB);
+      const hi = v.inb(base + REG_LBAL) | (v.inb(base + REG_LBAM) << 8) | (v.inb(base + REG_LBAH) << 16);
+      v.outb(this.channel.ctl, this.devctl);
+      lba += hi * 0x100_0000;
+    } else {
+      lba += (v.inb(base + REG_DEVICE) & 0x0f) * 0x100_0000;
+    }
+    const bits: string[] = [];
+    if (err & ERR_ABRT) bits.push("ABRT");
+    if (err & ERR_IDNF) bits.push("IDNF");
+    if (err & ERR_UNC) bits.push("UNC");
+    if (st & ST_DF) bits.push("DF");
+    const what = bits.length ? bits.join("|") : "error";
+    return new AtaError(
+      `${cmdName(cmd)} failed: ${what} (status 0x${hex2(st)}, error 0x${hex2(err)}) at LBA ${lba}`,
+      "device",
+      cmd,
+      st,
+      err,
+      lba,
+      bms,
+    );
+  }
+
+  /** Move `bytes` from the data port into `dst` at `off`, by words, dwords or REP INSW into the bounce buffer. */
+  private dataIn(dst: Uint8Array, off: number, bytes: number): void {
+    const v = this.vcpu;
+    const port = this.channel.cmd + REG_DATA;
+    if (this.via === "pio32") {
+      for (let i = 0; i < bytes; i += 4) {
+        const d = v.inl(port);
+        dst[off + i] = d & 0xff;
+        dst[off + i + 1] = (d >>> 8) & 0xff;
+        dst[off + i + 2] = (d >>> 16) & 0xff;
+        dst[off + i + 3] = d >>> 24;
+      }
+    } else if (this.via === "rep") {
+      const gpa = this.bounce();
+      v.insw(port, gpa, bytes / 2);
+      const f = v.mem.read(gpa, dst.subarray(off, off + bytes));
+      if (f) throw new Error(f.message);
+    } else {
+      for (let i = 0; i < bytes; i += 2) {
+        const w = v.inw(port);
+        dst[off + i] = w & 0xff;
+        dst[off + i + 1] = w >>> 8;
+      }
+    }
+  }
+
+  private dataOut(src: Uint8Array, off: number, bytes: number): void {
+    const v = this.vcpu;
+    const port = this.channel.cmd + REG_DATA;
+    if (this.via === "pio32") {
+      for (let i = 0; i < bytes; i += 4) {
+        v.outl(
+          port,
+          src[off + i]! | (src[off + i + 1]! << 8) | (src[off + i + 2]! << 16) | (src[off + i + 3]! << 24),
+        );
+      }
+    } else if (this.via === "rep") {
+      const gpa = this.bounce();
+      const f = v.mem.write(gpa, src.subarray(off, off + bytes));
+      if (f) throw new Error(f.message);
+      v.outsw(port, gpa, bytes / 2);
+    } else {
+      for (let i = 0; i < bytes; i += 2) v.outw(port, src[off + i]! | (src[off + i + 1]! << 8));
+    }
+  }
+
+  /** The bounce buffer (64 KiB aligned so PRD entries never cross a 64 KiB boundary) and the PRD table page. */
+  private bounce(): number {
+    if (this.bounceGpa < 0) {
+      const alloc = (this.allocator ??= new PageAllocator(this.vcpu.mem, 0x10_0000));
+      const bytes = Math.max(this.bufferSectors, this.multiple, 1) * SECTOR;
+      this.bounceGpa = alloc.alloc(bytes, PRD_MAX_BYTES);
+      // 8 bytes per PRD; a 32 MiB buffer needs 512 entries = one page.
+      this.prdGpa = alloc.alloc(Math.ceil(bytes / PRD_MAX_BYTES) * 8);
+    }
+    return this.bounceGpa;
+  }
+
+  private buildPrdTable(gpa: number, bytes: number): void {
+    const mem = this.vcpu.mem;
+    this.bounce();
+    let off = 0;
+    let entry = this.prdGpa;
+    while (off < bytes) {
+      const n = Math.min(PRD_MAX_BYTES, bytes - off);
+      const last = off + n >= bytes;
+      mem.writeU32(entry, gpa + off);
+      // Byte count 0 means 64 KiB (82371SB §2.7.2).
+      mem.writeU16(entry + 4, n & 0xffff);
+      mem.writeU16(entry + 6, last ? PRD_EOT : 0);
+      off += n;
+      entry += 8;
+    }
+  }
+
+  private async busMaster(): Promise<number> {
+    this.bounce();
+    if (this.bmBase === undefined) {
+      const fn = findPiixIde(this.vcpu);
+      if (!fn) throw new Error("no PIIX IDE function on PCI bus 0: DMA is unavailable");
+      this.bmBase = setupBusMaster(this.vcpu, fn);
+    }
+    return this.bmBase;
+  }
+}
+
+function checkRange(lba: number, count: number): void {
+  if (!Number.isSafeInteger(lba) || lba < 0 || lba >= 2 ** 48) throw new RangeError(`bad LBA ${lba}`);
+  if (!Number.isSafeInteger(count) || count < 0) throw new RangeError(`bad sector count ${count}`);
+  if (lba + count > 2 ** 48) throw new RangeError(`LBA ${lba}+${count} beyond the 48-bit address space`);
+}
+
+function hex2(n: number): string {
+  return n.toString(16).padStart(2, "0");
+}
+
+const CMD_NAMES = new Map<number, string>(
+  Object.entries(ATA_CMD).map(([k, v]) => [v as number, k.replace(/_/g, " ")] as [number, string]),
+);
+
+export function cmdName(cmd: number): string {
+  return CMD_NAMES.get(cmd) ?? `command 0x${hex2(cmd)}`;
+}

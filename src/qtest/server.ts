@@ -1,0 +1,284 @@
+/**
+ * A qtest protocol server in front of the emulated machine, so that a client written for QEMU's qtest (libqtest,
+ * a script, the differential tests) drives xenide unchanged. Port accesses go through the vCPU's exit path
+ * (every `inb` is a counted ioreq), memory accesses go straight to guest RAM, and interrupt lines are reported
+ * as QEMU's `irq_intercept_in ioapic` reports them.
+ *
+ * Scheduling follows QEMU's: the lines of one input chunk (at most 1024 bytes, QEMU's qtest_can_read) run back to
+ * back; asynchronous device work (storage completions) runs only between chunks, in `settle()`.
+ */
+
+import type { Hypervisor, Vcpu } from "../hypervisor/hypervisor.ts";
+import { isFault } from "../hypervisor/memory.ts";
+import { NUM_IRQ_LINES } from "../hypervisor/irq.ts";
+import {
+  QtestArgError,
+  fmtBase64,
+  fmtHexBytes,
+  fmtMemValue,
+  fmtPortValue,
+  parseBase64,
+  parseHexData,
+  parsePort,
+  parseU64,
+  splitWords,
+} from "./protocol.ts";
+
+/** What the server drives. */
+export interface QtestTarget {
+  hv: Hypervisor;
+  vcpu: Vcpu;
+  /** Let pending asynchronous device work complete (called between input chunks). */
+  settle?: () => Promise<void>;
+}
+
+/** QEMU's qtest_can_read: the chardev hands the protocol at most this many bytes per main-loop dispatch. */
+export const QTEST_CHUNK = 1024;
+
+/** Largest `read`/`b64read`/`write`/`memset` length served (QEMU would g_malloc it; we refuse absurd sizes). */
+export const QTEST_MAX_LEN = 256 * 1024 * 1024;
+
+/** Largest hex `read`: its reply ("OK 0x" + 2 characters per byte) must fit in one JavaScript string. */
+export const QTEST_MAX_HEX_READ = 128 * 1024 * 1024;
+
+/** QOM paths that name the PC's IOAPIC, whose input pins are the GSIs our interrupt lines model. */
+const IOAPIC_PATHS = new Set(["ioapic", "/machine/ioapic"]);
+
+export class QtestServer {
+  private out: (s: string) => void = () => {};
+  private pending = "";
+  private interceptDev: string | null = null;
+  private interceptIn = false;
+  /** Last level reported per line (QEMU's irq_levels[]): a line is reported only when it changes. */
+  private readonly levels = new Uint8Array(NUM_IRQ_LINES);
+  /** Virtual clock in ns (the qtest accelerator's clock: moves only when the client steps it). */
+  private clockNs = 0n;
+  /** Requests served, for diagnostics. */
+  commands = 0;
+
+  constructor(readonly target: QtestTarget) {
+    target.hv.irq.onChange((line, level) => {
+      if (!this.interceptIn || line >= NUM_IRQ_LINES) return;
+      if (this.levels[line] === level) return;
+      this.levels[line] = level;
+      this.out(`IRQ ${level ? "raise" : "lower"} ${line}\n`);
+    });
+  }
+
+  /** Begin a client connection: replies and IRQ lines go to `write`. QEMU clears irq_levels on open. */
+  open(write: (s: string) => void): void {
+    this.out = write;
+    this.pending = "";
+    this.levels.fill(0);
+  }
+
+  /** The connection went away: drop output until the next `open`. */
+  close(): void {
+    this.out = () => {};
+    this.pending = "";
+  }
+
+  /**
+   * Feed raw input. Complete lines are executed at once, in order, with no asynchronous work in between (like
+   * one QEMU main-loop dispatch); the caller then awaits `settle()` before feeding the next chunk.
+   */
+  feed(chunk: string): void {
+    let buf = this.pending + chunk;
+    for (;;) {
+      const nl = buf.indexOf("\n");
+      if (nl < 0) break;
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      this.out(this.execute(line));
+    }
+    this.pending = buf;
+  }
+
+  /** Run device work that became due (storage completions) before the next chunk. */
+  async settle(): Promise<void> {
+    await new Promise<void>((r) => setImmediate(r));
+    if (this.target.settle) await this.target.settle();
+  }
+
+  /** Execute one request line; returns its reply line (with the newline). */
+  execute(rawLine: string): string {
+    this.commands++;
+    const line = rawLine.endsWith("\r") ? rawLine.slice(0, -1) : rawLine;
+    const words = splitWords(line);
+    const cmd = words[0] ?? "";
+    try {
+      return this.dispatch(cmd, words) + "\n";
+    } catch (e) {
+      if (e instanceof QtestArgError) return `FAIL ${e.message}\n`;
+      // Whatever else went wrong serving this line, the connection survives it (QEMU would abort).
+      const msg = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+      return `FAIL ${msg.replace(/\n/g, " ")}\n`;
+    }
+  }
+
+  private dispatch(cmd: string, w: string[]): string {
+    const v = this.target.vcpu;
+    switch (cmd) {
+      case "outb":
+      case "outw":
+      case "outl": {
+        const port = parsePort(w[1]);
+        const value = Number(parseU64(w[2], "value") & 0xffffffffn);
+        if (cmd === "outb") v.outb(port, value);
+        else if (cmd === "outw") v.outw(port, value);
+        else v.outl(port, value);
+        return "OK";
+      }
+      case "inb":
+      case "inw":
+      case "inl": {
+        const port = parsePort(w[1]);
+        const value = cmd === "inb" ? v.inb(port) : cmd === "inw" ? v.inw(port) : v.inl(port);
+        return fmtPortValue(value);
+      }
+      case "writeb":
+      case "writew":
+      case "writel":
+      case "writeq": {
+        const addr = parseU64(w[1], "address");
+        const value = parseU64(w[2], "value");
+        const size = { writeb: 1, writew: 2, writel: 4, writeq: 8 }[cmd];
+        const bytes = new Uint8Array(8);
+        new DataView(bytes.buffer).setBigUint64(0, value, true);
+        this.memWrite(addr, bytes.subarray(0, size));
+        return "OK";
+      }
+      case "readb":
+      case "readw":
+      case "readl":
+      case "readq": {
+        const addr = parseU64(w[1], "address");
+        const size = { readb: 1, readw: 2, readl: 4, readq: 8 }[cmd];
+        const bytes = new Uint8Array(8);
+        this.memRead(addr, bytes.subarray(0, size));
+        return fmtMemValue(new DataView(bytes.buffer).getBigUint64(0, true));
+      }
+      case "read":
+      case "b64read": {
+        const addr = parseU64(w[1], "address");
+        const len = this.length(w[2]);
+        // QEMU asserts on a zero-length `read` (it would send an empty hex string); b64read of 0 is "OK ".
+        if (len === 0 && cmd === "read") throw new QtestArgError("zero length");
+        // Two hex digits per byte: a reply longer than V8's longest string cannot be built.
+        if (cmd === "read" && len > QTEST_MAX_HEX_READ)
+          throw new QtestArgError(
+            `size ${w[2]} too large for a hex read (max ${QTEST_MAX_HEX_READ}; use b64read)`,
+          );
+        const data = new Uint8Array(len);
+        this.memRead(addr, data);
+        return cmd === "read" ? fmtHexBytes(data) : fmtBase64(data);
+      }
+      case "write":
+      case "b64write": {
+        const addr = parseU64(w[1], "address");
+        const len = this.length(w[2]);
+        const word = w[3];
+        if (word === undefined) throw new QtestArgError("missing data");
+        // Same reply and same (missing) prefix as QEMU for data shorter than three characters.
+        if (word.length < 3) return "ERR invalid argument size";
+        let data: Uint8Array;
+        if (cmd === "write") data = parseHexData(word, len);
+        else {
+          // g_base64_decode result, truncated to SIZE when longer; a shorter result is written as far as it goes.
+          const dec = parseBase64(word);
+          data = dec.length > len ? dec.subarray(0, len) : dec;
+        }
+        this.memWrite(addr, data);
+        return "OK";
+      }
+      case "memset": {
+        const addr = parseU64(w[1], "address");
+        const len = this.length(w[2]);
+        const pattern = Number(parseU64(w[3], "pattern") & 0xffn);
+        if (len > 0) this.memWrite(addr, new Uint8Array(len).fill(pattern));
+        return "OK";
+      }
+      case "endianness":
+        return "OK little";
+      case "irq_intercept_in":
+      case "irq_intercept_out": {
+        const dev = w[1];
+        if (dev === undefined || dev === "") throw new QtestArgError("missing device path");
+        if (!IOAPIC_PATHS.has(dev)) return "FAIL Unknown device";
+        if (this.interceptDev !== null) {
+          return this.interceptDev === "ioapic" ? "OK" : "FAIL IRQ intercept already enabled";
+        }
+        this.interceptDev = "ioapic";
+        // The IOAPIC has input pins only: intercepting its outputs succeeds but reports nothing (as in QEMU).
+        this.interceptIn = cmd === "irq_intercept_in";
+        return "OK";
+      }
+      case "set_irq_in": {
+        const dev = w[1];
+        if (dev === undefined || w[2] === undefined)
+          throw new QtestArgError("usage: set_irq_in PATH NAME NUM LEVEL");
+        if (!IOAPIC_PATHS.has(dev)) return "FAIL Unknown device";
+        if (w[2] !== "unnamed-gpio-in") throw new QtestArgError(`no GPIO list '${w[2]}' on ${dev}`);
+        const num = Number(parseU64(w[3], "irq number"));
+        const level = parseU64(w[4], "level") & 0xffffffffn;
+        if (!(num < NUM_IRQ_LINES)) throw new QtestArgError(`no IRQ line ${w[3]}`);
+        this.target.hv.irq.set(num, level !== 0n);
+        return "OK";
+      }
+      case "clock_step": {
+        // With no timers pending the next deadline is "never", and QEMU leaves the clock where it is.
+        if (w[1] !== undefined) this.clockNs += this.signed(w[1]);
+        return `OK ${this.clockNs}`;
+      }
+      case "clock_set": {
+        if (w[1] === undefined) throw new QtestArgError("missing time");
+        const ns = this.signed(w[1]);
+        if (ns > this.clockNs) this.clockNs = ns;
+        return `OK ${this.clockNs}`;
+      }
+      default:
+        return `FAIL Unknown command '${cmd}'`;
+    }
+  }
+
+  private signed(word: string): bigint {
+    const v = parseU64(word, "time");
+    return BigInt.asIntN(64, v);
+  }
+
+  private length(word: string | undefined): number {
+    const len = parseU64(word, "size");
+    if (len > BigInt(QTEST_MAX_LEN)) throw new QtestArgError(`size ${word} too large (max ${QTEST_MAX_LEN})`);
+    return Number(len);
+  }
+
+  /** Guest-physical read; bytes outside RAM read as 0 (unassigned memory, as QEMU answers above `-m`). */
+  private memRead(addr: bigint, dst: Uint8Array): void {
+    const mem = this.target.hv.mem;
+    const end = addr + BigInt(dst.length);
+    if (end <= BigInt(mem.size)) {
+      const f = mem.read(Number(addr), dst);
+      if (!f) return;
+    }
+    dst.fill(0);
+    for (let i = 0; i < dst.length; i++) {
+      const a = addr + BigInt(i);
+      if (a >= BigInt(mem.size)) break;
+      const b = mem.readU8(Number(a));
+      if (!isFault(b)) dst[i] = b;
+    }
+  }
+
+  /** Guest-physical write; bytes outside RAM are dropped. */
+  private memWrite(addr: bigint, src: Uint8Array): void {
+    const mem = this.target.hv.mem;
+    if (addr + BigInt(src.length) <= BigInt(mem.size)) {
+      if (!mem.write(Number(addr), src)) return;
+    }
+    for (let i = 0; i < src.length; i++) {
+      const a = addr + BigInt(i);
+      if (a >= BigInt(mem.size)) break;
+      mem.writeU8(Number(a), src[i]!);
+    }
+  }
+}
