@@ -7,10 +7,11 @@
  *
  * Delivery: `send` only sets the remote port's pending bit (if already pending, nothing more happens: sends
  * coalesce as on Xen). If the port is unmasked and the domain had no upcall pending, an upcall is scheduled
- * with `queueMicrotask`: asynchronous, so a backend answering inside a frontend's push does not recurse into
- * the frontend, and several sends before the receiver runs cost one upcall. The upcall scans pending&~mask,
- * clears each pending bit and calls the port's handler (evtchn_do_upcall). A waiter on another thread is woken
- * with Atomics.notify on the upcall word.
+ * as a microtask: asynchronous, so a backend answering inside a frontend's push does not recurse into the
+ * frontend, and several sends before the receiver runs cost one upcall. The upcall scans the pending words the
+ * selector (evtchn_pending_sel) names, clears each pending&~mask bit and calls the port's handler
+ * (evtchn_do_upcall). A waiter on another thread is woken with Atomics.notify on the upcall word, once the
+ * domain's state has been shared with another thread (before that, no thread can be waiting).
  *
  * Costs: every EVTCHNOP is a hypercall (`hv.hypercall`); `send` also counts `evtchnNotify`.
  */
@@ -52,11 +53,19 @@ export class EventChannelError extends Error {
 /** One domain's event-channel state, in shared memory. */
 export class EventChannelDomain {
   readonly w: Int32Array;
+  /**
+   * Another thread may sleep on the upcall word (the state was handed out with `sharedBuffers`, attached from
+   * another thread, or is being listened to). Until then no one can be waiting, and raising an upcall skips
+   * the Atomics.notify, which costs about as much as the rest of the send.
+   */
+  crossThread: boolean;
   constructor(
     readonly domid: number,
     readonly shared: SharedArrayBuffer = new SharedArrayBuffer(WORDS * 4),
+    crossThread = true,
   ) {
     this.w = new Int32Array(shared);
+    this.crossThread = crossThread;
   }
 
   state(port: number): number {
@@ -105,7 +114,7 @@ export class EventChannelDomain {
   /** Raise evtchn_upcall_pending; true if it was 0 (an upcall must be delivered). */
   raiseUpcall(): boolean {
     const was = Atomics.exchange(this.w, W_UPCALL, 1) === 0;
-    if (was) Atomics.notify(this.w, W_UPCALL);
+    if (was && this.crossThread) Atomics.notify(this.w, W_UPCALL);
     return was;
   }
   /** Take the upcall (clear evtchn_upcall_pending before scanning, as evtchn_do_upcall does). */
@@ -187,7 +196,7 @@ export class EventChannels {
   addDomain(domid: number): EventChannelDomain {
     let d = this.doms.get(domid);
     if (!d) {
-      d = new EventChannelDomain(domid);
+      d = new EventChannelDomain(domid, undefined, false); // this thread's own until shared
       this.doms.set(domid, d);
     }
     return d;
@@ -201,6 +210,7 @@ export class EventChannels {
 
   /** Shared buffers by domain, to hand to a worker thread. */
   sharedBuffers(): Map<number, SharedArrayBuffer> {
+    for (const d of this.doms.values()) d.crossThread = true;
     return new Map([...this.doms].map(([k, v]) => [k, v.shared]));
   }
 
@@ -410,6 +420,7 @@ export class EventChannels {
    */
   listen(dom: number): () => void {
     const d = this.domain(dom);
+    d.crossThread = true;
     const w = d.w;
     let stopped = false;
     const loop = (): void => {

@@ -54,6 +54,16 @@ import {
 import { FrontRing, RING_PAGE_SIZE } from "./ring.ts";
 import { XVDA, XenbusState, readState, switchState, waitForState } from "./xenbus.ts";
 
+/** last_sect of segment `i` of a transfer of `bytes` that starts on a page boundary. */
+function lastSect(bytes: number, i: number): number {
+  return Math.min(PAGE_SIZE, bytes - i * PAGE_SIZE) / SECTOR - 1;
+}
+
+/** Empty an array in place. Popping is inlined by V8; assigning `length` is a call into the runtime. */
+function emptyArray(a: unknown[]): void {
+  while (a.length > 0) a.pop();
+}
+
 const SECTOR = 512;
 const SECTORS_PER_PAGE = PAGE_SIZE / SECTOR;
 
@@ -125,20 +135,70 @@ interface GrantedPage {
   ref: number;
 }
 
-/** One outstanding request (the shadow entry of its id). */
-interface Shadow {
-  op: number;
-  lba: number;
-  pages: GrantedPage[];
-  indirect: GrantedPage[];
-  done: (status: number) => void;
+/**
+ * An indirect page. It is granted per request and revoked at completion like any non-persistent grant, but the
+ * page itself stays an indirect page, so the driver knows how much of it may be non-zero (`dirty` bytes from
+ * the start): only that much needs clearing behind the next segment list, not the whole page.
+ */
+interface IndirectPage extends GrantedPage {
+  dirty: number;
+}
+
+/**
+ * One outstanding request (the shadow entry of its id). Each ring slot id owns one record for the life of the
+ * ring, refilled by every request that takes the id: the I/O path allocates no bookkeeping per request.
+ */
+class Shadow {
+  op = 0;
+  lba = 0;
+  /** Granted data pages, `npages` of them in use. */
+  readonly pages: GrantedPage[] = [];
+  npages = 0;
+  readonly indirect: IndirectPage[] = [];
+  /** A read's destination: the pages are copied here once the backend has answered OKAY. */
+  data: Uint8Array | null = null;
+  resolve: (() => void) | null = null;
+  reject: ((e: Error) => void) | null = null;
+
+  /** Answered with `status`: copy a read's data out of the granted pages, then settle. */
+  done(mem: GuestMemory, status: number): void {
+    const { resolve, reject, data } = this;
+    this.resolve = this.reject = null;
+    this.data = null;
+    if (status !== BLKIF_RSP_OKAY) {
+      reject?.(new BlkfrontIoError(this.op, this.lba, status));
+      return;
+    }
+    if (data) {
+      // One copy per run of pages that follow each other in guest memory (the usual case: see completion).
+      const n = this.npages;
+      const pages = this.pages;
+      let i = 0;
+      while (i < n) {
+        const gpa = pages[i]!.gpa;
+        let j = i + 1;
+        while (j < n && pages[j]!.gpa === gpa + (j - i) * PAGE_SIZE) j++;
+        const end = Math.min(data.length, j * PAGE_SIZE);
+        mem.read(gpa, i === 0 && end === data.length ? data : data.subarray(i * PAGE_SIZE, end));
+        i = j;
+      }
+    }
+    resolve?.();
+  }
+
   /** The request will never be answered (device disabled). */
-  fail: (e: Error) => void;
+  fail(e: Error): void {
+    const reject = this.reject;
+    this.resolve = this.reject = null;
+    this.data = null;
+    reject?.(e);
+  }
 }
 
 /** A request waiting for a free slot, ready to be written into one. */
 interface Queued {
-  fill: (q: Queue, id: number) => Shadow;
+  /** Take a free id of the queue and write the request into its ring. */
+  fill: (q: Queue) => void;
   fail: (e: Error) => void;
 }
 
@@ -148,8 +208,13 @@ interface Queue {
   ringGpa: number;
   ringRefs: number[];
   port: number;
+  /** The outstanding request of each id, or null. */
   shadow: (Shadow | null)[];
+  /** Each id's record, reused request after request. */
+  records: Shadow[];
   freeIds: number[];
+  /** Requests written since the last push (kick pushes and checks the notify only for these rings). */
+  touched: boolean;
 }
 
 export class Blkfront {
@@ -172,6 +237,8 @@ export class Blkfront {
   private nextQueue = 0;
   private readonly waiting: Queued[] = [];
   private readonly freePages: number[] = [];
+  /** Revoked indirect pages, kept for the next indirect requests. */
+  private readonly freeIndirect: IndirectPage[] = [];
   /** Persistent grants: granted pages kept for reuse, most recently used first (blkif.h LIFO advice). */
   private readonly persistentFree: GrantedPage[] = [];
   private readonly allPersistent: GrantedPage[] = [];
@@ -276,8 +343,10 @@ export class Blkfront {
       ringGpa,
       ringRefs,
       port,
-      shadow: new Array(ring.size).fill(null),
+      shadow: new Array<Shadow | null>(ring.size).fill(null),
+      records: Array.from({ length: ring.size }, () => new Shadow()),
       freeIds: Array.from({ length: ring.size }, (_, i) => ring.size - 1 - i),
+      touched: false,
     };
     this.host.evtchn.bindHandler(this.dom, port, () => this.interrupt(q));
     return q;
@@ -345,6 +414,17 @@ export class Blkfront {
     return out;
   }
 
+  /**
+   * Read `out.length` bytes (whole 512-byte sectors) from `lba` into `out`, as a kernel reads into pages it
+   * already owns: the same requests as `read`, without a new array per call.
+   */
+  readInto(lba: number, out: Uint8Array): Promise<void> {
+    if (out.length % SECTOR !== 0) {
+      return Promise.reject(new RangeError(`read of ${out.length} bytes: not whole sectors`));
+    }
+    return this.rw(BLKIF_OP_READ, lba, out);
+  }
+
   /** Write `data` (a whole number of 512-byte sectors) at `lba`. */
   async write(lba: number, data: Uint8Array): Promise<void> {
     if (data.length % SECTOR !== 0) throw new RangeError(`write of ${data.length} bytes: not whole sectors`);
@@ -379,15 +459,21 @@ export class Blkfront {
   }
 
   /** Split a read/write into requests of up to maxSegments pages, issue them together, wait for all. */
-  private async rw(op: number, lba: number, data: Uint8Array): Promise<void> {
+  private rw(op: number, lba: number, data: Uint8Array): Promise<void> {
     const total = data.length / SECTOR;
     const perReq = this.info.maxSegments * SECTORS_PER_PAGE;
     if (total <= perReq) {
-      // One request: no fan-out bookkeeping (the common small-I/O case).
-      const one = this.submitRw(op, lba, data);
-      this.kick();
-      return one;
+      // One request: no fan-out bookkeeping (the common small-I/O case), and one promise for it.
+      if (this.disabled || !this.connected) return Promise.reject(this.unusable());
+      return new Promise((resolve, reject) => {
+        this.enqueueRw(op, lba, data, resolve, reject);
+        this.kick();
+      });
     }
+    return this.rwSplit(op, lba, data, total, perReq);
+  }
+
+  private async rwSplit(op: number, lba: number, data: Uint8Array, total: number, perReq: number) {
     const parts: Promise<void>[] = [];
     for (let done = 0; done < total; done += perReq) {
       const n = Math.min(perReq, total - done);
@@ -401,89 +487,140 @@ export class Blkfront {
 
   private submitRw(op: number, lba: number, data: Uint8Array): Promise<void> {
     this.checkUsable();
-    return new Promise((resolve, reject) => {
-      this.waiting.push({
-        fill: (q, id) => {
-          const nseg = Math.ceil(data.length / PAGE_SIZE);
-          const pages: GrantedPage[] = [];
-          for (let i = 0; i < nseg; i++) {
-            const g = this.dataPage(op !== BLKIF_OP_READ);
-            pages.push(g);
-            if (op === BLKIF_OP_WRITE) {
-              this.mem.write(g.gpa, data.subarray(i * PAGE_SIZE, Math.min(data.length, (i + 1) * PAGE_SIZE)));
-            }
+    return new Promise((resolve, reject) => this.enqueueRw(op, lba, data, resolve, reject));
+  }
+
+  /**
+   * Write a read/write request into a free slot right away when nothing waits before it (the request is
+   * pushed by the next kick), else queue it behind the waiting ones.
+   */
+  private enqueueRw(
+    op: number,
+    lba: number,
+    data: Uint8Array,
+    resolve: () => void,
+    reject: (e: Error) => void,
+  ): void {
+    if (this.waiting.length === 0) {
+      const q = this.pickQueue();
+      if (q) {
+        this.fillRw(q, op, lba, data, resolve, reject);
+        return;
+      }
+    }
+    this.waiting.push({ fill: (q) => this.fillRw(q, op, lba, data, resolve, reject), fail: reject });
+  }
+
+  /** Take a free id of `q`, grant the data pages and write the request into the ring (not yet pushed). */
+  private fillRw(
+    q: Queue,
+    op: number,
+    lba: number,
+    data: Uint8Array,
+    resolve: () => void,
+    reject: (e: Error) => void,
+  ): void {
+    const id = q.freeIds.pop()!;
+    const s = q.records[id]!;
+    const nseg = Math.ceil(data.length / PAGE_SIZE);
+    const pages = s.pages;
+    s.npages = 0;
+    emptyArray(s.indirect);
+    try {
+      const req = this.tmpReq.clear();
+      req.idLo = id;
+      req.idHi = 0;
+      if (Number.isSafeInteger(lba) && lba >= 0) {
+        req.sectorHi = Math.floor(lba / 0x1_0000_0000);
+        req.sectorLo = lba - req.sectorHi * 0x1_0000_0000;
+      } else req.sector = lba; // out of range: the setter says why
+      for (let i = 0; i < nseg; i++) {
+        const g = this.dataPage(op !== BLKIF_OP_READ);
+        pages[i] = g;
+        s.npages = i + 1;
+        if (op === BLKIF_OP_WRITE) {
+          this.mem.write(g.gpa, data.subarray(i * PAGE_SIZE, Math.min(data.length, (i + 1) * PAGE_SIZE)));
+        }
+      }
+      // Each segment covers a whole page (first_sect 0) except the last, which ends with the data.
+      if (nseg <= BLKIF_MAX_SEGMENTS_PER_REQUEST) {
+        req.operation = op;
+        req.nrSegments = nseg;
+        for (let i = 0; i < nseg; i++) {
+          req.segGref[i] = pages[i]!.ref;
+          req.segFirst[i] = 0;
+          req.segLast[i] = lastSect(data.length, i);
+        }
+      } else {
+        // Indirect: the segment list lives in granted pages (read-only for the backend), written in place.
+        req.operation = BLKIF_OP_INDIRECT;
+        req.indirectOp = op;
+        req.nrSegments = nseg;
+        const ip = indirectPages(nseg);
+        for (let k = 0; k < ip; k++) {
+          const g = this.indirectPage();
+          s.indirect.push(g);
+          req.indirectGrefs[k] = g.ref;
+          const page = this.mem.view(g.gpa, PAGE_SIZE);
+          if (!(page instanceof Uint8Array)) throw new BlkfrontError(page.message);
+          const n = Math.min(SEGS_PER_INDIRECT_FRAME, nseg - k * SEGS_PER_INDIRECT_FRAME);
+          for (let j = 0; j < n; j++) {
+            const i = k * SEGS_PER_INDIRECT_FRAME + j;
+            encodeSegment(page, j * BLKIF_SEGMENT_SIZE, pages[i]!.ref, 0, lastSect(data.length, i));
           }
-          const req = this.tmpReq.clear();
-          req.id = id;
-          req.sector = lba;
-          const segs = (i: number) => {
-            const bytes = Math.min(PAGE_SIZE, data.length - i * PAGE_SIZE);
-            return [pages[i]!.ref, 0, bytes / SECTOR - 1] as const;
-          };
-          const indirect: GrantedPage[] = [];
-          if (nseg <= BLKIF_MAX_SEGMENTS_PER_REQUEST) {
-            req.operation = op;
-            req.nrSegments = nseg;
-            for (let i = 0; i < nseg; i++) req.setSegment(i, ...segs(i));
-          } else {
-            // Indirect: the segment list lives in granted pages (read-only for the backend).
-            req.operation = BLKIF_OP_INDIRECT;
-            req.indirectOp = op;
-            req.nrSegments = nseg;
-            const ip = indirectPages(nseg);
-            for (let k = 0; k < ip; k++) {
-              const g = this.indirectPage();
-              indirect.push(g);
-              req.indirectGrefs[k] = g.ref;
-              const buf = new Uint8Array(PAGE_SIZE);
-              for (let j = 0; j < SEGS_PER_INDIRECT_FRAME && k * SEGS_PER_INDIRECT_FRAME + j < nseg; j++) {
-                encodeSegment(buf, j * BLKIF_SEGMENT_SIZE, ...segs(k * SEGS_PER_INDIRECT_FRAME + j));
-              }
-              this.mem.write(g.gpa, buf);
-            }
-          }
-          encodeRequest(this.layout, q.ring.view, q.ring.nextRequest(), req);
-          return {
-            op,
-            lba,
-            pages,
-            indirect,
-            done: (status) => {
-              if (status === BLKIF_RSP_OKAY && op === BLKIF_OP_READ) {
-                for (let i = 0; i < nseg; i++) {
-                  const end = Math.min(data.length, (i + 1) * PAGE_SIZE);
-                  this.mem.read(pages[i]!.gpa, data.subarray(i * PAGE_SIZE, end));
-                }
-              }
-              if (status === BLKIF_RSP_OKAY) resolve();
-              else reject(new BlkfrontIoError(op, lba, status));
-            },
-            fail: reject,
-          };
-        },
-        fail: reject,
-      });
-    });
+          // The rest of the page reads as zeroes, as on a freshly cleared page; only what an earlier, longer
+          // list left behind is cleared (filling shared memory costs about 0.5 ns a byte).
+          const used = n * BLKIF_SEGMENT_SIZE;
+          if (g.dirty > used) page.fill(0, used, g.dirty);
+          g.dirty = used;
+          this.mem.written(g.gpa, PAGE_SIZE);
+        }
+      }
+      encodeRequest(this.layout, q.ring.view, q.ring.nextRequest(), req);
+    } catch (e) {
+      // Nothing reached the ring: give back what was taken and fail this request alone.
+      this.completion(s);
+      q.freeIds.push(id);
+      reject(e as Error);
+      return;
+    }
+    s.op = op;
+    s.lba = lba;
+    s.data = op === BLKIF_OP_READ ? data : null;
+    s.resolve = resolve;
+    s.reject = reject;
+    q.shadow[id] = s;
+    q.touched = true;
+    this.outstanding++;
   }
 
   private async submitOne(op: number, lba: number, build: (req: BlkifRequest) => void): Promise<void> {
     this.checkUsable();
     const p = new Promise<void>((resolve, reject) => {
       this.waiting.push({
-        fill: (q, id) => {
+        fill: (q) => {
+          const id = q.freeIds.pop()!;
           const req = this.tmpReq.clear();
-          build(req);
-          req.id = id;
-          encodeRequest(this.layout, q.ring.view, q.ring.nextRequest(), req);
-          return {
-            op,
-            lba,
-            pages: [],
-            indirect: [],
-            done: (status) =>
-              status === BLKIF_RSP_OKAY ? resolve() : reject(new BlkfrontIoError(op, lba, status)),
-            fail: reject,
-          };
+          try {
+            build(req);
+            req.id = id;
+            encodeRequest(this.layout, q.ring.view, q.ring.nextRequest(), req);
+          } catch (e) {
+            q.freeIds.push(id);
+            reject(e as Error);
+            return;
+          }
+          const s = q.records[id]!;
+          s.op = op;
+          s.lba = lba;
+          s.npages = 0;
+          emptyArray(s.indirect);
+          s.data = null;
+          s.resolve = resolve;
+          s.reject = reject;
+          q.shadow[id] = s;
+          q.touched = true;
+          this.outstanding++;
         },
         fail: reject,
       });
@@ -492,9 +629,14 @@ export class Blkfront {
     return p;
   }
 
+  private unusable(): BlkfrontError {
+    return this.disabled
+      ? new BlkfrontError(`${this.nodename} disabled: ${this.disabled}`)
+      : new BlkfrontError(`${this.nodename} is not connected`);
+  }
+
   private checkUsable(): void {
-    if (this.disabled) throw new BlkfrontError(`${this.nodename} disabled: ${this.disabled}`);
-    if (!this.connected) throw new BlkfrontError(`${this.nodename} is not connected`);
+    if (this.disabled || !this.connected) throw this.unusable();
   }
 
   /**
@@ -502,26 +644,28 @@ export class Blkfront {
    * notify only if the backend asked (req_event).
    */
   private kick(): void {
-    const touched = new Set<Queue>();
     while (this.waiting.length > 0) {
       const q = this.pickQueue();
       if (!q) break;
-      const id = q.freeIds.pop()!;
-      const w = this.waiting.shift()!;
-      q.shadow[id] = w.fill(q, id);
-      this.outstanding++;
-      touched.add(q);
+      this.waiting.shift()!.fill(q);
     }
-    for (const q of touched) {
+    const qs = this.queues;
+    for (let i = 0; i < qs.length; i++) {
+      const q = qs[i]!;
+      if (!q.touched) continue;
+      q.touched = false;
       if (q.ring.pushRequestsAndCheckNotify()) this.host.evtchn.send(this.dom, q.port);
     }
   }
 
   private pickQueue(): Queue | undefined {
-    for (let i = 0; i < this.queues.length; i++) {
-      const q = this.queues[(this.nextQueue + i) % this.queues.length]!;
+    const qs = this.queues;
+    const n = qs.length;
+    for (let i = 0; i < n; i++) {
+      const k = this.nextQueue + i < n ? this.nextQueue + i : this.nextQueue + i - n;
+      const q = qs[k]!;
       if (q.freeIds.length > 0 && !q.ring.full()) {
-        this.nextQueue = (this.nextQueue + i + 1) % this.queues.length;
+        this.nextQueue = k + 1 === n ? 0 : k + 1;
         return q;
       }
     }
@@ -542,9 +686,16 @@ export class Blkfront {
     return { gpa, ref: this.gnttab.grantAccess(this.backendId, gpa / PAGE_SIZE, readonly) };
   }
 
-  private indirectPage(): GrantedPage {
+  /** An indirect page, granted read-only for this request (a page kept for indirect lists when there is one). */
+  private indirectPage(): IndirectPage {
+    const g = this.freeIndirect.pop();
+    if (g) {
+      g.ref = this.gnttab.grantAccess(this.backendId, g.gpa / PAGE_SIZE, true);
+      return g;
+    }
     const gpa = this.allocPage();
-    return { gpa, ref: this.gnttab.grantAccess(this.backendId, gpa / PAGE_SIZE, true) };
+    // Whatever the page held before is unknown: clear all of it on first use.
+    return { gpa, ref: this.gnttab.grantAccess(this.backendId, gpa / PAGE_SIZE, true), dirty: PAGE_SIZE };
   }
 
   private allocPage(): number {
@@ -576,7 +727,7 @@ export class Blkfront {
         q.freeIds.push(id);
         this.outstanding--;
         this.completion(s);
-        s.done(rsp.status);
+        s.done(this.mem, rsp.status);
       }
       if (this.outstanding > 0 || this.waiting.length > 0) {
         if (ring.finalCheckForResponses() === 0) break;
@@ -586,14 +737,22 @@ export class Blkfront {
       }
     }
     if (this.waiting.length) this.kick();
-    if (this.outstanding === 0) for (const w of this.idleWaiters.splice(0)) w();
+    if (this.outstanding === 0 && this.idleWaiters.length) for (const w of this.idleWaiters.splice(0)) w();
   }
 
   /** blkif_completion: give the pages back; a non-persistent grant the backend still maps is an error. */
   private completion(s: Shadow): void {
-    for (const g of s.indirect) this.endGrant(g);
-    for (const g of s.pages) {
-      if (this.info.persistent) this.persistentFree.push(g);
+    for (const g of s.indirect) {
+      if (this.gnttab.tryEndAccess(g.ref)) this.freeIndirect.push(g);
+      else this.disable(`backend has not unmapped grant ${g.ref}`);
+    }
+    emptyArray(s.indirect);
+    const persistent = this.info.persistent;
+    // Last page first: the free list is LIFO, so the next request takes these pages back in the same
+    // ascending order, and a multi-page request keeps landing in pages that are contiguous in guest memory.
+    for (let i = s.npages - 1; i >= 0; i--) {
+      const g = s.pages[i]!;
+      if (persistent) this.persistentFree.push(g);
       else this.endGrant(g);
     }
   }
