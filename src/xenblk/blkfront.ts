@@ -200,6 +200,8 @@ interface Queued {
   /** Take a free id of the queue and write the request into its ring. */
   fill: (q: Queue) => void;
   fail: (e: Error) => void;
+  /** Grant references the request takes when it is written (0 for requests without data pages). */
+  grants: number;
 }
 
 interface Queue {
@@ -501,14 +503,29 @@ export class Blkfront {
     resolve: () => void,
     reject: (e: Error) => void,
   ): void {
-    if (this.waiting.length === 0) {
+    const grants = this.grantsFor(data.length);
+    if (this.waiting.length === 0 && this.grantsAvailable(grants)) {
       const q = this.pickQueue();
       if (q) {
         this.fillRw(q, op, lba, data, resolve, reject);
         return;
       }
     }
-    this.waiting.push({ fill: (q) => this.fillRw(q, op, lba, data, resolve, reject), fail: reject });
+    this.waiting.push({ fill: (q) => this.fillRw(q, op, lba, data, resolve, reject), fail: reject, grants });
+  }
+
+  /**
+   * Grant references one read/write request takes: a data page per 4 KiB plus its indirect pages. Linux blkfront
+   * likewise reserves its grants before it builds a request and requeues the request when too few are free.
+   */
+  private grantsFor(bytes: number): number {
+    const nseg = Math.ceil(bytes / PAGE_SIZE);
+    return nseg + (nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST ? Math.ceil(nseg / SEGS_PER_INDIRECT_FRAME) : 0);
+  }
+
+  /** True when `n` more grants can be taken now (free table entries or idle persistent grants). */
+  private grantsAvailable(n: number): boolean {
+    return n <= this.gnttab.freeCount + (this.info.persistent ? this.persistentFree.length : 0);
   }
 
   /** Take a free id of `q`, grant the data pages and write the request into the ring (not yet pushed). */
@@ -598,6 +615,7 @@ export class Blkfront {
     this.checkUsable();
     const p = new Promise<void>((resolve, reject) => {
       this.waiting.push({
+        grants: 0,
         fill: (q) => {
           const id = q.freeIds.pop()!;
           const req = this.tmpReq.clear();
@@ -645,6 +663,18 @@ export class Blkfront {
    */
   private kick(): void {
     while (this.waiting.length > 0) {
+      const head = this.waiting[0]!;
+      if (!this.grantsAvailable(head.grants)) {
+        if (this.outstanding > 0) break; // completions will give grants back
+        // Nothing in flight will free any: the table is too small for this request.
+        this.waiting.shift();
+        head.fail(
+          new BlkfrontError(
+            `a request needs ${head.grants} grant references, only ${this.gnttab.freeCount} are free`,
+          ),
+        );
+        continue;
+      }
       const q = this.pickQueue();
       if (!q) break;
       this.waiting.shift()!.fill(q);
