@@ -4,12 +4,18 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { CliWorld, cliArgsProperty, cliFixtures, preloadCommands } from "./cli-args.ts";
 import { ciSeed, runSurface } from "./runner.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "xenide-cli-fuzz-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+// Relative paths the fuzzer tries ("-", "") must land in the scratch directory, never in the checkout.
+const cwd = process.cwd();
+beforeAll(() => process.chdir(dir));
+afterAll(() => {
+  process.chdir(cwd);
+  rmSync(dir, { recursive: true, force: true });
+});
 
 it("10,000 random argument vectors: exit 0 or a one-line error, never a crash", async () => {
   await preloadCommands();
