@@ -53,7 +53,7 @@ import {
   encodeResponse,
   indirectPages,
 } from "./abi.ts";
-import { BackRing, RING_HEADER_SIZE, RING_PAGE_SIZE, SharedRing, ringSize } from "./ring.ts";
+import { BackRing, RING_PAGE_SIZE, type SharedRing } from "./ring.ts";
 
 /** Empty an array in place. Popping is inlined by V8; assigning `length` is a call into the runtime. */
 function emptyArray(a: unknown[]): void {
@@ -905,67 +905,21 @@ class ViewBackRing extends BackRing implements ServedRing {
 }
 
 /**
- * A multi-page ring whose pages are scattered in the granter's memory. Index arithmetic as ring.h (the same
- * rules as ring.ts's BackRing, uint32 modulo 2^32); the header is in page 0; an entry that straddles a page
- * boundary is gathered from (and a response scattered to) both pages.
+ * A multi-page ring whose pages are scattered in the granter's memory: ring.ts's BackRing for the index
+ * arithmetic (the header is in page 0), with slot accesses that gather an entry straddling a page boundary from
+ * both pages (and scatter a response back).
  */
-class PagedBackRing implements ServedRing {
-  readonly sring: SharedRing;
-  readonly size: number;
-  private readonly mask: number;
+class PagedBackRing extends BackRing implements ServedRing {
   private readonly tmp = new Uint8Array(16);
-  reqCons: number;
-  rspProdPvt: number;
 
   constructor(
     private readonly pages: Uint8Array[],
-    private readonly entrySize: number,
+    entrySize: number,
     start: number,
   ) {
-    this.sring = new SharedRing(pages[0]!);
-    this.size = ringSize(pages.length, entrySize);
-    this.mask = this.size - 1;
-    this.reqCons = start >>> 0;
-    this.rspProdPvt = start >>> 0;
+    super(pages[0]!, entrySize, pages.length, start, pages.length * RING_PAGE_SIZE);
   }
 
-  private slotOffset(idx: number): number {
-    return RING_HEADER_SIZE + (idx & this.mask) * this.entrySize;
-  }
-  unconsumedRequests(): number {
-    const req = (this.sring.reqProd - this.reqCons) >>> 0;
-    const rsp = (this.size - ((this.reqCons - this.rspProdPvt) >>> 0)) >>> 0;
-    return req < rsp ? req : rsp;
-  }
-  requestProdOverflow(prod: number): boolean {
-    return (prod - this.rspProdPvt) >>> 0 > this.size;
-  }
-  requestConsOverflow(cons = this.reqCons): boolean {
-    return (cons - this.rspProdPvt) >>> 0 >= this.size;
-  }
-  nextRequest(): number {
-    const off = this.slotOffset(this.reqCons);
-    this.reqCons = (this.reqCons + 1) >>> 0;
-    return off;
-  }
-  nextResponse(): number {
-    const off = this.slotOffset(this.rspProdPvt);
-    this.rspProdPvt = (this.rspProdPvt + 1) >>> 0;
-    return off;
-  }
-  pushResponsesAndCheckNotify(): boolean {
-    const s = this.sring;
-    const old = s.rspProd;
-    const nu = this.rspProdPvt;
-    s.rspProd = nu;
-    return (nu - s.rspEvent) >>> 0 < (nu - old) >>> 0;
-  }
-  finalCheckForRequests(): number {
-    const work = this.unconsumedRequests();
-    if (work !== 0) return work;
-    this.sring.reqEvent = (this.reqCons + 1) >>> 0;
-    return this.unconsumedRequests();
-  }
   /** Copy `n` ring bytes at `off` to (`out` true) or from `buf`. */
   private span(off: number, buf: Uint8Array, n: number, out: boolean): void {
     let done = 0;

@@ -126,16 +126,21 @@ abstract class RingEnd {
   readonly mask: number;
   readonly view: Uint8Array;
 
+  /**
+   * `spanBytes` is how many ring bytes exist behind `view`: its own length, unless a subclass reaches the other
+   * pages of a multi-page ring some other way (pages scattered in the granter's memory; `view` is page 0).
+   */
   constructor(
     view: Uint8Array,
     readonly entrySize: number,
     pages: number,
+    spanBytes = view.byteLength,
   ) {
     this.size = ringSize(pages, entrySize);
     if (this.size === 0)
       throw new RingLayoutError(`no ${entrySize}-byte entry fits in ${pages} ring page(s)`);
     const need = RING_HEADER_SIZE + this.size * entrySize;
-    if (view.byteLength < need) {
+    if (spanBytes < need) {
       throw new RingLayoutError(
         `ring of ${this.size} x ${entrySize} bytes needs ${need} bytes, view has ${view.byteLength}`,
       );
@@ -269,8 +274,14 @@ export class BackRing extends RingEnd {
   /** req_cons: next request index to consume. */
   reqCons: number;
 
-  constructor(view: Uint8Array, entrySize: number, pages = defaultPages(view), start = 0) {
-    super(view, entrySize, pages);
+  constructor(
+    view: Uint8Array,
+    entrySize: number,
+    pages = defaultPages(view),
+    start = 0,
+    spanBytes = view.byteLength,
+  ) {
+    super(view, entrySize, pages, spanBytes);
     this.rspProdPvt = start >>> 0;
     this.reqCons = start >>> 0;
   }
