@@ -30,7 +30,10 @@ export function register(program: Command): void {
     .description("read sectors through the emulated IDE controller and count the exits they cost")
     .requiredOption("--lba <n>", "first sector (decimal or 0x hex)")
     .option("--count <k>", "number of sectors", "1")
-    .option("-o, --output <file>", "write the bytes to FILE instead of printing a hex dump");
+    .option(
+      "-o, --output <file>",
+      "write the bytes to FILE (- for standard output) instead of printing a hex dump",
+    );
   addDiskOptions(cmd, { via: true });
   cmd
     .addHelpText(
@@ -60,7 +63,10 @@ export function register(program: Command): void {
           throw e;
         }
         const report = costReport(disk.hv, disk.hv.acct.since(before), count);
-        if (flags.output) writeFileSync(flags.output, data);
+        // "-o -" means standard output, as for dd and curl: the raw bytes there, everything else on stderr.
+        const toStdout = flags.output === "-";
+        if (toStdout) process.stdout.write(data);
+        else if (flags.output) writeFileSync(flags.output, data);
         if (flags.json) {
           const out: Record<string, unknown> = {
             image,
@@ -74,12 +80,12 @@ export function register(program: Command): void {
           };
           if (flags.output) out.output = flags.output;
           else out.hex = Buffer.from(data).toString("hex");
-          writeOut(JSON.stringify(out, null, 2) + "\n");
+          (toStdout ? process.stderr : process.stdout).write(JSON.stringify(out, null, 2) + "\n");
           return;
         }
         if (!flags.output) writeOut(hexdump(data, lba * 512));
-        else writeOut(`wrote ${data.length} bytes to ${flags.output}\n`);
-        const out = flags.output ? process.stdout : process.stderr;
+        else if (!toStdout) writeOut(`wrote ${data.length} bytes to ${flags.output}\n`);
+        const out = flags.output && !toStdout ? process.stdout : process.stderr;
         out.write(
           formatCost(
             `\ncost of reading ${count} sector(s) via ${disk.path.name} (${disk.engine.kind} engine):`,
