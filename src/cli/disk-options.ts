@@ -61,6 +61,15 @@ export function parseCount(text: string, flag: string): number {
   return v;
 }
 
+/** Refuse sectors past the end of the disk before any command is issued, with a message naming them. */
+export function checkSectorRange(lba: number, count: number, total: number): void {
+  if (lba + count > total) {
+    throw new UsageError(
+      `${count === 1 ? `sector ${lba} is` : `sectors ${lba}..${lba + count - 1} are`} beyond the end of the disk (${total} sectors)`,
+    );
+  }
+}
+
 export interface OpenedDisk {
   hv: Hypervisor;
   backend: BlockBackend;

@@ -14,6 +14,7 @@ import {
   openDisk,
   parseCount,
   writeOut,
+  checkSectorRange,
 } from "../disk-options.ts";
 import { UsageError } from "../errors.ts";
 
@@ -48,12 +49,7 @@ export function register(program: Command): void {
       if (count === 0) throw new UsageError("--count must be at least 1");
       const disk = await openDisk(image, { ...flags, readOnly: flags.readOnly === true });
       try {
-        const total = disk.path.sectors;
-        if (lba + count > total) {
-          throw new UsageError(
-            `${count === 1 ? `sector ${lba} is` : `sectors ${lba}..${lba + count - 1} are`} beyond the end of the disk (${total} sectors)`,
-          );
-        }
+        checkSectorRange(lba, count, disk.path.sectors);
         const before = disk.hv.acct.snapshot();
         let data: Uint8Array;
         try {

@@ -13,6 +13,7 @@ import {
   openDisk,
   parseCount,
   writeOut,
+  checkSectorRange,
 } from "../disk-options.ts";
 import { UsageError } from "../errors.ts";
 
@@ -56,12 +57,7 @@ export function register(program: Command): void {
       const count = data.length / 512;
       const disk = await openDisk(image, { ...flags, readOnly: flags.readOnly === true });
       try {
-        const total = disk.path.sectors;
-        if (lba + count > total) {
-          throw new UsageError(
-            `${count === 1 ? `sector ${lba} is` : `sectors ${lba}..${lba + count - 1} are`} beyond the end of the disk (${total} sectors)`,
-          );
-        }
+        checkSectorRange(lba, count, disk.path.sectors);
         const before = disk.hv.acct.snapshot();
         try {
           await disk.path.write(lba, data);
