@@ -36,20 +36,11 @@ function workloads(
   return out;
 }
 
-/**
- * Guest memory a PV frontend needs granted at once (data pages of every request in flight), kept within what
- * the guest's grant table holds with room to spare: a 16-page ring at QD32 with 1 MiB requests would grant
- * 8192 data pages at once on top of the persistent ones.
- */
-const PV_MAX_BYTES_IN_FLIGHT = 16 * 2 ** 20;
-
 function cells(paths: PathSpec[], ws: Workload[], cache: CacheState): CellSpec[] {
   const out: CellSpec[] = [];
   for (const path of paths)
     for (const w of ws) {
       if (w.qd > path.maxQd) continue;
-      if (path.family === "pv" && path.variant === "pv-ring16" && w.qd * w.blockSize > PV_MAX_BYTES_IN_FLIGHT)
-        continue;
       out.push({ path, workload: w, cache });
     }
   return out;

@@ -149,14 +149,23 @@ export async function runCell(cell: CellSpec, o: RunOptions): Promise<Row> {
   const { workload: w } = cell;
   const session = await openSession(cell.path, w, cell.cache, o.image);
   try {
-    // JIT warm-up on its own offsets: at least `warmupMs` and `warmupOps` I/Os, at most `warmupMaxMs`.
+    // JIT warm-up on its own offsets: at least `warmupMs` and `warmupOps` I/Os, then 50 ms slices until two
+    // slices in a row agree within 5% (V8 keeps tiering a long path up for half a second or more), at most
+    // `warmupMaxMs` in all.
     const warmNext = offsets(w.pattern, w.blockSize, o.workingSet, 0x1234567);
     const w0 = performance.now();
     const minOps = o.warmupOps ?? 3000;
-    const maxEnd = w0 + Math.max(o.warmupMs, o.warmupMaxMs ?? 600);
+    const maxEnd = w0 + Math.max(o.warmupMs, o.warmupMaxMs ?? 1000);
     let warmOps = await drive(session, w, warmNext, w0 + o.warmupMs);
-    while (warmOps < minOps && performance.now() < maxEnd) {
-      warmOps += await drive(session, w, warmNext, Math.min(maxEnd, performance.now() + 50));
+    let lastRate = 0;
+    while (performance.now() < maxEnd) {
+      const t = performance.now();
+      const n = await drive(session, w, warmNext, Math.min(maxEnd, t + 50));
+      warmOps += n;
+      const rate = n / (performance.now() - t);
+      const stable = lastRate > 0 && Math.abs(rate - lastRate) <= 0.05 * lastRate;
+      lastRate = rate;
+      if (warmOps >= minOps && stable) break;
     }
     let warm: WarmInfo | null = null;
     if (cell.cache === "warm" && cell.path.backend === "raw") warm = warmImage(o.image.path, o.workingSet);
