@@ -4,7 +4,7 @@
  */
 
 import type { Command } from "commander";
-import { type AtaAddressing, AtaDrive, type AtaIdentity } from "../guest/ata.ts";
+import { ATA_CMD, type AtaAddressing, AtaDrive, AtaError, type AtaIdentity } from "../guest/ata.ts";
 import { COUNTER_KINDS, CostModel, type Counts, exitsOf } from "../hypervisor/accounting.ts";
 import { Hypervisor } from "../hypervisor/hypervisor.ts";
 import { Tracer } from "../hypervisor/trace.ts";
@@ -128,7 +128,16 @@ export async function openDisk(image: string, flags: DiskFlags): Promise<OpenedD
       addressing,
       multiple,
     });
-    const identity = await drive.probe();
+    const identity = await drive.probe().catch((e: unknown) => {
+      // The drive took IDENTIFY but refused the block size: say what it takes (ACS-3 7.50: SET MULTIPLE MODE
+      // aborts for a count the device does not support; word 47 bits 7:0 give its largest).
+      if (multiple > 0 && e instanceof AtaError && e.command === ATA_CMD.SET_MULTIPLE_MODE) {
+        const max = drive.identity.multipleMax;
+        const takes = max ? `; this drive takes a power of two up to ${max} (IDENTIFY word 47)` : "";
+        throw new UsageError(`--multiple ${multiple}: the drive refused SET MULTIPLE MODE${takes}`);
+      }
+      throw e;
+    });
     if (!identity) throw new UsageError(`${image}: no ATA device answered on the primary channel`, 1);
     const path = isAtaVia(via)
       ? new AtaDiskPath(drive)
