@@ -22,6 +22,8 @@ export interface IdeMachineOptions {
    * true: the state SeaBIOS leaves (BAR4 at BM_BASE_DEFAULT, PCI command I/O + bus master, IDETIM decode on).
    */
   firmwareInit?: boolean;
+  /** false: the IDE function has no Bus Master block (PIO only; see PiixIdeOptions.busMaster). Default true. */
+  busMaster?: boolean;
 }
 
 export interface IdeMachine {
@@ -64,18 +66,19 @@ export function createIdeMachine(opts: IdeMachineOptions = {}): IdeMachine {
     primary: opts.primary,
     secondary: opts.secondary,
     tracer: () => hv.tracer,
+    busMaster: opts.busMaster ?? true,
   });
   pci.add(0, 0, 0, hostBridge);
   pci.add(0, 1, 0, isaBridge);
   pci.add(0, IDE_PCI_DEVICE, IDE_PCI_FUNCTION, ide);
   let bmBase: number | null = null;
   if (opts.firmwareInit) {
-    // What SeaBIOS's pci setup and piix_ide_setup leave behind.
-    ide.configWrite(0x20, 4, BM_BASE_DEFAULT | 1);
+    // What SeaBIOS's pci setup and piix_ide_setup leave behind (no BAR to place without a Bus Master block).
+    if (ide.hasBusMaster) ide.configWrite(0x20, 4, BM_BASE_DEFAULT | 1);
     ide.configWrite(0x04, 2, PCI_COMMAND_IO | PCI_COMMAND_MASTER);
     ide.configWrite(0x40, 2, 0x8000); // IDETIM primary: IDE decode enable
     ide.configWrite(0x42, 2, 0x8000); // IDETIM secondary
-    bmBase = BM_BASE_DEFAULT;
+    if (ide.hasBusMaster) bmBase = BM_BASE_DEFAULT;
   }
   return { hv, ide, pci, hostBridge, isaBridge, bmBase };
 }

@@ -37,6 +37,13 @@ export interface PiixIdeOptions {
   primary?: { master?: DriveConfig; slave?: DriveConfig };
   secondary?: { master?: DriveConfig; slave?: DriveConfig };
   tracer?: () => Tracer | null;
+  /**
+   * false: a PCI IDE function without a Bus Master block (PCI IDE Controller Specification 1.0: programming
+   * interface bit 7, "bus master IDE device", clear; SFF-8038i's BAR4 not implemented, so it is hardwired to 0
+   * as PCI 3.0 §6.2.5.1 has unimplemented BARs). Firmware and drivers then use PIO only. QEMU's PIIX3 always
+   * has the block; this is the controller some firmware and old drivers expect. Default true.
+   */
+  busMaster?: boolean;
 }
 
 export class PiixIde implements PciFunction {
@@ -47,9 +54,12 @@ export class PiixIde implements PciFunction {
   /** Where BAR4 is decoded now (-1 = not decoded). */
   bmBase = -1;
   private readonly bmPorts;
+  /** The function has a Bus Master block (BAR4); see PiixIdeOptions.busMaster. */
+  readonly hasBusMaster: boolean;
 
   constructor(opts: PiixIdeOptions) {
     this.bus = opts.bus;
+    this.hasBusMaster = opts.busMaster ?? true;
     const c = this.config;
     put16(c, 0x00, PIIX3_IDE_VENDOR);
     put16(c, 0x02, PIIX3_IDE_DEVICE);
@@ -64,6 +74,11 @@ export class PiixIde implements PciFunction {
     put16(this.wmask, 0x04, 0x0407); // command: I/O, memory, bus master, INTx disable
     this.wmask[0x0c] = 0xff; // cache line size
     put32(this.wmask, 0x20, 0xfffffff0); // BAR4: 16-byte I/O block
+    if (!this.hasBusMaster) {
+      c[0x09] = 0x00; // prog-if: not bus master capable
+      put32(c, 0x20, 0); // BAR4 not implemented: reads 0, ignores writes
+      put32(this.wmask, 0x20, 0);
+    }
     this.wmask[0x3c] = 0xff; // interrupt line
     this.wmask.fill(0xff, 0x40); // IDETIM 40h/42h, SIDETIM 44h and the rest of the device area are stored
 
@@ -143,7 +158,10 @@ export class PiixIde implements PciFunction {
    */
   private remapBar4(): void {
     const base = this.bar4;
-    const want = this.command & PCI_COMMAND_IO && base !== 0 && base + BM_BAR_SIZE <= 0x10000 ? base : -1;
+    const want =
+      this.hasBusMaster && this.command & PCI_COMMAND_IO && base !== 0 && base + BM_BAR_SIZE <= 0x10000
+        ? base
+        : -1;
     if (want === this.bmBase) return;
     if (this.bmBase >= 0) this.bus.unregister(this.bmBase);
     this.bmBase = -1;

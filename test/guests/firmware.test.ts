@@ -48,8 +48,8 @@ describe.skipIf(skip !== undefined)(
         const pc = await createXenidePc({
           files: { bios: readBinary(p.bios), vgaBios: readBinary(p.vgaBios) },
           primary: { master: { engine: new SyncEngine(backend), model: "XENIDE FIRMWARE TEST" } },
+          busMaster,
           attach: {
-            busMaster,
             batchStringIo: batch,
             onWrite: (port, size, value) => ledger?.onWrite(port, size, value),
           },

@@ -108,7 +108,7 @@ export function register(program: Command): void {
         },
         memoryMiB,
         primary: { master: { engine: makeEngine(backend, flags.engine) } },
-        attach: { busMaster: flags.busMaster },
+        busMaster: flags.busMaster,
       });
       const { host, hv } = pc;
       let stop!: (why: string) => void;

@@ -43,39 +43,10 @@ export interface AttachOptions {
   /** Seen before each guest port write reaches the hypervisor (command ledgers, traces). */
   onWrite?: (port: number, size: AccessSize, value: number) => void;
   /**
-   * false: present the function as an IDE controller without bus mastering, as a PCI IDE function that
-   * implements no Bus Master block reports itself (PCI IDE Controller Specification 1.0: programming
-   * interface bit 7, "bus master IDE device", clear; SFF-8038i's BAR4 not implemented, so it reads as 0 and
-   * ignores writes). Firmware and drivers
-   * then use PIO only. Default true.
-   */
-  busMaster?: boolean;
-  /**
    * true (default): a REP INS/OUTS on a data port is one string exit per page, as under Xen (see
    * string-io.ts). false: every item v86 hands over is its own exit.
    */
   batchStringIo?: boolean;
-}
-
-/** Programming-interface byte and BAR4 in the type 0 header (PCI 3.0 §6.2.1, §6.2.5.1). */
-const PCI_CLASS_PROG = 0x09;
-const PCI_BAR4 = 0x20;
-const PROG_IF_BUS_MASTER = 0x80;
-
-/** The config bytes [offset, offset+size) overlap [lo, lo+len). */
-function overlaps(offset: number, size: number, lo: number, len: number): boolean {
-  return offset < lo + len && lo < offset + size;
-}
-
-/** Mask the Bus Master capability out of a config read: prog-if bit 7 and BAR4 read as zero. */
-function withoutBusMaster(offset: number, size: number, value: number): number {
-  let v = value;
-  for (let i = 0; i < size; i++) {
-    const at = offset + i;
-    if (at === PCI_CLASS_PROG) v &= ~(PROG_IF_BUS_MASTER << (8 * i));
-    if (at >= PCI_BAR4 && at < PCI_BAR4 + 4) v &= ~(0xff << (8 * i));
-  }
-  return v >>> 0;
 }
 
 export interface V86IdeAttachment {
@@ -93,7 +64,6 @@ export function attachXenideIde(cpu: V86Cpu, m: XenideIde, opts: AttachOptions =
   const devfn = (IDE_PCI_DEVICE << 3) | IDE_PCI_FUNCTION;
   const vcpu = opts.vcpu ?? 0;
   const onWrite = opts.onWrite;
-  const busMaster = opts.busMaster ?? true;
   const io = cpu.io;
   const pci = cpu.devices.pci;
   const saved = new Map<number, V86PortEntry>();
@@ -157,7 +127,6 @@ export function attachXenideIde(cpu: V86Cpu, m: XenideIde, opts: AttachOptions =
   // Xen itself), which hands the latched address along with the access.
   const addr = pci.pci_addr;
   const ours = () => (addr[3]! & 0x80) !== 0 && addr[2] === 0 && addr[1] === devfn;
-  const reg = () => addr[0]! & 0xfc;
   for (let i = 0; i < 4; i++) {
     const port = PCI_CONFIG_DATA + i;
     const orig = io.ports[port]!;
@@ -170,13 +139,11 @@ export function attachXenideIde(cpu: V86Cpu, m: XenideIde, opts: AttachOptions =
         if (!ours()) return fallback.call(orig.device, p);
         latch();
         let v = hv.pio(vcpu, IOREQ_READ, port, size, 0);
-        if (!busMaster) v = withoutBusMaster(reg() + i, size, v);
         return size === 4 ? v | 0 : v;
       };
     const write = (size: AccessSize, fallback: (v: number) => void) =>
       function (this: unknown, v: number): void {
         if (!ours()) return fallback.call(orig.device, v);
-        if (!busMaster && overlaps(reg() + i, size, PCI_BAR4, 4)) return; // BAR4 not implemented
         latch();
         exitWrite(port, size, size === 4 ? v >>> 0 : v & (size === 1 ? 0xff : 0xffff));
         syncBar4();

@@ -16,6 +16,8 @@ export interface XenidePcOptions {
   primary?: { master?: DriveConfig; slave?: DriveConfig };
   secondary?: { master?: DriveConfig; slave?: DriveConfig };
   hypervisor?: Omit<HypervisorOptions, "memory" | "ramSize">;
+  /** false: xenide's IDE function has no Bus Master block, so firmware and drivers use PIO. Default true. */
+  busMaster?: boolean;
   attach?: AttachOptions;
 }
 
@@ -37,6 +39,7 @@ export async function createXenidePc(o: XenidePcOptions): Promise<XenidePc> {
     hv,
     ...(o.primary ? { primary: o.primary } : {}),
     ...(o.secondary ? { secondary: o.secondary } : {}),
+    busMaster: o.busMaster ?? true,
   });
   const attachment = attachXenideIde(cpu, ide, o.attach);
   return { host, ide, attachment, hv };
