@@ -14,8 +14,14 @@ export class QtestClientError extends Error {
   }
 }
 
+/**
+ * One request or one batch waiting for its replies: `want` lines, collected in `lines`. A batch of 256 requests
+ * is one waiter and one promise, not 256.
+ */
 interface Waiter {
-  resolve: (line: string) => void;
+  want: number;
+  lines: string[];
+  resolve: (lines: string[]) => void;
   reject: (e: Error) => void;
 }
 
@@ -25,7 +31,9 @@ export class QtestClient {
   /** IRQ messages in arrival order (tests clear it when they like). */
   irqEvents: string[] = [];
   private buf = "";
-  private readonly waiters: Waiter[] = [];
+  /** Waiters in request order; `head` is the oldest still waiting (slots before it are spent). */
+  private readonly waiters: (Waiter | undefined)[] = [];
+  private head = 0;
   private closed: Error | null = null;
   /** Everything the peer printed on stderr (child processes only), for failure messages. */
   stderr = "";
@@ -59,41 +67,61 @@ export class QtestClient {
     return c;
   }
 
+  /**
+   * Split the peer's output into lines and hand them to the waiters in order. The scan runs over the chunk once
+   * (no re-slicing of the remainder per line); only an incomplete last line is kept for the next chunk.
+   */
   private onData(d: string): void {
-    this.buf += d;
+    const buf = this.buf.length > 0 ? this.buf + d : d;
+    let pos = 0;
     for (;;) {
-      const nl = this.buf.indexOf("\n");
-      if (nl < 0) return;
-      const line = this.buf.slice(0, nl);
-      this.buf = this.buf.slice(nl + 1);
-      const m = /^IRQ (raise|lower) (\d+)$/.exec(line);
-      if (m) {
-        this.irq.set(Number(m[2]), m[1] === "raise" ? 1 : 0);
-        this.irqEvents.push(line);
+      const nl = buf.indexOf("\n", pos);
+      if (nl < 0) break;
+      const line = buf.slice(pos, nl);
+      pos = nl + 1;
+      // Replies start with "OK", "FAIL" or "ERR": only a line starting with 'I' can be an IRQ message.
+      if (line.charCodeAt(0) === 0x49 && this.onIrq(line)) continue;
+      const w = this.waiters[this.head];
+      if (!w) {
+        this.fail(new QtestClientError(`unexpected line from qtest peer: ${line}`));
         continue;
       }
-      const w = this.waiters.shift();
-      if (w) w.resolve(line);
-      else this.fail(new QtestClientError(`unexpected line from qtest peer: ${line}`));
+      w.lines.push(line);
+      if (w.lines.length === w.want) {
+        this.waiters[this.head++] = undefined;
+        if (this.head === this.waiters.length) this.waiters.length = this.head = 0;
+        w.resolve(w.lines);
+      }
     }
+    this.buf = pos === 0 ? buf : buf.slice(pos);
+  }
+
+  private onIrq(line: string): boolean {
+    const m = /^IRQ (raise|lower) (\d+)$/.exec(line);
+    if (!m) return false;
+    this.irq.set(Number(m[2]), m[1] === "raise" ? 1 : 0);
+    this.irqEvents.push(line);
+    return true;
   }
 
   private fail(e: Error): void {
     if (this.closed) return;
     this.closed = e;
-    for (const w of this.waiters.splice(0)) w.reject(e);
+    const pending = this.waiters.slice(this.head);
+    this.waiters.length = this.head = 0;
+    for (const w of pending) w?.reject(e);
   }
 
-  private expect(): Promise<string> {
+  private expect(want: number): Promise<string[]> {
     if (this.closed) return Promise.reject(this.closed);
-    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+    return new Promise((resolve, reject) => this.waiters.push({ want, lines: [], resolve, reject }));
   }
 
   /** One request, one reply line. */
   cmd(line: string): Promise<string> {
-    const p = this.expect();
+    const p = this.expect(1);
     this.input.write(line + "\n");
-    return p;
+    return p.then(firstLine);
   }
 
   /**
@@ -101,14 +129,15 @@ export class QtestClient {
    * with no asynchronous work in between, so a batch observes transient states.
    */
   batch(lines: readonly string[]): Promise<string[]> {
-    const ps = lines.map(() => this.expect());
-    this.input.write(lines.map((l) => l + "\n").join(""));
-    return Promise.all(ps);
+    if (lines.length === 0) return Promise.resolve([]);
+    const p = this.expect(lines.length);
+    this.input.write(lines.join("\n") + "\n");
+    return p;
   }
 
   /** `OK <value>` as a number (inb/inw/inl). */
-  async in(size: "b" | "w" | "l", port: number): Promise<number> {
-    return okValue(await this.cmd(`in${size} 0x${port.toString(16)}`));
+  in(size: "b" | "w" | "l", port: number): Promise<number> {
+    return this.cmd(`in${size} 0x${port.toString(16)}`).then(okValue);
   }
 
   async out(size: "b" | "w" | "l", port: number, value: number): Promise<void> {
@@ -131,6 +160,8 @@ export class QtestClient {
     }
   }
 }
+
+const firstLine = (lines: string[]): string => lines[0]!;
 
 export function expectOk(reply: string): void {
   if (reply !== "OK") throw new QtestClientError(`expected OK, got '${reply}'`);

@@ -78,7 +78,12 @@ export function openQtestMachine(opts: QtestMachineOptions): QtestMachine {
     primary: channel(configs[0], configs[1]),
     secondary: channel(configs[2], configs[3]),
   });
-  const server = new QtestServer({ hv, vcpu: hv.vcpu(0), settle: () => settleEngines(engines) });
+  const server = new QtestServer({
+    hv,
+    vcpu: hv.vcpu(0),
+    settle: () => settleEngines(engines),
+    busy: () => enginesBusy(engines),
+  });
   return {
     hv,
     server,
@@ -88,6 +93,12 @@ export function openQtestMachine(opts: QtestMachineOptions): QtestMachine {
       for (const b of backends) b.close();
     },
   };
+}
+
+/** Whether any engine has a request submitted and not yet reaped by its device. */
+export function enginesBusy(engines: readonly IoEngine[]): boolean {
+  for (const e of engines) if (e.inflight > 0) return true;
+  return false;
 }
 
 /**

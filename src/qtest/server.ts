@@ -5,7 +5,11 @@
  * as QEMU's `irq_intercept_in ioapic` reports them.
  *
  * Scheduling follows QEMU's: the lines of one input chunk (at most 1024 bytes, QEMU's qtest_can_read) run back to
- * back; asynchronous device work (storage completions) runs only between chunks, in `settle()`.
+ * back; asynchronous device work (storage completions) runs only between chunks, in `settle()`. When no such
+ * work is pending, settling is a no-op and the transport goes straight on to the next chunk.
+ *
+ * The common requests (`inb/inw/inl/outb/outw/outl` with plain numbers) are decoded without splitting the line
+ * or going through 64-bit arithmetic; anything unusual takes the general path, which defines the behaviour.
  */
 
 import type { Hypervisor, Vcpu } from "../hypervisor/hypervisor.ts";
@@ -30,6 +34,11 @@ export interface QtestTarget {
   vcpu: Vcpu;
   /** Let pending asynchronous device work complete (called between input chunks). */
   settle?: () => Promise<void>;
+  /**
+   * Whether asynchronous device work is pending (submitted storage requests not yet completed and reaped).
+   * Without it, a target that has `settle` is taken to be always busy.
+   */
+  busy?: () => boolean;
 }
 
 /** QEMU's qtest_can_read: the chardev hands the protocol at most this many bytes per main-loop dispatch. */
@@ -47,6 +56,9 @@ const IOAPIC_PATHS = new Set(["ioapic", "/machine/ioapic"]);
 export class QtestServer {
   private out: (s: string) => void = () => {};
   private pending = "";
+  /** Replies (and IRQ lines) of the chunk being fed, handed to `out` in one piece when the chunk is done. */
+  private acc = "";
+  private feeding = false;
   private interceptDev: string | null = null;
   private interceptIn = false;
   /** Last level reported per line (QEMU's irq_levels[]): a line is reported only when it changes. */
@@ -61,7 +73,10 @@ export class QtestServer {
       if (!this.interceptIn || line >= NUM_IRQ_LINES) return;
       if (this.levels[line] === level) return;
       this.levels[line] = level;
-      this.out(`IRQ ${level ? "raise" : "lower"} ${line}\n`);
+      const msg = `IRQ ${level ? "raise" : "lower"} ${line}\n`;
+      // Inside a chunk, the message goes between the replies of the requests before and after the change.
+      if (this.feeding) this.acc += msg;
+      else this.out(msg);
     });
   }
 
@@ -83,15 +98,38 @@ export class QtestServer {
    * one QEMU main-loop dispatch); the caller then awaits `settle()` before feeding the next chunk.
    */
   feed(chunk: string): void {
-    let buf = this.pending + chunk;
-    for (;;) {
-      const nl = buf.indexOf("\n");
-      if (nl < 0) break;
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      this.out(this.execute(line));
+    const buf = this.pending.length > 0 ? this.pending + chunk : chunk;
+    let pos = 0;
+    this.feeding = true;
+    try {
+      for (;;) {
+        const nl = buf.indexOf("\n", pos);
+        if (nl < 0) break;
+        this.commands++;
+        // The common requests are decoded in place: no string is cut out of the chunk for them. (The reply is
+        // appended after the request ran: an IRQ line it caused is already in `acc` and goes first.)
+        let reply: string;
+        try {
+          reply = this.fastPio(buf, pos, nl) ?? this.general(buf.slice(pos, nl));
+        } catch (e) {
+          reply = failReply(e);
+        }
+        this.acc += reply;
+        pos = nl + 1;
+      }
+    } finally {
+      this.feeding = false;
+      this.pending = pos === 0 ? buf : buf.slice(pos);
+      const out = this.acc;
+      this.acc = "";
+      if (out.length > 0) this.out(out);
     }
-    this.pending = buf;
+  }
+
+  /** Whether `settle()` has work to wait for before the next chunk. */
+  busy(): boolean {
+    const t = this.target;
+    return t.busy ? t.busy() : t.settle !== undefined;
   }
 
   /** Run device work that became due (storage completions) before the next chunk. */
@@ -103,17 +141,52 @@ export class QtestServer {
   /** Execute one request line; returns its reply line (with the newline). */
   execute(rawLine: string): string {
     this.commands++;
+    try {
+      return this.fastPio(rawLine, 0, rawLine.length) ?? this.general(rawLine);
+    } catch (e) {
+      return failReply(e);
+    }
+  }
+
+  private general(rawLine: string): string {
     const line = rawLine.endsWith("\r") ? rawLine.slice(0, -1) : rawLine;
     const words = splitWords(line);
     const cmd = words[0] ?? "";
-    try {
-      return this.dispatch(cmd, words) + "\n";
-    } catch (e) {
-      if (e instanceof QtestArgError) return `FAIL ${e.message}\n`;
-      // Whatever else went wrong serving this line, the connection survives it (QEMU would abort).
-      const msg = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-      return `FAIL ${msg.replace(/\n/g, " ")}\n`;
+    return this.dispatch(cmd, words) + "\n";
+  }
+
+  /**
+   * `in{b,w,l} PORT` and `out{b,w,l} PORT VALUE` in `s[start, end)`, with nothing else on the line and every
+   * number a plain literal (see `fastNumber`); null for any other line, which `general` then serves.
+   */
+  private fastPio(s: string, start: number, end: number): string | null {
+    const c0 = s.charCodeAt(start);
+    let at: number;
+    if (c0 === 0x69 /* i */) {
+      if (s.charCodeAt(start + 1) !== 0x6e /* n */) return null;
+      at = start + 2;
+    } else if (c0 === 0x6f /* o */) {
+      if (s.charCodeAt(start + 1) !== 0x75 /* u */ || s.charCodeAt(start + 2) !== 0x74 /* t */) return null;
+      at = start + 3;
+    } else return null;
+    const sz = s.charCodeAt(at);
+    const size = sz === 0x62 /* b */ ? 1 : sz === 0x77 /* w */ ? 2 : sz === 0x6c /* l */ ? 4 : 0;
+    if (size === 0 || at + 1 >= end || s.charCodeAt(at + 1) !== 0x20) return null;
+    const v = this.target.vcpu;
+    if (at === start + 2) {
+      const port = fastNumber(s, at + 2, end);
+      if (port < 0 || port > 0xffff) return null;
+      return portReply(size === 1 ? v.inb(port) : size === 2 ? v.inw(port) : v.inl(port));
     }
+    const sp = s.indexOf(" ", at + 2);
+    if (sp < 0 || sp >= end) return null;
+    const port = fastNumber(s, at + 2, sp);
+    const value = fastNumber(s, sp + 1, end);
+    if (port < 0 || port > 0xffff || value < 0) return null;
+    if (size === 1) v.outb(port, value);
+    else if (size === 2) v.outw(port, value);
+    else v.outl(port, value);
+    return "OK\n";
   }
 
   private dispatch(cmd: string, w: string[]): string {
@@ -281,4 +354,70 @@ export class QtestServer {
       mem.writeU8(Number(a), src[i]!);
     }
   }
+}
+
+/**
+ * The value of `s[start, end)` when it is a plain C literal of at most 32 bits: `0x`/`0X` and 1-8 hex digits,
+ * `0` and up to 10 octal digits, or 1-9 decimal digits not starting with 0. -1 for anything else (a sign,
+ * whitespace, a longer or malformed number): those go to `parseU64`, which knows every strtoul rule.
+ */
+export function fastNumber(s: string, start: number, end: number): number {
+  const n = end - start;
+  if (n <= 0) return -1;
+  let c = s.charCodeAt(start);
+  if (c === 0x30 /* 0 */) {
+    if (n === 1) return 0;
+    const x = s.charCodeAt(start + 1) | 0x20;
+    if (x === 0x78 /* x */) {
+      if (n < 3 || n > 10) return -1;
+      let v = 0;
+      for (let i = start + 2; i < end; i++) {
+        c = s.charCodeAt(i);
+        let d: number;
+        if (c >= 0x30 && c <= 0x39) d = c - 0x30;
+        else {
+          c |= 0x20;
+          if (c >= 0x61 && c <= 0x66) d = c - 0x61 + 10;
+          else return -1;
+        }
+        v = v * 16 + d;
+      }
+      return v;
+    }
+    if (n > 11) return -1;
+    let v = 0;
+    for (let i = start + 1; i < end; i++) {
+      c = s.charCodeAt(i);
+      if (c < 0x30 || c > 0x37) return -1;
+      v = v * 8 + (c - 0x30);
+    }
+    return v;
+  }
+  if (n > 9) return -1;
+  let v = 0;
+  for (let i = start; i < end; i++) {
+    c = s.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return -1;
+    v = v * 10 + (c - 0x30);
+  }
+  return v;
+}
+
+/** "OK 0x%04x\n" for every 16-bit value, built on first use: the replies of a PIO data loop repeat. */
+const PORT_REPLIES = new Array<string | undefined>(0x10000).fill(undefined);
+
+/** The reply to inb/inw/inl: the same text as `fmtPortValue`, with its newline. */
+export function portReply(value: number): string {
+  if (value >= 0 && value <= 0xffff) {
+    return (PORT_REPLIES[value] ??= fmtPortValue(value) + "\n");
+  }
+  return fmtPortValue(value) + "\n";
+}
+
+/** The reply to a request that threw: its argument error, or whatever else went wrong in the device model. */
+function failReply(e: unknown): string {
+  if (e instanceof QtestArgError) return `FAIL ${e.message}\n`;
+  // Whatever went wrong serving this line, the connection survives it (QEMU would abort).
+  const msg = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  return `FAIL ${msg.replace(/\n/g, " ")}\n`;
 }

@@ -11,31 +11,101 @@ import { QTEST_CHUNK, type QtestServer } from "./server.ts";
 
 /**
  * Serve one client on `input`/`output` until the input ends. Each input chunk is cut into pieces of at most
- * QTEST_CHUNK bytes; asynchronous device work settles between pieces, as between QEMU main-loop dispatches.
+ * QTEST_CHUNK bytes, run back to back; asynchronous device work settles between pieces, as between QEMU
+ * main-loop dispatches, whenever the server has some pending (input waits meanwhile). The replies to one input
+ * chunk leave in one write.
  */
-export async function serveStream(server: QtestServer, input: Readable, output: Writable): Promise<void> {
-  let buffered: string[] = [];
-  const flush = (): void => {
-    if (buffered.length) {
-      output.write(buffered.join(""));
-      buffered = [];
-    }
-  };
-  server.open((s) => void buffered.push(s));
-  try {
-    input.setEncoding("latin1");
-    for await (const chunk of input as AsyncIterable<string>) {
-      for (let i = 0; i < chunk.length; i += QTEST_CHUNK) {
-        server.feed(chunk.slice(i, i + QTEST_CHUNK));
-        flush();
-        await server.settle();
-        flush();
+export function serveStream(server: QtestServer, input: Readable, output: Writable): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let out = "";
+    let running = false;
+    const flush = (): void => {
+      if (out.length > 0) {
+        const s = out;
+        out = "";
+        output.write(s, "latin1");
       }
-    }
-  } finally {
-    flush();
-    server.close();
-  }
+    };
+    // Output made while a chunk runs is collected; anything later (an IRQ from a completion) leaves at once.
+    server.open((s) => {
+      if (running) out += s;
+      else output.write(s, "latin1");
+    });
+    const queue: string[] = [];
+    let chunk = "";
+    let at = 0;
+    let settling = false;
+    let ended = false;
+    let done = false;
+    const finish = (e?: unknown): void => {
+      if (done) return;
+      done = true;
+      input.off("data", onData);
+      input.off("end", onEnd);
+      input.off("close", onEnd);
+      input.off("error", finish);
+      try {
+        flush();
+      } finally {
+        server.close();
+      }
+      if (e === undefined) resolve();
+      else reject(e);
+    };
+    const settle = (): void => {
+      settling = true;
+      input.pause();
+      server.settle().then(() => {
+        settling = false;
+        if (done) return;
+        input.resume();
+        pump();
+      }, finish);
+    };
+    const pump = (): void => {
+      running = true;
+      try {
+        for (;;) {
+          if (at >= chunk.length) {
+            const next = queue.shift();
+            if (next === undefined) break;
+            chunk = next;
+            at = 0;
+          }
+          const end = Math.min(at + QTEST_CHUNK, chunk.length);
+          server.feed(at === 0 && end === chunk.length ? chunk : chunk.slice(at, end));
+          at = end;
+          if (server.busy()) {
+            settle();
+            break;
+          }
+        }
+        running = false;
+        flush();
+      } catch (e) {
+        running = false;
+        finish(e);
+        return;
+      }
+      if (ended && !settling) finish();
+    };
+    const onData = (d: string): void => {
+      queue.push(d);
+      if (!settling) pump();
+    };
+    // A socket destroyed without an error closes without "end": the input is over all the same. What was
+    // already received still runs (its replies may still reach a half-closed peer).
+    const onEnd = (): void => {
+      if (ended) return;
+      ended = true;
+      if (!settling) pump();
+    };
+    input.setEncoding("latin1");
+    input.on("data", onData);
+    input.on("end", onEnd);
+    input.on("close", onEnd);
+    input.on("error", finish);
+  });
 }
 
 /** Listen on a unix socket at `path` and serve clients one after another. Resolves once listening. */

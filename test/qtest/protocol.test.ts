@@ -9,7 +9,7 @@ import type { AccessSize, PortIoDevice } from "../../src/hypervisor/bus.ts";
 import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
 import { QtestClient } from "../../src/qtest/client.ts";
 import { parseU64 } from "../../src/qtest/protocol.ts";
-import { QtestServer } from "../../src/qtest/server.ts";
+import { QTEST_CHUNK, QtestServer, fastNumber } from "../../src/qtest/server.ts";
 import { listenUnix, serveStream } from "../../src/qtest/transport.ts";
 
 /** A register file at 0x1f0-0x1f7: writes to +7 raise IRQ 14, reads of +7 lower it (like an ATA status read). */
@@ -179,6 +179,53 @@ describe("qtest server: replies formatted as QEMU 7.2's softmmu/qtest.c", () => 
     expect(() => parseU64("0x", "x")).toThrow();
     expect(() => parseU64("0x10000000000000000", "x")).toThrow();
   });
+
+  it("the in-place number decoder takes only what strtoull reads the same way, and nothing else", () => {
+    // Words over the characters that matter to strtoull base 0, up to 12 long: wherever the fast decoder
+    // answers, parseU64 (the definition) gives the same value; where it declines, the general path decides.
+    const alphabet = "0178x9aAfFgX+- \t";
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed % n;
+    };
+    let taken = 0;
+    for (let i = 0; i < 20000; i++) {
+      let w = "";
+      for (let n = rand(13); n > 0; n--) w += alphabet[rand(alphabet.length)];
+      const fast = fastNumber(w, 0, w.length);
+      if (fast < 0) continue;
+      taken++;
+      expect(BigInt(fast), w).toBe(parseU64(w, "x"));
+    }
+    expect(taken).toBeGreaterThan(100);
+    for (const w of ["0", "7", "010", "0x1f0", "0XFfFf", "65535", "0xffffffff", "07777777777", "999999999"]) {
+      expect(BigInt(fastNumber(w, 0, w.length)), w).toBe(parseU64(w, "x"));
+    }
+    // Declined: strtoull accepts these, or rejects them, by rules the fast decoder leaves to parseU64.
+    for (const w of ["", "+1", "-1", " 1", "08", "0x", "0x100000000", "1000000000", "1a", "0x1g"]) {
+      expect(fastNumber(w, 0, w.length), w).toBe(-1);
+    }
+    // A window inside a longer string: the decoder reads only [start, end).
+    expect(fastNumber("inw 0x1f0\ninw 0x1f7\n", 4, 9)).toBe(0x1f0);
+  });
+
+  it("port requests decoded in place answer exactly as the general path does", () => {
+    const { run } = setup();
+    // Same request spelled so that one takes the in-place decoder and the other the general parser (a
+    // trailing word is ignored by QEMU's g_strsplit-based parser, and forces the general path here).
+    const pairs: [string, string][] = [
+      ["outb 0x1f3 0x5a", "outb 0x1f3 0x5a extra"],
+      ["inb 0x1f3", "inb 0x1f3 extra"],
+      ["outw 0x1f4 0xbeef", "outw 0x1f4 +0xbeef"],
+      ["inw 0x1f4", "inw +0x1f4"],
+      ["outl 0x1f5 0xffffffff", "outl 0x1f5 -1"],
+      ["inl 0x1f5", "inl 0x1f5 "],
+      ["inb 0x80", "inb 0x0080 x"],
+    ];
+    for (const [fast, general] of pairs) expect(run(fast), fast).toEqual(run(general));
+    expect(run("outb 0x1f3 0x123456789", "inb 0x1f3")).toEqual(["OK", "OK 0x0089"]); // > 32 bits: truncated
+  });
 });
 
 describe("qtest transports", () => {
@@ -202,6 +249,51 @@ describe("qtest transports", () => {
     // A batch longer than one 1024-byte chunk still answers every line, in order.
     const many = Array.from({ length: 300 }, (_, i) => `outb 0x1f2 ${i & 0xff}`);
     expect(await c.batch(many)).toEqual(many.map(() => "OK"));
+    toServer.end();
+    await done;
+  });
+
+  it("device work pending after a 1024-byte chunk settles before the next chunk, not within one", async () => {
+    // A command register whose work completes only in settle(): a status read sees 0x80 (busy) until then.
+    const hv = new Hypervisor({ ramSize: 1 << 20 });
+    let pending = false;
+    let settles = 0;
+    hv.bus.register(
+      0x1f7,
+      1,
+      {
+        ioRead: () => (pending ? 0x80 : 0x40),
+        ioWrite: () => void (pending = true),
+      },
+      "cmd",
+    );
+    const server = new QtestServer({
+      hv,
+      vcpu: hv.vcpu(0),
+      busy: () => pending,
+      settle: async () => {
+        settles++;
+        await new Promise((r) => setTimeout(r, 5));
+        pending = false;
+      },
+    });
+    const toServer = new PassThrough();
+    const fromServer = new PassThrough();
+    const done = serveStream(server, toServer, fromServer);
+    const c = new QtestClient(toServer, fromServer);
+    const polls = 150;
+    const replies = await c.batch(["outb 0x1f7 0x1", ...Array.from({ length: polls }, () => "inb 0x1f7")]);
+    // "outb 0x1f7 0x1\n" is 15 bytes and each poll 10: 100 polls end inside the first 1024 bytes.
+    const inFirst = Math.floor((QTEST_CHUNK - 15) / 10);
+    expect(inFirst).toBe(100);
+    expect(replies.slice(1, 1 + inFirst)).toEqual(Array(inFirst).fill("OK 0x0080"));
+    expect(replies.slice(1 + inFirst)).toEqual(Array(polls - inFirst).fill("OK 0x0040"));
+    expect(settles).toBe(1);
+    // Nothing pending: no settle at all, however many chunks.
+    expect(await c.batch(Array.from({ length: polls }, () => "inb 0x1f7"))).toEqual(
+      Array(polls).fill("OK 0x0040"),
+    );
+    expect(settles).toBe(1);
     toServer.end();
     await done;
   });
