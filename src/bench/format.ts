@@ -1,4 +1,5 @@
 /** Number and size formatting shared by the bench table, the report and the demo. */
+import type { QtestResult } from "./types.ts";
 
 export function fmtSize(bytes: number): string {
   if (bytes >= 1 << 20 && bytes % (1 << 20) === 0) return `${bytes >> 20}M`;
@@ -42,4 +43,12 @@ export function mdTable(header: string[], rows: string[][], leftCols = 1): strin
   out.push(`|${header.map((_, i) => (i < leftCols ? " --- " : " ---: ")).join("|")}|`);
   for (const r of rows) out.push(`| ${r.map(esc).join(" | ")} |`);
   return out.join("\n");
+}
+
+/** The cold first pass of each server, which the warm medians leave out. */
+export function firstPassText(q: QtestResult): string {
+  const f = q.firstPass;
+  if (!f) return "";
+  const qemu = f.qemu === null ? "" : `, QEMU ${f.qemu.toFixed(3)} s`;
+  return `; first pass after start: xenide ${f.xenide.toFixed(3)} s${qemu}`;
 }

@@ -1,5 +1,5 @@
 /** The bench's terminal output and the files it leaves for `xenide report` and the README. */
-import { fmtNum } from "./format.ts";
+import { firstPassText, fmtNum } from "./format.ts";
 import { costsText, machineLine, rowsMarkdown, rowsText, targetsText } from "./table.ts";
 import { mdTable } from "./format.ts";
 import type { BenchResult } from "./types.ts";
@@ -49,7 +49,8 @@ export function benchText(res: BenchResult): string {
     out.push(
       q.status === "ok"
         ? `qtest (${q.workload}, ${q.commands} commands): xenide ${q.xenideSeconds!.median.toFixed(3)} s, ` +
-            `${q.qemuVersion} ${q.qemuSeconds!.median.toFixed(3)} s: ${q.speedup!.toFixed(1)}x`
+            `${q.qemuVersion} ${q.qemuSeconds!.median.toFixed(3)} s: ${q.speedup!.toFixed(1)}x` +
+            firstPassText(q)
         : `qtest: ${q.status}: ${q.note ?? ""}` +
             (q.xenideSeconds ? ` (xenide alone ${q.xenideSeconds.median.toFixed(3)} s)` : ""),
     );

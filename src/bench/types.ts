@@ -168,6 +168,8 @@ export interface QtestResult {
   qemuVersion: string | null;
   /** QEMU's time over xenide's. */
   speedup: number | null;
+  /** The first pass after each server started (cold: JIT, page cache, first-touch), in seconds. */
+  firstPass?: { xenide: number; qemu: number | null };
 }
 
 export interface TargetResult {

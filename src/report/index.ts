@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 
-import { fmtNum, fmtRatio, fmtSize } from "../bench/format.ts";
+import { firstPassText, fmtNum, fmtRatio, fmtSize } from "../bench/format.ts";
 import { findRow } from "../bench/targets.ts";
 import { machineLine, ROW_HEADER, rowCells } from "../bench/table.ts";
 import {
@@ -485,7 +485,7 @@ function extrasSection(res: BenchResult): Section {
     p.push(
       q.status === "ok"
         ? `qtest, ${q.workload}: xenide ${q.xenideSeconds!.median.toFixed(3)} s, ${q.qemuVersion} ` +
-            `${q.qemuSeconds!.median.toFixed(3)} s (${fmtRatio(q.speedup)}).`
+            `${q.qemuSeconds!.median.toFixed(3)} s (${fmtRatio(q.speedup)})${firstPassText(q)}.`
         : `qtest comparison: ${q.status}: ${q.note ?? ""}.`,
     );
   }
