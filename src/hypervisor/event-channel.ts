@@ -6,9 +6,12 @@
  * or frontend on another thread can send and see the same bits (`EventChannels.attach`).
  *
  * Delivery: `send` only sets the remote port's pending bit (if already pending, nothing more happens: sends
- * coalesce as on Xen). If the port is unmasked and the domain had no upcall pending, an upcall is scheduled
- * as a microtask: asynchronous, so a backend answering inside a frontend's push does not recurse into the
- * frontend, and several sends before the receiver runs cost one upcall. The upcall scans the pending words the
+ * coalesce as on Xen). If the port is unmasked and the domain had no upcall pending, an upcall is scheduled:
+ * asynchronous, so a backend answering inside a frontend's push does not recurse into the frontend, and several
+ * sends before the receiver runs cost one upcall. Scheduled upcalls run from one microtask that delivers
+ * domain after domain until none is left: an upcall raised by a handler (the backend's answer to the
+ * frontend, the frontend's next request to the backend) runs in the same microtask after the handler returns,
+ * as a second CPU would take it, instead of costing a microtask of its own. The upcall scans the pending words the
  * selector (evtchn_pending_sel) names, clears each pending&~mask bit and calls the port's handler
  * (evtchn_do_upcall). A waiter on another thread is woken with Atomics.notify on the upcall word, once the
  * domain's state has been shared with another thread (before that, no thread can be waiting).
@@ -59,6 +62,8 @@ export class EventChannelDomain {
    * the Atomics.notify, which costs about as much as the rest of the send.
    */
   crossThread: boolean;
+  /** An upcall of this domain is scheduled on this thread (in-process bookkeeping, not shared state). */
+  scheduled = false;
   constructor(
     readonly domid: number,
     readonly shared: SharedArrayBuffer = new SharedArrayBuffer(WORDS * 4),
@@ -177,9 +182,11 @@ const waitAsync = (
 export class EventChannels {
   private readonly doms = new Map<number, EventChannelDomain>();
   private readonly handlers = new Map<number, Map<number, EventHandler>>();
-  private readonly scheduled = new Set<number>();
-  /** One bound `deliver` per domain, so scheduling an upcall allocates nothing. */
-  private readonly deliverers = new Map<number, () => void>();
+  /** Domains with an upcall scheduled, in order (`runHead` is the next to deliver). */
+  private readonly runQueue: EventChannelDomain[] = [];
+  private runHead = 0;
+  /** The microtask that delivers `runQueue` is queued or running. */
+  private draining = false;
   /** Ports taken by `deliver` (reused: an upcall allocates no array). */
   private readonly portScratch: number[] = [];
   /** Upcalls delivered (one per scan of a domain's pending ports). */
@@ -297,7 +304,7 @@ export class EventChannels {
   private raise(r: EventChannelDomain, port: number): void {
     if (r.setPending(port)) return; // already pending: coalesced
     if (r.isMasked(port)) return;
-    if (r.raiseUpcall()) this.schedule(r.domid);
+    if (r.raiseUpcall()) this.schedule(r);
   }
 
   /** EVTCHNOP_close: free the port; an interdomain peer goes back to unbound (towards us). */
@@ -332,7 +339,7 @@ export class EventChannels {
     d.setMask(port, false);
     if (d.isPending(port)) {
       this.hv.hypercall(dom, "evtchn_unmask");
-      if (d.raiseUpcall()) this.schedule(dom);
+      if (d.raiseUpcall()) this.schedule(d);
     }
   }
 
@@ -358,7 +365,7 @@ export class EventChannels {
     const d = this.domain(dom);
     if (d.isPending(port) && !d.isMasked(port)) {
       d.raiseUpcall();
-      this.schedule(dom);
+      this.schedule(d);
     }
   }
 
@@ -366,32 +373,43 @@ export class EventChannels {
     this.handlers.get(dom)?.delete(port);
   }
 
-  private schedule(dom: number): void {
-    if (!this.handlers.has(dom) || this.scheduled.has(dom)) return;
-    this.scheduled.add(dom);
+  private schedule(d: EventChannelDomain): void {
+    if (d.scheduled || !this.handlers.has(d.domid)) return;
+    d.scheduled = true;
+    this.runQueue.push(d);
+    if (this.draining) return; // the running (or queued) drain takes it
+    this.draining = true;
     // A microtask, as queueMicrotask would give, but without the async-context resource Node wraps around
     // every queueMicrotask callback: that wrapper cost more than the whole ring round trip it schedules.
-    let run = this.deliverers.get(dom);
-    if (!run) {
-      run = () => {
+    void RESOLVED.then(this.drain);
+  }
+
+  /** Deliver every scheduled domain, including those scheduled by the handlers meanwhile. */
+  private readonly drain = (): void => {
+    const q = this.runQueue;
+    try {
+      while (this.runHead < q.length) {
+        const d = q[this.runHead++]!;
         try {
-          this.deliver(dom);
+          this.deliver(d.domid);
         } catch (e) {
           // A handler's exception stays an uncaught exception (as from queueMicrotask), not a rejection.
           queueMicrotask(() => {
             throw e;
           });
         }
-      };
-      this.deliverers.set(dom, run);
+      }
+    } finally {
+      while (q.length > 0) q.pop();
+      this.runHead = 0;
+      this.draining = false;
     }
-    void RESOLVED.then(run);
-  }
+  };
 
   /** evtchn_do_upcall for `dom`: drain pending&~mask, calling each port's handler. */
   deliver(dom: number): void {
-    this.scheduled.delete(dom);
     const d = this.doms.get(dom);
+    if (d) d.scheduled = false;
     const hs = this.handlers.get(dom);
     if (!d || !hs) return;
     const ports = this.portScratch;

@@ -412,7 +412,12 @@ export interface GrantCopyOp {
   flags: number;
 }
 
-type Maptrack = { dom: number; ref: number; readonly: boolean; table: GrantTable } | null;
+/** A maptrack entry; `table` null while the handle is free (the record is kept for the handle's next map). */
+type Maptrack = { dom: number; ref: number; readonly: boolean; table: GrantTable | null };
+
+function mapFailed(status: GrantStatus): GrantMapResult {
+  return { status, handle: -1, gpa: 0, page: null };
+}
 
 /**
  * The grantee's view of grant tables (GNTTABOP_map_grant_ref, unmap_grant_ref, copy), for one mapping domain.
@@ -445,7 +450,7 @@ export class GrantMapper {
   }
 
   private mapOne(op: GrantMapOp): GrantMapResult {
-    const fail = (status: GrantStatus): GrantMapResult => ({ status, handle: -1, gpa: 0, page: null });
+    const fail = mapFailed;
     if ((op.flags & (GNTMAP_host_map | GNTMAP_device_map)) === 0) return fail(GNTST_bad_gntref);
     const table = this.tables(op.dom);
     if (!table || op.dom === this.domid) return fail(GNTST_bad_domain);
@@ -458,12 +463,17 @@ export class GrantMapper {
       table.unpin(op.ref, readonly);
       return fail(GNTST_bad_page);
     }
-    const entry = { dom: op.dom, ref: op.ref, readonly, table };
     let handle = this.freeHandles.pop();
     if (handle === undefined) {
       handle = this.maptrack.length;
-      this.maptrack.push(entry);
-    } else this.maptrack[handle] = entry;
+      this.maptrack.push({ dom: op.dom, ref: op.ref, readonly, table });
+    } else {
+      const m = this.maptrack[handle]!;
+      m.dom = op.dom;
+      m.ref = op.ref;
+      m.readonly = readonly;
+      m.table = table;
+    }
     return { status: GNTST_okay, handle, gpa, page: view };
   }
 
@@ -474,15 +484,18 @@ export class GrantMapper {
 
   unmapBatch(handles: readonly number[]): GrantStatus[] {
     if (handles.length) this.hv.hypercall(this.domid, "gnttab_unmap_grant_ref");
-    return handles.map((h) => this.unmapOne(h));
+    const out: GrantStatus[] = [];
+    for (let i = 0; i < handles.length; i++) out.push(this.unmapOne(handles[i]!));
+    return out;
   }
 
   private unmapOne(handle: number): GrantStatus {
-    const m = this.maptrack[handle];
-    if (!m) return GNTST_bad_handle;
-    this.maptrack[handle] = null;
+    const m = Number.isInteger(handle) && handle >= 0 ? this.maptrack[handle] : undefined;
+    const table = m?.table;
+    if (!m || !table) return GNTST_bad_handle;
+    m.table = null;
     this.freeHandles.push(handle);
-    m.table.unpin(m.ref, m.readonly);
+    table.unpin(m.ref, m.readonly);
     return GNTST_okay;
   }
 

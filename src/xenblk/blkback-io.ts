@@ -24,6 +24,7 @@ import {
   GNTMAP_host_map,
   GNTMAP_readonly,
   GNTST_okay,
+  type GrantMapOp,
   type GrantMapper,
   type GrantMapResult,
 } from "../hypervisor/grant-table.ts";
@@ -143,6 +144,14 @@ interface PendingReq {
   /** Grant pages written by a read (the mapper's memory is told). */
   readGpas: number[];
   barrier: boolean;
+  /** The request alone as a storage group (one array per record, reused: submitting allocates none). */
+  readonly self: PendingReq[];
+  /** Where the data lies when its segments follow each other in the frontend's memory (-1: they do not). */
+  runGpa: number;
+  /** The last one-buffer view of contiguous segments (at `joinedGpa`), and the list holding it. */
+  joined: Uint8Array | null;
+  joinedGpa: number;
+  readonly joinedList: Uint8Array[];
 }
 
 /** One ring (one queue) of a connected frontend. */
@@ -168,6 +177,8 @@ export class BlkifRing {
   );
   readonly segGpas = new Float64Array(MAX_INDIRECT_SEGMENTS * 2);
   readonly toMap: number[] = [];
+  /** Scratch of the indirect pages' map operations. */
+  readonly indirectOps: GrantMapOp[] = [];
   constructor(
     readonly index: number,
     readonly layout: BlkifLayout,
@@ -239,8 +250,13 @@ export class BlkbackIo {
     merge: boolean;
   };
 
-  private readonly pending = new Map<number, PendingReq[]>();
-  private nextTag = 1;
+  /**
+   * Storage requests in flight: the group of each tag (tag = index + 1; free indices reused, so the table
+   * stays as small as the most ever in flight and a lookup is an array access).
+   */
+  private readonly pending: (PendingReq[] | null)[] = [];
+  private readonly freeTags: number[] = [];
+  private pendingCount = 0;
   private batch: PendingReq[] = [];
   private pumping = false;
   private again = false;
@@ -354,10 +370,10 @@ export class BlkbackIo {
   async disconnect(): Promise<void> {
     if (this.rings.length === 0) return;
     this.stopping = true;
-    while (this.pending.size > 0 || this.engine.inflight > 0) {
+    while (this.pendingCount > 0 || this.engine.inflight > 0) {
       await this.engine.drain();
       this.pump();
-      if (this.pending.size > 0 && this.engine.inflight === 0) break; // nothing left that could complete
+      if (this.pendingCount > 0 && this.engine.inflight === 0) break; // nothing left that could complete
     }
     for (const r of this.rings) {
       const handles = [...r.persistent.values()].map((g) => g.handle);
@@ -469,7 +485,8 @@ export class BlkbackIo {
   private newPending(r: BlkifRing, req: BlkifRequest, rspOp: number): PendingReq {
     const p = this.freePending.pop();
     if (!p) {
-      return {
+      const self: PendingReq[] = [];
+      const fresh: PendingReq = {
         ring: r,
         idLo: req.idLo,
         idHi: req.idHi,
@@ -485,7 +502,14 @@ export class BlkbackIo {
         persistent: [],
         readGpas: [],
         barrier: false,
+        self,
+        runGpa: -1,
+        joined: null,
+        joinedGpa: -1,
+        joinedList: [],
       };
+      self.push(fresh);
+      return fresh;
     }
     p.ring = r;
     p.idLo = req.idLo;
@@ -498,6 +522,7 @@ export class BlkbackIo {
     p.bytes = 0;
     p.count = 0;
     p.bounce = null;
+    p.runGpa = -1;
     emptyArray(p.handles);
     emptyArray(p.persistent);
     emptyArray(p.readGpas);
@@ -532,15 +557,20 @@ export class BlkbackIo {
     // Segments: straight from the request, or copied out of the indirect pages (mapped read-only).
     if (indirect) {
       const pages = Math.min(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, indirectPages(nseg));
-      const maps = this.grants.mapBatch(
-        Array.from({ length: pages }, (_, i) => ({
+      const ops = r.indirectOps;
+      emptyArray(ops);
+      for (let i = 0; i < pages; i++) {
+        ops.push({
           dom: this.frontDom,
           ref: req.indirectGrefs[i]!,
           flags: GNTMAP_host_map | GNTMAP_readonly,
-        })),
-      );
-      const okHandles = maps.filter((m) => m.status === GNTST_okay).map((m) => m.handle);
-      if (okHandles.length !== maps.length) {
+        });
+      }
+      const maps = this.grants.mapBatch(ops);
+      const okHandles = r.toMap;
+      emptyArray(okHandles);
+      for (let i = 0; i < pages; i++) if (maps[i]!.status === GNTST_okay) okHandles.push(maps[i]!.handle);
+      if (okHandles.length !== pages) {
         if (okHandles.length) this.grants.unmapBatch(okHandles);
         return this.refuse(r, req, op);
       }
@@ -672,12 +702,24 @@ export class BlkbackIo {
       }
       if (!ok) return false;
     }
+    // Note whether the segments follow each other in the frontend's memory (the usual case: a run of pages).
+    let run = true;
+    let start = 0;
+    let next = 0;
     for (let i = 0; i < nseg; i++) {
       const first = r.segFirst[i]! * 512;
       const end = (r.segLast[i]! + 1) * 512;
       const page = pages[i]!;
       p.bufs.push(first === 0 && end === page.length ? page : page.subarray(first, end));
-      if (writable) p.readGpas.push(gpas[i]! + first, end - first);
+      const gpa = gpas[i]!;
+      if (i === 0) start = gpa + first;
+      else if (gpa + first !== next) run = false;
+      next = gpa + end;
+    }
+    p.runGpa = run && nseg > 0 ? start : -1;
+    if (writable) {
+      if (run) p.readGpas.push(start, next - start);
+      else for (let i = 0; i < nseg; i++) p.readGpas.push(gpas[i]! + r.segFirst[i]! * 512, p.bufs[i]!.length);
     }
     return true;
   }
@@ -722,7 +764,7 @@ export class BlkbackIo {
       return;
     }
     this.submitBatch();
-    this.submit([p], step);
+    this.submit(p.self, step);
   }
 
   /** Submit the batched reads/writes, merging runs of adjacent same-direction requests. */
@@ -751,9 +793,13 @@ export class BlkbackIo {
   }
 
   private submit(group: PendingReq[], op: IoOp): void {
-    const tag = this.nextTag;
-    this.nextTag = (this.nextTag + 1) % 0x7fffffff || 1;
-    this.pending.set(tag, group);
+    let index = this.freeTags.pop();
+    if (index === undefined) {
+      index = this.pending.length;
+      this.pending.push(group);
+    } else this.pending[index] = group;
+    this.pendingCount++;
+    const tag = index + 1;
     this.stats.storageIos++;
     const first = group[0]!;
     if (op === "flush") {
@@ -765,8 +811,7 @@ export class BlkbackIo {
       if (group.length === 1 && !first.bounce) {
         // Segments in pages that follow each other in the granter's memory go to storage as one buffer (the
         // block layer's merging of physically contiguous segments): one iovec instead of one per page.
-        const one = first.bufs.length > 1 ? contiguous(first.bufs) : null;
-        bufs = one ? [one] : first.bufs; // untouched until the request is answered
+        bufs = first.bufs.length > 1 ? this.joinRun(first) : first.bufs; // untouched until answered
       } else {
         bufs = [];
         for (const p of group) {
@@ -778,6 +823,27 @@ export class BlkbackIo {
     }
   }
 
+  /**
+   * The segments of `p` as one buffer when they are a run of the frontend's memory (the block layer's merging of
+   * physically contiguous segments: one iovec instead of one per page), else its buffers as they are. The view
+   * stays with the record, so a driver that reuses its buffers gets the same one back.
+   */
+  private joinRun(p: PendingReq): Uint8Array[] {
+    const mem = this.frontMem;
+    if (p.runGpa < 0 || mem === null) return joinContiguous(p);
+    const len = p.bytes;
+    const j = p.joined;
+    if (j === null || p.joinedGpa !== p.runGpa || j.length !== len) {
+      const v = mem.view(p.runGpa, len);
+      if (!(v instanceof Uint8Array)) return p.bufs;
+      p.joined = v;
+      p.joinedGpa = p.runGpa;
+      emptyArray(p.joinedList);
+      p.joinedList.push(v);
+    }
+    return p.joinedList;
+  }
+
   /** Reap storage completions: run the next step of each request or answer it. */
   private reap(): void {
     const out = this.completions;
@@ -785,9 +851,12 @@ export class BlkbackIo {
       emptyArray(out);
       if (this.engine.reap(out) === 0) return;
       for (const c of out) {
-        const group = this.pending.get(c.tag);
+        const index = c.tag - 1;
+        const group = index >= 0 && index < this.pending.length ? this.pending[index] : null;
         if (!group) continue;
-        this.pending.delete(c.tag);
+        this.pending[index] = null;
+        this.freeTags.push(index);
+        this.pendingCount--;
         for (const p of group) {
           const step = p.steps.shift();
           if (c.error) {
@@ -805,7 +874,7 @@ export class BlkbackIo {
               o += b.length;
             }
           }
-          if (p.steps.length > 0) this.submit([p], p.steps[0]!);
+          if (p.steps.length > 0) this.submit(p.self, p.steps[0]!);
           else this.finish(p);
         }
       }
@@ -825,7 +894,7 @@ export class BlkbackIo {
     if (r.barrierWait && r.inflight === 1) {
       const b = r.barrierWait;
       r.barrierWait = null;
-      this.submit([b], b.steps[0]!);
+      this.submit(b.self, b.steps[0]!);
     }
     this.recycle(p);
     // Slots freed or a barrier released: look at the ring again.
@@ -848,16 +917,28 @@ export class BlkbackIo {
   }
 }
 
-/** One view over buffers that follow each other in one memory (null when they do not). */
-function contiguous(bufs: Uint8Array[]): Uint8Array | null {
+/**
+ * `p.bufs` as one buffer when they follow each other in one memory (else `p.bufs` itself). The view is kept
+ * with the record: the next request of the record over the same pages (a driver reusing its buffers) reuses it.
+ */
+function joinContiguous(p: PendingReq): Uint8Array[] {
+  const bufs = p.bufs;
   const b0 = bufs[0]!;
   let end = b0.byteOffset + b0.length;
   for (let i = 1; i < bufs.length; i++) {
     const b = bufs[i]!;
-    if (b.buffer !== b0.buffer || b.byteOffset !== end) return null;
+    if (b.buffer !== b0.buffer || b.byteOffset !== end) return bufs;
     end += b.length;
   }
-  return new Uint8Array(b0.buffer, b0.byteOffset, end - b0.byteOffset);
+  const len = end - b0.byteOffset;
+  const j = p.joined;
+  if (j === null || j.buffer !== b0.buffer || j.byteOffset !== b0.byteOffset || j.length !== len) {
+    p.joinedGpa = -1;
+    p.joined = new Uint8Array(b0.buffer, b0.byteOffset, len);
+    emptyArray(p.joinedList);
+    p.joinedList.push(p.joined);
+  }
+  return p.joinedList;
 }
 
 /** One view over mapped pages that are consecutive in the granter's memory (null when they are not). */

@@ -13,12 +13,24 @@
  *                    and the features; state Connected
  *   5. I/O           read / write / flush / discard: requests built in a zeroed template, data in granted
  *                    guest pages (persistent grants when offered, indirect descriptors when offered), pushed
- *                    with RING_PUSH_REQUESTS_AND_CHECK_NOTIFY, completed in any order by the upcall
+ *                    with RING_PUSH_REQUESTS_AND_CHECK_NOTIFY, completed in any order by the upcall. A buffer
+ *                    that is the guest's own pages (`allocBuffer`) is granted as it is, with no copy; any
+ *                    other buffer goes through the driver's own granted pages and one copy
  *   6. shutdown      Closing → (backend Closing) → Closed → (backend Closed); revoke every grant, close the
  *                    event channel, remove the transport keys
  *
  * The driver touches the device only through its own memory, its grant table, xenstore and the event
  * channel, as a guest kernel does.
+ *
+ * Zero copy and persistent grants. Linux blkfront copies when persistent grants are on: the block layer hands
+ * it different pages for every request, and a grant the backend may keep mapped can never be taken back while
+ * connected, so it keeps a pool of granted pages and copies through them. Buffers from `allocBuffer` are the
+ * opposite case, long-lived pages the caller reuses (a page cache): each gets ONE standing read-write grant on
+ * first use, kept until shutdown like the pool's, which is exactly the promise feature-persistent makes to the
+ * backend (any grant may stay mapped until disconnect and serve either direction). The number of such pages
+ * is bounded (`directPages`); past it, and for any other buffer, the pool and its copy are used. Without
+ * persistent grants the caller's pages are granted per request (read-only for a write) and revoked at
+ * completion, as Linux does for every page.
  */
 
 import type { Domain } from "../hypervisor/domain.ts";
@@ -67,6 +79,17 @@ function emptyArray(a: unknown[]): void {
 const SECTOR = 512;
 const SECTORS_PER_PAGE = PAGE_SIZE / SECTOR;
 
+/**
+ * Indirect pages a request of `nseg` data pages takes besides them. Linux blkfront likewise reserves its grants
+ * before it builds a request and requeues the request when too few are free.
+ */
+function indirectFor(nseg: number): number {
+  return nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST ? Math.ceil(nseg / SEGS_PER_INDIRECT_FRAME) : 0;
+}
+
+/** Default `directPages`: 4 MiB of the caller's pages persistently granted at most. */
+const DEFAULT_DIRECT_PAGES = 1024;
+
 export interface BlkfrontOptions {
   host: XenHost;
   /** The guest domain (default 1). */
@@ -82,6 +105,13 @@ export interface BlkfrontOptions {
   persistent?: boolean;
   /** Ring layout to publish as `protocol` (default native x86_64-abi). null: write no protocol key. */
   protocol?: BlkifAbi | null;
+  /**
+   * Zero copy with persistent grants: at most this many of the caller's own pages (`allocBuffer`) stay
+   * persistently granted (default 1024 = 4 MiB); I/O into further pages goes through the driver's pages and a
+   * copy. 0: never grant the caller's pages (always copy). Without persistent grants the caller's pages are
+   * granted per request whatever this says (unless it is 0).
+   */
+  directPages?: number;
   /** Mini-OS style: go straight to Connected after publishing, skipping Initialised. */
   skipInitialised?: boolean;
   timeoutMs?: number;
@@ -129,6 +159,12 @@ export interface BlkfrontInfo {
   protocol: BlkifAbi;
 }
 
+/**
+ * The completion of a request submitted with `submitRead`/`submitWrite`: null on success, else the error
+ * (BlkfrontIoError for a status other than BLKIF_RSP_OKAY, BlkfrontError when the device was disabled).
+ */
+export type BlkfrontDone = (err: Error | null) => void;
+
 /** A granted guest page (data or indirect page). */
 interface GrantedPage {
   gpa: number;
@@ -142,6 +178,8 @@ interface GrantedPage {
  */
 interface IndirectPage extends GrantedPage {
   dirty: number;
+  /** The page's bytes (the driver's own memory, kept for the page's life). */
+  view: Uint8Array;
 }
 
 /**
@@ -151,22 +189,36 @@ interface IndirectPage extends GrantedPage {
 class Shadow {
   op = 0;
   lba = 0;
-  /** Granted data pages, `npages` of them in use. */
+  /** The driver's own granted data pages, `npages` of them in use (none when `direct`). */
   readonly pages: GrantedPage[] = [];
   npages = 0;
+  /** Grant reference of each data segment. */
+  readonly refs: number[] = [];
   readonly indirect: IndirectPage[] = [];
-  /** A read's destination: the pages are copied here once the backend has answered OKAY. */
+  /**
+   * The data pages are the caller's own (zero copy): nothing to copy back, no page of ours to give back.
+   * `directRefs` are the grants made for this request alone (none when the caller's pages are persistently
+   * granted).
+   */
+  direct = false;
+  readonly directRefs: number[] = [];
+  /** A read's destination when it is not `direct`: the pages are copied here once the backend answered OKAY. */
   data: Uint8Array | null = null;
+  /** How the request is settled: a callback, or a promise's two functions. */
+  cb: BlkfrontDone | null = null;
   resolve: (() => void) | null = null;
   reject: ((e: Error) => void) | null = null;
 
   /** Answered with `status`: copy a read's data out of the granted pages, then settle. */
   done(mem: GuestMemory, status: number): void {
-    const { resolve, reject, data } = this;
+    const { resolve, reject, cb, data } = this;
     this.resolve = this.reject = null;
+    this.cb = null;
     this.data = null;
     if (status !== BLKIF_RSP_OKAY) {
-      reject?.(new BlkfrontIoError(this.op, this.lba, status));
+      const e = new BlkfrontIoError(this.op, this.lba, status);
+      if (cb) cb(e);
+      else reject?.(e);
       return;
     }
     if (data) {
@@ -183,15 +235,18 @@ class Shadow {
         i = j;
       }
     }
-    resolve?.();
+    if (cb) cb(null);
+    else resolve?.();
   }
 
   /** The request will never be answered (device disabled). */
   fail(e: Error): void {
-    const reject = this.reject;
+    const { reject, cb } = this;
     this.resolve = this.reject = null;
+    this.cb = null;
     this.data = null;
-    reject?.(e);
+    if (cb) cb(e);
+    else reject?.(e);
   }
 }
 
@@ -202,6 +257,8 @@ interface Queued {
   fail: (e: Error) => void;
   /** Grant references the request takes when it is written (0 for requests without data pages). */
   grants: number;
+  /** They must be free table entries (the caller's pages), not the driver's idle persistent grants. */
+  fresh: boolean;
 }
 
 interface Queue {
@@ -244,6 +301,19 @@ export class Blkfront {
   /** Persistent grants: granted pages kept for reuse, most recently used first (blkif.h LIFO advice). */
   private readonly persistentFree: GrantedPage[] = [];
   private readonly allPersistent: GrantedPage[] = [];
+  /**
+   * The caller's pages persistently granted (zero copy with persistent grants): grant ref + 1 by gfn (0: none),
+   * made on first use; `directCount` of them.
+   */
+  private directGrants: Int32Array | null = null;
+  private directCount = 0;
+  /** Most entries `directGrants` may hold (0: never grant the caller's pages). */
+  private readonly directMax: number;
+  /** Set by `directGpa`: how many of the pages of the buffer it looked at take a new grant. */
+  private directMisses = 0;
+  /** The buffer behind this domain's memory views, and the byte offset of guest address 0 in it. */
+  private readonly ramBuffer: ArrayBufferLike | null = null;
+  private readonly ramBase: number = 0;
   private disabled: string | null = null;
   private connected = false;
   private outstanding = 0;
@@ -261,6 +331,13 @@ export class Blkfront {
     this.xs = o.host.xs(this.dom);
     this.domain = o.host.domain(this.dom);
     this.mem = this.domain.mem!;
+    this.directMax = o.directPages ?? DEFAULT_DIRECT_PAGES;
+    // A buffer is the guest's own memory when it is a view of the same buffer as the memory's own views.
+    const whole = this.mem.view(0, this.mem.size);
+    if (whole instanceof Uint8Array) {
+      this.ramBuffer = whole.buffer;
+      this.ramBase = whole.byteOffset;
+    }
   }
 
   /** Bring the device up: steps 1-4. Resolves when Connected. */
@@ -418,7 +495,8 @@ export class Blkfront {
 
   /**
    * Read `out.length` bytes (whole 512-byte sectors) from `lba` into `out`, as a kernel reads into pages it
-   * already owns: the same requests as `read`, without a new array per call.
+   * already owns: the same requests as `read`, without a new array per call. When `out` is the guest's own
+   * pages (`allocBuffer`) the backend writes straight into them.
    */
   readInto(lba: number, out: Uint8Array): Promise<void> {
     if (out.length % SECTOR !== 0) {
@@ -432,6 +510,63 @@ export class Blkfront {
     if (data.length % SECTOR !== 0) throw new RangeError(`write of ${data.length} bytes: not whole sectors`);
     if (this.info.readOnly) throw new BlkfrontError(`${this.nodename} is read-only`);
     await this.rw(BLKIF_OP_WRITE, lba, data);
+  }
+
+  /**
+   * `bytes` (rounded up to whole pages) of the guest's own memory, page-aligned, as a kernel's page-cache
+   * pages. Reads into and writes from these pages, or any page-aligned view of them, grant the pages
+   * themselves to the backend: no copy on either side. The pages stay the caller's for good (allocate once,
+   * reuse). With persistent grants each such page, once granted, stays granted until shutdown (up to
+   * `directPages` of them), as the driver's own pages do.
+   */
+  allocBuffer(bytes: number): Uint8Array {
+    if (!(Number.isSafeInteger(bytes) && bytes > 0)) throw new RangeError(`buffer of ${bytes} bytes`);
+    if (this.ramBuffer === null) throw new BlkfrontError(`guest memory of domain ${this.dom} gives no views`);
+    const gpa = this.domain.pages.alloc(bytes);
+    const v = this.mem.view(gpa, bytes);
+    if (!(v instanceof Uint8Array)) throw new BlkfrontError(v.message);
+    v.fill(0); // a fresh zeroed page, as the kernel's page allocator gives
+    return v;
+  }
+
+  /**
+   * Start a read of `out.length` bytes (whole sectors) at `lba` into `out`; `done` is called once, from the
+   * event-channel upcall, when the data is in `out` (or with the error). No promise per request: for drivers
+   * that keep many requests in flight. Throws (and never calls `done`) when the device cannot take requests.
+   */
+  submitRead(lba: number, out: Uint8Array, done: BlkfrontDone): void {
+    this.submitCb(BLKIF_OP_READ, lba, out, done);
+  }
+
+  /** Start a write of `data` at `lba`; `done` as for `submitRead`. `data` must not change until then. */
+  submitWrite(lba: number, data: Uint8Array, done: BlkfrontDone): void {
+    if (this.info.readOnly) throw new BlkfrontError(`${this.nodename} is read-only`);
+    this.submitCb(BLKIF_OP_WRITE, lba, data, done);
+  }
+
+  private submitCb(op: number, lba: number, data: Uint8Array, done: BlkfrontDone): void {
+    if (data.length % SECTOR !== 0) {
+      throw new RangeError(`${opName(op)} of ${data.length} bytes: not whole sectors`);
+    }
+    this.checkUsable();
+    const total = data.length / SECTOR;
+    const perReq = this.info.maxSegments * SECTORS_PER_PAGE;
+    if (total <= perReq) {
+      this.enqueueRw(op, lba, data, done, null, null);
+    } else {
+      // Several requests: one `done`, after the last of them, with the first error.
+      let left = Math.ceil(total / perReq);
+      let first: Error | null = null;
+      const part = (e: Error | null): void => {
+        if (e && !first) first = e;
+        if (--left === 0) done(first);
+      };
+      for (let d = 0; d < total; d += perReq) {
+        const n = Math.min(perReq, total - d);
+        this.enqueueRw(op, lba + d, data.subarray(d * SECTOR, (d + n) * SECTOR), part, null, null);
+      }
+    }
+    this.kick();
   }
 
   /** Commit the backend's write cache: FLUSH_DISKCACHE if offered, else an empty WRITE_BARRIER, else nothing. */
@@ -468,7 +603,7 @@ export class Blkfront {
       // One request: no fan-out bookkeeping (the common small-I/O case), and one promise for it.
       if (this.disabled || !this.connected) return Promise.reject(this.unusable());
       return new Promise((resolve, reject) => {
-        this.enqueueRw(op, lba, data, resolve, reject);
+        this.enqueueRw(op, lba, data, null, resolve, reject);
         this.kick();
       });
     }
@@ -489,74 +624,119 @@ export class Blkfront {
 
   private submitRw(op: number, lba: number, data: Uint8Array): Promise<void> {
     this.checkUsable();
-    return new Promise((resolve, reject) => this.enqueueRw(op, lba, data, resolve, reject));
+    return new Promise((resolve, reject) => this.enqueueRw(op, lba, data, null, resolve, reject));
   }
 
   /**
    * Write a read/write request into a free slot right away when nothing waits before it (the request is
-   * pushed by the next kick), else queue it behind the waiting ones.
+   * pushed by the next kick), else queue it behind the waiting ones. It settles through `cb`, or else
+   * `resolve`/`reject`.
    */
   private enqueueRw(
     op: number,
     lba: number,
     data: Uint8Array,
-    resolve: () => void,
-    reject: (e: Error) => void,
+    cb: BlkfrontDone | null,
+    resolve: (() => void) | null,
+    reject: ((e: Error) => void) | null,
   ): void {
-    const grants = this.grantsFor(data.length);
-    if (this.waiting.length === 0 && this.grantsAvailable(grants)) {
+    const nseg = Math.ceil(data.length / PAGE_SIZE);
+    let gpa = this.directGpa(data, nseg);
+    // The caller's pages take fresh grant references only for pages not granted yet; the driver's own pages
+    // may also come from its idle persistent grants. When the table has too few fresh references left for the
+    // caller's pages (its idle persistent grants hold them), the request goes through the driver's pages.
+    // Counted even when an indirect page kept granted (persistent grants) will serve: a request waiting in
+    // the queue cannot know which pages will be free when it is written.
+    const ind = indirectFor(nseg);
+    if (gpa >= 0 && !this.grantsAvailable(ind + this.directMisses, true)) gpa = -1;
+    const fresh = gpa >= 0;
+    const grants = ind + (fresh ? this.directMisses : nseg);
+    if (this.waiting.length === 0 && this.grantsAvailable(grants, fresh)) {
       const q = this.pickQueue();
       if (q) {
-        this.fillRw(q, op, lba, data, resolve, reject);
+        this.fillRw(q, op, lba, data, gpa, cb, resolve, reject);
         return;
       }
     }
-    this.waiting.push({ fill: (q) => this.fillRw(q, op, lba, data, resolve, reject), fail: reject, grants });
+    this.waiting.push({
+      fill: (q) =>
+        this.fillRw(q, op, lba, data, fresh ? this.directGpa(data, nseg) : -1, cb, resolve, reject),
+      fail: (e) => (cb ? cb(e) : reject?.(e)),
+      grants,
+      fresh,
+    });
   }
 
   /**
-   * Grant references one read/write request takes: a data page per 4 KiB plus its indirect pages. Linux blkfront
-   * likewise reserves its grants before it builds a request and requeues the request when too few are free.
+   * The guest-physical address of `data` when it can be granted as it is (zero copy): a page-aligned view of
+   * this domain's memory, and, with persistent grants, within the `directPages` budget (`directMisses` says
+   * how many of its pages are not granted yet). -1: go through the driver's own pages.
    */
-  private grantsFor(bytes: number): number {
-    const nseg = Math.ceil(bytes / PAGE_SIZE);
-    return nseg + (nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST ? Math.ceil(nseg / SEGS_PER_INDIRECT_FRAME) : 0);
+  private directGpa(data: Uint8Array, nseg: number): number {
+    this.directMisses = nseg;
+    if (data.buffer !== this.ramBuffer || this.directMax === 0) return -1;
+    const gpa = data.byteOffset - this.ramBase;
+    if ((gpa & (PAGE_SIZE - 1)) !== 0 || gpa < 0 || gpa + data.length > this.mem.size) return -1;
+    if (!this.info.persistent) return gpa;
+    const gfn = gpa / PAGE_SIZE;
+    const granted = (this.directGrants ??= new Int32Array(this.mem.size / PAGE_SIZE));
+    let misses = 0;
+    for (let i = 0; i < nseg; i++) if (granted[gfn + i] === 0) misses++;
+    if (this.directCount + misses > this.directMax) return -1;
+    this.directMisses = misses;
+    return gpa;
   }
 
-  /** True when `n` more grants can be taken now (free table entries or idle persistent grants). */
-  private grantsAvailable(n: number): boolean {
-    return n <= this.gnttab.freeCount + (this.info.persistent ? this.persistentFree.length : 0);
+  /** True when `n` more grants can be taken now (free table entries, or idle persistent grants unless `fresh`). */
+  private grantsAvailable(n: number, fresh: boolean): boolean {
+    return n <= this.gnttab.freeCount + (this.info.persistent && !fresh ? this.persistentFree.length : 0);
   }
 
-  /** Take a free id of `q`, grant the data pages and write the request into the ring (not yet pushed). */
+  /**
+   * Take a free id of `q`, grant the data pages (the caller's own when `gpa` >= 0, else the driver's, with
+   * a write's data copied in) and write the request into the ring (not yet pushed).
+   */
   private fillRw(
     q: Queue,
     op: number,
     lba: number,
     data: Uint8Array,
-    resolve: () => void,
-    reject: (e: Error) => void,
+    gpa: number,
+    cb: BlkfrontDone | null,
+    resolve: (() => void) | null,
+    reject: ((e: Error) => void) | null,
   ): void {
     const id = q.freeIds.pop()!;
     const s = q.records[id]!;
     const nseg = Math.ceil(data.length / PAGE_SIZE);
     const pages = s.pages;
+    const refs = s.refs;
     s.npages = 0;
+    s.direct = gpa >= 0;
     emptyArray(s.indirect);
     try {
-      const req = this.tmpReq.clear();
+      // encodeRequest writes the whole slot (zeroes where the request has nothing): the template needs its
+      // scalars cleared, and its indirect refs only for an indirect request; segments past nrSegments are
+      // never encoded.
+      const req = this.tmpReq;
+      req.handle = req.flag = req.nrSectorsLo = req.nrSectorsHi = req.indirectOp = 0;
       req.idLo = id;
       req.idHi = 0;
       if (Number.isSafeInteger(lba) && lba >= 0) {
         req.sectorHi = Math.floor(lba / 0x1_0000_0000);
         req.sectorLo = lba - req.sectorHi * 0x1_0000_0000;
       } else req.sector = lba; // out of range: the setter says why
-      for (let i = 0; i < nseg; i++) {
-        const g = this.dataPage(op !== BLKIF_OP_READ);
-        pages[i] = g;
-        s.npages = i + 1;
-        if (op === BLKIF_OP_WRITE) {
-          this.mem.write(g.gpa, data.subarray(i * PAGE_SIZE, Math.min(data.length, (i + 1) * PAGE_SIZE)));
+      if (gpa >= 0) {
+        for (let i = 0; i < nseg; i++) refs[i] = this.directRef(gpa + i * PAGE_SIZE, op !== BLKIF_OP_READ, s);
+      } else {
+        for (let i = 0; i < nseg; i++) {
+          const g = this.dataPage(op !== BLKIF_OP_READ);
+          pages[i] = g;
+          refs[i] = g.ref;
+          s.npages = i + 1;
+          if (op === BLKIF_OP_WRITE) {
+            this.mem.write(g.gpa, data.subarray(i * PAGE_SIZE, Math.min(data.length, (i + 1) * PAGE_SIZE)));
+          }
         }
       }
       // Each segment covers a whole page (first_sect 0) except the last, which ends with the data.
@@ -564,13 +744,14 @@ export class Blkfront {
         req.operation = op;
         req.nrSegments = nseg;
         for (let i = 0; i < nseg; i++) {
-          req.segGref[i] = pages[i]!.ref;
+          req.segGref[i] = refs[i]!;
           req.segFirst[i] = 0;
           req.segLast[i] = lastSect(data.length, i);
         }
       } else {
         // Indirect: the segment list lives in granted pages (read-only for the backend), written in place.
         req.operation = BLKIF_OP_INDIRECT;
+        req.indirectGrefs.fill(0);
         req.indirectOp = op;
         req.nrSegments = nseg;
         const ip = indirectPages(nseg);
@@ -578,12 +759,11 @@ export class Blkfront {
           const g = this.indirectPage();
           s.indirect.push(g);
           req.indirectGrefs[k] = g.ref;
-          const page = this.mem.view(g.gpa, PAGE_SIZE);
-          if (!(page instanceof Uint8Array)) throw new BlkfrontError(page.message);
+          const page = g.view;
           const n = Math.min(SEGS_PER_INDIRECT_FRAME, nseg - k * SEGS_PER_INDIRECT_FRAME);
           for (let j = 0; j < n; j++) {
             const i = k * SEGS_PER_INDIRECT_FRAME + j;
-            encodeSegment(page, j * BLKIF_SEGMENT_SIZE, pages[i]!.ref, 0, lastSect(data.length, i));
+            encodeSegment(page, j * BLKIF_SEGMENT_SIZE, refs[i]!, 0, lastSect(data.length, i));
           }
           // The rest of the page reads as zeroes, as on a freshly cleared page; only what an earlier, longer
           // list left behind is cleared (filling shared memory costs about 0.5 ns a byte).
@@ -598,12 +778,14 @@ export class Blkfront {
       // Nothing reached the ring: give back what was taken and fail this request alone.
       this.completion(s);
       q.freeIds.push(id);
-      reject(e as Error);
+      if (cb) cb(e as Error);
+      else reject?.(e as Error);
       return;
     }
     s.op = op;
     s.lba = lba;
-    s.data = op === BLKIF_OP_READ ? data : null;
+    s.data = op === BLKIF_OP_READ && gpa < 0 ? data : null;
+    s.cb = cb;
     s.resolve = resolve;
     s.reject = reject;
     q.shadow[id] = s;
@@ -611,11 +793,33 @@ export class Blkfront {
     this.outstanding++;
   }
 
+  /**
+   * The grant of the caller's page at `gpa`. With persistent grants: the page's standing grant, made on its
+   * first use (always writable, as every persistent grant: the backend keeps it mapped for later requests of
+   * either direction). Without: a grant for this request alone (read-only for a write), revoked at completion.
+   */
+  private directRef(gpa: number, readonly: boolean, s: Shadow): number {
+    const gfn = gpa / PAGE_SIZE;
+    if (this.info.persistent) {
+      const granted = this.directGrants!;
+      const ref = granted[gfn]! - 1;
+      if (ref >= 0) return ref;
+      const fresh = this.gnttab.grantAccess(this.backendId, gfn, false);
+      granted[gfn] = fresh + 1;
+      this.directCount++;
+      return fresh;
+    }
+    const ref = this.gnttab.grantAccess(this.backendId, gfn, readonly);
+    s.directRefs.push(ref);
+    return ref;
+  }
+
   private async submitOne(op: number, lba: number, build: (req: BlkifRequest) => void): Promise<void> {
     this.checkUsable();
     const p = new Promise<void>((resolve, reject) => {
       this.waiting.push({
         grants: 0,
+        fresh: false,
         fill: (q) => {
           const id = q.freeIds.pop()!;
           const req = this.tmpReq.clear();
@@ -664,7 +868,7 @@ export class Blkfront {
   private kick(): void {
     while (this.waiting.length > 0) {
       const head = this.waiting[0]!;
-      if (!this.grantsAvailable(head.grants)) {
+      if (!this.grantsAvailable(head.grants, head.fresh)) {
         if (this.outstanding > 0) break; // completions will give grants back
         // Nothing in flight will free any: the table is too small for this request.
         this.waiting.shift();
@@ -717,15 +921,24 @@ export class Blkfront {
   }
 
   /** An indirect page, granted read-only for this request (a page kept for indirect lists when there is one). */
+  /**
+   * An indirect page. With persistent grants it keeps its grant from request to request (Linux blkfront takes
+   * indirect pages from its persistent grants too: the backend may keep them mapped), read-write as every
+   * persistent grant; without, it is granted read-only for this request and revoked at completion.
+   */
   private indirectPage(): IndirectPage {
+    const persistent = this.info.persistent;
     const g = this.freeIndirect.pop();
     if (g) {
-      g.ref = this.gnttab.grantAccess(this.backendId, g.gpa / PAGE_SIZE, true);
+      if (g.ref < 0) g.ref = this.gnttab.grantAccess(this.backendId, g.gpa / PAGE_SIZE, !persistent);
       return g;
     }
     const gpa = this.allocPage();
+    const view = this.mem.view(gpa, PAGE_SIZE);
+    if (!(view instanceof Uint8Array)) throw new BlkfrontError(view.message);
+    const ref = this.gnttab.grantAccess(this.backendId, gpa / PAGE_SIZE, !persistent);
     // Whatever the page held before is unknown: clear all of it on first use.
-    return { gpa, ref: this.gnttab.grantAccess(this.backendId, gpa / PAGE_SIZE, true), dirty: PAGE_SIZE };
+    return { gpa, ref, dirty: PAGE_SIZE, view };
   }
 
   private allocPage(): number {
@@ -772,11 +985,26 @@ export class Blkfront {
 
   /** blkif_completion: give the pages back; a non-persistent grant the backend still maps is an error. */
   private completion(s: Shadow): void {
-    for (const g of s.indirect) {
-      if (this.gnttab.tryEndAccess(g.ref)) this.freeIndirect.push(g);
-      else this.disable(`backend has not unmapped grant ${g.ref}`);
+    const indirect = s.indirect;
+    for (let i = 0; i < indirect.length; i++) {
+      const g = indirect[i]!;
+      if (this.info.persistent)
+        this.freeIndirect.push(g); // still granted, for the next indirect request
+      else if (this.gnttab.tryEndAccess(g.ref)) {
+        g.ref = -1;
+        this.freeIndirect.push(g);
+      } else this.disable(`backend has not unmapped grant ${g.ref}`);
     }
     emptyArray(s.indirect);
+    if (s.direct) {
+      // The caller's pages: per-request grants are revoked (the pages stay the caller's); standing ones stay.
+      const refs = s.directRefs;
+      for (let i = 0; i < refs.length; i++) {
+        if (!this.gnttab.tryEndAccess(refs[i]!)) this.disable(`backend has not unmapped grant ${refs[i]}`);
+      }
+      emptyArray(refs);
+      return;
+    }
     const persistent = this.info.persistent;
     // Last page first: the free list is LIFO, so the next request takes these pages back in the same
     // ascending order, and a multi-page request keeps landing in pages that are contiguous in guest memory.
@@ -837,6 +1065,21 @@ export class Blkfront {
     // The backend has unmapped everything: every revoke must now succeed.
     for (const g of this.allPersistent.splice(0)) this.endGrant(g);
     this.persistentFree.length = 0;
+    for (const g of this.freeIndirect) {
+      if (g.ref < 0) continue;
+      if (!this.gnttab.tryEndAccess(g.ref)) this.disable(`backend has not unmapped grant ${g.ref}`);
+      g.ref = -1;
+    }
+    const granted = this.directGrants;
+    if (granted) {
+      for (let gfn = 0; gfn < granted.length && this.directCount > 0; gfn++) {
+        const ref = granted[gfn]! - 1;
+        if (ref < 0) continue;
+        granted[gfn] = 0;
+        this.directCount--;
+        if (!this.gnttab.tryEndAccess(ref)) this.disable(`backend has not unmapped grant ${ref}`);
+      }
+    }
     for (const q of this.queues) {
       for (const ref of q.ringRefs) {
         if (!this.gnttab.tryEndAccess(ref)) this.disable(`backend has not unmapped ring grant ${ref}`);

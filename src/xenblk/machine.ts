@@ -19,6 +19,8 @@ export interface PvMachineOptions {
   indirect?: number;
   /** Persistent grants on both ends (default true). */
   persistent?: boolean;
+  /** Caller pages the frontend keeps persistently granted for zero copy (Blkfront's `directPages`). */
+  directPages?: number;
   /** Queues (rings) the frontend asks for (default 1; the backend offers 4). */
   queues?: number;
   /** Use this hypervisor (its RAM is the guest's memory and its counters count the PV path). */
@@ -66,6 +68,7 @@ export async function createPvMachine(o: PvMachineOptions): Promise<PvMachine> {
     queues: o.queues ?? 1,
     maxIndirectSegments: o.indirect ?? 32,
     persistent: o.persistent ?? true,
+    ...(o.directPages !== undefined ? { directPages: o.directPages } : {}),
     ...(o.protocol ? { protocol: o.protocol } : {}),
   });
   return {

@@ -101,4 +101,50 @@ describe("event channels", () => {
     other.send(1, fePort);
     expect(ev.isPending(0, bePort)).toBe(true);
   });
+
+  it("an upcall raised by a handler runs in the same delivery, after the handler returns", async () => {
+    const { ev, fePort, bePort } = pair();
+    const log: string[] = [];
+    await tick(); // the bind's pending event, delivered to no handler yet
+    ev.bindHandler(0, bePort, () => {
+      log.push("back");
+      ev.send(0, bePort); // answer: raises the frontend's port
+      log.push("back returns");
+    });
+    ev.bindHandler(1, fePort, () => log.push("front"));
+    ev.send(1, fePort);
+    void Promise.resolve().then(() => log.push("later microtask"));
+    expect(log).toEqual([]); // never inside the sender's call
+    await tick();
+    // The frontend's upcall is taken by the same drain, not queued behind other microtasks.
+    expect(log).toEqual(["back", "back returns", "front", "later microtask"]);
+  });
+
+  it("a handler's exception stays uncaught and later upcalls are still delivered", async () => {
+    const { ev, fePort, bePort } = pair();
+    await tick();
+    const errors: unknown[] = [];
+    const onErr = (e: unknown) => errors.push(e);
+    process.prependListener("uncaughtException", onErr);
+    try {
+      let n = 0;
+      ev.bindHandler(0, bePort, () => {
+        n++;
+        throw new Error("handler failed");
+      });
+      const got: number[] = [];
+      ev.bindHandler(1, fePort, (p) => got.push(p));
+      ev.send(1, fePort);
+      ev.send(0, bePort);
+      await tick();
+      expect(n).toBe(1);
+      expect(got).toEqual([fePort]);
+      expect(errors).toHaveLength(1);
+      ev.send(1, fePort);
+      await tick();
+      expect(n).toBe(2);
+    } finally {
+      process.removeListener("uncaughtException", onErr);
+    }
+  });
 });
