@@ -12,7 +12,6 @@ import path from "node:path";
 import { Hypervisor } from "../hypervisor/hypervisor.ts";
 import { createImage, makeEngine, openImage } from "../storage/index.ts";
 import { createPvMachine } from "../xenblk/machine.ts";
-import { readIntoPv } from "./paths.ts";
 import type { RssResult } from "./types.ts";
 
 const MiB = 1 << 20;
@@ -33,17 +32,18 @@ export async function streamProbe(bytes: number, dir = os.tmpdir()): Promise<Rss
     const sectors = io / 512;
     let next = 0;
     let moved = 0;
-    // Each stream reads into its own buffer, as a guest reads into page-cache pages it already has.
+    // Each stream reads into its own buffer, as a guest reads into page-cache pages it already has (its own
+    // pages, granted as they are).
     const worker = async (buf: Uint8Array): Promise<void> => {
       while (next < bytes) {
         const at = next;
         next += io;
-        await readIntoPv(m.front, at / 512, buf);
+        await m.front.readInto(at / 512, buf);
         moved += buf.length;
       }
     };
     void sectors;
-    await Promise.all([0, 1, 2, 3].map(() => worker(new Uint8Array(io))));
+    await Promise.all([0, 1, 2, 3].map(() => worker(m.front.allocBuffer(io))));
     const seconds = (performance.now() - t0) / 1000;
     await m.close();
     backend.close();

@@ -31,8 +31,13 @@ export async function verifyPath(
   const s = await openSession(spec, w, "warm", image);
   try {
     const want = fillPattern(new Uint8Array(blockSize), lba, 0xc0ffee ^ lba);
-    const wr = s.write(lba, want, 0);
+    // Written from the slot's own buffer (guest memory on the PV and IDE paths, as the measured cells use it),
+    // which is then cleared, so the read back must really bring the bytes.
+    const slot = s.bufs[0]!;
+    slot.set(want);
+    const wr = s.write(lba, slot, 0);
     if (wr instanceof Promise) await wr;
+    slot.fill(0);
     const rd = s.read(lba, blockSize / SECTOR, 0);
     const got = rd instanceof Promise ? await rd : rd;
     let at = firstDiff(want, got);
