@@ -2,19 +2,23 @@
  * The long fuzzing run: every input surface a guest or user controls, a million cases each by default.
  *
  *   tsx scripts/fuzz.ts [--cases N] [--seed S] [--surface pv-ring|ide-ports|qtest-lines|cli-args] [--path P]
+ *                       [--progress SECONDS] [--no-bundle]
  *
- * Prints the seed and count of each surface (a random seed unless given), a summary table, and on failure the
- * seed, the replay path and the shrunk counterexample; exits 1 on any failure.
+ * Prints the seed and count of each surface (a random seed unless given), a progress line every --progress
+ * seconds (default 60), a summary table, and on failure the seed, the replay path, the shrunk counterexample
+ * and the first failing case as the harness saw it; exits 1 on any failure.
+ *
+ * Started from TypeScript (tsx), it first bundles itself with esbuild into node_modules/.cache/xenide-fuzz and
+ * runs that bundle with plain node: tsx turns every imported binding into a getter call, which costs the
+ * emulator's hot paths about half their speed over a million cases. --no-bundle runs in place.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { CliWorld, cliArgsProperty, cliFixtures, preloadCommands } from "../test/fuzz/cli-args.ts";
-import { IdeWorld, idePortsProperty } from "../test/fuzz/ide-ports.ts";
-import { PvRingWorld, pvRingProperty } from "../test/fuzz/pv-ring.ts";
-import { QtestWorld, qtestLinesProperty } from "../test/fuzz/qtest-lines.ts";
-import { type SurfaceRun, runSurface } from "../test/fuzz/runner.ts";
+import type { SurfaceRun } from "../test/fuzz/runner.ts";
 
 const { values } = parseArgs({
   options: {
@@ -22,43 +26,122 @@ const { values } = parseArgs({
     seed: { type: "string" },
     surface: { type: "string" },
     path: { type: "string" },
+    progress: { type: "string", default: "60" },
+    "no-bundle": { type: "boolean", default: false },
   },
 });
+
+if (import.meta.url.endsWith(".ts") && !values["no-bundle"]) process.exit(await runBundled());
+
+/** Bundle this script (with the harnesses and the emulator, packages left external) and run it with node. */
+async function runBundled(): Promise<number> {
+  const { build } = await import("esbuild");
+  const self = fileURLToPath(import.meta.url);
+  const root = fileURLToPath(new URL("..", import.meta.url));
+  // Inside the project, so the bundle resolves fast-check and the other packages from node_modules.
+  const out = join(root, "node_modules", ".cache", "xenide-fuzz");
+  mkdirSync(out, { recursive: true });
+  // One bundle per run: two runs at once must not rewrite each other's file.
+  const bundle = join(out, `fuzz-${process.pid}.mjs`);
+  const entry = join(out, `run-${process.pid}.mjs`);
+  await build({
+    entryPoints: [self],
+    outfile: bundle,
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    packages: "external",
+    logLevel: "warning",
+  });
+  // Entered through a second file: the CLI module inside the bundle starts the CLI when the bundle itself is
+  // the program being run (its import.meta.url equals argv[1]).
+  writeFileSync(entry, `await import(${JSON.stringify(pathToFileURL(bundle).href)});\n`);
+  try {
+    const r = spawnSync(process.execPath, [entry, ...process.argv.slice(2)], { stdio: "inherit" });
+    if (r.error) throw r.error;
+    return r.status ?? 1;
+  } finally {
+    rmSync(bundle, { force: true });
+    rmSync(entry, { force: true });
+  }
+}
+
 const cases = Number(values.cases);
 if (!Number.isSafeInteger(cases) || cases < 1) throw new Error(`--cases must be a positive integer`);
 const seed = values.seed !== undefined ? Number(values.seed) : (Math.random() * 0x7fffffff) | 0;
+const progressS = Number(values.progress);
 const dir = mkdtempSync(join(tmpdir(), "xenide-fuzz-"));
-const surfaces: Record<string, () => Promise<{ run: SurfaceRun; detail: unknown }>> = {
+
+interface Surface {
+  run: SurfaceRun;
+  detail: unknown;
+}
+/** Each surface's world counts its cases in `stats.cases`: the progress line reads it. */
+let current: { name: string; stats: { cases: number }; t0: number } | null = null;
+
+const surfaces: Record<string, () => Promise<Surface>> = {
   "pv-ring": async () => {
+    const { PvRingWorld, pvRingProperty } = await import("../test/fuzz/pv-ring.ts");
     const w = new PvRingWorld();
-    const run = await runSurface("pv-ring", pvRingProperty(w), opts());
-    return { run, detail: w.stats };
+    return surface("pv-ring", w, pvRingProperty(w));
   },
   "ide-ports": async () => {
+    const { IdeWorld, idePortsProperty } = await import("../test/fuzz/ide-ports.ts");
     const w = new IdeWorld();
-    const run = await runSurface("ide-ports", idePortsProperty(w), opts());
-    return { run, detail: w.stats };
+    return surface("ide-ports", w, idePortsProperty(w));
   },
   "qtest-lines": async () => {
+    const { QtestWorld, qtestLinesProperty } = await import("../test/fuzz/qtest-lines.ts");
     const w = new QtestWorld();
-    const run = await runSurface("qtest-lines", qtestLinesProperty(w), opts());
-    return { run, detail: w.stats };
+    return surface("qtest-lines", w, qtestLinesProperty(w));
   },
   "cli-args": async () => {
+    const { CliWorld, cliArgsProperty, cliFixtures, preloadCommands } =
+      await import("../test/fuzz/cli-args.ts");
     await preloadCommands();
     const w = new CliWorld(cliFixtures(join(dir, "cli")));
-    const run = await runSurface("cli-args", cliArgsProperty(w), opts());
-    return { run, detail: w.stats };
+    return surface("cli-args", w, cliArgsProperty(w));
   },
 };
-function opts() {
-  return { numRuns: cases, seed, ...(values.path ? { path: values.path } : {}) };
+
+async function surface(
+  name: string,
+  w: { stats: { cases: number }; first?: { message: string | null } },
+  property: Parameters<typeof import("../test/fuzz/runner.ts").runSurface>[1],
+): Promise<Surface> {
+  const { runSurface } = await import("../test/fuzz/runner.ts");
+  current = { name, stats: w.stats, t0: performance.now() };
+  try {
+    const run = await runSurface(name, property, {
+      numRuns: cases,
+      seed,
+      ...(values.path ? { path: values.path } : {}),
+      ...(w.first ? { firstFailure: () => w.first!.message } : {}),
+    });
+    return { run, detail: w.stats };
+  } finally {
+    current = null;
+  }
 }
+
 const chosen = values.surface ? [values.surface] : Object.keys(surfaces);
 for (const s of chosen)
   if (!surfaces[s]) throw new Error(`unknown surface '${s}' (${Object.keys(surfaces).join(", ")})`);
 
 console.log(`xenide fuzz: ${cases} cases per surface, seed ${seed}`);
+const progress =
+  progressS > 0
+    ? setInterval(() => {
+        if (!current) return;
+        const s = (performance.now() - current.t0) / 1000;
+        const n = current.stats.cases;
+        console.log(
+          `  ${current.name}: ${n.toLocaleString("en-US")} cases after ${s.toFixed(0)} s (${(n / s).toFixed(0)}/s)`,
+        );
+      }, progressS * 1000)
+    : null;
+progress?.unref();
 const rows: string[] = [];
 let failed = false;
 try {
@@ -76,6 +159,7 @@ try {
     }
   }
 } finally {
+  if (progress) clearInterval(progress);
   rmSync(dir, { recursive: true, force: true });
 }
 console.log("\n| surface | cases | seed | time | result |\n|---|---:|---:|---:|---|\n" + rows.join("\n"));

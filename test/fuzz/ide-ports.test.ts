@@ -8,7 +8,11 @@ import { ciSeed, runSurface } from "./runner.ts";
 
 it("the IDE model survives 10,000 random port sequences and then serves a driver correctly", async () => {
   const world = new IdeWorld();
-  const run = await runSurface("ide-ports", idePortsProperty(world), { numRuns: 10_000, seed: ciSeed() });
+  const run = await runSurface("ide-ports", idePortsProperty(world), {
+    numRuns: 10_000,
+    seed: ciSeed(),
+    firstFailure: () => world.first.message,
+  });
   expect(run.cases).toBe(10_000);
   const s = world.stats;
   console.log(`ide-ports: ${JSON.stringify(s)}`);

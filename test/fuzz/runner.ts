@@ -20,6 +20,32 @@ export interface SurfaceOptions {
   log?: (line: string) => void;
   /** Replay one failing case (fast-check path from a previous failure message). */
   path?: string;
+  /**
+   * The first failure as the world saw it. The worlds keep machines across cases, so the case fast-check
+   * shrinks to runs against whatever state the failure left behind: the original error says more.
+   */
+  firstFailure?: () => string | null;
+}
+
+/** What a world remembers of the first case that failed in it. */
+export class FirstFailure {
+  message: string | null = null;
+
+  /** Run `body` for case `c`; remember the first error (with the case) and rethrow it. */
+  async guard<T>(c: T, body: () => Promise<void>): Promise<void> {
+    try {
+      await body();
+    } catch (e) {
+      this.message ??= `${e instanceof Error ? e.message : String(e)}\n  in case ${stringify(c)}`;
+      throw e;
+    }
+  }
+}
+
+function stringify(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) =>
+    typeof x === "bigint" ? `${x}n` : x instanceof Uint8Array ? Buffer.from(x).toString("hex") : x,
+  );
 }
 
 /** Run `property` and throw with the seed and shrunk counterexample if it fails. */
@@ -42,7 +68,10 @@ export async function runSurface<T>(
   if (details.failed) {
     const why =
       details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
-    const msg = `${fc.defaultReportMessage(details) ?? "property failed"}\nError: ${why}`;
+    const first = o.firstFailure?.();
+    const msg =
+      `${fc.defaultReportMessage(details) ?? "property failed"}\nError: ${why}` +
+      (first ? `\nFirst failure (before shrinking): ${first}` : "");
     throw new Error(
       `fuzz ${surface} FAILED (seed ${o.seed}; replay: npm run fuzz -- --surface ${surface} --seed ${o.seed} --path ${details.counterexamplePath})\n${msg}`,
     );
