@@ -11,13 +11,24 @@
  * view into `allocAligned` memory at a 512-multiple offset is used as is; any other buffer is bounced through
  * a page-aligned chunk, one chunk at a time.
  */
-import fs from "node:fs";
+// The hot calls as named imports: the `fs` module object is in dictionary mode, so every `fs.x` load on a hot
+// path is a generic property lookup that optimized code cannot inline.
+import fs, {
+  read as fsRead,
+  readSync,
+  readv as fsReadv,
+  readvSync,
+  write as fsWrite,
+  writeSync,
+  writev as fsWritev,
+  writevSync,
+} from "node:fs";
 
 import { allocAligned, isDirectAligned } from "./aligned.ts";
 import { checkDiscard, checkIo, checkVec, fsError } from "./check.ts";
 import { ImageError, ImageLockedError } from "./errors.ts";
 import { ImageLock, lockHolder, lockPathOf } from "./lock.ts";
-import { type BlockBackend, IoError, SECTOR_SIZE } from "./types.ts";
+import { type BlockBackend, type CallbackIo, type IoCallback, IoError, SECTOR_SIZE } from "./types.ts";
 
 export interface RawImageOptions {
   /** Open read-only: writes and discards fail with EROFS. */
@@ -31,7 +42,7 @@ export interface RawImageOptions {
 /** Bounce chunk for O_DIRECT with unaligned caller buffers, and the zero chunk for discard. */
 const CHUNK = 256 * 1024;
 
-export class RawImageBackend implements BlockBackend {
+export class RawImageBackend implements BlockBackend, CallbackIo {
   readonly sectorSize = SECTOR_SIZE;
   readonly describe: string;
   private closed = false;
@@ -40,6 +51,8 @@ export class RawImageBackend implements BlockBackend {
   /** Free bounce chunks for async requests, which may be many in flight at once. */
   private readonly bouncePool: Uint8Array[] = [];
   private zeroes: Uint8Array | null = null;
+  /** Idle `Transfer`s (one per async request in flight at most). */
+  private readonly transfers: Transfer[] = [];
 
   private constructor(
     readonly path: string,
@@ -147,7 +160,7 @@ export class RawImageBackend implements BlockBackend {
     for (let done = 0; done < total;) {
       let n: number;
       try {
-        n = fs.readvSync(this.fd, rest, pos + done);
+        n = readvSync(this.fd, rest, pos + done);
       } catch (e) {
         throw fsError(e, sector + Math.floor(done / SECTOR_SIZE), `read of ${this.describe}`);
       }
@@ -156,7 +169,7 @@ export class RawImageBackend implements BlockBackend {
         return;
       }
       done += n;
-      rest = skipBytes(rest, n);
+      if (done < total) rest = skipBytes(rest, n);
     }
   }
 
@@ -177,13 +190,13 @@ export class RawImageBackend implements BlockBackend {
     for (let done = 0; done < total;) {
       let n: number;
       try {
-        n = fs.writevSync(this.fd, rest, pos + done);
+        n = writevSync(this.fd, rest, pos + done);
       } catch (e) {
         throw fsError(e, sector + Math.floor(done / SECTOR_SIZE), `write of ${this.describe}`);
       }
       if (n === 0) throw this.noProgress(sector + Math.floor(done / SECTOR_SIZE));
       done += n;
-      rest = skipBytes(rest, n);
+      if (done < total) rest = skipBytes(rest, n);
     }
   }
 
@@ -294,6 +307,30 @@ export class RawImageBackend implements BlockBackend {
     }
   }
 
+  // ---- callback path (CallbackIo) ----
+
+  /**
+   * `read`/`write`/`readv`/`writev` without a promise: the request runs on a pooled `Transfer` whose fs callback
+   * is bound once. O_DIRECT with a buffer outside aligned memory takes the promise path (it needs a bounce).
+   */
+  startIo(write: boolean, sector: number, bufs: readonly Uint8Array[], done: IoCallback): void {
+    const err = this.closed ? this.closedError(sector) : checkVec(this, write, sector, bufs);
+    if (err) {
+      void RESOLVED.then(() => done(err));
+      return;
+    }
+    if (this.direct && !bufs.every(isDirectAligned)) {
+      const all = bufs as Uint8Array[];
+      const p = write ? this.writev(sector, all) : this.readv(sector, all);
+      p.then(
+        () => done(undefined),
+        (e: unknown) => done(fsError(e, sector, `${write ? "write" : "read"} of ${this.describe}`)),
+      );
+      return;
+    }
+    this.transfer(write, sector, bufs, done);
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -321,7 +358,7 @@ export class RawImageBackend implements BlockBackend {
     while (done < buf.length) {
       let n: number;
       try {
-        n = fs.readSync(this.fd, buf, done, buf.length - done, pos + done);
+        n = readSync(this.fd, buf, done, buf.length - done, pos + done);
       } catch (e) {
         throw fsError(e, sector + Math.floor(done / SECTOR_SIZE), `read of ${this.describe}`);
       }
@@ -339,7 +376,7 @@ export class RawImageBackend implements BlockBackend {
     while (done < buf.length) {
       let n: number;
       try {
-        n = fs.writeSync(this.fd, buf, done, buf.length - done, pos + done);
+        n = writeSync(this.fd, buf, done, buf.length - done, pos + done);
       } catch (e) {
         throw fsError(e, sector + Math.floor(done / SECTOR_SIZE), `write of ${this.describe}`);
       }
@@ -350,57 +387,19 @@ export class RawImageBackend implements BlockBackend {
 
   /** Positional read or write of all of `buf` with `fs.read`/`fs.write` callbacks, looping on short transfers. */
   private io(write: boolean, buf: Uint8Array, sector: number): Promise<void> {
-    const pos = sector * SECTOR_SIZE;
-    const what = `${write ? "write" : "read"} of ${this.describe}`;
-    return new Promise((resolve, reject) => {
-      let done = 0;
-      const step = (): void => {
-        const cb = (e: NodeJS.ErrnoException | null, n: number): void => {
-          const at = sector + Math.floor(done / SECTOR_SIZE);
-          if (e) return reject(fsError(e, at, what));
-          if (n === 0) {
-            if (write) return reject(this.noProgress(at));
-            buf.fill(0, done);
-            return resolve();
-          }
-          done += n;
-          if (done < buf.length) step();
-          else resolve();
-        };
-        if (write) fs.write(this.fd, buf, done, buf.length - done, pos + done, cb);
-        else fs.read(this.fd, buf, done, buf.length - done, pos + done, cb);
-      };
-      step();
-    });
+    return this.iov(write, [buf], sector);
   }
 
   /** `io` for several buffers with `fs.readv`/`fs.writev` (libuv caps one call at IOV_MAX: we loop). */
-  private iov(write: boolean, bufs: Uint8Array[], sector: number): Promise<void> {
-    const pos = sector * SECTOR_SIZE;
-    const total = byteLength(bufs);
-    const what = `${write ? "write" : "read"} of ${this.describe}`;
+  private iov(write: boolean, bufs: readonly Uint8Array[], sector: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      let done = 0;
-      let rest = bufs;
-      const step = (): void => {
-        const cb = (e: NodeJS.ErrnoException | null, n: number): void => {
-          const at = sector + Math.floor(done / SECTOR_SIZE);
-          if (e) return reject(fsError(e, at, what));
-          if (n === 0) {
-            if (write) return reject(this.noProgress(at));
-            for (const b of rest) b.fill(0);
-            return resolve();
-          }
-          done += n;
-          rest = skipBytes(rest, n);
-          if (done < total) step();
-          else resolve();
-        };
-        if (write) fs.writev(this.fd, rest, pos + done, cb);
-        else fs.readv(this.fd, rest, pos + done, cb);
-      };
-      step();
+      this.transfer(write, sector, bufs, (err) => (err ? reject(err) : resolve()));
     });
+  }
+
+  private transfer(write: boolean, sector: number, bufs: readonly Uint8Array[], done: IoCallback): void {
+    const t = this.transfers.pop() ?? new Transfer(this.fd, this.describe, this.transfers);
+    t.start(write, sector, bufs, done);
   }
 
   private noProgress(sector: number): IoError {
@@ -425,6 +424,88 @@ export class RawImageBackend implements BlockBackend {
   }
 }
 
+const RESOLVED = Promise.resolve();
+const NO_BUFFERS: readonly Uint8Array[] = [];
+
+/**
+ * One async transfer in flight: positional `fs.read`/`fs.write` for one buffer, `fs.readv`/`fs.writev` for
+ * several, repeated on short transfers. Its fs callback is bound once and the object goes back to its pool when
+ * the transfer ends, so a request allocates nothing of its own (libuv's `uv_fs_t` is the one per-call object).
+ */
+class Transfer {
+  private write = false;
+  private sector = 0;
+  /** The buffer of a single-buffer transfer, else null. */
+  private buf: Uint8Array | null = null;
+  /** What is left of a vectored transfer's buffers. */
+  private rest: readonly Uint8Array[] = NO_BUFFERS;
+  private total = 0;
+  private moved = 0;
+  private done: IoCallback | null = null;
+  private readonly onFs: (e: NodeJS.ErrnoException | null, n: number) => void;
+
+  constructor(
+    private readonly fd: number,
+    private readonly describe: string,
+    private readonly pool: Transfer[],
+  ) {
+    this.onFs = (e, n) => this.step(e, n);
+  }
+
+  start(write: boolean, sector: number, bufs: readonly Uint8Array[], done: IoCallback): void {
+    this.write = write;
+    this.sector = sector;
+    this.done = done;
+    this.moved = 0;
+    if (bufs.length === 1) {
+      this.buf = bufs[0]!;
+      this.total = this.buf.length;
+    } else {
+      this.rest = bufs;
+      this.total = byteLength(bufs);
+    }
+    this.issue();
+  }
+
+  private issue(): void {
+    const pos = this.sector * SECTOR_SIZE + this.moved;
+    const buf = this.buf;
+    if (buf !== null) {
+      const len = this.total - this.moved;
+      if (this.write) fsWrite(this.fd, buf, this.moved, len, pos, this.onFs);
+      else fsRead(this.fd, buf, this.moved, len, pos, this.onFs);
+    } else if (this.write) fsWritev(this.fd, this.rest, pos, this.onFs);
+    else fsReadv(this.fd, this.rest, pos, this.onFs);
+  }
+
+  private step(e: NodeJS.ErrnoException | null, n: number): void {
+    const at = this.sector + Math.floor(this.moved / SECTOR_SIZE);
+    if (e) return this.end(fsError(e, at, `${this.write ? "write" : "read"} of ${this.describe}`));
+    if (n === 0) {
+      if (this.write) {
+        return this.end(new IoError("EIO", `write of ${this.describe} made no progress at sector ${at}`, at));
+      }
+      // End of file: the image was shrunk by someone else. What is left reads as zeroes, as on the sync path.
+      if (this.buf !== null) this.buf.fill(0, this.moved);
+      else for (const b of this.rest) b.fill(0);
+      return this.end(undefined);
+    }
+    this.moved += n;
+    if (this.moved >= this.total) return this.end(undefined);
+    if (this.buf === null) this.rest = skipBytes(this.rest, n);
+    this.issue();
+  }
+
+  private end(err: IoError | undefined): void {
+    const done = this.done!;
+    this.done = null;
+    this.buf = null;
+    this.rest = NO_BUFFERS;
+    this.pool.push(this);
+    done(err);
+  }
+}
+
 function byteLength(bufs: readonly Uint8Array[]): number {
   let n = 0;
   for (const b of bufs) n += b.length;
@@ -432,7 +513,7 @@ function byteLength(bufs: readonly Uint8Array[]): number {
 }
 
 /** What is left of `bufs` after the first `n` bytes were transferred. */
-function skipBytes(bufs: Uint8Array[], n: number): Uint8Array[] {
+function skipBytes(bufs: readonly Uint8Array[], n: number): Uint8Array[] {
   let i = 0;
   while (i < bufs.length && n >= bufs[i]!.length) n -= bufs[i++]!.length;
   const rest = bufs.slice(i);

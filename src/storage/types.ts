@@ -56,6 +56,21 @@ export interface BlockBackend {
 
 export type IoOp = "read" | "write" | "flush" | "discard";
 
+/** How a callback-style transfer ended: undefined on success. */
+export type IoCallback = (error: IoError | undefined) => void;
+
+/**
+ * An optional, cheaper form of a backend's async `read`/`write`/`readv`/`writev`, for engines that keep many
+ * requests in flight: start the transfer of `bufs` (consecutive sectors from `sector` on) and call `done`
+ * exactly once, later, from the event loop, with the error the promise methods would have rejected with. The caller passes a
+ * long-lived `done`, so a request costs no promise and no closure: at a queue depth of 32 small O_DIRECT reads
+ * that bookkeeping is a sizeable share of the main thread's work per request. A backend offering it must make
+ * it do exactly what its promise methods do.
+ */
+export interface CallbackIo {
+  startIo(write: boolean, sector: number, bufs: readonly Uint8Array[], done: IoCallback): void;
+}
+
 export interface IoRequest {
   op: IoOp;
   /** Caller's tag, returned with the completion. */
