@@ -9,7 +9,7 @@
  */
 
 import type { Vcpu } from "../hypervisor/hypervisor.ts";
-import { PageAllocator } from "../hypervisor/memory.ts";
+import { isFault, PAGE_SIZE, PageAllocator } from "../hypervisor/memory.ts";
 import { findPiixIde, setupBusMaster } from "./pci.ts";
 
 export const SECTOR = 512;
@@ -62,6 +62,14 @@ export const BM_ST_INTR = 0x04;
 export const PRD_EOT = 0x8000;
 /** One PRD describes at most 64 KiB and must not cross a 64 KiB boundary (82371SB §2.7.2). */
 export const PRD_MAX_BYTES = 0x10000;
+/**
+ * PRD entries in the table: one 4 KiB page of 8-byte entries. The table must be dword-aligned and must not
+ * cross a 64 KiB boundary (82371SB §2.7.2); a page-aligned page satisfies both, and QEMU's engine stops
+ * reading descriptors at the end of that page.
+ */
+export const PRD_TABLE_ENTRIES = PAGE_SIZE / 8;
+/** PRD entries address memory with 32 bits. */
+const PRD_ADDR_LIMIT = 0x1_0000_0000;
 
 /** ATA command opcodes used here (ATA-7 vol 1 §6). */
 export const ATA_CMD = {
@@ -227,9 +235,12 @@ export interface AtaDriveOptions {
   addressing?: AtaAddressing;
   /** Use READ/WRITE MULTIPLE with this many sectors per DRQ block (SET MULTIPLE MODE at probe). 0 = off. */
   multiple?: number;
-  /** Where PRD tables and bounce buffers go in guest RAM (default: pages from 1 MiB up). */
+  /** Where PRD tables, bounce buffers and `allocBuffer` buffers go in guest RAM (default: pages from 1 MiB up). */
   allocator?: PageAllocator;
-  /** Bounce buffer for DMA and string I/O, in sectors (default 2048 = 1 MiB): the largest DMA command. */
+  /**
+   * The largest DMA command, in sectors (default 2048 = 1 MiB), and the size of the bounce buffer that DMA and
+   * string I/O use for a caller's buffer outside guest RAM.
+   */
   bufferSectors?: number;
   /** Give up on a command after this long (default 10 s). */
   timeoutMs?: number;
@@ -242,9 +253,34 @@ interface DataCommand {
   write: number;
 }
 
+/** The opcodes of one transfer method: the 28-bit forms and the EXT (48-bit) forms. */
+type CommandSet = DataCommand & { readonly ext: DataCommand };
+
+const DMA_COMMANDS: CommandSet = {
+  read: ATA_CMD.READ_DMA,
+  write: ATA_CMD.WRITE_DMA,
+  ext: { read: ATA_CMD.READ_DMA_EXT, write: ATA_CMD.WRITE_DMA_EXT },
+};
+const MULTIPLE_COMMANDS: CommandSet = {
+  read: ATA_CMD.READ_MULTIPLE,
+  write: ATA_CMD.WRITE_MULTIPLE,
+  ext: { read: ATA_CMD.READ_MULTIPLE_EXT, write: ATA_CMD.WRITE_MULTIPLE_EXT },
+};
+const SECTORS_COMMANDS: CommandSet = {
+  read: ATA_CMD.READ_SECTORS,
+  write: ATA_CMD.WRITE_SECTORS,
+  ext: { read: ATA_CMD.READ_SECTORS_EXT, write: ATA_CMD.WRITE_SECTORS_EXT },
+};
+
 /**
- * One ATA device on one channel. `probe()` first; then `read`, `write`, `flush`. Transfers larger than one
- * command allows are split (256 sectors for LBA28, 65536 for LBA48, the bounce buffer for DMA).
+ * One ATA device on one channel. `probe()` first; then `read`/`readInto`, `write`, `flush`. Transfers larger
+ * than one command allows are split (256 sectors for LBA28, 65536 for LBA48, `bufferSectors` and the PRD
+ * table for DMA).
+ *
+ * A buffer from `allocBuffer` (or any other view of the vCPU's guest RAM) is used as a kernel uses its own
+ * pages: DMA's PRD table points at it and REP INSW/OUTSW address it, so the data moves between the device
+ * and the caller's buffer with no copy in the guest. Any other buffer goes through the driver's bounce buffer
+ * in guest RAM, one copy each way.
  */
 export class AtaDrive {
   readonly channel: AtaChannel;
@@ -258,6 +294,11 @@ export class AtaDrive {
   private allocator: PageAllocator | undefined;
   private bounceGpa = -1;
   private prdGpa = -1;
+  /** A zero-length view of guest address 0, to recognise views of guest RAM. */
+  private ramBase: Uint8Array | null = null;
+  private lastBuf: Uint8Array | null = null;
+  private lastLength = 0;
+  private lastGpa = -1;
   private bmBase: number | undefined;
   private ident: AtaIdentity | undefined;
 
@@ -310,18 +351,19 @@ export class AtaDrive {
     this.ident = await this.identify();
     if (this.multiple > 0) await this.setMultipleMode(this.multiple);
     // A DMA driver maps the Bus Master block at initialisation, not on its first transfer.
-    if (this.via === "dma") await this.busMaster();
+    if (this.via === "dma") this.busMaster();
     return this.ident;
   }
 
   /** IDENTIFY DEVICE (PIO data-in, one 512-byte block), using this drive's PIO method ("dma" reads by words). */
   async identify(): Promise<AtaIdentity> {
     const cmd = ATA_CMD.IDENTIFY_DEVICE;
-    await this.issue(cmd, 0, 0, false, false);
+    const issued = this.issue(cmd, 0, 0, false, false);
+    if (issued) await issued;
     const buf = new Uint8Array(SECTOR);
     const st = await this.waitIntr(cmd);
     this.checkDataReady(cmd, st, false);
-    this.dataIn(buf, 0, SECTOR);
+    this.dataIn(buf, 0, SECTOR, -1);
     this.checkEnd(cmd, this.vcpu.inb(this.channel.ctl), false);
     const words = new Uint16Array(256);
     for (let i = 0; i < 256; i++) words[i] = buf[2 * i]! | (buf[2 * i + 1]! << 8);
@@ -344,7 +386,7 @@ export class AtaDrive {
     await this.nonData(ext ? ATA_CMD.FLUSH_CACHE_EXT : ATA_CMD.FLUSH_CACHE, 0, false);
   }
 
-  /** Read `count` sectors from `lba`. */
+  /** Read `count` sectors from `lba` into a new array. */
   async read(lba: number, count: number): Promise<Uint8Array> {
     checkRange(lba, count);
     const out = new Uint8Array(count * SECTOR);
@@ -352,7 +394,24 @@ export class AtaDrive {
     return out;
   }
 
-  /** Write whole sectors of `data` starting at `lba`. */
+  /**
+   * Read `out.length / 512` sectors from `lba` into `out`. When `out` lies in guest RAM (see `allocBuffer`),
+   * DMA and REP INSW land in it directly.
+   */
+  readInto(lba: number, out: Uint8Array): Promise<void> {
+    // Not an async function: the transfer's own promise is the result (one promise less per call).
+    if (out.length % SECTOR !== 0) {
+      return Promise.reject(new RangeError(`read into ${out.length} bytes: not whole sectors`));
+    }
+    const count = out.length / SECTOR;
+    const bad = rangeError(lba, count);
+    return bad ? Promise.reject(bad) : this.transfer(false, lba, count, out);
+  }
+
+  /**
+   * Write whole sectors of `data` starting at `lba`. When `data` lies in guest RAM (see `allocBuffer`), DMA
+   * and REP OUTSW take it from there directly.
+   */
   async write(lba: number, data: Uint8Array): Promise<void> {
     if (data.length % SECTOR !== 0) throw new RangeError(`write of ${data.length} bytes: not whole sectors`);
     const count = data.length / SECTOR;
@@ -360,34 +419,60 @@ export class AtaDrive {
     await this.transfer(true, lba, count, data);
   }
 
-  // ---- transfer planning -------------------------------------------------------------------------------------
-
-  private commandSet(): DataCommand & { ext: DataCommand } {
-    if (this.via === "dma") {
-      return {
-        read: ATA_CMD.READ_DMA,
-        write: ATA_CMD.WRITE_DMA,
-        ext: { read: ATA_CMD.READ_DMA_EXT, write: ATA_CMD.WRITE_DMA_EXT },
-      };
-    }
-    if (this.multiple > 0) {
-      return {
-        read: ATA_CMD.READ_MULTIPLE,
-        write: ATA_CMD.WRITE_MULTIPLE,
-        ext: { read: ATA_CMD.READ_MULTIPLE_EXT, write: ATA_CMD.WRITE_MULTIPLE_EXT },
-      };
-    }
-    return {
-      read: ATA_CMD.READ_SECTORS,
-      write: ATA_CMD.WRITE_SECTORS,
-      ext: { read: ATA_CMD.READ_SECTORS_EXT, write: ATA_CMD.WRITE_SECTORS_EXT },
-    };
+  /**
+   * A buffer of `bytes` bytes in guest RAM, as a kernel allocates its I/O buffers in its own memory: a
+   * suitable DMA target for `readInto` and `write`. Like Linux's dma_alloc_coherent it is aligned to the
+   * smallest power-of-two number of pages that holds it (here up to 64 KiB), so a buffer of up to 64 KiB is
+   * one PRD entry. It stays allocated for the drive's lifetime (the drive's bump allocator has no free).
+   */
+  allocBuffer(bytes: number): Uint8Array {
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new RangeError(`bad buffer size ${bytes}`);
+    let align = PAGE_SIZE;
+    while (align < bytes && align < PRD_MAX_BYTES) align *= 2;
+    const gpa = this.pages().alloc(bytes, align);
+    const v = this.vcpu.mem.view(gpa, bytes);
+    if (isFault(v)) throw new RangeError(v.message);
+    return v;
   }
 
+  /**
+   * The guest-physical address of `buf` when it is a view of this vCPU's RAM, else -1. Guest RAM is one
+   * buffer, so a view of it is recognised by sharing that buffer; its offset from guest address 0 is its GPA.
+   */
+  guestAddress(buf: Uint8Array): number {
+    // A kernel reuses its buffers: the last one answered is remembered (reading `.buffer` is not cheap).
+    if (buf === this.lastBuf && buf.length === this.lastLength) return this.lastGpa;
+    const gpa = this.findGuestAddress(buf);
+    this.lastBuf = buf;
+    this.lastLength = buf.length;
+    this.lastGpa = gpa;
+    return gpa;
+  }
+
+  private findGuestAddress(buf: Uint8Array): number {
+    let base = this.ramBase;
+    if (base === null || base.buffer !== buf.buffer) {
+      // (Re)learn where guest address 0 is: a host may replace its RAM's buffer (a grown wasm memory).
+      const v = this.vcpu.mem.view(0, 0);
+      if (isFault(v)) return -1;
+      this.ramBase = base = v;
+      if (base.buffer !== buf.buffer) return -1;
+    }
+    const gpa = buf.byteOffset - base.byteOffset;
+    return gpa >= 0 && gpa + buf.length <= this.vcpu.mem.size ? gpa : -1;
+  }
+
+  // ---- transfer planning -------------------------------------------------------------------------------------
+
   private async transfer(isWrite: boolean, lba: number, count: number, data: Uint8Array): Promise<void> {
-    const set = this.commandSet();
+    const set = this.via === "dma" ? DMA_COMMANDS : this.multiple > 0 ? MULTIPLE_COMMANDS : SECTORS_COMMANDS;
     // "auto" uses LBA48 only when the device has it (IDENTIFY word 83 bit 10); before a probe, assume not.
     const has48 = this.ident?.lba48 ?? false;
+    const dma = this.via === "dma";
+    // Where `data` is in guest RAM, when it is: DMA and string I/O then use it in place.
+    let gpa = dma || this.via === "rep" ? this.guestAddress(data) : -1;
+    // A PRD entry's base drops bit 0 and holds 32 bits (82371SB §2.7.2): such a buffer cannot be a target.
+    if (dma && (gpa & 1 || gpa + data.length > PRD_ADDR_LIMIT)) gpa = -1;
     let done = 0;
     while (done < count) {
       const at = lba + done;
@@ -395,7 +480,11 @@ export class AtaDrive {
       if (this.addressing === "lba28") max = LBA28_MAX_SECTORS;
       else if (this.addressing === "lba48" || has48) max = LBA48_MAX_SECTORS;
       else max = LBA28_MAX_SECTORS;
-      if (this.via === "dma") max = Math.min(max, this.bufferSectors);
+      if (dma) {
+        max = Math.min(max, this.bufferSectors);
+        // The PRD table has one entry per 64 KiB window the buffer touches.
+        if (gpa >= 0) max = Math.min(max, prdFitSectors(gpa + done * SECTOR));
+      }
       const n = Math.min(max, count - done);
       // Like Linux's lba_28_ok(): the 28-bit form whenever the whole command fits in it.
       const fits28 = at + n <= LBA28_LIMIT - 1 && n <= LBA28_MAX_SECTORS;
@@ -409,10 +498,13 @@ export class AtaDrive {
         );
       }
       const opcode = isWrite ? (ext ? set.ext.write : set.write) : ext ? set.ext.read : set.read;
-      const slice = data.subarray(done * SECTOR, (done + n) * SECTOR);
-      if (this.via === "dma") await this.dmaCommand(opcode, isWrite, at, n, ext, slice);
-      else if (isWrite) await this.pioOut(opcode, at, n, ext, slice);
-      else await this.pioIn(opcode, at, n, ext, slice);
+      const off = done * SECTOR;
+      const where = gpa < 0 ? -1 : gpa + off;
+      if (dma) {
+        const pending = this.dmaCommand(opcode, isWrite, at, n, ext, data, off, where);
+        if (pending) await pending;
+      } else if (isWrite) await this.pioOut(opcode, at, n, ext, data, off, where);
+      else await this.pioIn(opcode, at, n, ext, data, off, where);
       done += n;
     }
   }
@@ -420,14 +512,24 @@ export class AtaDrive {
   // ---- protocols ---------------------------------------------------------------------------------------------
 
   /** PIO data-in (ATA-7 vol 2 §11.3): one interrupt per DRQ block, data read after each. */
-  private async pioIn(cmd: number, lba: number, count: number, ext: boolean, out: Uint8Array): Promise<void> {
+  private async pioIn(
+    cmd: number,
+    lba: number,
+    count: number,
+    ext: boolean,
+    out: Uint8Array,
+    off: number,
+    gpa: number,
+  ): Promise<void> {
     const block = this.blockSectors(cmd);
-    await this.issue(cmd, lba, count, ext, true);
+    const issued = this.issue(cmd, lba, count, ext, true);
+    if (issued) await issued;
     for (let done = 0; done < count;) {
       const st = await this.waitIntr(cmd);
       this.checkDataReady(cmd, st, ext);
       const n = Math.min(block, count - done);
-      this.dataIn(out, done * SECTOR, n * SECTOR);
+      const at = done * SECTOR;
+      this.dataIn(out, off + at, n * SECTOR, gpa < 0 ? -1 : gpa + at);
       done += n;
     }
     // After the last block the device clears DRQ without another interrupt.
@@ -444,14 +546,18 @@ export class AtaDrive {
     count: number,
     ext: boolean,
     src: Uint8Array,
+    off: number,
+    gpa: number,
   ): Promise<void> {
     const block = this.blockSectors(cmd);
-    await this.issue(cmd, lba, count, ext, true);
+    const issued = this.issue(cmd, lba, count, ext, true);
+    if (issued) await issued;
     let st = await this.pollAlt(cmd);
     for (let done = 0; done < count;) {
       this.checkDataReady(cmd, st, ext);
       const n = Math.min(block, count - done);
-      this.dataOut(src, done * SECTOR, n * SECTOR);
+      const at = done * SECTOR;
+      this.dataOut(src, off + at, n * SECTOR, gpa < 0 ? -1 : gpa + at);
       done += n;
       st = await this.waitIntr(cmd);
     }
@@ -461,7 +567,8 @@ export class AtaDrive {
   /** Non-data protocol (ATA-7 vol 2 §11.2): command, interrupt, status. */
   private async nonData(cmd: number, nsect: number, ext: boolean): Promise<void> {
     const v = this.vcpu;
-    await this.waitReady(cmd);
+    const wait = this.untilReady(cmd);
+    if (wait) await wait;
     v.outb(this.channel.cmd + REG_DEVICE, DEV_OBS | DEV_LBA | (this.unit << 4));
     v.outb(this.channel.cmd + REG_NSECT, nsect);
     v.outb(this.channel.cmd + REG_COMMAND, cmd);
@@ -472,49 +579,90 @@ export class AtaDrive {
   /**
    * Bus Master DMA (ATA-7 vol 2 §11.6 with the 82371SB Bus Master sequence): PRD table and buffer in guest
    * RAM, command, start the engine with the direction bit, wait for the interrupt, then stop the engine, read
-   * the ATA status (which acknowledges the interrupt) and clear the Bus Master interrupt bit.
+   * the ATA status (which acknowledges the interrupt) and clear the Bus Master interrupt bit. The buffer is
+   * the caller's own at `gpa` when it lies in guest RAM (-1: the bounce buffer, copied to or from `data`).
+   * Returns a promise only when the command had to wait (a device that was busy, an interrupt not yet there):
+   * with a device model that completes at once, the whole command runs without a trip through the event loop.
    */
-  private async dmaCommand(
+  private dmaCommand(
     cmd: number,
     isWrite: boolean,
     lba: number,
     count: number,
     ext: boolean,
     data: Uint8Array,
-  ): Promise<void> {
+    off: number,
+    gpa: number,
+  ): Promise<void> | undefined {
     const v = this.vcpu;
-    const bm = (await this.busMaster()) + this.channel.bmOffset;
+    const bm = this.busMaster() + this.channel.bmOffset;
     const bytes = count * SECTOR;
-    this.buildPrdTable(this.bounceGpa, bytes);
-    if (isWrite) v.mem.write(this.bounceGpa, data);
+    const bounce = gpa < 0;
+    if (bounce) {
+      gpa = this.bounceGpa;
+      if (isWrite) {
+        const f = v.mem.write(gpa, data.subarray(off, off + bytes));
+        if (f) throw new Error(f.message);
+      }
+    }
+    this.buildPrdTable(gpa, bytes);
     v.outb(bm + BM_COMMAND, 0);
     // Writing back what was read clears INTR and ERROR (write-one-to-clear) and keeps the drive-capable bits.
     v.outb(bm + BM_STATUS, v.inb(bm + BM_STATUS));
     v.outl(bm + BM_PRDT, this.prdGpa);
-    await this.issue(cmd, lba, count, ext, true);
+    // Where a read's data goes from the bounce buffer once the command is over (null: it is there already).
+    const copyTo = bounce && !isWrite ? data.subarray(off, off + bytes) : null;
+    const issued = this.issue(cmd, lba, count, ext, true);
+    if (issued) {
+      return issued.then(async () => this.dmaEnd(cmd, ext, bm, await this.dmaRun(cmd, isWrite, bm), copyTo));
+    }
+    const bms = this.dmaRun(cmd, isWrite, bm);
+    if (typeof bms === "number") {
+      this.dmaEnd(cmd, ext, bm, bms, copyTo);
+      return undefined;
+    }
+    return bms.then((st) => this.dmaEnd(cmd, ext, bm, st, copyTo));
+  }
+
+  /** Start the engine and wait for the end of the transfer; the Bus Master status then (a number if at once). */
+  private dmaRun(cmd: number, isWrite: boolean, bm: number): number | Promise<number> {
+    const v = this.vcpu;
     v.outb(bm + BM_COMMAND, BM_CMD_START | (isWrite ? 0 : BM_CMD_READ));
-    let bms: number;
-    if (this.useIrq) {
-      if (!(await v.waitIrq(this.channel.irq, this.timeoutMs))) {
+    if (!this.useIrq) return this.dmaPoll(cmd, bm);
+    // An interrupt already pending is taken at once, as it is by a CPU that enables interrupts before HLT.
+    if (v.irqRaised(this.channel.irq)) return v.inb(bm + BM_STATUS);
+    return this.dmaWaitIrq(cmd, bm);
+  }
+
+  private async dmaWaitIrq(cmd: number, bm: number): Promise<number> {
+    const v = this.vcpu;
+    if (!(await v.waitIrq(this.channel.irq, this.timeoutMs))) {
+      v.outb(bm + BM_COMMAND, 0);
+      throw this.timeout(cmd);
+    }
+    return v.inb(bm + BM_STATUS);
+  }
+
+  /** nIEN keeps the INTR bit clear too, so poll for the engine to stop and the device to drop DRQ. */
+  private async dmaPoll(cmd: number, bm: number): Promise<number> {
+    const v = this.vcpu;
+    const deadline = Date.now() + this.timeoutMs;
+    for (;;) {
+      const bms = v.inb(bm + BM_STATUS);
+      if (bms & BM_ST_INTR || !(bms & BM_ST_ACTIVE)) {
+        if (!(v.inb(this.channel.ctl) & (ST_BSY | ST_DRQ))) return bms;
+      }
+      if (Date.now() > deadline) {
         v.outb(bm + BM_COMMAND, 0);
         throw this.timeout(cmd);
       }
-      bms = v.inb(bm + BM_STATUS);
-    } else {
-      // nIEN keeps the INTR bit clear too, so poll for the engine to stop and the device to drop DRQ.
-      const deadline = Date.now() + this.timeoutMs;
-      for (;;) {
-        bms = v.inb(bm + BM_STATUS);
-        if (bms & BM_ST_INTR || !(bms & BM_ST_ACTIVE)) {
-          if (!(v.inb(this.channel.ctl) & (ST_BSY | ST_DRQ))) break;
-        }
-        if (Date.now() > deadline) {
-          v.outb(bm + BM_COMMAND, 0);
-          throw this.timeout(cmd);
-        }
-        await v.relax();
-      }
+      await v.relax();
     }
+  }
+
+  /** Stop the engine, acknowledge the interrupt, check the outcome, and copy a read out of the bounce buffer. */
+  private dmaEnd(cmd: number, ext: boolean, bm: number, bms: number, copyTo: Uint8Array | null): void {
+    const v = this.vcpu;
     v.outb(bm + BM_COMMAND, 0);
     const st = v.inb(this.channel.cmd + REG_STATUS);
     v.outb(bm + BM_STATUS, bms);
@@ -541,8 +689,8 @@ export class AtaDrive {
         bms,
       );
     }
-    if (!isWrite) {
-      const f = v.mem.read(this.bounceGpa, data);
+    if (copyTo) {
+      const f = v.mem.read(this.bounceGpa, copyTo);
       if (f) throw new Error(f.message);
     }
   }
@@ -555,32 +703,46 @@ export class AtaDrive {
     return 1;
   }
 
-  /** Wait until the device is neither busy nor transferring (alternate status: does not touch INTRQ). */
-  private async waitReady(cmd: number): Promise<void> {
-    const v = this.vcpu;
-    const deadline = Date.now() + this.timeoutMs;
-    for (;;) {
-      const st = v.inb(this.channel.ctl);
-      if (!(st & (ST_BSY | ST_DRQ))) return;
-      if (Date.now() > deadline) throw this.timeout(cmd, st);
-      await v.relax();
-    }
-  }
-
   /**
-   * Select the device and load the task file, then write the command. LBA48 registers are written twice,
-   * high-order byte first: each write pushes the previous value into the HOB copy (ATA-7 vol 1 §5.2).
+   * Select the device and load the task file, then write the command, once the device is neither busy nor
+   * transferring (alternate status: does not touch INTRQ). Returns a promise only when it had to wait.
+   * LBA48 registers are written twice, high-order byte first: each write pushes the previous value into the
+   * HOB copy (ATA-7 vol 1 §5.2).
    */
-  private async issue(
+  private issue(
     cmd: number,
     lba: number,
     count: number,
     ext: boolean,
     addressed: boolean,
-  ): Promise<void> {
+  ): Promise<void> | undefined {
+    const wait = this.untilReady(cmd);
+    if (wait) return wait.then(() => this.loadTaskFile(cmd, lba, count, ext, addressed));
+    this.loadTaskFile(cmd, lba, count, ext, addressed);
+    return undefined;
+  }
+
+  /** Undefined when the alternate status shows neither BSY nor DRQ, else a promise of the moment it does. */
+  private untilReady(cmd: number): Promise<void> | undefined {
+    const st = this.vcpu.inb(this.channel.ctl);
+    return st & (ST_BSY | ST_DRQ) ? this.waitReady(cmd) : undefined;
+  }
+
+  /** Poll the alternate status until BSY and DRQ are clear, pausing between reads (the first read showed one). */
+  private async waitReady(cmd: number): Promise<void> {
+    const v = this.vcpu;
+    const deadline = Date.now() + this.timeoutMs;
+    for (;;) {
+      await v.relax();
+      const st = v.inb(this.channel.ctl);
+      if (!(st & (ST_BSY | ST_DRQ))) return;
+      if (Date.now() > deadline) throw this.timeout(cmd, st);
+    }
+  }
+
+  private loadTaskFile(cmd: number, lba: number, count: number, ext: boolean, addressed: boolean): void {
     const v = this.vcpu;
     const base = this.channel.cmd;
-    await this.waitReady(cmd);
     const lbaBits = addressed && !ext ? Math.floor(lba / 0x100_0000) & 0x0f : 0;
     v.outb(base + REG_DEVICE, DEV_OBS | (addressed ? DEV_LBA : 0) | (this.unit << 4) | lbaBits);
     if (addressed) {
@@ -689,8 +851,11 @@ export class AtaDrive {
     );
   }
 
-  /** Move `bytes` from the data port into `dst` at `off`, by words, dwords or REP INSW into the bounce buffer. */
-  private dataIn(dst: Uint8Array, off: number, bytes: number): void {
+  /**
+   * Move `bytes` from the data port into `dst` at `off`: by words, by dwords, or by REP INSW, straight into
+   * `dst` at guest address `gpa` when it is in guest RAM, else into the bounce buffer and then `dst`.
+   */
+  private dataIn(dst: Uint8Array, off: number, bytes: number, gpa: number): void {
     const v = this.vcpu;
     const port = this.channel.cmd + REG_DATA;
     if (this.via === "pio32") {
@@ -702,9 +867,13 @@ export class AtaDrive {
         dst[off + i + 3] = d >>> 24;
       }
     } else if (this.via === "rep") {
-      const gpa = this.bounce();
-      v.insw(port, gpa, bytes / 2);
-      const f = v.mem.read(gpa, dst.subarray(off, off + bytes));
+      if (gpa >= 0) {
+        v.insw(port, gpa, bytes / 2);
+        return;
+      }
+      const at = this.bounce();
+      v.insw(port, at, bytes / 2);
+      const f = v.mem.read(at, dst.subarray(off, off + bytes));
       if (f) throw new Error(f.message);
     } else {
       for (let i = 0; i < bytes; i += 2) {
@@ -715,7 +884,7 @@ export class AtaDrive {
     }
   }
 
-  private dataOut(src: Uint8Array, off: number, bytes: number): void {
+  private dataOut(src: Uint8Array, off: number, bytes: number, gpa: number): void {
     const v = this.vcpu;
     const port = this.channel.cmd + REG_DATA;
     if (this.via === "pio32") {
@@ -726,45 +895,58 @@ export class AtaDrive {
         );
       }
     } else if (this.via === "rep") {
-      const gpa = this.bounce();
-      const f = v.mem.write(gpa, src.subarray(off, off + bytes));
+      if (gpa >= 0) {
+        v.outsw(port, gpa, bytes / 2);
+        return;
+      }
+      const at = this.bounce();
+      const f = v.mem.write(at, src.subarray(off, off + bytes));
       if (f) throw new Error(f.message);
-      v.outsw(port, gpa, bytes / 2);
+      v.outsw(port, at, bytes / 2);
     } else {
       for (let i = 0; i < bytes; i += 2) v.outw(port, src[off + i]! | (src[off + i + 1]! << 8));
     }
   }
 
-  /** The bounce buffer (64 KiB aligned so PRD entries never cross a 64 KiB boundary) and the PRD table page. */
+  private pages(): PageAllocator {
+    return (this.allocator ??= new PageAllocator(this.vcpu.mem, 0x10_0000));
+  }
+
+  /** The bounce buffer (64 KiB aligned, so it needs the fewest PRD entries) and the PRD table page. */
   private bounce(): number {
     if (this.bounceGpa < 0) {
-      const alloc = (this.allocator ??= new PageAllocator(this.vcpu.mem, 0x10_0000));
+      const alloc = this.pages();
       const bytes = Math.max(this.bufferSectors, this.multiple, 1) * SECTOR;
       this.bounceGpa = alloc.alloc(bytes, PRD_MAX_BYTES);
-      // 8 bytes per PRD; a 32 MiB buffer needs 512 entries = one page.
-      this.prdGpa = alloc.alloc(Math.ceil(bytes / PRD_MAX_BYTES) * 8);
+      // 8 bytes per PRD: a 32 MiB buffer on 64 KiB boundaries needs 512 entries, the whole page.
+      this.prdGpa = alloc.alloc(PRD_TABLE_ENTRIES * 8);
     }
     return this.bounceGpa;
   }
 
+  /**
+   * Describe [gpa, gpa + bytes) in the PRD table: one entry per 64 KiB window the range touches, since an
+   * entry may neither exceed 64 KiB nor cross a 64 KiB boundary; EOT on the last (82371SB §2.7.2). The caller
+   * keeps `gpa` even and the range within `PRD_TABLE_ENTRIES` windows (see `prdFitSectors`).
+   */
   private buildPrdTable(gpa: number, bytes: number): void {
     const mem = this.vcpu.mem;
     this.bounce();
-    let off = 0;
+    const end = gpa + bytes;
     let entry = this.prdGpa;
-    while (off < bytes) {
-      const n = Math.min(PRD_MAX_BYTES, bytes - off);
-      const last = off + n >= bytes;
-      mem.writeU32(entry, gpa + off);
+    for (let at = gpa; at < end;) {
+      const next = Math.min(end, (Math.floor(at / PRD_MAX_BYTES) + 1) * PRD_MAX_BYTES);
+      const n = next - at;
+      mem.writeU32(entry, at);
       // Byte count 0 means 64 KiB (82371SB §2.7.2).
       mem.writeU16(entry + 4, n & 0xffff);
-      mem.writeU16(entry + 6, last ? PRD_EOT : 0);
-      off += n;
+      mem.writeU16(entry + 6, next >= end ? PRD_EOT : 0);
+      at = next;
       entry += 8;
     }
   }
 
-  private async busMaster(): Promise<number> {
+  private busMaster(): number {
     this.bounce();
     if (this.bmBase === undefined) {
       const fn = findPiixIde(this.vcpu);
@@ -775,10 +957,22 @@ export class AtaDrive {
   }
 }
 
+/** The most sectors from guest address `gpa` on that one PRD table can describe. */
+function prdFitSectors(gpa: number): number {
+  const limit = (Math.floor(gpa / PRD_MAX_BYTES) + PRD_TABLE_ENTRIES) * PRD_MAX_BYTES;
+  return Math.floor((limit - gpa) / SECTOR);
+}
+
+function rangeError(lba: number, count: number): RangeError | undefined {
+  if (!Number.isSafeInteger(lba) || lba < 0 || lba >= 2 ** 48) return new RangeError(`bad LBA ${lba}`);
+  if (!Number.isSafeInteger(count) || count < 0) return new RangeError(`bad sector count ${count}`);
+  if (lba + count > 2 ** 48) return new RangeError(`LBA ${lba}+${count} beyond the 48-bit address space`);
+  return undefined;
+}
+
 function checkRange(lba: number, count: number): void {
-  if (!Number.isSafeInteger(lba) || lba < 0 || lba >= 2 ** 48) throw new RangeError(`bad LBA ${lba}`);
-  if (!Number.isSafeInteger(count) || count < 0) throw new RangeError(`bad sector count ${count}`);
-  if (lba + count > 2 ** 48) throw new RangeError(`LBA ${lba}+${count} beyond the 48-bit address space`);
+  const e = rangeError(lba, count);
+  if (e) throw e;
 }
 
 function hex2(n: number): string {

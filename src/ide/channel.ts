@@ -85,8 +85,15 @@ export class IdeChannel implements PortIoDevice {
   /** The device whose DMA command owns the bus master engine. */
   private dmaDev: IdeDevice | null = null;
   private readonly segs = new Segments();
-  private readonly dmaBufs: Uint8Array[] = [];
   private readonly req: IoRequest = { op: "read", tag: 0, sector: 0 };
+  /** The DMA transfer in flight: its first sector, its sector count, whether Active stays set at the end. */
+  private dmaLba = 0;
+  private dmaCount = 0;
+  private dmaStayActive = false;
+  /** The bounce buffer of the DMA in flight (PRD segments that are not whole sectors), or null. */
+  private dmaBounce: Uint8Array | null = null;
+  /** Kept from command to command; dropped when a cancelled request might still write into it. */
+  private bounceBuf: Uint8Array | null = null;
 
   constructor(opts: ChannelOptions) {
     this.index = opts.index;
@@ -103,7 +110,9 @@ export class IdeChannel implements PortIoDevice {
     this.bm = new BusMaster({ bmStart: () => this.runDma(), bmStop: () => this.bmStopped() });
     this.control = new ControlPort(this);
     for (const d of this.devices) {
-      if (d.engine) {
+      // Every submit is followed by a reap, which is all a sync engine needs (its completions are ready
+      // when submit returns); only the async engine must call back from the event loop.
+      if (d.engine && d.engine.kind !== "sync") {
         const dev = d;
         d.engine.onReady = () => this.reap(dev);
       }
@@ -323,6 +332,7 @@ export class IdeChannel implements PortIoDevice {
       d.buf = new Uint8Array(IO_BUF_SECTORS * 512);
     }
     d.stopTransfer();
+    if (d.dmaInflight && this.dmaBounce) this.bounceBuf = null; // the old request may still write into it
     d.dmaPending = d.dmaInflight = d.dmaTrim = false;
     if (this.dmaDev === d) this.dmaDev = null;
     d.cmd = -1;
@@ -446,8 +456,8 @@ export class IdeChannel implements PortIoDevice {
 
   /** Take completions; run the continuation when its whole batch is done. */
   reap(d: IdeDevice): void {
+    // The list is left empty after every reap (pop(): `length = 0` is a runtime call in V8, on every command).
     const list = d.comps;
-    list.length = 0;
     if (d.engine!.reap(list) === 0) return;
     let done = false;
     for (const c of list) {
@@ -455,7 +465,7 @@ export class IdeChannel implements PortIoDevice {
       if (c.error && !d.batchError) d.batchError = c.error;
       if (--d.batchLeft === 0) done = true;
     }
-    list.length = 0;
+    while (list.length > 0) list.pop();
     if (done) {
       const cont = d.cont!;
       const err = d.batchError;
@@ -862,51 +872,60 @@ export class IdeChannel implements PortIoDevice {
       this.rangeError(d);
       return;
     }
-    const stayActive = this.segs.prdBytes > bytes;
-    const vbytes = valid * 512;
-    const bufs = this.dmaBufs;
-    bufs.length = 0;
-    let bounce: Uint8Array | null = null;
+    // The segments cover exactly the transfer's bytes (the range check above is all or nothing). Whole
+    // sectors go to storage as the guest memory itself; anything else through a bounce buffer.
+    this.dmaLba = lba;
+    this.dmaCount = valid;
+    this.dmaStayActive = this.segs.prdBytes > bytes;
+    let bufs: Uint8Array[];
     if (this.segs.sectorAligned) {
-      let left = vbytes;
-      for (let i = 0; i < this.segs.count && left > 0; i++) {
-        const len = Math.min(this.segs.len[i]!, left);
-        bufs.push(this.mem.view(this.segs.gpa[i]!, len) as Uint8Array);
-        left -= len;
-      }
+      this.dmaBounce = null;
+      bufs = this.segs.views;
     } else {
-      bounce = new Uint8Array(vbytes);
-      if (d.dmaWrite) this.gather(bounce);
-      bufs.push(bounce);
+      let b = this.bounceBuf;
+      if (!b || b.length < bytes) this.bounceBuf = b = new Uint8Array(Math.max(bytes, d.buf.length));
+      b = b.subarray(0, bytes);
+      this.dmaBounce = b;
+      if (d.dmaWrite) this.gather(b);
+      bufs = [b];
     }
     d.dmaInflight = true;
-    const write = d.dmaWrite;
-    const finish = (err: IoError | undefined): void => {
-      d.dmaInflight = false;
-      if (!write) {
-        if (bounce) this.scatter(bounce);
-        else
-          for (let i = 0, left = vbytes; i < this.segs.count && left > 0; i++) {
-            const len = Math.min(this.segs.len[i]!, left);
-            this.mem.written(this.segs.gpa[i]!, len);
-            left -= len;
-          }
-      }
-      if (err) {
-        this.dmaEnd(d, false);
-        this.failIo(d, err, write, lba);
-        return;
-      }
-      d.lba = lba + valid;
-      d.remaining -= valid;
-      d.setAddress(d.lba);
-      d.nsector = d.remaining & 0xff;
-      this.dmaEnd(d, stayActive);
-      d.status = ST_DRDY | ST_DSC;
-      this.raiseIrq();
-    };
-    this.io(d, write ? "write" : "read", lba, bufs.slice(), write ? this.afterWrite(d, finish) : finish);
+    if (d.dmaWrite) this.io(d, "write", lba, bufs, this.dmaWritten);
+    else this.io(d, "read", lba, bufs, this.dmaDone);
   }
+
+  /** A DMA write reached storage: flush too when the write cache is off, then end the command. */
+  private readonly dmaWritten = (err: IoError | undefined): void => {
+    const d = this.dmaDev;
+    if (!err && d && !d.writeCache) this.io(d, "flush", 0, undefined, this.dmaDone);
+    else this.dmaDone(err);
+  };
+
+  /** The end of a DMA read or write: data into guest memory (reads), task file, Active, interrupt. */
+  private readonly dmaDone = (err: IoError | undefined): void => {
+    const d = this.dmaDev;
+    if (!d) return;
+    d.dmaInflight = false;
+    const lba = this.dmaLba;
+    const valid = this.dmaCount;
+    if (!d.dmaWrite) {
+      if (this.dmaBounce) this.scatter(this.dmaBounce);
+      else for (let i = 0; i < this.segs.count; i++) this.mem.written(this.segs.gpa[i]!, this.segs.len[i]!);
+    }
+    this.dmaBounce = null;
+    if (err) {
+      this.dmaEnd(d, false);
+      this.failIo(d, err, d.dmaWrite, lba);
+      return;
+    }
+    d.lba = lba + valid;
+    d.remaining -= valid;
+    d.setAddress(d.lba);
+    d.nsector = d.remaining & 0xff;
+    this.dmaEnd(d, this.dmaStayActive);
+    d.status = ST_DRDY | ST_DSC;
+    this.raiseIrq();
+  };
 
   /** The DMA command is over: the engine drops Active unless the PRD table still has bytes (QEMU 7.2). */
   private dmaEnd(d: IdeDevice, stayActive: boolean): void {

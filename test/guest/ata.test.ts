@@ -290,3 +290,159 @@ describe("errors", () => {
     expect(e.error).toBe(0x04);
   });
 });
+
+describe("caller's buffers: readInto, allocBuffer and zero-copy DMA", () => {
+  const BM = 0xc000; // where setupBusMaster maps an unassigned BAR4 (checked in "guest PCI setup")
+
+  /** Every PRD entry of the table the Bus Master PRDT register points at, up to EOT. */
+  function prdEntries(hv: Hypervisor): { base: number; bytes: number; eot: boolean }[] {
+    const v = hv.vcpu(0);
+    let at = v.inl(BM + 4);
+    const out: { base: number; bytes: number; eot: boolean }[] = [];
+    for (;;) {
+      const base = hv.mem.readU32(at) as number;
+      const count = hv.mem.readU16(at + 4) as number;
+      const flags = hv.mem.readU16(at + 6) as number;
+      out.push({ base, bytes: count || 0x10000, eot: (flags & 0x8000) !== 0 });
+      if (flags & 0x8000 || out.length > 600) return out;
+      at += 8;
+    }
+  }
+
+  function same(a: Uint8Array, b: Uint8Array): boolean {
+    return Buffer.from(a).equals(Buffer.from(b));
+  }
+
+  for (const kind of ["sync", "async"] as const) {
+    it(`readInto fills the caller's array for every method (${kind} engine)`, async () => {
+      const img = pattern(SECTORS);
+      for (const via of VIAS) {
+        const { d } = await drive(kind, new MemoryBackend(img), { via });
+        const out = new Uint8Array(12 * 512).fill(0xee);
+        await d.readInto(333, out);
+        expect(same(out, img.subarray(333 * 512, 345 * 512))).toBe(true);
+        const ram = d.allocBuffer(12 * 512);
+        await d.readInto(1000, ram);
+        expect(same(ram, img.subarray(1000 * 512, 1012 * 512))).toBe(true);
+      }
+    });
+  }
+
+  it("readInto refuses a buffer that is not whole sectors, before any exit", async () => {
+    const { hv, d } = await drive("sync", new MemoryBackend(SECTORS), { via: "dma" });
+    const before = hv.acct.exits;
+    await expect(d.readInto(0, new Uint8Array(1000))).rejects.toThrow(RangeError);
+    expect(hv.acct.exits).toBe(before);
+  });
+
+  it("allocBuffer hands out distinct, naturally aligned views of guest RAM", async () => {
+    const { hv, d } = await drive("sync", new MemoryBackend(SECTORS), { via: "dma" });
+    const a = d.allocBuffer(5000);
+    const b = d.allocBuffer(512);
+    const c = d.allocBuffer(65536);
+    expect(a.length).toBe(5000);
+    const ga = d.guestAddress(a);
+    const gb = d.guestAddress(b);
+    // Aligned to the power-of-two number of pages that holds them (as dma_alloc_coherent), capped at 64 KiB:
+    // a buffer of up to 64 KiB never crosses a 64 KiB boundary, so it is one PRD entry.
+    expect(ga % 8192).toBe(0);
+    expect(gb % 4096).toBe(0);
+    expect(d.guestAddress(c) % 65536).toBe(0);
+    expect(gb).toBeGreaterThanOrEqual(ga + 8192); // 5000 bytes take two pages
+    a[7] = 0x42; // the same bytes as the guest sees them
+    expect(hv.mem.readU8(ga + 7)).toBe(0x42);
+    expect(d.guestAddress(new Uint8Array(512))).toBe(-1);
+    expect(() => d.allocBuffer(0)).toThrow(RangeError);
+    expect(() => d.allocBuffer(64 * 1024 * 1024)).toThrow(RangeError); // more than the 16 MiB of RAM
+  });
+
+  it("DMA into a guest-RAM buffer: the PRD table points at the buffer itself, one entry per 64 KiB window", async () => {
+    const img = pattern(SECTORS);
+    const { hv, d } = await drive("sync", new MemoryBackend(img), { via: "dma" });
+    const ram = d.allocBuffer(0x40000);
+    const gpa = d.guestAddress(ram);
+    // Start 2 KiB before a 64 KiB boundary: 82371SB §2.7.2 forbids an entry that crosses one.
+    const skip = 0x10000 - (gpa % 0x10000) - 0x800;
+    const out = ram.subarray(skip, skip + 0x20000);
+    await d.readInto(64, out);
+    expect(same(out, img.subarray(64 * 512, 64 * 512 + 0x20000))).toBe(true);
+    expect(prdEntries(hv)).toEqual([
+      { base: gpa + skip, bytes: 0x800, eot: false },
+      { base: gpa + skip + 0x800, bytes: 0x10000, eot: false },
+      { base: gpa + skip + 0x10800, bytes: 0xf800, eot: true },
+    ]);
+  });
+
+  it("a buffer outside guest RAM, or at an odd guest address, goes through the bounce buffer", async () => {
+    const img = pattern(SECTORS);
+    const { hv, d } = await drive("sync", new MemoryBackend(img), { via: "dma" });
+    const plain = new Uint8Array(4 * 512);
+    await d.readInto(8, plain);
+    expect(same(plain, img.subarray(8 * 512, 12 * 512))).toBe(true);
+    const bounce = prdEntries(hv)[0]!.base;
+    expect(bounce % 0x10000).toBe(0); // the driver's own 64 KiB-aligned buffer
+    expect(prdEntries(hv)).toEqual([{ base: bounce, bytes: 2048, eot: true }]);
+    // A PRD base drops bit 0 (82371SB §2.7.2), so a buffer at an odd address cannot be the target.
+    const odd = d.allocBuffer(8192).subarray(1, 1 + 2048);
+    await d.readInto(20, odd);
+    expect(same(odd, img.subarray(20 * 512, 24 * 512))).toBe(true);
+    expect(prdEntries(hv)).toEqual([{ base: bounce, bytes: 2048, eot: true }]);
+  });
+
+  it("DMA write from a guest-RAM buffer takes the data from it in place", async () => {
+    const backend = new MemoryBackend(SECTORS);
+    const { hv, d } = await drive("async", backend, { via: "dma" });
+    const ram = d.allocBuffer(6 * 512);
+    ram.set(pattern(6, 0x1234));
+    await d.write(500, ram);
+    expect(same(backend.data.subarray(500 * 512, 506 * 512), pattern(6, 0x1234))).toBe(true);
+    expect(prdEntries(hv)).toEqual([{ base: d.guestAddress(ram), bytes: 6 * 512, eot: true }]);
+  });
+
+  it("REP INSW/OUTSW address a guest-RAM buffer directly", async () => {
+    const img = pattern(SECTORS);
+    const backend = new MemoryBackend(img);
+    const { hv, d } = await drive("sync", backend, { via: "rep" });
+    const targets: number[] = [];
+    const orig = hv.pioString.bind(hv);
+    hv.pioString = (vcpu, dir, port, size, gpa, count, df) => {
+      targets.push(gpa);
+      return orig(vcpu, dir, port, size, gpa, count, df);
+    };
+    const ram = d.allocBuffer(3 * 512);
+    const gpa = d.guestAddress(ram);
+    await d.readInto(40, ram);
+    expect(same(ram, img.subarray(40 * 512, 43 * 512))).toBe(true);
+    expect(targets).toEqual([gpa, gpa + 512, gpa + 1024]); // one DRQ block (sector) per REP INSW
+    targets.length = 0;
+    ram.set(pattern(3, 99));
+    await d.write(7, ram);
+    expect(targets).toEqual([gpa, gpa + 512, gpa + 1024]);
+    expect(same(backend.data.subarray(7 * 512, 10 * 512), pattern(3, 99))).toBe(true);
+  });
+
+  it("a zero-copy transfer is split where the one-page PRD table (512 entries) is full", async () => {
+    const sectors = 65536 + 64;
+    const img = pattern(sectors);
+    const hv = new Hypervisor({ ramSize: 96 * 1024 * 1024 });
+    createIdeMachine({ hv, primary: { master: { engine: new SyncEngine(new MemoryBackend(img)) } } });
+    const d = new AtaDrive(hv.vcpu(0), { via: "dma", bufferSectors: 65536 });
+    await d.probe();
+    const seen: number[] = [];
+    const orig = hv.pio.bind(hv);
+    hv.pio = (vcpu, dir, port, size, value) => {
+      if (dir === 0 && port === 0x1f7) seen.push(value);
+      return orig(vcpu, dir, port, size, value);
+    };
+    // 32 MiB starting 4 KiB into a 64 KiB window touches 513 windows: 512 entries hold all but 8 sectors.
+    const ram = d.allocBuffer(32 * 1024 * 1024 + 0x10000);
+    const skip = (0x11000 - (d.guestAddress(ram) % 0x10000)) % 0x10000;
+    const out = ram.subarray(skip, skip + 32 * 1024 * 1024);
+    await d.readInto(16, out);
+    expect(same(out, img.subarray(16 * 512, (16 + 65536) * 512))).toBe(true);
+    expect(seen).toEqual([ATA_CMD.READ_DMA_EXT, ATA_CMD.READ_DMA]);
+    expect(prdEntries(hv)).toEqual([
+      { base: d.guestAddress(out) + (65536 - 8) * 512, bytes: 4096, eot: true },
+    ]);
+  });
+});

@@ -17,6 +17,7 @@ import {
   lba28,
   NSECT,
   pattern,
+  PatternDisk,
   rig,
   sendDma,
   STATUS,
@@ -124,6 +125,51 @@ describe.each(ENGINES)("Bus Master DMA with the %s engine", (engine) => {
     sendDma(cpu, 0xca, 1000, 128, PRDT, false);
     expect(await waitBm(cpu)).toBe(0x04);
     expect(disk.sector(1000, 128)).toEqual(src);
+  });
+
+  it("PRD entries that continue each other in guest memory reach storage as one buffer of guest RAM", async () => {
+    /** Records the buffers storage is asked to fill: length, and whether they are guest RAM itself. */
+    class RecordingDisk extends PatternDisk {
+      seen: [number, boolean][] = [];
+      ram: ArrayBufferLike | null = null;
+      override readSync(sector: number, buf: Uint8Array): void {
+        this.seen.push([buf.length, buf.buffer === this.ram]);
+        super.readSync(sector, buf);
+      }
+    }
+    const disk = new RecordingDisk(32768);
+    const { cpu, hv } = rig({ engine, disk });
+    disk.ram = (hv.mem.view(0, 0) as Uint8Array).buffer;
+    disk.seen = []; // (the machine read the MBR for its geometry)
+    // Two entries that continue each other, then one elsewhere: two buffers, both guest RAM (no bounce).
+    writePrdt(cpu, PRDT, [
+      [BUF, 0x800],
+      [BUF + 0x800, 0x800],
+      [BUF + 0x4000, 0x1000],
+    ]);
+    sendDma(cpu, 0xc8, 64, 16, PRDT, true);
+    expect(await waitBm(cpu)).toBe(0x04);
+    expect(disk.seen).toEqual([
+      [0x1000, true],
+      [0x1000, true],
+    ]);
+    const got = new Uint8Array(0x2000);
+    hv.mem.read(BUF, got.subarray(0, 0x1000));
+    hv.mem.read(BUF + 0x4000, got.subarray(0x1000));
+    expect(got).toEqual(disk.sector(64, 16));
+    // 300 + 212 bytes that continue each other make one whole sector: no bounce buffer either.
+    cpu.inb(STATUS);
+    disk.seen = [];
+    writePrdt(cpu, PRDT, [
+      [BUF + 0x8000, 300],
+      [BUF + 0x8000 + 300, 212],
+    ]);
+    sendDma(cpu, 0xc8, 7, 1, PRDT, true);
+    expect(await waitBm(cpu)).toBe(0x04);
+    expect(disk.seen).toEqual([[512, true]]);
+    const one = new Uint8Array(512);
+    hv.mem.read(BUF + 0x8000, one);
+    expect(one).toEqual(pattern(7));
   });
 
   it("ide-test /ide/bmdma/various_prdts: PRD shorter / equal / longer than the transfer, also stopped early", async () => {
