@@ -250,34 +250,26 @@ function openBaseline(variant: PathVariant, w: Workload, cache: CacheState, imag
   return session;
 }
 
-/*
- * A guest kernel reads into pages it already owns; the drivers' convenience `read(lba, count)` allocates a new
- * array per call, and on this kind of VM a fresh 64 KiB array costs more than the read itself (page faults on
- * zeroed memory), 1 MiB about 2 ms. The benchmark therefore reads into each slot's buffer: through the
- * driver's `readInto` when it has one, else (IDE) its transfer routine, else `read` and a copy.
- */
-type IntoDriver = { readInto?(lba: number, out: Uint8Array): Promise<unknown> };
-type AtaTransfer = { transfer?(w: boolean, lba: number, n: number, d: Uint8Array): Promise<void> };
-
-async function readIntoAta(drive: AtaDrive, lba: number, out: Uint8Array): Promise<Uint8Array> {
-  const d = drive as unknown as IntoDriver & AtaTransfer;
-  if (typeof d.readInto === "function") await d.readInto(lba, out);
-  else if (typeof d.transfer === "function") await d.transfer(false, lba, out.length / SECTOR, out);
-  else out.set(await drive.read(lba, out.length / SECTOR));
-  return out;
-}
-
 async function openIde(variant: PathVariant, engine: CountingEngine, backend: BlockBackend, w: Workload) {
   const hv = new Hypervisor({ memory: alignedRam(64 * 1024 * 1024) });
   const m = createIdeMachine({ hv, primary: { master: { engine } }, firmwareInit: true });
   const drive = new AtaDrive(hv.vcpu(0), { via: IDE_VIA[variant]!, bmBase: m.bmBase ?? undefined });
   const id = await drive.probe();
   if (!id) throw new Error("the IDE drive did not answer the probe");
-  const bufs = slotBuffers(w.blockSize, w.qd, false);
+  // A kernel's buffers are in its own RAM: each slot is a DMA-able guest buffer, so the PRDs (or REP INSW's
+  // destination) point at it and nothing is copied after the transfer.
+  const bufs: Uint8Array[] = [];
+  for (let i = 0; i < w.qd; i++) {
+    bufs.push(fillPattern(drive.allocBuffer(w.blockSize), i * (w.blockSize / SECTOR), 0xb0));
+  }
   const session: Session = {
     hv,
     bufs,
-    read: (lba, sectors, slot) => readIntoAta(drive, lba, bufs[slot]!.subarray(0, sectors * SECTOR)),
+    read: async (lba, sectors, slot) => {
+      const out = bufs[slot]!.subarray(0, sectors * SECTOR);
+      await drive.readInto(lba, out);
+      return out;
+    },
     write: (lba, data) => drive.write(lba, data),
     storageRequests: () => engine.submitted,
     close: async () => {
