@@ -188,12 +188,17 @@ export class SharedIoreqPage {
     u32[w + 5] = size;
     this.u8[o + 28] = 0; // _pad0
     this.u8[o + 29] = 0;
-    this.u8[o + IOREQ_OFF_FLAGS] =
+    const flags =
       (dataIsPtr ? IOREQ_DATA_IS_PTR : 0) |
       (dir === IOREQ_READ ? IOREQ_DIR_READ_BIT : 0) |
       (df ? IOREQ_DF : 0);
     this.u8[o + IOREQ_OFF_TYPE] = type;
-    this.setState(vcpu, STATE_IOREQ_READY);
+    // The state was checked NONE above; READY goes in last, with the flags. Atomics.store orders the field writes
+    // before it for a device model on another thread (Xen's wmb before state=READY).
+    if (this.atomic) {
+      this.u8[flagsOff] = flags;
+      Atomics.store(this.u8, flagsOff, flags | STATE_IOREQ_READY);
+    } else this.u8[flagsOff] = flags | STATE_IOREQ_READY;
   }
 
   /** Decode a slot's bytes. */
