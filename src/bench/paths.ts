@@ -18,8 +18,8 @@ import { Hypervisor } from "../hypervisor/hypervisor.ts";
 import { GuestRam } from "../hypervisor/memory.ts";
 import { createIdeMachine } from "../ide/machine.ts";
 import { allocAligned } from "../storage/aligned.ts";
-import { makeEngine, NullBackend, openImage } from "../storage/index.ts";
-import type { BlockBackend, IoCompletion, IoEngine, IoRequest } from "../storage/types.ts";
+import { makeEngine, NullBackend, openImage, TapEngine } from "../storage/index.ts";
+import type { BlockBackend } from "../storage/types.ts";
 import type { Blkfront } from "../xenblk/blkfront.ts";
 import { createPvMachine, type PvMachine } from "../xenblk/machine.ts";
 import { fillPattern, type OffsetSource, SECTOR } from "./offsets.ts";
@@ -118,37 +118,6 @@ export function pathSpec(
   };
 }
 
-/** Counts storage requests on their way to the engine; otherwise transparent. */
-class CountingEngine implements IoEngine {
-  submitted = 0;
-  constructor(private readonly inner: IoEngine) {}
-  get kind(): "sync" | "async" {
-    return this.inner.kind;
-  }
-  get backend(): BlockBackend {
-    return this.inner.backend;
-  }
-  get inflight(): number {
-    return this.inner.inflight;
-  }
-  get onReady(): (() => void) | null {
-    return this.inner.onReady;
-  }
-  set onReady(f: (() => void) | null) {
-    this.inner.onReady = f;
-  }
-  submit(req: IoRequest): void {
-    this.submitted++;
-    this.inner.submit(req);
-  }
-  reap(out: IoCompletion[]): number {
-    return this.inner.reap(out);
-  }
-  drain(): Promise<void> {
-    return this.inner.drain();
-  }
-}
-
 function slotBuffers(blockSize: number, qd: number, aligned: boolean): Uint8Array[] {
   const all = aligned ? allocAligned(blockSize * qd, false) : new Uint8Array(blockSize * qd);
   const bufs: Uint8Array[] = [];
@@ -178,7 +147,7 @@ export async function openSession(
   if (spec.family === "baseline") return openBaseline(spec.variant, w, cache, image);
   const backend = openBackend(image, spec.backend, cache);
   try {
-    const engine = new CountingEngine(makeEngine(backend, spec.engine!, { maxInflight: 64 }));
+    const engine = new TapEngine(makeEngine(backend, spec.engine!, { maxInflight: 64 }));
     if (spec.family === "ide") return await openIde(spec.variant, engine, backend, w);
     return await openPv(spec.pv!, engine, backend, w);
   } catch (e) {
@@ -250,7 +219,7 @@ function openBaseline(variant: PathVariant, w: Workload, cache: CacheState, imag
   return session;
 }
 
-async function openIde(variant: PathVariant, engine: CountingEngine, backend: BlockBackend, w: Workload) {
+async function openIde(variant: PathVariant, engine: TapEngine, backend: BlockBackend, w: Workload) {
   const hv = new Hypervisor({ memory: alignedRam(64 * 1024 * 1024) });
   const m = createIdeMachine({ hv, primary: { master: { engine } }, firmwareInit: true });
   const drive = new AtaDrive(hv.vcpu(0), { via: IDE_VIA[variant]!, bmBase: m.bmBase ?? undefined });
@@ -280,7 +249,7 @@ async function openIde(variant: PathVariant, engine: CountingEngine, backend: Bl
   return session;
 }
 
-async function openPv(pv: PvSettings, engine: CountingEngine, backend: BlockBackend, w: Workload) {
+async function openPv(pv: PvSettings, engine: TapEngine, backend: BlockBackend, w: Workload) {
   // The frontend's pages come from 16 MiB up: every slot's buffer (the guest's own pages), and as many again
   // for the driver's pool pages and indirect pages.
   const slotBytes = w.qd * w.blockSize;

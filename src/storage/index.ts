@@ -15,6 +15,7 @@ export { NullBackend } from "./null.ts";
 export { FaultInjectingBackend, type ArmedRule, type FaultCounts, type FaultRule } from "./fault.ts";
 export { AsyncEngine, type AsyncEngineOptions, SyncEngine, validateRequest } from "./engine.ts";
 export { createImage, parseSize, type CreateImageOptions } from "./image.ts";
+export { TapEngine } from "./tap.ts";
 
 /** Open a raw image file (see `RawImageBackend.open`). */
 export function openImage(path: string, options: RawImageOptions = {}): RawImageBackend {

@@ -2,6 +2,8 @@
  * A hand-driven frontend for backend tests: it sets up rings, grants and xenstore keys exactly as told (also
  * wrongly), writes arbitrary requests into ring slots and reads responses back. Nothing here validates.
  */
+import { expect } from "vitest";
+
 import { type GuestRam, PAGE_SIZE, XenHost } from "../../src/hypervisor/index.ts";
 import type { GuestGrantTable } from "../../src/hypervisor/grant-table.ts";
 import { AsyncEngine, MemoryBackend, SyncEngine } from "../../src/storage/index.ts";
@@ -237,4 +239,18 @@ function scatterCopy(pages: Uint8Array[], off: number, buf: Uint8Array, toPages:
     else buf.set(page.subarray(at, at + len), done);
     done += len;
   }
+}
+
+/** A disk whose every sector starts with its own number, so a read from the wrong place shows. */
+export function stampedDisk(sectors: number): MemoryBackend {
+  const img = new Uint8Array(sectors * 512);
+  const dv = new DataView(img.buffer);
+  for (let s = 0; s < sectors; s++) dv.setUint32(s * 512, s, true);
+  return new MemoryBackend(img);
+}
+
+/** Each sector of `buf` carries the stamp of sector `lba + i` (see stampedDisk). */
+export function expectStamps(buf: Uint8Array, lba: number): void {
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  for (let i = 0; i < buf.length / 512; i++) expect(dv.getUint32(i * 512, true)).toBe(lba + i);
 }
