@@ -105,15 +105,9 @@ export class QtestServer {
       for (;;) {
         const nl = buf.indexOf("\n", pos);
         if (nl < 0) break;
-        this.commands++;
-        // The common requests are decoded in place: no string is cut out of the chunk for them. (The reply is
-        // appended after the request ran: an IRQ line it caused is already in `acc` and goes first.)
-        let reply: string;
-        try {
-          reply = this.fastPio(buf, pos, nl) ?? this.general(buf.slice(pos, nl));
-        } catch (e) {
-          reply = failReply(e);
-        }
+        // Run first, then append (not `acc += run(...)`, which would read `acc` before the call): an IRQ line
+        // the request caused is already in `acc` and goes before its reply.
+        const reply = this.run(buf, pos, nl);
         this.acc += reply;
         pos = nl + 1;
       }
@@ -140,9 +134,17 @@ export class QtestServer {
 
   /** Execute one request line; returns its reply line (with the newline). */
   execute(rawLine: string): string {
+    return this.run(rawLine, 0, rawLine.length);
+  }
+
+  /**
+   * The request in `s[start, end)`. The common ones are decoded in place (no string is cut out of a chunk for
+   * them); whatever goes wrong serving a line becomes its FAIL reply.
+   */
+  private run(s: string, start: number, end: number): string {
     this.commands++;
     try {
-      return this.fastPio(rawLine, 0, rawLine.length) ?? this.general(rawLine);
+      return this.fastPio(s, start, end) ?? this.general(s.slice(start, end));
     } catch (e) {
       return failReply(e);
     }
