@@ -9,7 +9,7 @@
  */
 
 import type { Vcpu } from "../hypervisor/hypervisor.ts";
-import { isFault, PAGE_SIZE, PageAllocator } from "../hypervisor/memory.ts";
+import { GuestViews, isFault, PAGE_SIZE, PageAllocator } from "../hypervisor/memory.ts";
 import { findPiixIde, setupBusMaster } from "./pci.ts";
 
 export const SECTOR = 512;
@@ -294,11 +294,8 @@ export class AtaDrive {
   private allocator: PageAllocator | undefined;
   private bounceGpa = -1;
   private prdGpa = -1;
-  /** A zero-length view of guest address 0, to recognise views of guest RAM. */
-  private ramBase: Uint8Array | null = null;
-  private lastBuf: Uint8Array | null = null;
-  private lastLength = 0;
-  private lastGpa = -1;
+  /** Recognises buffers in guest RAM (DMA and REP string I/O use them in place). */
+  private readonly views: GuestViews;
   private bmBase: number | undefined;
   private ident: AtaIdentity | undefined;
 
@@ -309,6 +306,7 @@ export class AtaDrive {
     const ch = ATA_CHANNELS[opts.channel ?? 0];
     if (!ch) throw new RangeError(`no IDE channel ${String(opts.channel)}`);
     this.channel = ch;
+    this.views = new GuestViews(vcpu.mem);
     this.unit = opts.unit ?? 0;
     this.via = opts.via ?? "pio";
     if (!ATA_VIAS.includes(this.via)) throw new RangeError(`unknown transfer method '${String(this.via)}'`);
@@ -435,31 +433,9 @@ export class AtaDrive {
     return v;
   }
 
-  /**
-   * The guest-physical address of `buf` when it is a view of this vCPU's RAM, else -1. Guest RAM is one
-   * buffer, so a view of it is recognised by sharing that buffer; its offset from guest address 0 is its GPA.
-   */
+  /** The guest-physical address of `buf` when it is a view of this vCPU's RAM, else -1. */
   guestAddress(buf: Uint8Array): number {
-    // A kernel reuses its buffers: the last one answered is remembered (reading `.buffer` is not cheap).
-    if (buf === this.lastBuf && buf.length === this.lastLength) return this.lastGpa;
-    const gpa = this.findGuestAddress(buf);
-    this.lastBuf = buf;
-    this.lastLength = buf.length;
-    this.lastGpa = gpa;
-    return gpa;
-  }
-
-  private findGuestAddress(buf: Uint8Array): number {
-    let base = this.ramBase;
-    if (base === null || base.buffer !== buf.buffer) {
-      // (Re)learn where guest address 0 is: a host may replace its RAM's buffer (a grown wasm memory).
-      const v = this.vcpu.mem.view(0, 0);
-      if (isFault(v)) return -1;
-      this.ramBase = base = v;
-      if (base.buffer !== buf.buffer) return -1;
-    }
-    const gpa = buf.byteOffset - base.byteOffset;
-    return gpa >= 0 && gpa + buf.length <= this.vcpu.mem.size ? gpa : -1;
+    return this.views.gpaOf(buf);
   }
 
   // ---- transfer planning -------------------------------------------------------------------------------------

@@ -158,6 +158,44 @@ export class GuestRam implements GuestMemory {
   }
 }
 
+/**
+ * Recognises a driver's buffers that are views of guest RAM (allocated in the guest's own memory, as a kernel's
+ * pages are) and gives their guest-physical address, so DMA and grants can use them in place. Guest RAM is
+ * one buffer, so a view of it shares that buffer and its offset from guest address 0 is its GPA.
+ */
+export class GuestViews {
+  /** A zero-length view of guest address 0; relearnt when a host replaces its RAM's buffer (grown wasm). */
+  private base: Uint8Array | null = null;
+  private lastBuf: Uint8Array | null = null;
+  private lastLength = 0;
+  private lastGpa = -1;
+
+  constructor(private readonly mem: GuestMemory) {}
+
+  /** The GPA of `buf` when it lies wholly in guest RAM, else -1. */
+  gpaOf(buf: Uint8Array): number {
+    // Drivers reuse their buffers: the last one answered is remembered (reading `.buffer` is not cheap).
+    if (buf === this.lastBuf && buf.length === this.lastLength) return this.lastGpa;
+    const gpa = this.find(buf);
+    this.lastBuf = buf;
+    this.lastLength = buf.length;
+    this.lastGpa = gpa;
+    return gpa;
+  }
+
+  private find(buf: Uint8Array): number {
+    let base = this.base;
+    if (base === null || base.buffer !== buf.buffer) {
+      const v = this.mem.view(0, 0);
+      if (isFault(v)) return -1;
+      this.base = base = v;
+      if (base.buffer !== buf.buffer) return -1;
+    }
+    const gpa = buf.byteOffset - base.byteOffset;
+    return gpa >= 0 && gpa + buf.length <= this.mem.size ? gpa : -1;
+  }
+}
+
 /** Bump allocator of guest pages (guest drivers need somewhere to put PRD tables, rings and buffers). */
 export class PageAllocator {
   private next: number;

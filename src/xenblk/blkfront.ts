@@ -35,7 +35,7 @@
 
 import type { Domain } from "../hypervisor/domain.ts";
 import type { GuestGrantTable } from "../hypervisor/grant-table.ts";
-import { PAGE_SIZE, type GuestMemory } from "../hypervisor/memory.ts";
+import { GuestViews, PAGE_SIZE, type GuestMemory } from "../hypervisor/memory.ts";
 import type { XenHost } from "../hypervisor/xen-host.ts";
 import type { XsHandle } from "../hypervisor/xenstore.ts";
 import {
@@ -312,8 +312,8 @@ export class Blkfront {
   /** Set by `directGpa`: how many of the pages of the buffer it looked at take a new grant. */
   private directMisses = 0;
   /** The buffer behind this domain's memory views, and the byte offset of guest address 0 in it. */
-  private readonly ramBuffer: ArrayBufferLike | null = null;
-  private readonly ramBase: number = 0;
+  /** Recognises the caller's buffers that are the guest's own memory (granted as they are). */
+  private readonly views: GuestViews;
   private disabled: string | null = null;
   private connected = false;
   private outstanding = 0;
@@ -332,12 +332,7 @@ export class Blkfront {
     this.domain = o.host.domain(this.dom);
     this.mem = this.domain.mem!;
     this.directMax = o.directPages ?? DEFAULT_DIRECT_PAGES;
-    // A buffer is the guest's own memory when it is a view of the same buffer as the memory's own views.
-    const whole = this.mem.view(0, this.mem.size);
-    if (whole instanceof Uint8Array) {
-      this.ramBuffer = whole.buffer;
-      this.ramBase = whole.byteOffset;
-    }
+    this.views = new GuestViews(this.mem);
   }
 
   /** Bring the device up: steps 1-4. Resolves when Connected. */
@@ -521,10 +516,11 @@ export class Blkfront {
    */
   allocBuffer(bytes: number): Uint8Array {
     if (!(Number.isSafeInteger(bytes) && bytes > 0)) throw new RangeError(`buffer of ${bytes} bytes`);
-    if (this.ramBuffer === null) throw new BlkfrontError(`guest memory of domain ${this.dom} gives no views`);
     const gpa = this.domain.pages.alloc(bytes);
     const v = this.mem.view(gpa, bytes);
     if (!(v instanceof Uint8Array)) throw new BlkfrontError(v.message);
+    if (this.views.gpaOf(v) !== gpa)
+      throw new BlkfrontError(`guest memory of domain ${this.dom} gives no views`);
     v.fill(0); // a fresh zeroed page, as the kernel's page allocator gives
     return v;
   }
@@ -674,9 +670,9 @@ export class Blkfront {
    */
   private directGpa(data: Uint8Array, nseg: number): number {
     this.directMisses = nseg;
-    if (data.buffer !== this.ramBuffer || this.directMax === 0) return -1;
-    const gpa = data.byteOffset - this.ramBase;
-    if ((gpa & (PAGE_SIZE - 1)) !== 0 || gpa < 0 || gpa + data.length > this.mem.size) return -1;
+    if (this.directMax === 0) return -1;
+    const gpa = this.views.gpaOf(data);
+    if (gpa < 0 || (gpa & (PAGE_SIZE - 1)) !== 0) return -1;
     if (!this.info.persistent) return gpa;
     const gfn = gpa / PAGE_SIZE;
     const granted = (this.directGrants ??= new Int32Array(this.mem.size / PAGE_SIZE));
