@@ -7,7 +7,7 @@ export default defineConfig({
         test: {
           name: "unit",
           include: ["test/**/*.test.ts"],
-          exclude: ["test/guests/**", "**/node_modules/**"],
+          exclude: ["test/hosts/**", "**/node_modules/**"],
           testTimeout: 60_000,
           hookTimeout: 120_000,
         },
@@ -16,7 +16,7 @@ export default defineConfig({
         // Real guests (SeaBIOS, Linux ata_piix) booted inside v86 on xenide's IDE: slow boots, one at a time.
         test: {
           name: "guests",
-          include: ["test/guests/**/*.test.ts"],
+          include: ["test/hosts/**/*.test.ts"],
           testTimeout: 600_000,
           hookTimeout: 600_000,
           fileParallelism: false,

@@ -17,10 +17,10 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { CommandLedger, formatLedger, type PhaseReport } from "../src/hosts/v86/ledger.ts";
-import { buildBootDisk, type DiskLayout } from "../test/guests/support/disk.ts";
-import { buildInitramfs } from "../test/guests/support/initramfs.ts";
-import { findGuestPieces, REPO_ROOT } from "../test/guests/support/pieces.ts";
-import { type GuestDisk, runLinux } from "../test/guests/support/run-linux.ts";
+import { buildBootDisk, type DiskLayout } from "../test/support/guests/disk.ts";
+import { buildInitramfs } from "../test/support/guests/initramfs.ts";
+import { findGuestPieces, REPO_ROOT } from "../test/support/guests/pieces.ts";
+import { type GuestDisk, runLinux } from "../test/support/guests/run-linux.ts";
 
 const MiB = 1024 * 1024;
 

@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import type { SurfaceRun } from "../test/fuzz/runner.ts";
+import type { SurfaceRun } from "../test/support/fuzz/runner.ts";
 
 const { values } = parseArgs({
   options: {
@@ -82,23 +82,23 @@ let current: { name: string; stats: { cases: number }; t0: number } | null = nul
 
 const surfaces: Record<string, () => Promise<Surface>> = {
   "pv-ring": async () => {
-    const { PvRingWorld, pvRingProperty } = await import("../test/fuzz/pv-ring.ts");
+    const { PvRingWorld, pvRingProperty } = await import("../test/support/fuzz/pv-ring.ts");
     const w = new PvRingWorld();
     return surface("pv-ring", w, pvRingProperty(w));
   },
   "ide-ports": async () => {
-    const { IdeWorld, idePortsProperty } = await import("../test/fuzz/ide-ports.ts");
+    const { IdeWorld, idePortsProperty } = await import("../test/support/fuzz/ide-ports.ts");
     const w = new IdeWorld();
     return surface("ide-ports", w, idePortsProperty(w));
   },
   "qtest-lines": async () => {
-    const { QtestWorld, qtestLinesProperty } = await import("../test/fuzz/qtest-lines.ts");
+    const { QtestWorld, qtestLinesProperty } = await import("../test/support/fuzz/qtest-lines.ts");
     const w = new QtestWorld();
     return surface("qtest-lines", w, qtestLinesProperty(w));
   },
   "cli-args": async () => {
     const { CliWorld, cliArgsProperty, cliFixtures, preloadCommands } =
-      await import("../test/fuzz/cli-args.ts");
+      await import("../test/support/fuzz/cli-args.ts");
     await preloadCommands();
     const w = new CliWorld(cliFixtures(join(dir, "cli")));
     return surface("cli-args", w, cliArgsProperty(w));
@@ -108,9 +108,9 @@ const surfaces: Record<string, () => Promise<Surface>> = {
 async function surface(
   name: string,
   w: { stats: { cases: number }; first?: { message: string | null } },
-  property: Parameters<typeof import("../test/fuzz/runner.ts").runSurface>[1],
+  property: Parameters<typeof import("../test/support/fuzz/runner.ts").runSurface>[1],
 ): Promise<Surface> {
-  const { runSurface } = await import("../test/fuzz/runner.ts");
+  const { runSurface } = await import("../test/support/fuzz/runner.ts");
   current = { name, stats: w.stats, t0: performance.now() };
   try {
     const run = await runSurface(name, property, {

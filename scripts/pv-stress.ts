@@ -12,7 +12,7 @@
  */
 import { parseArgs } from "node:util";
 import type { BlkifAbi } from "../src/xenblk/abi.ts";
-import { runRingStress } from "../src/xenblk/worker-stress.ts";
+import { runRingStress } from "../test/support/xenblk/worker-stress.ts";
 
 const { values } = parseArgs({
   options: {

@@ -12,8 +12,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { killTrial, type WriterMode } from "../test/durability/kill.ts";
-import { runSoak } from "../test/soak/soak.ts";
+import { killTrial, type WriterMode } from "../test/support/durability/kill.ts";
+import { runSoak } from "../test/support/soak/soak.ts";
 
 const { values } = parseArgs({
   options: {

@@ -1,6 +1,6 @@
 /**
- * The documented deviations from QEMU 7.2, as comparison excuses. The list itself lives with the device model
- * (`src/ide/deviations.ts`, exporting `DEVIATIONS`); this module only turns each entry's machine-readable
+ * The documented deviations from QEMU 7.2, as comparison excuses. The list itself lives in the test kit
+ * (`test/support/ide/deviations.ts`, exporting `DEVIATIONS`); this module only turns each entry's machine-readable
  * `diff` description into a predicate, so the comparison forgives exactly what is documented and nothing else.
  *
  * An entry's `diff`:
@@ -11,9 +11,7 @@
  *   command opcode(s) the last command byte must be, if the difference belongs to certain commands only
  */
 
-import { existsSync } from "node:fs";
-import { join } from "node:path";
-import { ROOT } from "./harness.ts";
+import { DEVIATIONS } from "../support/ide/deviations.ts";
 import type { Excuse } from "./pair.ts";
 
 export interface DeviationDiff {
@@ -49,11 +47,4 @@ export function excusesFrom(list: readonly DeviationLike[]): Excuse[] {
   return out;
 }
 
-async function load(): Promise<Excuse[]> {
-  const file = join(ROOT, "src/ide/deviations.ts");
-  if (!existsSync(file)) return [];
-  const mod = (await import(file)) as { DEVIATIONS?: readonly DeviationLike[] };
-  return excusesFrom(mod.DEVIATIONS ?? []);
-}
-
-export const DEVIATION_EXCUSES: readonly Excuse[] = await load();
+export const DEVIATION_EXCUSES: readonly Excuse[] = excusesFrom(DEVIATIONS);

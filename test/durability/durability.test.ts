@@ -25,8 +25,8 @@ import {
   BLKIF_OP_READ,
   encodeSegment,
 } from "../../src/xenblk/abi.ts";
-import { rawFrontend, req } from "../pv/helpers.ts";
-import { killTrial, type WriterMode } from "./kill.ts";
+import { rawFrontend, req } from "../xenblk/helpers.ts";
+import { killTrial, type WriterMode } from "../support/durability/kill.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "xenide-durability-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -5,8 +5,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { CliWorld, cliArgsProperty, cliFixtures, preloadCommands } from "./cli-args.ts";
-import { ciSeed, runSurface } from "./runner.ts";
+import { CliWorld, cliArgsProperty, cliFixtures, preloadCommands } from "../support/fuzz/cli-args.ts";
+import { ciSeed, runSurface } from "../support/fuzz/runner.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "xenide-cli-fuzz-"));
 // Relative paths the fuzzer tries ("-", "") must land in the scratch directory, never in the checkout.

@@ -3,8 +3,8 @@
  * a driver's reset and real I/O, fixed seed (FUZZ_SEED overrides; both printed).
  */
 import { expect, it } from "vitest";
-import { IdeWorld, idePortsProperty } from "./ide-ports.ts";
-import { ciSeed, runSurface } from "./runner.ts";
+import { IdeWorld, idePortsProperty } from "../support/fuzz/ide-ports.ts";
+import { ciSeed, runSurface } from "../support/fuzz/runner.ts";
 
 it("the IDE model survives 10,000 random port sequences and then serves a driver correctly", async () => {
   const world = new IdeWorld();

@@ -5,8 +5,8 @@
  */
 import { expect, it } from "vitest";
 import { DOM0, GNTMAP_host_map, GNTST_okay, XenHost } from "../../src/hypervisor/index.ts";
-import { tick } from "../pv/helpers.ts";
-import { PEER_DOM, PeerGuest, PeerIsolationError } from "./pv-peer.ts";
+import { tick } from "../xenblk/helpers.ts";
+import { PEER_DOM, PeerGuest, PeerIsolationError } from "../support/fuzz/pv-peer.ts";
 
 async function peerOnHost(async: boolean) {
   const host = new XenHost({ ramSize: 512 * 1024 });

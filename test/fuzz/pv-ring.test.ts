@@ -4,8 +4,8 @@
  * I/O must complete intact; fixed seed (FUZZ_SEED overrides; both printed).
  */
 import { expect, it } from "vitest";
-import { PvRingWorld, pvRingProperty } from "./pv-ring.ts";
-import { ciSeed, runSurface } from "./runner.ts";
+import { PvRingWorld, pvRingProperty } from "../support/fuzz/pv-ring.ts";
+import { ciSeed, runSurface } from "../support/fuzz/runner.ts";
 
 it("blkback survives 10,000 malicious ring batches with Linux's statuses and no stray memory access", async () => {
   const world = new PvRingWorld();

@@ -5,8 +5,8 @@
 import { expect, it } from "vitest";
 import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
 import { QTEST_MAX_HEX_READ, QTEST_MAX_LEN, QtestServer } from "../../src/qtest/server.ts";
-import { QtestWorld, qtestLinesProperty } from "./qtest-lines.ts";
-import { ciSeed, runSurface } from "./runner.ts";
+import { QtestWorld, qtestLinesProperty } from "../support/fuzz/qtest-lines.ts";
+import { ciSeed, runSurface } from "../support/fuzz/runner.ts";
 
 it("10,000 random qtest chunks each get one OK/FAIL/ERR line per request", async () => {
   const world = new QtestWorld();

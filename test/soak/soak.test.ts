@@ -3,7 +3,7 @@
  * PV and IDE with random faults, every sector checked against the shadow copy.
  */
 import { expect, it } from "vitest";
-import { runSoak } from "./soak.ts";
+import { runSoak } from "../support/soak/soak.ts";
 
 it("20,000 mixed PV and IDE requests with random faults: nothing lost, duplicated or corrupted", async () => {
   const seed = 0x50a4;

@@ -9,11 +9,11 @@
  *
  * Usage: node --import tsx test/durability/writer.ts <image> <ide|ide-nocache|pv> <seed>
  */
-import { AtaDrive } from "../../src/guest/ata.ts";
-import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
-import { createIdeMachine } from "../../src/ide/machine.ts";
-import { AsyncEngine, RawImageBackend, SyncEngine } from "../../src/storage/index.ts";
-import { createPvMachine } from "../../src/xenblk/machine.ts";
+import { AtaDrive } from "../../../src/guest/ata.ts";
+import { Hypervisor } from "../../../src/hypervisor/hypervisor.ts";
+import { createIdeMachine } from "../../../src/ide/machine.ts";
+import { AsyncEngine, RawImageBackend, SyncEngine } from "../../../src/storage/index.ts";
+import { createPvMachine } from "../../../src/xenblk/machine.ts";
 import { fillSector } from "./sectors.ts";
 
 const [image, mode, seedArg] = process.argv.slice(2);

@@ -17,8 +17,8 @@
  * blkback must refuse them like any ungranted ref.
  */
 import fc from "fast-check";
-import { PAGE_SIZE, XenHost } from "../../src/hypervisor/index.ts";
-import { AsyncEngine, MemoryBackend, SyncEngine } from "../../src/storage/index.ts";
+import { PAGE_SIZE, XenHost } from "../../../src/hypervisor/index.ts";
+import { AsyncEngine, MemoryBackend, SyncEngine } from "../../../src/storage/index.ts";
 import {
   BLKIF_OP_DISCARD,
   BLKIF_OP_FLUSH_DISKCACHE,
@@ -33,8 +33,8 @@ import {
   MAX_INDIRECT_SEGMENTS,
   decodeRequest,
   encodeSegment,
-} from "../../src/xenblk/abi.ts";
-import { rawFrontend, req, tick } from "../pv/helpers.ts";
+} from "../../../src/xenblk/abi.ts";
+import { rawFrontend, req, tick } from "../../xenblk/helpers.ts";
 import { PeerGuest } from "./pv-peer.ts";
 import { FirstFailure } from "./runner.ts";
 

@@ -10,14 +10,14 @@
  * file gives the range); every storage request is checked as the engine receives it.
  */
 import fc from "fast-check";
-import { AtaDrive, type AtaVia } from "../../src/guest/ata.ts";
-import { GuestAccessError, Hypervisor } from "../../src/hypervisor/hypervisor.ts";
-import { CMD } from "../../src/ide/ata.ts";
-import { COMMAND_TABLE } from "../../src/ide/commands.ts";
-import type { IdeDevice } from "../../src/ide/device.ts";
-import { BM_BASE_DEFAULT, createIdeMachine, type IdeMachine } from "../../src/ide/machine.ts";
-import { AsyncEngine, MemoryBackend, SyncEngine } from "../../src/storage/index.ts";
-import type { IoEngine, IoRequest } from "../../src/storage/types.ts";
+import { AtaDrive, type AtaVia } from "../../../src/guest/ata.ts";
+import { GuestAccessError, Hypervisor } from "../../../src/hypervisor/hypervisor.ts";
+import { CMD } from "../../../src/ide/ata.ts";
+import { COMMAND_TABLE } from "../../../src/ide/commands.ts";
+import type { IdeDevice } from "../../../src/ide/device.ts";
+import { BM_BASE_DEFAULT, createIdeMachine, type IdeMachine } from "../../../src/ide/machine.ts";
+import { AsyncEngine, MemoryBackend, SyncEngine } from "../../../src/storage/index.ts";
+import type { IoEngine, IoRequest } from "../../../src/storage/types.ts";
 import { FirstFailure } from "./runner.ts";
 
 const RAM = 2 * 1024 * 1024; // small, so PRD tables and buffers beyond RAM are common

@@ -9,7 +9,7 @@ import { spawn } from "node:child_process";
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { sectorGen } from "./sectors.ts";
 
-const tsxLoader = new URL("../../node_modules/tsx/dist/loader.mjs", import.meta.url).href;
+const tsxLoader = new URL("../../../node_modules/tsx/dist/loader.mjs", import.meta.url).href;
 const writerPath = new URL("./writer.ts", import.meta.url).pathname;
 
 export type WriterMode = "ide" | "ide-nocache" | "pv";

@@ -9,8 +9,8 @@
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
-import { commandModules } from "../../src/cli/commands/index.ts";
-import { runCli } from "../../src/cli/main.ts";
+import { commandModules } from "../../../src/cli/commands/index.ts";
+import { runCli } from "../../../src/cli/main.ts";
 
 /**
  * Load every command module once and hand the same module objects to each run: `runCli` still builds a fresh

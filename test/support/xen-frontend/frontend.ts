@@ -12,10 +12,10 @@
  *   upcall to the C interrupt handler, and the xenbus negotiation through xenstore (transaction with retry).
  */
 
-import { GuestRam, PAGE_SIZE } from "../../hypervisor/memory.ts";
-import type { XenHost } from "../../hypervisor/xen-host.ts";
-import { type BlkifAbi, XenbusState } from "../abi.ts";
-import { XVDA, switchState, vbdPaths, waitForState } from "../xenbus.ts";
+import { GuestRam, PAGE_SIZE } from "../../../src/hypervisor/memory.ts";
+import type { XenHost } from "../../../src/hypervisor/xen-host.ts";
+import { type BlkifAbi, XenbusState } from "../../../src/xenblk/abi.ts";
+import { XVDA, switchState, vbdPaths, waitForState } from "../../../src/xenblk/xenbus.ts";
 import { XF_LOW_MEMORY } from "./build.ts";
 
 /** Errors the C functions return. */

@@ -13,7 +13,7 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { BlkifAbi } from "../abi.ts";
+import type { BlkifAbi } from "../../../src/xenblk/abi.ts";
 
 export const XF_SOURCE = fileURLToPath(new URL("./blkfront.c", import.meta.url));
 /** Where libxen-dev installs the public headers. */

@@ -15,9 +15,9 @@ import { readBinary } from "../../src/hosts/v86/emulator.ts";
 import { CommandLedger, formatLedger } from "../../src/hosts/v86/ledger.ts";
 import { createXenidePc } from "../../src/hosts/v86/machine.ts";
 import { RawImageBackend, SyncEngine } from "../../src/storage/index.ts";
-import { buildBootDisk, fatImageSpec, SYSLINUX_MARKER, toolEnv } from "./support/disk.ts";
-import { guestPiecesOrSkip, REPO_ROOT } from "./support/pieces.ts";
-import { writeGuestReport } from "./support/report.ts";
+import { buildBootDisk, fatImageSpec, SYSLINUX_MARKER, toolEnv } from "../support/guests/disk.ts";
+import { guestPiecesOrSkip, REPO_ROOT } from "../support/guests/pieces.ts";
+import { writeGuestReport } from "../support/guests/report.ts";
 
 const { pieces, skip } = guestPiecesOrSkip();
 const tmp = mkdtempSync(join(tmpdir(), "xenide-fw-"));

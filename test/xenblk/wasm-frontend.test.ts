@@ -1,5 +1,5 @@
 /**
- * A frontend nobody here designed: src/xenblk/wasm/blkfront.c uses Xen's own io/ring.h and io/blkif.h macros
+ * A frontend nobody here designed: test/support/xen-frontend/blkfront.c uses Xen's own io/ring.h and io/blkif.h macros
  * (Debian libxen-dev, Xen 4.17), compiled by clang to wasm32 with the guest's physical memory as its linear
  * memory. It drives our ring code and blkback through nothing but guest pages, grant entries, the event
  * channel and xenstore.
@@ -33,7 +33,7 @@ import {
 import { Blkback } from "../../src/xenblk/blkback.ts";
 import { BackRing, ringSize } from "../../src/xenblk/ring.ts";
 import { toolstackAddDisk } from "../../src/xenblk/xenbus.ts";
-import { findToolchain, loadXenBlkfrontWasm } from "../../src/xenblk/wasm/build.ts";
+import { findToolchain, loadXenBlkfrontWasm } from "../support/xen-frontend/build.ts";
 import {
   WasmBlkfront,
   XF_EAGAIN,
@@ -42,7 +42,7 @@ import {
   createGuestWasmMemory,
   guestRamOf,
   type XfCompletion,
-} from "../../src/xenblk/wasm/frontend.ts";
+} from "../support/xen-frontend/frontend.ts";
 
 const tool = findToolchain();
 const missing = "missing" in tool ? tool.missing : null;

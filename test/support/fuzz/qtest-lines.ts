@@ -5,10 +5,10 @@
  * server.
  */
 import fc from "fast-check";
-import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
-import { createIdeMachine } from "../../src/ide/machine.ts";
-import { QtestServer } from "../../src/qtest/server.ts";
-import { MemoryBackend, SyncEngine } from "../../src/storage/index.ts";
+import { Hypervisor } from "../../../src/hypervisor/hypervisor.ts";
+import { createIdeMachine } from "../../../src/ide/machine.ts";
+import { QtestServer } from "../../../src/qtest/server.ts";
+import { MemoryBackend, SyncEngine } from "../../../src/storage/index.ts";
 
 const RAM = 1 << 20;
 

@@ -11,7 +11,7 @@
  * grants) a backend that answers before it has unmapped the request's pages.
  */
 import { describe, expect, it } from "vitest";
-import { runRingStress, type StressReport } from "../../src/xenblk/worker-stress.ts";
+import { runRingStress, type StressReport } from "../support/xenblk/worker-stress.ts";
 
 function expectClean(r: StressReport): void {
   expect(r.frontend.errors).toEqual([]);

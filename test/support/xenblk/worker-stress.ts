@@ -43,8 +43,8 @@ import {
   decodeResponse,
   encodeRequest,
   encodeResponse,
-} from "./abi.ts";
-import { zeroCounts } from "../hypervisor/accounting.ts";
+} from "../../../src/xenblk/abi.ts";
+import { zeroCounts } from "../../../src/hypervisor/accounting.ts";
 import {
   GNTMAP_host_map,
   GNTMAP_readonly,
@@ -52,16 +52,21 @@ import {
   GrantMapper,
   GrantTable,
   GuestGrantTable,
-} from "../hypervisor/grant-table.ts";
-import { GuestRam } from "../hypervisor/memory.ts";
-import { BackRing, FrontRing, RING_PAGE_SIZE, ringSize, sharedRingInit } from "./ring.ts";
-import { AtomicEventChannels, type AtomicPortStats, spawnWorker, workerResult } from "./worker-transport.ts";
-import { BlkbackIo } from "./blkback-io.ts";
-import { EventChannelDomain, type EventChannels } from "../hypervisor/event-channel.ts";
-import { XenHost } from "../hypervisor/xen-host.ts";
-import { type XenSharedState, attachXenShared, xenSharedState } from "../hypervisor/xen-shared.ts";
-import { AsyncEngine, MemoryBackend } from "../storage/index.ts";
-import type { BlockBackend } from "../storage/types.ts";
+} from "../../../src/hypervisor/grant-table.ts";
+import { GuestRam } from "../../../src/hypervisor/memory.ts";
+import { BackRing, FrontRing, RING_PAGE_SIZE, ringSize, sharedRingInit } from "../../../src/xenblk/ring.ts";
+import {
+  AtomicEventChannels,
+  type AtomicPortStats,
+  spawnWorker,
+  workerResult,
+} from "../../../src/xenblk/worker-transport.ts";
+import { BlkbackIo } from "../../../src/xenblk/blkback-io.ts";
+import { EventChannelDomain, type EventChannels } from "../../../src/hypervisor/event-channel.ts";
+import { XenHost } from "../../../src/hypervisor/xen-host.ts";
+import { type XenSharedState, attachXenShared, xenSharedState } from "../../../src/hypervisor/xen-shared.ts";
+import { AsyncEngine, MemoryBackend } from "../../../src/storage/index.ts";
+import type { BlockBackend } from "../../../src/storage/types.ts";
 
 export interface StressConfig {
   /** Requests to push through (reads, writes and a few flushes). */

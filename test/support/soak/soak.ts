@@ -12,12 +12,12 @@
  * the whole medium at the end. Counted: lost (a sector older than the shadow), corrupted (matching nothing),
  * duplicated (a request answered twice, or more responses than requests).
  */
-import { AtaDrive, AtaError, type AtaVia } from "../../src/guest/ata.ts";
-import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
-import { createIdeMachine } from "../../src/ide/machine.ts";
-import { AsyncEngine, FaultInjectingBackend, MemoryBackend, SyncEngine } from "../../src/storage/index.ts";
-import { BlkfrontIoError } from "../../src/xenblk/blkfront.ts";
-import { createPvMachine } from "../../src/xenblk/machine.ts";
+import { AtaDrive, AtaError, type AtaVia } from "../../../src/guest/ata.ts";
+import { Hypervisor } from "../../../src/hypervisor/hypervisor.ts";
+import { createIdeMachine } from "../../../src/ide/machine.ts";
+import { AsyncEngine, FaultInjectingBackend, MemoryBackend, SyncEngine } from "../../../src/storage/index.ts";
+import { BlkfrontIoError } from "../../../src/xenblk/blkfront.ts";
+import { createPvMachine } from "../../../src/xenblk/machine.ts";
 
 export interface SoakOptions {
   requests: number;

@@ -19,12 +19,12 @@ import {
   GuestRam,
   PAGE_SIZE,
   type XenHost,
-} from "../../src/hypervisor/index.ts";
-import { AsyncEngine, MemoryBackend, SyncEngine } from "../../src/storage/index.ts";
-import type { IoEngine } from "../../src/storage/types.ts";
-import { Blkback } from "../../src/xenblk/blkback.ts";
-import { Blkfront } from "../../src/xenblk/blkfront.ts";
-import { toolstackAddDisk } from "../../src/xenblk/xenbus.ts";
+} from "../../../src/hypervisor/index.ts";
+import { AsyncEngine, MemoryBackend, SyncEngine } from "../../../src/storage/index.ts";
+import type { IoEngine } from "../../../src/storage/types.ts";
+import { Blkback } from "../../../src/xenblk/blkback.ts";
+import { Blkfront } from "../../../src/xenblk/blkfront.ts";
+import { toolstackAddDisk } from "../../../src/xenblk/xenbus.ts";
 
 export const PEER_DOM = 2;
 /** Domain 2's RAM: small, so comparing all of it after every case is cheap. */

@@ -1,3 +1,0 @@
-import { linuxSuite } from "./support/linux-suite.ts";
-
-linuxSuite("dma");

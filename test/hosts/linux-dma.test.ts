@@ -1,0 +1,3 @@
+import { linuxSuite } from "../support/guests/linux-suite.ts";
+
+linuxSuite("dma");
