@@ -5,7 +5,7 @@
  * made straight on the port bus, which is the floor any ioreq encoding adds to.
  */
 import { Hypervisor } from "../hypervisor/hypervisor.ts";
-import { createIdeMachine } from "../ide/machine.ts";
+import { createPc } from "../machine/pc.ts";
 import { makeEngine, NullBackend } from "../storage/index.ts";
 import { spread } from "./stats.ts";
 import type { DispatchResult } from "./types.ts";
@@ -38,7 +38,7 @@ export function measureDispatch(
   budgetMs: number,
 ): Omit<DispatchResult, "pioWorkloadExitsPerSec"> {
   const hv = new Hypervisor({ ramSize: 1 << 20 });
-  createIdeMachine({
+  createPc({
     hv,
     primary: { master: { engine: makeEngine(new NullBackend(2048), "sync") } },
     firmwareInit: true,

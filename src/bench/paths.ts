@@ -16,7 +16,7 @@ import fs from "node:fs";
 import { AtaDrive, type AtaVia } from "../guest/ata.ts";
 import { Hypervisor } from "../hypervisor/hypervisor.ts";
 import { GuestRam } from "../hypervisor/memory.ts";
-import { createIdeMachine } from "../ide/machine.ts";
+import { createPc } from "../machine/pc.ts";
 import { allocAligned } from "../storage/aligned.ts";
 import { makeEngine, NullBackend, openImage, TapEngine } from "../storage/index.ts";
 import type { BlockBackend } from "../storage/types.ts";
@@ -221,7 +221,7 @@ function openBaseline(variant: PathVariant, w: Workload, cache: CacheState, imag
 
 async function openIde(variant: PathVariant, engine: TapEngine, backend: BlockBackend, w: Workload) {
   const hv = new Hypervisor({ memory: alignedRam(64 * 1024 * 1024) });
-  const m = createIdeMachine({ hv, primary: { master: { engine } }, firmwareInit: true });
+  const m = createPc({ hv, primary: { master: { engine } }, firmwareInit: true });
   const drive = new AtaDrive(hv.vcpu(0), { via: IDE_VIA[variant]!, bmBase: m.bmBase ?? undefined });
   const id = await drive.probe();
   if (!id) throw new Error("the IDE drive did not answer the probe");

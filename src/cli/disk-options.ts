@@ -8,7 +8,7 @@ import { ATA_CMD, type AtaAddressing, AtaDrive, AtaError, type AtaIdentity } fro
 import { COUNTER_KINDS, CostModel, type Counts, exitsOf } from "../hypervisor/accounting.ts";
 import { Hypervisor } from "../hypervisor/hypervisor.ts";
 import { Tracer } from "../hypervisor/trace.ts";
-import { createIdeMachine } from "../ide/machine.ts";
+import { createPc } from "../machine/pc.ts";
 import { ImageError, makeEngine, openImage } from "../storage/index.ts";
 import type { BlockBackend, IoEngine } from "../storage/types.ts";
 import { AtaDiskPath, type DiskPath, diskPathNames, extraDiskPath, isAtaVia } from "./disk-path.ts";
@@ -119,7 +119,7 @@ export async function openDisk(image: string, flags: DiskFlags): Promise<OpenedD
     if (flags.trace) tracer = Tracer.toFile(flags.trace);
     const engine = makeEngine(backend, flags.engine);
     const hv = new Hypervisor({ costs, tracer });
-    createIdeMachine({ hv, primary: { master: { engine } } });
+    createPc({ hv, primary: { master: { engine } } });
     const vcpu = hv.vcpu(0);
     const before = hv.acct.snapshot();
     const drive = new AtaDrive(vcpu, {

@@ -4,6 +4,4 @@ export * from "./channel.ts";
 export * from "./commands.ts";
 export * from "./device.ts";
 export * from "./identify.ts";
-export * from "./machine.ts";
-export * from "./pci.ts";
 export * from "./piix.ts";

@@ -15,7 +15,7 @@ import type { GuestMemory } from "../hypervisor/memory.ts";
 import type { Tracer } from "../hypervisor/trace.ts";
 import { IdeChannel } from "./channel.ts";
 import type { DriveConfig } from "./device.ts";
-import { type PciFunction, put16, put32, readLE } from "./pci.ts";
+import { type PciFunction, maskedWrite, put16, put32, readLE } from "../hypervisor/pci.ts";
 
 export const PIIX3_IDE_VENDOR = 0x8086;
 export const PIIX3_IDE_DEVICE = 0x7010;
@@ -135,11 +135,7 @@ export class PiixIde implements PciFunction {
 
   configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
     const oldCmd = this.command;
-    for (let i = 0; i < size && offset + i < 256; i++) {
-      const m = this.wmask[offset + i]!;
-      const b = (value >>> (8 * i)) & 0xff;
-      this.config[offset + i] = (this.config[offset + i]! & ~m) | (b & m);
-    }
+    maskedWrite(this.config, this.wmask, offset, size, value);
     if (offset < 0x24 && offset + size > 0x04) this.remapBar4();
     const newCmd = this.command;
     if ((oldCmd ^ newCmd) & PCI_COMMAND_MASTER) {

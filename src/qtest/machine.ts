@@ -7,7 +7,7 @@
 import type { CounterKind } from "../hypervisor/accounting.ts";
 import { Hypervisor } from "../hypervisor/hypervisor.ts";
 import type { Tracer } from "../hypervisor/trace.ts";
-import { type DriveConfig, createIdeMachine } from "../ide/machine.ts";
+import { type DriveConfig, createPc } from "../machine/pc.ts";
 import { type EngineKind, makeEngine, openImage } from "../storage/index.ts";
 import type { BlockBackend, IoEngine } from "../storage/types.ts";
 import { QtestServer } from "./server.ts";
@@ -73,7 +73,7 @@ export function openQtestMachine(opts: QtestMachineOptions): QtestMachine {
     return c;
   };
   // No firmware ran: BAR4 unassigned and PCI command 0, as QEMU leaves a `-S` machine.
-  createIdeMachine({
+  createPc({
     hv,
     primary: channel(configs[0], configs[1]),
     secondary: channel(configs[2], configs[3]),

@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { runCli } from "../../src/cli/main.ts";
 import { AtaDrive, AtaError } from "../../src/guest/ata.ts";
 import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
-import { createIdeMachine } from "../../src/ide/machine.ts";
+import { createPc } from "../../src/machine/pc.ts";
 import { ImageLockedError, RawImageBackend, SyncEngine, AsyncEngine } from "../../src/storage/index.ts";
 import {
   BLKIF_OP_DISCARD,
@@ -68,7 +68,7 @@ describe("read-only images", () => {
     const before = sha(p);
     const b = RawImageBackend.open(p, { readOnly: true });
     const hv = new Hypervisor({ ramSize: 8 * 1024 * 1024 });
-    createIdeMachine({ hv, firmwareInit: true, primary: { master: { engine: new SyncEngine(b) } } });
+    createPc({ hv, firmwareInit: true, primary: { master: { engine: new SyncEngine(b) } } });
     for (const via of ["pio", "dma"] as const) {
       for (const addressing of ["lba28", "lba48"] as const) {
         for (const multiple of via === "pio" ? [0, 8] : [0]) {

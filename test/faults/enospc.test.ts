@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { AtaDrive, AtaError } from "../../src/guest/ata.ts";
 import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
-import { createIdeMachine } from "../../src/ide/machine.ts";
+import { createPc } from "../../src/machine/pc.ts";
 import { AsyncEngine, RawImageBackend, SyncEngine } from "../../src/storage/index.ts";
 import { BLKIF_RSP_ERROR } from "../../src/xenblk/abi.ts";
 import { BlkfrontIoError } from "../../src/xenblk/blkfront.ts";
@@ -48,7 +48,7 @@ describe.skipIf(!mounted)("a full host filesystem (ENOSPC on a sparse image)", (
     const p = sparseImage("ide.img");
     const b = RawImageBackend.open(p);
     const hv = new Hypervisor({ ramSize: 8 * 1024 * 1024 });
-    createIdeMachine({ hv, firmwareInit: true, primary: { master: { engine: new SyncEngine(b) } } });
+    createPc({ hv, firmwareInit: true, primary: { master: { engine: new SyncEngine(b) } } });
     const d = new AtaDrive(hv.vcpu(0), { via: "dma", bufferSectors: 128 });
     await d.probe();
     let acked = 0;

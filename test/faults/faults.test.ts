@@ -10,7 +10,7 @@
 import { describe, expect, it } from "vitest";
 import { ATA_CMD, AtaDrive, AtaError, type AtaVia } from "../../src/guest/ata.ts";
 import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
-import { createIdeMachine } from "../../src/ide/machine.ts";
+import { createPc } from "../../src/machine/pc.ts";
 import {
   AsyncEngine,
   FaultInjectingBackend,
@@ -48,7 +48,7 @@ const engineOf = (kind: Kind, b: FaultInjectingBackend): IoEngine =>
 
 async function ideDrive(kind: Kind, fault: FaultInjectingBackend, via: AtaVia) {
   const hv = new Hypervisor({ ramSize: 8 * 1024 * 1024 });
-  createIdeMachine({ hv, firmwareInit: true, primary: { master: { engine: engineOf(kind, fault) } } });
+  createPc({ hv, firmwareInit: true, primary: { master: { engine: engineOf(kind, fault) } } });
   const d = new AtaDrive(hv.vcpu(0), { via, bufferSectors: 256, timeoutMs: 5000 });
   expect(await d.probe()).not.toBeNull();
   return { hv, d };

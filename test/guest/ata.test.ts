@@ -10,7 +10,7 @@ import {
 } from "../../src/guest/ata.ts";
 import { findPiixIde, pciRead32, setupBusMaster } from "../../src/guest/pci.ts";
 import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
-import { createIdeMachine } from "../../src/ide/machine.ts";
+import { createPc } from "../../src/machine/pc.ts";
 import { AsyncEngine, FaultInjectingBackend, MemoryBackend, SyncEngine } from "../../src/storage/index.ts";
 import type { BlockBackend, IoEngine } from "../../src/storage/types.ts";
 
@@ -35,7 +35,7 @@ function machine(kind: EngineKind, backend: BlockBackend, opts: { slave?: BlockB
     master: { engine: mk(backend) },
   };
   if (opts.slave) primary.slave = { engine: mk(opts.slave) };
-  createIdeMachine({ hv, primary });
+  createPc({ hv, primary });
   return hv;
 }
 
@@ -425,7 +425,7 @@ describe("caller's buffers: readInto, allocBuffer and zero-copy DMA", () => {
     const sectors = 65536 + 64;
     const img = pattern(sectors);
     const hv = new Hypervisor({ ramSize: 96 * 1024 * 1024 });
-    createIdeMachine({ hv, primary: { master: { engine: new SyncEngine(new MemoryBackend(img)) } } });
+    createPc({ hv, primary: { master: { engine: new SyncEngine(new MemoryBackend(img)) } } });
     const d = new AtaDrive(hv.vcpu(0), { via: "dma", bufferSectors: 65536 });
     await d.probe();
     const seen: number[] = [];

@@ -6,7 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { CMD } from "../../src/ide/ata.ts";
 import { COMMAND_TABLE } from "../../src/ide/commands.ts";
-import { createIdeMachine } from "../../src/ide/machine.ts";
+import { createPc } from "../../src/machine/pc.ts";
 import { type BlockBackend, makeEngine, MemoryBackend } from "../../src/storage/index.ts";
 import {
   ALT,
@@ -282,7 +282,7 @@ describe.each(ENGINES)("commands with the %s engine", (engine) => {
     const hv = bareHv();
     // A 2^29-sector disk that is never read (IDENTIFY-level commands only).
     const big: BlockBackend = Object.assign(new MemoryBackend(1), { sectorCount: 2 ** 29 });
-    createIdeMachine({ hv, firmwareInit: true, primary: { master: { engine: makeEngine(big, engine) } } });
+    createPc({ hv, firmwareInit: true, primary: { master: { engine: makeEngine(big, engine) } } });
     const cpu = hv.vcpu(0);
     cpu.outb(DEV, 0xe0);
     cpu.outb(CMDREG, 0xf8);
@@ -520,7 +520,7 @@ describe.each(ENGINES)("commands with the %s engine", (engine) => {
     data[510] = 0x55;
     data[511] = 0xaa;
     const hv = bareHv();
-    createIdeMachine({ hv, primary: { master: { engine: makeEngine(new MemoryBackend(data), engine) } } });
+    createPc({ hv, primary: { master: { engine: makeEngine(new MemoryBackend(data), engine) } } });
     const cpu = hv.vcpu(0);
     cpu.outb(CMDREG, 0xec);
     await waitIrq(cpu);

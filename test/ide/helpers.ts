@@ -5,7 +5,7 @@
 import { Hypervisor, type Vcpu } from "../../src/hypervisor/index.ts";
 import { checkDiscard, checkIo } from "../../src/storage/check.ts";
 import { settle } from "../../src/storage/memory.ts";
-import { BM_BASE_DEFAULT, createIdeMachine, type IdeMachine } from "../../src/ide/machine.ts";
+import { BM_BASE_DEFAULT, createPc, type Pc } from "../../src/machine/pc.ts";
 import {
   type BlockBackend,
   type EngineKind,
@@ -103,7 +103,7 @@ export function patternedDisk(sectors: number, readOnly = false): PatternDisk {
 }
 
 export interface Rig {
-  m: IdeMachine;
+  m: Pc;
   hv: Hypervisor;
   cpu: Vcpu;
   disk: PatternDisk;
@@ -133,7 +133,7 @@ export function rig(o: RigOptions): Rig {
   const disk = o.disk ?? patternedDisk(o.sectors ?? 32768, o.readOnly);
   const fault = o.faults ? new FaultInjectingBackend(disk, o.faults) : undefined;
   const backend: BlockBackend = fault ?? disk;
-  const m = createIdeMachine({
+  const m = createPc({
     hv,
     firmwareInit: o.firmwareInit ?? true,
     primary: {

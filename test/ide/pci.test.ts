@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { GuestRam, PortBus } from "../../src/hypervisor/index.ts";
-import { createIdeMachine } from "../../src/ide/machine.ts";
+import { createPc } from "../../src/machine/pc.ts";
 import { PiixIde } from "../../src/ide/piix.ts";
 import { makeEngine } from "../../src/storage/index.ts";
 import { bareHv, pattern, patternedDisk } from "./helpers.ts";
@@ -16,7 +16,7 @@ function cfgAddr(dev: number, fn: number, reg: number): number {
 describe("PCI configuration space", () => {
   const setup = (firmwareInit = false) => {
     const hv = bareHv();
-    const m = createIdeMachine({
+    const m = createPc({
       hv,
       firmwareInit,
       primary: { master: { engine: makeEngine(patternedDisk(2048), "sync") } },

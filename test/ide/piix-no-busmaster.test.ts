@@ -5,7 +5,7 @@
  * (class dword 01018000h, BAR4 sizing FFFFFFF1h).
  */
 import { describe, expect, it } from "vitest";
-import { createIdeMachine } from "../../src/ide/machine.ts";
+import { createPc } from "../../src/machine/pc.ts";
 import { makeEngine } from "../../src/storage/index.ts";
 import { bareHv, patternedDisk } from "./helpers.ts";
 
@@ -13,7 +13,7 @@ const IDE = (reg: number) => (0x80000000 | (1 << 11) | (1 << 8) | reg) >>> 0;
 
 function machine(busMaster: boolean, firmwareInit: boolean) {
   const hv = bareHv();
-  const m = createIdeMachine({
+  const m = createPc({
     hv,
     busMaster,
     firmwareInit,

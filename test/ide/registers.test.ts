@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { Tracer } from "../../src/hypervisor/index.ts";
-import { createIdeMachine } from "../../src/ide/machine.ts";
+import { createPc } from "../../src/machine/pc.ts";
 import { makeEngine } from "../../src/storage/index.ts";
 import {
   ALT,
@@ -157,7 +157,7 @@ describe.each(ENGINES)("register file with the %s engine", (engine) => {
 
   it("empty channel: every register reads 0, commands raise nothing (QEMU §4.h)", async () => {
     const hv = bareHv();
-    createIdeMachine({ hv, primary: { master: { engine: makeEngine(patternedDisk(64), engine) } } });
+    createPc({ hv, primary: { master: { engine: makeEngine(patternedDisk(64), engine) } } });
     const cpu = hv.vcpu(0);
     for (let p = 0x171; p <= 0x177; p++) expect(cpu.inb(p)).toBe(0);
     expect(cpu.inb(0x376)).toBe(0);
@@ -203,7 +203,7 @@ describe.each(ENGINES)("two channels with the %s engine", (engine) => {
     const hv = bareHv();
     const d0 = patternedDisk(4096);
     const d1 = patternedDisk(4096);
-    createIdeMachine({
+    createPc({
       hv,
       firmwareInit: true,
       primary: { master: { engine: makeEngine(d0, engine) } },

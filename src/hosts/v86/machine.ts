@@ -5,7 +5,7 @@
  */
 
 import { Hypervisor, type HypervisorOptions } from "../../hypervisor/hypervisor.ts";
-import { createIdeMachine, type DriveConfig, type IdeMachine } from "../../ide/machine.ts";
+import { createPc, type DriveConfig, type Pc } from "../../machine/pc.ts";
 import { type BootFiles, loadV86, type V86Host } from "./emulator.ts";
 import { type AttachOptions, attachXenideIde, type V86IdeAttachment } from "./host.ts";
 import { V86GuestMemory } from "./memory.ts";
@@ -23,7 +23,7 @@ export interface XenidePcOptions {
 
 export interface XenidePc {
   host: V86Host;
-  ide: IdeMachine;
+  ide: Pc;
   attachment: V86IdeAttachment;
   hv: Hypervisor;
 }
@@ -35,7 +35,7 @@ export async function createXenidePc(o: XenidePcOptions): Promise<XenidePc> {
   const host = await loadV86(o.files, o.memoryMiB);
   const cpu = host.machine.cpu;
   const hv = new Hypervisor({ ...o.hypervisor, memory: new V86GuestMemory(cpu) });
-  const ide = createIdeMachine({
+  const ide = createPc({
     hv,
     ...(o.primary ? { primary: o.primary } : {}),
     ...(o.secondary ? { secondary: o.secondary } : {}),

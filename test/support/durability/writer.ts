@@ -11,7 +11,7 @@
  */
 import { AtaDrive } from "../../../src/guest/ata.ts";
 import { Hypervisor } from "../../../src/hypervisor/hypervisor.ts";
-import { createIdeMachine } from "../../../src/ide/machine.ts";
+import { createPc } from "../../../src/machine/pc.ts";
 import { AsyncEngine, RawImageBackend, SyncEngine } from "../../../src/storage/index.ts";
 import { createPvMachine } from "../../../src/xenblk/machine.ts";
 import { fillSector } from "./sectors.ts";
@@ -43,7 +43,7 @@ interface Disk {
 
 async function ideDisk(writeCache: boolean): Promise<Disk> {
   const hv = new Hypervisor({ ramSize: 8 * 1024 * 1024 });
-  createIdeMachine({ hv, firmwareInit: true, primary: { master: { engine: new SyncEngine(backend) } } });
+  createPc({ hv, firmwareInit: true, primary: { master: { engine: new SyncEngine(backend) } } });
   const v = hv.vcpu(0);
   const d = new AtaDrive(v, { via: "pio", bufferSectors: 64 });
   await d.probe();

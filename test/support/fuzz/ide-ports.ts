@@ -15,7 +15,7 @@ import { GuestAccessError, Hypervisor } from "../../../src/hypervisor/hypervisor
 import { CMD } from "../../../src/ide/ata.ts";
 import { COMMAND_TABLE } from "../../../src/ide/commands.ts";
 import type { IdeDevice } from "../../../src/ide/device.ts";
-import { BM_BASE_DEFAULT, createIdeMachine, type IdeMachine } from "../../../src/ide/machine.ts";
+import { BM_BASE_DEFAULT, createPc, type Pc } from "../../../src/machine/pc.ts";
 import { AsyncEngine, MemoryBackend, SyncEngine } from "../../../src/storage/index.ts";
 import type { IoEngine, IoRequest } from "../../../src/storage/types.ts";
 import { FirstFailure } from "./runner.ts";
@@ -285,7 +285,7 @@ export class IdeWorld {
   }
 
   private build(async: boolean): {
-    m: IdeMachine;
+    m: Pc;
     hv: Hypervisor;
     disks: MemoryBackend[];
     engines: IoEngine[];
@@ -304,7 +304,7 @@ export class IdeWorld {
       };
       return e;
     });
-    const m = createIdeMachine({
+    const m = createPc({
       hv,
       firmwareInit: true,
       primary: { master: { engine: engines[0]! } },
@@ -449,7 +449,7 @@ export class IdeWorld {
 
   /** What a driver does after a confused guest: firmware PCI state, stop the bus master, SRST, then real I/O. */
   private async recover(
-    m: IdeMachine,
+    m: Pc,
     v: ReturnType<Hypervisor["vcpu"]>,
     disks: MemoryBackend[],
     k: IdeCase["check"],

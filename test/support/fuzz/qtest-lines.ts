@@ -6,7 +6,7 @@
  */
 import fc from "fast-check";
 import { Hypervisor } from "../../../src/hypervisor/hypervisor.ts";
-import { createIdeMachine } from "../../../src/ide/machine.ts";
+import { createPc } from "../../../src/machine/pc.ts";
 import { QtestServer } from "../../../src/qtest/server.ts";
 import { MemoryBackend, SyncEngine } from "../../../src/storage/index.ts";
 
@@ -138,7 +138,7 @@ export class QtestWorld {
     const hv = new Hypervisor({ ramSize: RAM });
     const disk = new MemoryBackend(256);
     const engine = new SyncEngine(disk);
-    createIdeMachine({ hv, primary: { master: { engine } } });
+    createPc({ hv, primary: { master: { engine } } });
     this.server = new QtestServer({ hv, vcpu: hv.vcpu(0), settle: () => engine.drain() });
     this.server.open((s) => {
       this.out += s;

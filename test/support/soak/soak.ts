@@ -14,7 +14,7 @@
  */
 import { AtaDrive, AtaError, type AtaVia } from "../../../src/guest/ata.ts";
 import { Hypervisor } from "../../../src/hypervisor/hypervisor.ts";
-import { createIdeMachine } from "../../../src/ide/machine.ts";
+import { createPc } from "../../../src/machine/pc.ts";
 import { AsyncEngine, FaultInjectingBackend, MemoryBackend, SyncEngine } from "../../../src/storage/index.ts";
 import { BlkfrontIoError } from "../../../src/xenblk/blkfront.ts";
 import { createPvMachine } from "../../../src/xenblk/machine.ts";
@@ -294,7 +294,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       const mem = new MemoryBackend(ideSectors);
       const fault = new FaultInjectingBackend(mem);
       const hv = new Hypervisor({ ramSize: 8 * 1024 * 1024 });
-      createIdeMachine({
+      createPc({
         hv,
         firmwareInit: true,
         primary: { master: { engine: kind === "sync" ? new SyncEngine(fault) : new AsyncEngine(fault) } },

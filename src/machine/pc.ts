@@ -6,13 +6,13 @@
  */
 
 import { Hypervisor } from "../hypervisor/hypervisor.ts";
-import type { DriveConfig } from "./device.ts";
+import type { DriveConfig } from "../ide/device.ts";
 import { PCI_CONFIG_ADDRESS, PciHost, PlainPciFunction } from "./pci.ts";
-import { PCI_COMMAND_IO, PCI_COMMAND_MASTER, PiixIde } from "./piix.ts";
+import { PCI_COMMAND_IO, PCI_COMMAND_MASTER, PiixIde } from "../ide/piix.ts";
 
-export type { DriveConfig } from "./device.ts";
+export type { DriveConfig } from "../ide/device.ts";
 
-export interface IdeMachineOptions {
+export interface PcOptions {
   /** Default: a new Hypervisor with its defaults. */
   hv?: Hypervisor;
   primary?: { master?: DriveConfig; slave?: DriveConfig };
@@ -26,7 +26,7 @@ export interface IdeMachineOptions {
   busMaster?: boolean;
 }
 
-export interface IdeMachine {
+export interface Pc {
   hv: Hypervisor;
   ide: PiixIde;
   pci: PciHost;
@@ -41,7 +41,7 @@ export const BM_BASE_DEFAULT = 0xc000;
 export const IDE_PCI_DEVICE = 1;
 export const IDE_PCI_FUNCTION = 1;
 
-export function createIdeMachine(opts: IdeMachineOptions = {}): IdeMachine {
+export function createPc(opts: PcOptions = {}): Pc {
   const hv = opts.hv ?? new Hypervisor();
   const pci = new PciHost();
   hv.bus.register(PCI_CONFIG_ADDRESS, 8, pci, "pci-conf");

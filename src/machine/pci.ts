@@ -7,11 +7,9 @@
  */
 
 import type { AccessSize, PortIoDevice } from "../hypervisor/bus.ts";
+import { type PciFunction, maskedWrite, put16, readLE } from "../hypervisor/pci.ts";
 
-export interface PciFunction {
-  configRead(offset: number, size: 1 | 2 | 4): number;
-  configWrite(offset: number, size: 1 | 2 | 4, value: number): void;
-}
+export type { PciFunction } from "../hypervisor/pci.ts";
 
 export const PCI_CONFIG_ADDRESS = 0xcf8;
 export const PCI_CONFIG_DATA = 0xcfc;
@@ -110,28 +108,6 @@ export class PlainPciFunction implements PciFunction {
   }
 
   configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
-    for (let i = 0; i < size && offset + i < 256; i++) {
-      const m = this.wmask[offset + i]!;
-      const b = (value >>> (8 * i)) & 0xff;
-      this.config[offset + i] = (this.config[offset + i]! & ~m) | (b & m);
-    }
+    maskedWrite(this.config, this.wmask, offset, size, value);
   }
-}
-
-export function put16(a: Uint8Array, off: number, v: number): void {
-  a[off] = v & 0xff;
-  a[off + 1] = (v >>> 8) & 0xff;
-}
-
-export function put32(a: Uint8Array, off: number, v: number): void {
-  a[off] = v & 0xff;
-  a[off + 1] = (v >>> 8) & 0xff;
-  a[off + 2] = (v >>> 16) & 0xff;
-  a[off + 3] = (v >>> 24) & 0xff;
-}
-
-export function readLE(a: Uint8Array, off: number, size: 1 | 2 | 4): number {
-  let v = 0;
-  for (let i = 0; i < size; i++) v |= (off + i < 256 ? a[off + i]! : 0xff) << (8 * i);
-  return v >>> 0;
 }
