@@ -3,99 +3,73 @@
  * touching the hardware only through a `Vcpu`: port I/O (each access an exit), string I/O, its own RAM for
  * PRD tables and bounce buffers, and the channel's interrupt line.
  *
- * Register and protocol facts follow ATA/ATAPI-7 (T13/1532D) volume 1 §6 (command descriptions) and volume 2
- * §9-§11 (PIO data-in, PIO data-out, DMA and non-data protocols); Bus Master IDE follows the Intel 82371SB
- * datasheet §2.7 and the "Programming Interface for Bus Master IDE Controller" 1.0.
+ * Register and protocol facts (register offsets and bits, opcodes, IDENTIFY words) come from src/spec/ata.ts,
+ * which cites the standard for each; the protocols followed are PIO data-in, PIO data-out, DMA and non-data.
+ * Bus Master IDE follows the Intel 82371SB datasheet §2.7 and SFF-8038i.
  */
 
 import type { Vcpu } from "../hypervisor/hypervisor.ts";
 import { GuestViews, isFault, PAGE_SIZE, PageAllocator } from "../hypervisor/memory.ts";
+import {
+  ATA_CMD,
+  BM_CMD_READ,
+  BM_CMD_START,
+  BM_REG_COMMAND,
+  BM_REG_PRDT,
+  BM_REG_STATUS,
+  BM_ST_ACTIVE,
+  BM_ST_ERROR,
+  BM_ST_INTR,
+  CTL_HOB,
+  CTL_NIEN,
+  DEV_LBA,
+  DEV_OBS,
+  ERR_ABRT,
+  ERR_IDNF,
+  ERR_UNC,
+  ID,
+  ID_FIRMWARE_WORDS,
+  ID_MODEL_WORDS,
+  ID_SERIAL_WORDS,
+  ID49_DMA,
+  ID53_WORD88_VALID,
+  ID59_MULTIPLE_VALID,
+  ID82_WRITE_CACHE,
+  ID83_FLUSH_CACHE,
+  ID83_FLUSH_CACHE_EXT,
+  ID83_LBA48,
+  LBA28_LIMIT,
+  MAX_COUNT_28,
+  MAX_COUNT_48,
+  PRD_ENTRY_BYTES,
+  PRD_EOT,
+  PRD_MAX_BYTES,
+  REG_COMMAND,
+  REG_DATA,
+  REG_DEVICE,
+  REG_ERROR,
+  REG_LBA_HIGH,
+  REG_LBA_LOW,
+  REG_LBA_MID,
+  REG_SECTOR_COUNT,
+  REG_STATUS,
+  ST_BSY,
+  ST_DF,
+  ST_DRQ,
+  ST_ERR,
+} from "../spec/ata.ts";
 import { findPiixIde, setupBusMaster } from "./pci.ts";
 
 export const SECTOR = 512;
 
-/** Command block registers, offsets from the channel's command base (ATA-7 vol 1 §5.2). */
-export const REG_DATA = 0;
-export const REG_ERROR = 1; // read
-export const REG_FEATURE = 1; // write
-export const REG_NSECT = 2;
-export const REG_LBAL = 3;
-export const REG_LBAM = 4;
-export const REG_LBAH = 5;
-export const REG_DEVICE = 6;
-export const REG_STATUS = 7; // read: also clears the pending interrupt
-export const REG_COMMAND = 7; // write
-
-/** Status register bits (ATA-7 vol 1 §5.14). */
-export const ST_BSY = 0x80;
-export const ST_DRDY = 0x40;
-export const ST_DF = 0x20;
-export const ST_DSC = 0x10;
-export const ST_DRQ = 0x08;
-export const ST_ERR = 0x01;
-
-/** Error register bits. */
-export const ERR_ABRT = 0x04;
-export const ERR_IDNF = 0x10;
-export const ERR_UNC = 0x40;
-
-/** Device control register bits (alternate status port on write, ATA-7 vol 1 §5.6). */
-export const CTL_NIEN = 0x02;
-export const CTL_SRST = 0x04;
-export const CTL_HOB = 0x80;
-
-/** Device register: bits 7 and 5 are obsolete-but-set, bit 6 selects LBA, bit 4 the device. */
-export const DEV_OBS = 0xa0;
-export const DEV_LBA = 0x40;
-
-/** Bus Master IDE registers, offsets from the channel's block (primary +0, secondary +8). */
-export const BM_COMMAND = 0;
-export const BM_STATUS = 2;
-export const BM_PRDT = 4;
-export const BM_CMD_START = 0x01;
-/** Direction bit: set = the controller writes to memory (a device-to-host READ DMA). */
-export const BM_CMD_READ = 0x08;
-export const BM_ST_ACTIVE = 0x01;
-export const BM_ST_ERROR = 0x02;
-export const BM_ST_INTR = 0x04;
-/** PRD end-of-table flag (bit 15 of the flags word at +6). */
-export const PRD_EOT = 0x8000;
-/** One PRD describes at most 64 KiB and must not cross a 64 KiB boundary (82371SB §2.7.2). */
-export const PRD_MAX_BYTES = 0x10000;
 /**
  * PRD entries in the table: one 4 KiB page of 8-byte entries. The table must be dword-aligned and must not
  * cross a 64 KiB boundary (82371SB §2.7.2); a page-aligned page satisfies both, and QEMU's engine stops
  * reading descriptors at the end of that page.
  */
-export const PRD_TABLE_ENTRIES = PAGE_SIZE / 8;
+export const PRD_TABLE_ENTRIES = PAGE_SIZE / PRD_ENTRY_BYTES;
 /** PRD entries address memory with 32 bits. */
 const PRD_ADDR_LIMIT = 0x1_0000_0000;
-
-/** ATA command opcodes used here (ATA-7 vol 1 §6). */
-export const ATA_CMD = {
-  READ_SECTORS: 0x20,
-  READ_SECTORS_EXT: 0x24,
-  READ_DMA_EXT: 0x25,
-  READ_MULTIPLE_EXT: 0x29,
-  WRITE_SECTORS: 0x30,
-  WRITE_SECTORS_EXT: 0x34,
-  WRITE_DMA_EXT: 0x35,
-  WRITE_MULTIPLE_EXT: 0x39,
-  READ_MULTIPLE: 0xc4,
-  WRITE_MULTIPLE: 0xc5,
-  SET_MULTIPLE_MODE: 0xc6,
-  READ_DMA: 0xc8,
-  WRITE_DMA: 0xca,
-  FLUSH_CACHE: 0xe7,
-  FLUSH_CACHE_EXT: 0xea,
-  IDENTIFY_DEVICE: 0xec,
-} as const;
-
-/** Sector-count limits per command: 8-bit count (0 = 256) and 16-bit count (0 = 65536). */
-export const LBA28_MAX_SECTORS = 256;
-export const LBA48_MAX_SECTORS = 65536;
-/** First LBA that LBA28 commands cannot address. */
-export const LBA28_LIMIT = 0x1000_0000;
 
 export interface AtaChannel {
   /** Command block base (0x1F0 / 0x170). */
@@ -186,38 +160,42 @@ export function ataString(words: Uint16Array, first: number, count: number): str
 
 export function parseIdentify(words: Uint16Array): AtaIdentity {
   const w = (i: number): number => words[i] ?? 0;
-  const lba28Sectors = (w(60) | (w(61) << 16)) >>> 0;
-  const lba48 = (w(83) & (1 << 10)) !== 0;
-  const lba48Sectors = w(100) + w(101) * 0x10000 + w(102) * 0x1_0000_0000 + w(103) * 0x1_0000_0000_0000;
+  const lba28Sectors = (w(ID.LBA28_CAPACITY) | (w(ID.LBA28_CAPACITY + 1) << 16)) >>> 0;
+  const lba48 = (w(ID.COMMAND_SET_SUPPORTED_2) & ID83_LBA48) !== 0;
+  const lba48Sectors =
+    w(ID.LBA48_CAPACITY) +
+    w(ID.LBA48_CAPACITY + 1) * 0x10000 +
+    w(ID.LBA48_CAPACITY + 2) * 0x1_0000_0000 +
+    w(ID.LBA48_CAPACITY + 3) * 0x1_0000_0000_0000;
   let udmaSelected = -1;
-  if (w(53) & 4) {
-    for (let m = 0; m < 7; m++) if (w(88) & (0x100 << m)) udmaSelected = m;
+  if (w(ID.FIELD_VALIDITY) & ID53_WORD88_VALID) {
+    for (let m = 0; m < 7; m++) if (w(ID.UDMA_MODES) & (0x100 << m)) udmaSelected = m;
   }
   return {
-    model: ataString(words, 27, 20),
-    serial: ataString(words, 10, 10),
-    firmware: ataString(words, 23, 4),
+    model: ataString(words, ID.MODEL_NUMBER, ID_MODEL_WORDS),
+    serial: ataString(words, ID.SERIAL_NUMBER, ID_SERIAL_WORDS),
+    firmware: ataString(words, ID.FIRMWARE_REVISION, ID_FIRMWARE_WORDS),
     sectors: lba48 && lba48Sectors > 0 ? lba48Sectors : lba28Sectors,
     lba28Sectors,
     lba48Sectors,
     lba48,
-    cylinders: w(1),
-    heads: w(3),
-    sectorsPerTrack: w(6),
-    multipleMax: w(47) & 0xff,
-    multipleCurrent: w(59) & 0x100 ? w(59) & 0xff : 0,
-    dwordIo: (w(48) & 1) !== 0,
-    dma: (w(49) & (1 << 8)) !== 0,
+    cylinders: w(ID.CYLINDERS),
+    heads: w(ID.HEADS),
+    sectorsPerTrack: w(ID.SECTORS_PER_TRACK),
+    multipleMax: w(ID.MAX_MULTIPLE) & 0xff,
+    multipleCurrent: w(ID.MULTIPLE_SETTING) & ID59_MULTIPLE_VALID ? w(ID.MULTIPLE_SETTING) & 0xff : 0,
+    dwordIo: (w(ID.DWORD_IO) & 1) !== 0,
+    dma: (w(ID.CAPABILITIES) & ID49_DMA) !== 0,
     // Word 64 lists PIO 3 and 4; modes 0-2 are mandatory.
-    pioModes: 0x7 | ((w(53) & 2 ? w(64) & 0x3 : 0) << 3),
-    swdmaModes: w(62) & 0x7,
-    mwdmaModes: w(63) & 0x7,
-    udmaModes: w(53) & 4 ? w(88) & 0x7f : 0,
+    pioModes: 0x7 | ((w(ID.FIELD_VALIDITY) & 2 ? w(ID.PIO_MODES) & 0x3 : 0) << 3),
+    swdmaModes: w(ID.SWDMA_MODES) & 0x7,
+    mwdmaModes: w(ID.MWDMA_MODES) & 0x7,
+    udmaModes: w(ID.FIELD_VALIDITY) & ID53_WORD88_VALID ? w(ID.UDMA_MODES) & 0x7f : 0,
     udmaSelected,
-    flushCache: (w(83) & (1 << 12)) !== 0,
-    flushCacheExt: (w(83) & (1 << 13)) !== 0,
-    writeCacheSupported: (w(82) & (1 << 5)) !== 0,
-    writeCacheEnabled: (w(85) & (1 << 5)) !== 0,
+    flushCache: (w(ID.COMMAND_SET_SUPPORTED_2) & ID83_FLUSH_CACHE) !== 0,
+    flushCacheExt: (w(ID.COMMAND_SET_SUPPORTED_2) & ID83_FLUSH_CACHE_EXT) !== 0,
+    writeCacheSupported: (w(ID.COMMAND_SET_SUPPORTED) & ID82_WRITE_CACHE) !== 0,
+    writeCacheEnabled: (w(ID.COMMAND_SET_ENABLED) & ID82_WRITE_CACHE) !== 0,
     words,
   };
 }
@@ -453,9 +431,9 @@ export class AtaDrive {
     while (done < count) {
       const at = lba + done;
       let max: number;
-      if (this.addressing === "lba28") max = LBA28_MAX_SECTORS;
-      else if (this.addressing === "lba48" || has48) max = LBA48_MAX_SECTORS;
-      else max = LBA28_MAX_SECTORS;
+      if (this.addressing === "lba28") max = MAX_COUNT_28;
+      else if (this.addressing === "lba48" || has48) max = MAX_COUNT_48;
+      else max = MAX_COUNT_28;
       if (dma) {
         max = Math.min(max, this.bufferSectors);
         // The PRD table has one entry per 64 KiB window the buffer touches.
@@ -463,7 +441,7 @@ export class AtaDrive {
       }
       const n = Math.min(max, count - done);
       // Like Linux's lba_28_ok(): the 28-bit form whenever the whole command fits in it.
-      const fits28 = at + n <= LBA28_LIMIT - 1 && n <= LBA28_MAX_SECTORS;
+      const fits28 = at + n <= LBA28_LIMIT - 1 && n <= MAX_COUNT_28;
       let ext: boolean;
       if (this.addressing === "lba48") ext = true;
       else if (this.addressing === "lba28") ext = false;
@@ -546,7 +524,7 @@ export class AtaDrive {
     const wait = this.untilReady(cmd);
     if (wait) await wait;
     v.outb(this.channel.cmd + REG_DEVICE, DEV_OBS | DEV_LBA | (this.unit << 4));
-    v.outb(this.channel.cmd + REG_NSECT, nsect);
+    v.outb(this.channel.cmd + REG_SECTOR_COUNT, nsect);
     v.outb(this.channel.cmd + REG_COMMAND, cmd);
     const st = await this.waitIntr(cmd);
     this.checkEnd(cmd, st, ext);
@@ -582,10 +560,10 @@ export class AtaDrive {
       }
     }
     this.buildPrdTable(gpa, bytes);
-    v.outb(bm + BM_COMMAND, 0);
+    v.outb(bm + BM_REG_COMMAND, 0);
     // Writing back what was read clears INTR and ERROR (write-one-to-clear) and keeps the drive-capable bits.
-    v.outb(bm + BM_STATUS, v.inb(bm + BM_STATUS));
-    v.outl(bm + BM_PRDT, this.prdGpa);
+    v.outb(bm + BM_REG_STATUS, v.inb(bm + BM_REG_STATUS));
+    v.outl(bm + BM_REG_PRDT, this.prdGpa);
     // Where a read's data goes from the bounce buffer once the command is over (null: it is there already).
     const copyTo = bounce && !isWrite ? data.subarray(off, off + bytes) : null;
     const issued = this.issue(cmd, lba, count, ext, true);
@@ -603,20 +581,20 @@ export class AtaDrive {
   /** Start the engine and wait for the end of the transfer; the Bus Master status then (a number if at once). */
   private dmaRun(cmd: number, isWrite: boolean, bm: number): number | Promise<number> {
     const v = this.vcpu;
-    v.outb(bm + BM_COMMAND, BM_CMD_START | (isWrite ? 0 : BM_CMD_READ));
+    v.outb(bm + BM_REG_COMMAND, BM_CMD_START | (isWrite ? 0 : BM_CMD_READ));
     if (!this.useIrq) return this.dmaPoll(cmd, bm);
     // An interrupt already pending is taken at once, as it is by a CPU that enables interrupts before HLT.
-    if (v.irqRaised(this.channel.irq)) return v.inb(bm + BM_STATUS);
+    if (v.irqRaised(this.channel.irq)) return v.inb(bm + BM_REG_STATUS);
     return this.dmaWaitIrq(cmd, bm);
   }
 
   private async dmaWaitIrq(cmd: number, bm: number): Promise<number> {
     const v = this.vcpu;
     if (!(await v.waitIrq(this.channel.irq, this.timeoutMs))) {
-      v.outb(bm + BM_COMMAND, 0);
+      v.outb(bm + BM_REG_COMMAND, 0);
       throw this.timeout(cmd);
     }
-    return v.inb(bm + BM_STATUS);
+    return v.inb(bm + BM_REG_STATUS);
   }
 
   /** nIEN keeps the INTR bit clear too, so poll for the engine to stop and the device to drop DRQ. */
@@ -624,12 +602,12 @@ export class AtaDrive {
     const v = this.vcpu;
     const deadline = Date.now() + this.timeoutMs;
     for (;;) {
-      const bms = v.inb(bm + BM_STATUS);
+      const bms = v.inb(bm + BM_REG_STATUS);
       if (bms & BM_ST_INTR || !(bms & BM_ST_ACTIVE)) {
         if (!(v.inb(this.channel.ctl) & (ST_BSY | ST_DRQ))) return bms;
       }
       if (Date.now() > deadline) {
-        v.outb(bm + BM_COMMAND, 0);
+        v.outb(bm + BM_REG_COMMAND, 0);
         throw this.timeout(cmd);
       }
       await v.relax();
@@ -639,9 +617,9 @@ export class AtaDrive {
   /** Stop the engine, acknowledge the interrupt, check the outcome, and copy a read out of the bounce buffer. */
   private dmaEnd(cmd: number, ext: boolean, bm: number, bms: number, copyTo: Uint8Array | null): void {
     const v = this.vcpu;
-    v.outb(bm + BM_COMMAND, 0);
+    v.outb(bm + BM_REG_COMMAND, 0);
     const st = v.inb(this.channel.cmd + REG_STATUS);
-    v.outb(bm + BM_STATUS, bms);
+    v.outb(bm + BM_REG_STATUS, bms);
     if (st & (ST_ERR | ST_DF)) throw this.deviceError(cmd, st, ext, bms);
     if (bms & BM_ST_ERROR) {
       throw new AtaError(
@@ -724,15 +702,15 @@ export class AtaDrive {
     if (addressed) {
       if (ext) {
         const hi = Math.floor(lba / 0x100_0000);
-        v.outb(base + REG_NSECT, (count >> 8) & 0xff);
-        v.outb(base + REG_LBAL, hi & 0xff);
-        v.outb(base + REG_LBAM, (hi >> 8) & 0xff);
-        v.outb(base + REG_LBAH, (hi >> 16) & 0xff);
+        v.outb(base + REG_SECTOR_COUNT, (count >> 8) & 0xff);
+        v.outb(base + REG_LBA_LOW, hi & 0xff);
+        v.outb(base + REG_LBA_MID, (hi >> 8) & 0xff);
+        v.outb(base + REG_LBA_HIGH, (hi >> 16) & 0xff);
       }
-      v.outb(base + REG_NSECT, count & 0xff);
-      v.outb(base + REG_LBAL, lba & 0xff);
-      v.outb(base + REG_LBAM, (lba >>> 8) & 0xff);
-      v.outb(base + REG_LBAH, (lba >>> 16) & 0xff);
+      v.outb(base + REG_SECTOR_COUNT, count & 0xff);
+      v.outb(base + REG_LBA_LOW, lba & 0xff);
+      v.outb(base + REG_LBA_MID, (lba >>> 8) & 0xff);
+      v.outb(base + REG_LBA_HIGH, (lba >>> 16) & 0xff);
     }
     v.outb(base + REG_COMMAND, cmd);
   }
@@ -801,10 +779,12 @@ export class AtaDrive {
     const v = this.vcpu;
     const base = this.channel.cmd;
     const err = v.inb(base + REG_ERROR);
-    let lba = v.inb(base + REG_LBAL) | (v.inb(base + REG_LBAM) << 8) | (v.inb(base + REG_LBAH) << 16);
+    let lba =
+      v.inb(base + REG_LBA_LOW) | (v.inb(base + REG_LBA_MID) << 8) | (v.inb(base + REG_LBA_HIGH) << 16);
     if (ext) {
       v.outb(this.channel.ctl, this.devctl | CTL_HOB);
-      const hi = v.inb(base + REG_LBAL) | (v.inb(base + REG_LBAM) << 8) | (v.inb(base + REG_LBAH) << 16);
+      const hi =
+        v.inb(base + REG_LBA_LOW) | (v.inb(base + REG_LBA_MID) << 8) | (v.inb(base + REG_LBA_HIGH) << 16);
       v.outb(this.channel.ctl, this.devctl);
       lba += hi * 0x100_0000;
     } else {

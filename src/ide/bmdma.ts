@@ -1,6 +1,8 @@
 /**
- * The Bus Master IDE engine of one channel (BMIDE rev 1.0 §2, PIIX3 datasheet §2.7): the command, status and
- * PRD table address registers, and the walk of the Physical Region Descriptor table.
+ * The Bus Master IDE engine of one channel (BMIDE §2, PIIX3 datasheet §2.7): the command, status and PRD table
+ * address registers, the walk of the Physical Region Descriptor table, and, as the channel's `IdeDmaOps`, the
+ * memory side of its DMA commands: PRD segments go to storage as views of guest memory (no copy, no allocation
+ * per command), or through a bounce buffer when a segment is not whole sectors.
  *
  * Register write semantics are those observed on QEMU 7.2 (which match the BMIDE text): command keeps bits 0
  * (start) and 3 (direction); status bits 1-2 are write-one-to-clear, 5-6 read/write, 0 read-only; the PRD
@@ -10,35 +12,26 @@
 
 import { type GuestMemory, isFault } from "../hypervisor/memory.ts";
 import {
-  BM_CMD,
   BM_CMD_READ,
   BM_CMD_START,
-  BM_PRDT,
+  BM_REG_COMMAND,
+  BM_REG_PRDT,
+  BM_REG_STATUS,
   BM_ST_ACTIVE,
   BM_ST_DMA0_CAP,
   BM_ST_DMA1_CAP,
   BM_ST_ERROR,
   BM_ST_INTR,
-  BM_STATUS,
+  PRD_ENTRY_BYTES,
   PRD_EOT,
-  PRD_MAX_ENTRIES,
-} from "./ata.ts";
+} from "../spec/ata.ts";
+import { DmaPrepared, type IdeDmaOps } from "./dma-ops.ts";
 
-/** What the channel does when the host starts or stops the engine. */
-export interface BusMasterOwner {
-  bmStart(): void;
-  bmStop(): void;
-}
+/** QEMU walks at most one 4 KiB page of PRD entries per transfer (BMDMA_PAGE_SIZE), i.e. 512 entries. */
+export const PRD_MAX_ENTRIES = 512;
 
-/** Result of a PRD walk. */
-export const enum PrdWalk {
-  /** The table describes at least the bytes needed; `segments` cover exactly them. */
-  Ok,
-  /** The table ends (EOT or the one-page limit) before the transfer's bytes. */
-  Short,
-  /** A PRD entry or a data buffer lies outside guest memory. */
-  Fault,
-}
+/** The bounce buffer is at least one 256-sector command (128 KiB), so most unaligned commands reuse it. */
+const BOUNCE_MIN_BYTES = 256 * 512;
 
 /**
  * Scatter-gather list of one transfer, reused from transfer to transfer: only the views of guest memory are
@@ -99,12 +92,29 @@ export class Segments {
   }
 }
 
-export class BusMaster {
+export class BusMaster implements IdeDmaOps {
   cmd = 0;
   status = 0;
   prdt = 0;
+  /** The drive whose DMA command waits for (or is served by) the engine, and what to call when it runs. */
+  private owner: unknown = null;
+  private run: ((owner: unknown) => void) | null = null;
+  private readonly segs = new Segments();
+  /** Bytes of the last `prepare`. */
+  private need = 0;
+  /** The bounce buffer of the transfer in flight (segments that are not whole sectors), or null. */
+  private bounce: Uint8Array | null = null;
+  /** Kept from command to command; dropped when a cancelled request might still write into it. */
+  private bounceBuf: Uint8Array | null = null;
 
-  constructor(private readonly owner: BusMasterOwner) {}
+  /**
+   * @param mem guest memory the PRD table and its buffers are in
+   * @param busMasterEnabled PCI command register bit 2: may the engine access memory? (PCI §6.2.2)
+   */
+  constructor(
+    private readonly mem: GuestMemory,
+    private readonly busMasterEnabled: () => boolean,
+  ) {}
 
   get active(): boolean {
     return (this.status & BM_ST_ACTIVE) !== 0;
@@ -121,26 +131,29 @@ export class BusMaster {
     this.prdt = 0;
   }
 
+  // ------------------------------------------------------------------------------------------------
+  // Registers.
+
   /** Read `size` bytes at offset `off` (0-7) of this channel's block. */
   read(off: number, size: 1 | 2 | 4): number {
-    if (off >= BM_PRDT)
-      return (this.prdt >>> ((off - BM_PRDT) * 8)) & (size === 4 ? 0xffffffff : (1 << (size * 8)) - 1);
+    if (off >= BM_REG_PRDT)
+      return (this.prdt >>> ((off - BM_REG_PRDT) * 8)) & (size === 4 ? 0xffffffff : (1 << (size * 8)) - 1);
     if (size !== 1) return size === 2 ? 0xffff : 0xffffffff;
-    if (off === BM_CMD) return this.cmd;
-    if (off === BM_STATUS) return this.status;
+    if (off === BM_REG_COMMAND) return this.cmd;
+    if (off === BM_REG_STATUS) return this.status;
     return 0xff; // offsets 1 and 3: device-specific, nothing there on PIIX3
   }
 
   write(off: number, size: 1 | 2 | 4, value: number): void {
-    if (off >= BM_PRDT) {
-      const shift = (off - BM_PRDT) * 8;
+    if (off >= BM_REG_PRDT) {
+      const shift = (off - BM_REG_PRDT) * 8;
       const mask = (size === 4 ? 0xffffffff : (1 << (size * 8)) - 1) << shift;
       this.prdt = (((this.prdt & ~mask) | ((value << shift) & mask)) & ~3) >>> 0;
       return;
     }
     if (size !== 1) return;
-    if (off === BM_CMD) this.writeCmd(value & 0xff);
-    else if (off === BM_STATUS) {
+    if (off === BM_REG_COMMAND) this.writeCmd(value & 0xff);
+    else if (off === BM_REG_STATUS) {
       const old = this.status;
       this.status =
         (value & (BM_ST_DMA0_CAP | BM_ST_DMA1_CAP)) |
@@ -154,33 +167,138 @@ export class BusMaster {
     this.cmd = value & (BM_CMD_START | BM_CMD_READ);
     if (value & BM_CMD_START && !was) {
       this.status |= BM_ST_ACTIVE;
-      this.owner.bmStart();
+      this.kick();
     } else if (!(value & BM_CMD_START) && was) {
+      // Stopping the engine while storage is still working does not abort the command (QEMU drains it); the
+      // completion still sets the Interrupt bit and ends the ATA command (docs/conformance.md D1).
       this.status &= ~BM_ST_ACTIVE;
-      this.owner.bmStop();
     }
   }
 
+  /** PCI bus-master enable changed: a transfer that could not start may run now. */
+  enableChanged(): void {
+    this.kick();
+  }
+
+  /** Run the waiting command if the engine is going: started, and allowed to master the bus. */
+  private kick(): void {
+    const run = this.run;
+    if (run && this.owner !== null && this.active && this.busMasterEnabled()) run(this.owner);
+  }
+
+  // ------------------------------------------------------------------------------------------------
+  // IdeDmaOps.
+
+  start<T>(owner: T, run: (owner: T) => void): void {
+    this.owner = owner;
+    this.run = run as (owner: unknown) => void;
+    this.kick();
+  }
+
+  prepare(bytes: number): DmaPrepared {
+    this.need = bytes;
+    const w = this.walk(bytes);
+    // A PRD entry or buffer outside guest memory: "error in transferring data to/from memory" (BMIDE §2.2).
+    if (w === DmaPrepared.Fault) this.status |= BM_ST_ERROR;
+    return w;
+  }
+
+  buffers(toDevice: boolean): Uint8Array[] {
+    const segs = this.segs;
+    // The segments cover exactly the transfer's bytes. Whole sectors go to storage as the guest memory itself;
+    // anything else through a bounce buffer.
+    if (segs.sectorAligned) {
+      this.bounce = null;
+      return segs.views;
+    }
+    const bytes = this.need;
+    let b = this.bounceBuf;
+    if (!b || b.length < bytes) this.bounceBuf = b = new Uint8Array(Math.max(bytes, BOUNCE_MIN_BYTES));
+    b = b.subarray(0, bytes);
+    this.bounce = b;
+    if (toDevice) this.gather(b);
+    return [b];
+  }
+
+  rw(buf: Uint8Array, toDevice: boolean): void {
+    if (toDevice) this.gather(buf);
+    else this.scatter(buf);
+  }
+
+  commit(toMemory: boolean): void {
+    if (toMemory) {
+      const segs = this.segs;
+      if (this.bounce) this.scatter(this.bounce);
+      else for (let i = 0; i < segs.count; i++) this.mem.written(segs.gpa[i]!, segs.len[i]!);
+    }
+    this.bounce = null;
+  }
+
+  end(transferred: boolean): void {
+    this.owner = null;
+    this.run = null;
+    // The engine stays active when its table describes more than the transfer moved (QEMU 7.2; BMIDE §3.1
+    // "Interrupt 1, Active 1: the PRD table was larger than the transfer").
+    if (!(transferred && this.segs.prdBytes > this.need)) this.status &= ~BM_ST_ACTIVE;
+  }
+
+  cancel(owner: unknown, inFlight: boolean): void {
+    if (inFlight && this.bounce) this.bounceBuf = null; // the old request may still write into it
+    if (this.owner === owner) {
+      this.owner = null;
+      this.run = null;
+    }
+  }
+
+  interrupt(): void {
+    this.status |= BM_ST_INTR;
+  }
+
+  // ------------------------------------------------------------------------------------------------
+  // The PRD table.
+
   /**
-   * Walk the PRD table for a transfer of `need` bytes into `out`. Entry: 32-bit base (bit 0 ignored), 16-bit
-   * byte count (bit 0 ignored, 0 = 64 KiB), bit 15 of the last word = end of table.
+   * Walk the PRD table for a transfer of `need` bytes into the segment list. Entry: 32-bit base (bit 0
+   * ignored), 16-bit byte count (bit 0 ignored, 0 = 64 KiB), bit 15 of the last word = end of table (BMIDE §1.2).
    */
-  walk(mem: GuestMemory, need: number, out: Segments): PrdWalk {
+  private walk(need: number): DmaPrepared {
+    const mem = this.mem;
+    const out = this.segs;
     out.reset();
     let got = 0;
     for (let i = 0; i < PRD_MAX_ENTRIES; i++) {
-      const at = this.prdt + 8 * i;
+      const at = this.prdt + PRD_ENTRY_BYTES * i;
       const base = mem.readU32(at);
       const ctl = mem.readU32(at + 4);
-      if (isFault(base) || isFault(ctl)) return PrdWalk.Fault;
+      if (isFault(base) || isFault(ctl)) return DmaPrepared.Fault;
       const len = ctl & 0xfffe || 0x10000;
       const take = Math.min(len, need - got);
-      if (!out.push(mem, (base & ~1) >>> 0, take)) return PrdWalk.Fault;
+      if (!out.push(mem, (base & ~1) >>> 0, take)) return DmaPrepared.Fault;
       out.prdBytes += len;
       got += take;
-      if (got >= need) return out.finish(mem) ? PrdWalk.Ok : PrdWalk.Fault;
-      if ((ctl >>> 16) & PRD_EOT) return PrdWalk.Short;
+      if (got >= need) return out.finish(mem) ? DmaPrepared.Ok : DmaPrepared.Fault;
+      if ((ctl >>> 16) & PRD_EOT) return DmaPrepared.Short;
     }
-    return PrdWalk.Short;
+    return DmaPrepared.Short;
+  }
+
+  private gather(dst: Uint8Array): void {
+    const segs = this.segs;
+    let off = 0;
+    for (let i = 0; i < segs.count && off < dst.length; i++) {
+      const len = Math.min(segs.len[i]!, dst.length - off);
+      this.mem.read(segs.gpa[i]!, dst.subarray(off, off + len));
+      off += len;
+    }
+  }
+
+  private scatter(src: Uint8Array): void {
+    const segs = this.segs;
+    let off = 0;
+    for (let i = 0; i < segs.count && off < src.length; i++) {
+      const len = Math.min(segs.len[i]!, src.length - off);
+      this.mem.write(segs.gpa[i]!, src.subarray(off, off + len));
+      off += len;
+    }
   }
 }

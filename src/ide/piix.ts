@@ -13,6 +13,8 @@ import { PortConflictError, type PortBus } from "../hypervisor/bus.ts";
 import type { InterruptController } from "../hypervisor/irq.ts";
 import type { GuestMemory } from "../hypervisor/memory.ts";
 import type { Tracer } from "../hypervisor/trace.ts";
+import { BM_CHANNEL_SIZE } from "../spec/ata.ts";
+import { BusMaster } from "./bmdma.ts";
 import { IdeChannel } from "./channel.ts";
 import type { DriveConfig } from "./device.ts";
 import { type PciFunction, maskedWrite, put16, put32, readLE } from "../hypervisor/pci.ts";
@@ -22,7 +24,7 @@ export const PIIX3_IDE_DEVICE = 0x7010;
 export const PCI_COMMAND_IO = 0x0001;
 export const PCI_COMMAND_MASTER = 0x0004;
 /** BAR4 size: two channels x 8 bytes (command, -, status, -, PRD table address). */
-export const BM_BAR_SIZE = 16;
+export const BM_BAR_SIZE = 2 * BM_CHANNEL_SIZE;
 
 export const LEGACY = [
   { cmd: 0x1f0, ctl: 0x3f6, irq: 14 },
@@ -50,6 +52,8 @@ export class PiixIde implements PciFunction {
   readonly config = new Uint8Array(256);
   private readonly wmask = new Uint8Array(256);
   readonly channels: [IdeChannel, IdeChannel];
+  /** The Bus Master engine of each channel, the channel's DMA engine (in BAR4 at +0 and +8). */
+  readonly busMasters: [BusMaster, BusMaster];
   private readonly bus: PortBus;
   /** Where BAR4 is decoded now (-1 = not decoded). */
   bmBase = -1;
@@ -94,6 +98,7 @@ export class PiixIde implements PciFunction {
         ? irq
         : (line: number, level: boolean) => (level ? irq.raise(line) : irq.lower(line));
     const bme = () => (this.command & PCI_COMMAND_MASTER) !== 0;
+    this.busMasters = [new BusMaster(opts.mem, bme), new BusMaster(opts.mem, bme)];
     const make = (i: 0 | 1) =>
       new IdeChannel({
         index: i,
@@ -101,7 +106,7 @@ export class PiixIde implements PciFunction {
         slave: i === 0 ? opts.primary?.slave : opts.secondary?.slave,
         mem: opts.mem,
         setIrq: (level) => setLine(LEGACY[i].irq, level),
-        busMasterEnabled: bme,
+        dma: this.busMasters[i],
         tracer: opts.tracer,
       });
     this.channels = [make(0), make(1)];
@@ -112,15 +117,15 @@ export class PiixIde implements PciFunction {
       opts.bus.register(LEGACY[i].cmd, 8, ch, `${name}-cmd`);
       opts.bus.register(LEGACY[i].ctl, 1, ch.control, `${name}-ctl`);
     }
-    const chans = this.channels;
+    const bms = this.busMasters;
     this.bmPorts = {
       ioRead: (port: number, size: 1 | 2 | 4) => {
         const off = port - this.bmBase;
-        return chans[off >> 3 ? 1 : 0].bm.read(off & 7, size);
+        return bms[off >> 3 ? 1 : 0].read(off & 7, size);
       },
       ioWrite: (port: number, size: 1 | 2 | 4, value: number) => {
         const off = port - this.bmBase;
-        chans[off >> 3 ? 1 : 0].bm.write(off & 7, size, value);
+        bms[off >> 3 ? 1 : 0].write(off & 7, size, value);
       },
     };
   }
@@ -139,7 +144,7 @@ export class PiixIde implements PciFunction {
     if (offset < 0x24 && offset + size > 0x04) this.remapBar4();
     const newCmd = this.command;
     if ((oldCmd ^ newCmd) & PCI_COMMAND_MASTER) {
-      for (const ch of this.channels) ch.busMasterEnableChanged();
+      for (const bm of this.busMasters) bm.enableChanged();
     }
   }
 

@@ -1,6 +1,6 @@
 /**
- * Request validation and errno mapping shared by every backend and engine, so that the same bad request gets
- * the same `IoError` whichever medium or engine is behind a device.
+ * Request validation (done once per request, by the engines: the media's precondition) and errno mapping, so
+ * that the same bad request gets the same `IoError` whichever medium or engine is behind a device.
  */
 import { IoError, type IoErrorCode } from "./types.ts";
 
@@ -40,19 +40,6 @@ export interface MediumShape {
   readonly sectorCount: number;
   readonly readOnly: boolean;
   readonly describe: string;
-}
-
-/** Full check for a read or write of `buf` at `sector` on `m`. */
-export function checkIo(
-  m: MediumShape,
-  write: boolean,
-  sector: number,
-  buf: Uint8Array,
-): IoError | undefined {
-  if (write && m.readOnly) return new IoError("EROFS", `${m.describe} is read-only`, sector);
-  return (
-    checkBuffer(m.sectorSize, buf, sector) ?? checkRange(m.sectorCount, sector, buf.length / m.sectorSize)
-  );
 }
 
 /** Full check for a vectored read or write: `bufs` are consecutive sectors from `sector` on. */

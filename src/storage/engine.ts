@@ -1,33 +1,36 @@
 /**
  * The two ways a device model's requests reach a `BlockBackend`, behind one `IoEngine` interface (the split
- * Firecracker and cloud-hypervisor make between their sync and io_uring block engines):
+ * Firecracker and cloud-hypervisor make between their sync and io_uring block engines). The engines own that
+ * split, so a medium implements its I/O once (types.ts):
  *
- * - `SyncEngine` performs each request inside `submit` with the backend's sync methods. On a warm page cache
+ * - `SyncEngine` performs each request inside `submit` with the medium's sync methods. On a warm page cache
  *   this is the fastest path Node has (a positional read straight into guest memory), and it makes a device's
  *   completion deterministic: the task file / ring response is ready when the exit returns.
- * - `AsyncEngine` starts each request with the backend's async methods and completes it later from the event
- *   loop, in whatever order the backend finishes, like a disk with a queue (NCQ, a blkif ring with many
- *   requests outstanding). At most `maxInflight` run at once; more are queued in submission order.
+ * - `AsyncEngine` completes each request later from the event loop, in whatever order the medium finishes,
+ *   like a disk with a queue (NCQ, a blkif ring with many requests outstanding). A medium with the `startIo`
+ *   capability runs the request itself (a raw image's libuv requests); for one without, the engine runs its sync
+ *   methods from a microtask after `submit` returns. At most `maxInflight` run at once; more are queued in
+ *   submission order.
  *
- * Both validate every request first (op, buffer sizes, range, read-only) and report a bad one as an error
- * completion, never a throw: bad guest input must end as an ATA ABRT or a BLKIF_RSP_ERROR, not a crash.
- * Scatter-gather requests use the backend's vectored methods (one preadv/pwritev) when it has them.
+ * Both validate every request first and only there (op, buffer sizes, range, read-only: the media's
+ * precondition), and report a bad one as an error completion, never a throw: bad guest input must end as an
+ * ATA ABRT or a BLKIF_RSP_ERROR, not a crash.
  *
  * Per-request bookkeeping is kept off the allocator and out of Node's async machinery, because at queue depth
  * 32 it competes with the I/O itself for the main thread: completions wait in a reused array, notifications
  * are plain promise reactions (Node wraps every `queueMicrotask` callback in an async resource), and the async
- * engine runs each request on a pooled slot whose completion handlers are bound once.
+ * engine runs each request on a pooled slot whose completion handler is bound once.
  */
 import { checkDiscard, checkVec } from "./check.ts";
 import {
   type BlockBackend,
-  type CallbackIo,
   type IoCallback,
   type IoCompletion,
   IoError,
   type IoEngine,
   type IoOp,
   type IoRequest,
+  type MediumRequest,
 } from "./types.ts";
 
 const RESOLVED = Promise.resolve();
@@ -53,6 +56,34 @@ function asIoError(e: unknown, sector: number): IoError {
   return e instanceof IoError
     ? e
     : new IoError("EIO", `backend failure: ${(e as Error)?.message ?? String(e)}`, sector);
+}
+
+const NO_BUFFERS: readonly Uint8Array[] = [];
+
+/**
+ * Run a validated request on `backend` with its sync methods; the error it failed with, or undefined. Wrappers
+ * that hand a request on to the medium they wrap use it too.
+ */
+export function performSync(backend: BlockBackend, req: IoRequest | MediumRequest): IoError | undefined {
+  try {
+    switch (req.op) {
+      case "read":
+        backend.read(req.sector, req.bufs ?? NO_BUFFERS);
+        break;
+      case "write":
+        backend.write(req.sector, req.bufs ?? NO_BUFFERS);
+        break;
+      case "flush":
+        backend.flush();
+        break;
+      case "discard":
+        backend.discard(req.sector, req.count ?? 0);
+        break;
+    }
+  } catch (e) {
+    return asIoError(e, req.sector);
+  }
+  return undefined;
 }
 
 /**
@@ -98,7 +129,7 @@ export class SyncEngine implements IoEngine {
   }
 
   submit(req: IoRequest): void {
-    const error = validateRequest(this.backend, req) ?? this.perform(req);
+    const error = validateRequest(this.backend, req) ?? performSync(this.backend, req);
     this.done.push(error ? { tag: req.tag, error } : { tag: req.tag });
     // The completion is ready now; a caller that reaps right after submit never sees onReady. One driven by
     // onReady alone is told once, after the current exit, if something is still unreaped then.
@@ -112,44 +143,6 @@ export class SyncEngine implements IoEngine {
     this.notifyPending = false;
     if (this.done.length > 0) this.onReady?.();
   };
-
-  private perform(req: IoRequest): IoError | undefined {
-    const b = this.backend;
-    let sector = req.sector;
-    try {
-      switch (req.op) {
-        case "read": {
-          const bufs = req.bufs!;
-          if (bufs.length > 1 && b.readvSync) b.readvSync(sector, bufs);
-          else
-            for (const buf of bufs) {
-              b.readSync(sector, buf);
-              sector += buf.length / b.sectorSize;
-            }
-          break;
-        }
-        case "write": {
-          const bufs = req.bufs!;
-          if (bufs.length > 1 && b.writevSync) b.writevSync(sector, bufs);
-          else
-            for (const buf of bufs) {
-              b.writeSync(sector, buf);
-              sector += buf.length / b.sectorSize;
-            }
-          break;
-        }
-        case "flush":
-          b.flushSync();
-          break;
-        case "discard":
-          b.discardSync(sector, req.count ?? 0);
-          break;
-      }
-    } catch (e) {
-      return asIoError(e, sector);
-    }
-    return undefined;
-  }
 
   reap(out: IoCompletion[]): number {
     return this.done.drainInto(out);
@@ -167,22 +160,19 @@ export interface AsyncEngineOptions {
 
 /**
  * One request owned by the async engine, from `submit` until it completes: a copy of the caller's request
- * (callers reuse theirs) and the completion handlers, bound once per slot rather than once per request.
+ * (callers reuse theirs), handed to the medium's `startIo` as is, and its completion handler, bound once per
+ * slot rather than once per request.
  */
-class Slot {
+class Slot implements MediumRequest {
   op: IoOp = "read";
   tag = 0;
   sector = 0;
   count = 0;
   readonly bufs: Uint8Array[] = [];
   readonly onDone: IoCallback;
-  readonly onResolved: () => void;
-  readonly onRejected: (e: unknown) => void;
 
   constructor(engine: AsyncEngine) {
     this.onDone = (err) => engine.finish(this, err, true);
-    this.onResolved = () => engine.finish(this, undefined, false);
-    this.onRejected = (e) => engine.finish(this, asIoError(e, this.sector), false);
   }
 
   load(req: IoRequest): void {
@@ -198,32 +188,19 @@ class Slot {
   }
 }
 
-/**
- * The backend's `CallbackIo`, when it is the backend's own: `startIo` must live on the same object as `read`
- * and `write` (the same class), so a wrapper or subclass that replaces read/write but inherits `startIo` still
- * has its own read/write called.
- */
-function callbackIoOf(b: BlockBackend): CallbackIo | null {
-  if (typeof (b as Partial<CallbackIo>).startIo !== "function") return null;
-  const home = (key: string): object | null => {
-    let o: object | null = b;
-    while (o !== null && !Object.prototype.hasOwnProperty.call(o, key))
-      o = Object.getPrototypeOf(o) as object | null;
-    return o;
-  };
-  const at = home("startIo");
-  return at === home("read") && at === home("write") ? (b as BlockBackend & CallbackIo) : null;
-}
-
 export class AsyncEngine implements IoEngine {
   readonly kind = "async" as const;
   onReady: (() => void) | null = null;
   readonly maxInflight: number;
+  /** Whether the medium runs requests itself (`startIo`), or the engine runs its sync methods. */
+  readonly usesStartIo: boolean;
   private readonly done = new CompletionQueue();
-  private readonly callbackIo: CallbackIo | null;
   private readonly freeSlots: Slot[] = [];
   private readonly waiting: Slot[] = [];
   private waitingHead = 0;
+  /** Started requests the engine runs itself with the sync methods, at the next microtask. */
+  private readonly deferred: Slot[] = [];
+  private deferredPending = false;
   private running = 0;
   /** Submitted and not yet completed (running or waiting). */
   private outstanding = 0;
@@ -237,7 +214,7 @@ export class AsyncEngine implements IoEngine {
     const max = options.maxInflight ?? 32;
     if (!Number.isSafeInteger(max) || max < 1) throw new RangeError(`maxInflight must be >= 1, got ${max}`);
     this.maxInflight = max;
-    this.callbackIo = callbackIoOf(backend);
+    this.usesStartIo = typeof backend.startIo === "function";
   }
 
   /** Submitted and not yet reaped (running, waiting for a slot, or completed awaiting `reap`). */
@@ -271,45 +248,36 @@ export class AsyncEngine implements IoEngine {
 
   private start(slot: Slot): void {
     this.running++;
-    const cb = this.callbackIo;
-    try {
-      if (cb !== null && (slot.op === "read" || slot.op === "write")) {
-        cb.startIo(slot.op === "write", slot.sector, slot.bufs, slot.onDone);
-      } else {
-        this.perform(slot).then(slot.onResolved, slot.onRejected);
+    if (!this.usesStartIo) {
+      this.deferred.push(slot);
+      if (!this.deferredPending) {
+        this.deferredPending = true;
+        void RESOLVED.then(this.runDeferred);
       }
+      return;
+    }
+    try {
+      this.backend.startIo!(slot, slot.onDone);
     } catch (e) {
-      // A backend that throws instead of failing the request still yields a completion (from the event loop).
+      // A medium that throws instead of reporting the failure still yields a completion (from the event loop).
       const error = asIoError(e, slot.sector);
       void RESOLVED.then(() => this.finish(slot, error, false));
     }
   }
 
-  private perform(req: Slot): Promise<void> {
-    const b = this.backend;
-    const bufs = req.bufs;
-    switch (req.op) {
-      case "read":
-        if (bufs.length === 1) return b.read(req.sector, bufs[0]!);
-        return b.readv ? b.readv(req.sector, bufs) : this.eachBuffer(false, req.sector, bufs);
-      case "write":
-        if (bufs.length === 1) return b.write(req.sector, bufs[0]!);
-        return b.writev ? b.writev(req.sector, bufs) : this.eachBuffer(true, req.sector, bufs);
-      case "flush":
-        return b.flush();
-      case "discard":
-        return b.discard(req.sector, req.count);
+  /**
+   * Run the deferred requests with the medium's sync methods, in the order they were started; requests that
+   * take a freed place meanwhile run in the same pass.
+   */
+  private readonly runDeferred = (): void => {
+    const q = this.deferred;
+    for (let i = 0; i < q.length; i++) {
+      const slot = q[i]!;
+      this.finish(slot, performSync(this.backend, slot), false);
     }
-  }
-
-  /** Scatter-gather on a backend without vectored I/O: one buffer after the other, stopping at a failure. */
-  private async eachBuffer(write: boolean, sector: number, bufs: readonly Uint8Array[]): Promise<void> {
-    const b = this.backend;
-    for (const buf of bufs) {
-      await (write ? b.write(sector, buf) : b.read(sector, buf));
-      sector += buf.length / b.sectorSize;
-    }
-  }
+    while (q.length > 0) q.pop();
+    this.deferredPending = false;
+  };
 
   /** A running request ended: start the next waiting one in its place, then complete it. */
   finish(slot: Slot, error: IoError | undefined, fromHost: boolean): void {
@@ -331,8 +299,8 @@ export class AsyncEngine implements IoEngine {
    * Queue a completion and make sure `onReady` follows. Completions of host I/O arrive one libuv callback
    * after the other in the poll phase, with microtasks run between them: they are announced once, in the
    * check phase of the same turn of the event loop, so a burst of them is one `onReady` (as a driver reaps an
-   * io_uring completion queue once per wakeup). Completions that need no event loop (a memory medium's settled
-   * promises, refused requests) are announced in a microtask, which costs no extra turn of the loop.
+   * io_uring completion queue once per wakeup). Completions that need no event loop (requests the engine ran
+   * with the sync methods, refused requests) are announced in a microtask, which costs no extra turn of the loop.
    */
   private complete(tag: number, error: IoError | undefined, fromHost: boolean): void {
     this.outstanding--;

@@ -11,10 +11,21 @@
  *   blocked for that long (a slow synchronous disk stalls the vCPU that is waiting on it);
  * - `times`: the rule fires that many times, then disarms (removes itself). Unlimited when absent.
  * When several fault rules match, the one failing at the lowest sector fires; the longest matching latency
- * applies.
+ * applies. A scatter-gather request is one request: its buffers are consecutive sectors.
+ *
+ * The wrapper has the async capability (`startIo`) whatever it wraps, so that the async engine's latency is a
+ * timer rather than a blocked event loop; the request then goes on to the wrapped medium's `startIo` when it
+ * has one, else to its sync methods (from the event loop, never inside `startIo`).
  */
-import { checkDiscard, checkIo } from "./check.ts";
-import { type BlockBackend, IoError, type IoErrorCode, type IoOp } from "./types.ts";
+import { performSync } from "./engine.ts";
+import {
+  type BlockBackend,
+  type IoCallback,
+  IoError,
+  type IoErrorCode,
+  type IoOp,
+  type MediumRequest,
+} from "./types.ts";
 
 export interface FaultRule {
   op: IoOp;
@@ -99,76 +110,47 @@ export class FaultInjectingBackend implements BlockBackend {
     this.armed = [];
   }
 
-  // ---- sync path ----
+  // ---- sync I/O ----
 
-  readSync(sector: number, buf: Uint8Array): void {
-    throwIf(checkIo(this, false, sector, buf));
-    const d = this.decide("read", sector, buf.length / this.sectorSize);
+  read(sector: number, bufs: readonly Uint8Array[]): void {
+    this.syncIo({ op: "read", sector, count: 0, bufs });
+  }
+
+  write(sector: number, bufs: readonly Uint8Array[]): void {
+    this.syncIo({ op: "write", sector, count: 0, bufs });
+  }
+
+  flush(): void {
+    this.syncIo({ op: "flush", sector: 0, count: 0, bufs: NO_BUFFERS });
+  }
+
+  discard(sector: number, count: number): void {
+    this.syncIo({ op: "discard", sector, count, bufs: NO_BUFFERS });
+  }
+
+  private syncIo(req: MediumRequest): void {
+    const d = this.decide(req);
     this.sleepSync(d.latencyMs);
-    if (!d.fail) return this.inner.readSync(sector, buf);
-    if (d.fail.sector > sector) this.inner.readSync(sector, this.head(buf, sector, d.fail.sector));
-    throw this.failure("read", d.fail.sector, d.fail.code);
+    const part = this.passed(req, d);
+    const err = part && performSync(this.inner, part);
+    if (err) throw err;
+    if (d.fail) throw this.failure(req.op, d.fail.sector, d.fail.code);
   }
 
-  writeSync(sector: number, buf: Uint8Array): void {
-    throwIf(checkIo(this, true, sector, buf));
-    const d = this.decide("write", sector, buf.length / this.sectorSize);
-    this.sleepSync(d.latencyMs);
-    if (!d.fail) return this.inner.writeSync(sector, buf);
-    if (d.fail.sector > sector) this.inner.writeSync(sector, this.head(buf, sector, d.fail.sector));
-    throw this.failure("write", d.fail.sector, d.fail.code);
-  }
+  // ---- asynchronous submission ----
 
-  flushSync(): void {
-    const d = this.decide("flush", 0, 0);
-    this.sleepSync(d.latencyMs);
-    if (!d.fail) return this.inner.flushSync();
-    throw this.failure("flush", d.fail.sector, d.fail.code);
-  }
-
-  discardSync(sector: number, count: number): void {
-    throwIf(checkDiscard(this, sector, count));
-    const d = this.decide("discard", sector, count);
-    this.sleepSync(d.latencyMs);
-    if (!d.fail) return this.inner.discardSync(sector, count);
-    if (d.fail.sector > sector) this.inner.discardSync(sector, d.fail.sector - sector);
-    throw this.failure("discard", d.fail.sector, d.fail.code);
-  }
-
-  // ---- async path ----
-
-  async read(sector: number, buf: Uint8Array): Promise<void> {
-    throwIf(checkIo(this, false, sector, buf));
-    const d = this.decide("read", sector, buf.length / this.sectorSize);
-    if (d.latencyMs > 0) await sleep(d.latencyMs);
-    if (!d.fail) return this.inner.read(sector, buf);
-    if (d.fail.sector > sector) await this.inner.read(sector, this.head(buf, sector, d.fail.sector));
-    throw this.failure("read", d.fail.sector, d.fail.code);
-  }
-
-  async write(sector: number, buf: Uint8Array): Promise<void> {
-    throwIf(checkIo(this, true, sector, buf));
-    const d = this.decide("write", sector, buf.length / this.sectorSize);
-    if (d.latencyMs > 0) await sleep(d.latencyMs);
-    if (!d.fail) return this.inner.write(sector, buf);
-    if (d.fail.sector > sector) await this.inner.write(sector, this.head(buf, sector, d.fail.sector));
-    throw this.failure("write", d.fail.sector, d.fail.code);
-  }
-
-  async flush(): Promise<void> {
-    const d = this.decide("flush", 0, 0);
-    if (d.latencyMs > 0) await sleep(d.latencyMs);
-    if (!d.fail) return this.inner.flush();
-    throw this.failure("flush", d.fail.sector, d.fail.code);
-  }
-
-  async discard(sector: number, count: number): Promise<void> {
-    throwIf(checkDiscard(this, sector, count));
-    const d = this.decide("discard", sector, count);
-    if (d.latencyMs > 0) await sleep(d.latencyMs);
-    if (!d.fail) return this.inner.discard(sector, count);
-    if (d.fail.sector > sector) await this.inner.discard(sector, d.fail.sector - sector);
-    throw this.failure("discard", d.fail.sector, d.fail.code);
+  startIo(req: MediumRequest, done: IoCallback): void {
+    const d = this.decide(req);
+    const part = this.passed(req, d);
+    const failure = d.fail && this.failure(req.op, d.fail.sector, d.fail.code);
+    const inner = this.inner;
+    const go = (): void => {
+      if (part && inner.startIo) inner.startIo(part, (err) => done(err ?? failure));
+      else done((part && performSync(inner, part)) || failure);
+    };
+    if (d.latencyMs > 0) setTimeout(go, d.latencyMs);
+    else if (part && inner.startIo) go();
+    else void RESOLVED.then(go);
   }
 
   close(): void {
@@ -177,10 +159,12 @@ export class FaultInjectingBackend implements BlockBackend {
 
   // ---- rules ----
 
-  /** Which rules fire for a request of `count` sectors at `sector`; consumes their `times`. */
-  private decide(op: IoOp, sector: number, count: number): Decision {
+  /** Which rules fire for `req`; consumes their `times`. */
+  private decide(req: MediumRequest): Decision {
     const d: Decision = { latencyMs: 0 };
     if (this.armed.length === 0) return d;
+    const { op, sector } = req;
+    const count = op === "discard" ? req.count : sectorsOf(req.bufs, this.sectorSize);
     let failRule: ArmedRule | undefined;
     const fired: ArmedRule[] = [];
     for (const r of this.armed) {
@@ -213,8 +197,23 @@ export class FaultInjectingBackend implements BlockBackend {
     return d;
   }
 
-  private head(buf: Uint8Array, sector: number, failSector: number): Uint8Array {
-    return buf.subarray(0, (failSector - sector) * this.sectorSize);
+  /**
+   * What of `req` reaches the wrapped medium: all of it, or for a failing read/write/discard the sectors before
+   * the first failing one (null when there are none, and for a failing flush).
+   */
+  private passed(req: MediumRequest, d: Decision): MediumRequest | null {
+    if (!d.fail) return req;
+    const n = d.fail.sector - req.sector;
+    if (req.op === "flush" || n <= 0) return null;
+    if (req.op === "discard") return { op: req.op, sector: req.sector, count: n, bufs: NO_BUFFERS };
+    const bufs: Uint8Array[] = [];
+    let left = n * this.sectorSize;
+    for (const buf of req.bufs) {
+      if (left <= 0) break;
+      bufs.push(buf.length <= left ? buf : buf.subarray(0, left));
+      left -= buf.length;
+    }
+    return { op: req.op, sector: req.sector, count: 0, bufs };
   }
 
   private failure(op: IoOp, sector: number, code: IoErrorCode): IoError {
@@ -228,10 +227,11 @@ export class FaultInjectingBackend implements BlockBackend {
   }
 }
 
-function throwIf(err: IoError | undefined): void {
-  if (err) throw err;
-}
+const RESOLVED = Promise.resolve();
+const NO_BUFFERS: readonly Uint8Array[] = [];
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+function sectorsOf(bufs: readonly Uint8Array[], sectorSize: number): number {
+  let n = 0;
+  for (const b of bufs) n += b.length;
+  return n / sectorSize;
 }

@@ -13,7 +13,7 @@ export { RawImageBackend, type RawImageOptions } from "./raw.ts";
 export { MemoryBackend, type MemoryBackendOptions } from "./memory.ts";
 export { NullBackend } from "./null.ts";
 export { FaultInjectingBackend, type ArmedRule, type FaultCounts, type FaultRule } from "./fault.ts";
-export { AsyncEngine, type AsyncEngineOptions, SyncEngine, validateRequest } from "./engine.ts";
+export { AsyncEngine, type AsyncEngineOptions, SyncEngine, performSync, validateRequest } from "./engine.ts";
 export { createImage, parseSize, type CreateImageOptions } from "./image.ts";
 export { TapEngine } from "./tap.ts";
 

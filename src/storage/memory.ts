@@ -1,10 +1,10 @@
 /**
  * A disk held in memory: for tests, for the "what does the protocol cost without a host disk" question, and
- * for small scratch disks. Behaves like the raw backend (same validation, same errors); discard zeroes.
+ * for small scratch disks. Behaves like the raw backend behind either engine (same validation, same errors);
+ * discard zeroes. Requests arrive validated (see `BlockBackend`).
  */
-import { checkDiscard, checkIo } from "./check.ts";
 import { ImageError } from "./errors.ts";
-import { type BlockBackend, IoError, SECTOR_SIZE } from "./types.ts";
+import { type BlockBackend, SECTOR_SIZE } from "./types.ts";
 
 export interface MemoryBackendOptions {
   readOnly?: boolean;
@@ -38,49 +38,27 @@ export class MemoryBackend implements BlockBackend {
     this.readOnly = options.readOnly ?? false;
   }
 
-  readSync(sector: number, buf: Uint8Array): void {
-    const err = checkIo(this, false, sector, buf);
-    if (err) throw err;
-    const pos = sector * SECTOR_SIZE;
-    buf.set(this.data.subarray(pos, pos + buf.length));
+  read(sector: number, bufs: readonly Uint8Array[]): void {
+    let pos = sector * SECTOR_SIZE;
+    for (const buf of bufs) {
+      buf.set(this.data.subarray(pos, pos + buf.length));
+      pos += buf.length;
+    }
   }
 
-  writeSync(sector: number, buf: Uint8Array): void {
-    const err = checkIo(this, true, sector, buf);
-    if (err) throw err;
-    this.data.set(buf, sector * SECTOR_SIZE);
+  write(sector: number, bufs: readonly Uint8Array[]): void {
+    let pos = sector * SECTOR_SIZE;
+    for (const buf of bufs) {
+      this.data.set(buf, pos);
+      pos += buf.length;
+    }
   }
 
-  flushSync(): void {}
+  flush(): void {}
 
-  discardSync(sector: number, count: number): void {
-    const err = checkDiscard(this, sector, count);
-    if (err) throw err;
+  discard(sector: number, count: number): void {
     this.data.fill(0, sector * SECTOR_SIZE, (sector + count) * SECTOR_SIZE);
   }
 
-  read(sector: number, buf: Uint8Array): Promise<void> {
-    return settle(() => this.readSync(sector, buf));
-  }
-  write(sector: number, buf: Uint8Array): Promise<void> {
-    return settle(() => this.writeSync(sector, buf));
-  }
-  flush(): Promise<void> {
-    return Promise.resolve();
-  }
-  discard(sector: number, count: number): Promise<void> {
-    return settle(() => this.discardSync(sector, count));
-  }
-
   close(): void {}
-}
-
-/** Run a sync operation and report its outcome as a promise (an `IoError` becomes a rejection). */
-export function settle(op: () => void): Promise<void> {
-  try {
-    op();
-    return Promise.resolve();
-  } catch (e) {
-    return Promise.reject(e instanceof IoError ? e : new IoError("EIO", String(e)));
-  }
 }

@@ -2,9 +2,12 @@
  * A raw disk image file: sector N is bytes [N*512, N*512+512) of the file, as with QEMU's `format=raw`.
  *
  * Reads and writes go straight between the file and the caller's buffers (usually views of guest RAM) with
- * positional `fs.readSync`/`fs.writeSync` (sync path) or `fs.read`/`fs.write` callbacks (async path): on a
- * warm page cache the sync calls are the fastest route Node has, and the callback API is far cheaper than
- * `FileHandle` promises. No intermediate copy except the O_DIRECT bounce described below.
+ * positional `fs.readSync`/`fs.writeSync` (sync methods; `preadv`/`pwritev` for several buffers) or, through
+ * `startIo`, the `fs.read`/`fs.write`/`fs.readv`/`fs.writev` callbacks on a pooled transfer (the async engine's
+ * path, with flush as an `fdatasync` and discard as chunked writes off the event loop too): on a warm page
+ * cache the sync calls are the fastest route Node has, and the callback API is far cheaper than `FileHandle`
+ * promises. No intermediate copy except the O_DIRECT bounce described below. Requests arrive validated (the
+ * engines check them; see `BlockBackend`); the medium only refuses I/O once it is closed.
  *
  * O_DIRECT (`direct: true`) needs buffers, file offsets and lengths aligned to the disk's logical block size
  * (512 here). Offsets and lengths are whole sectors by construction. For memory, see `aligned.ts`: a caller's
@@ -14,6 +17,7 @@
 // The hot calls as named imports: the `fs` module object is in dictionary mode, so every `fs.x` load on a hot
 // path is a generic property lookup that optimized code cannot inline.
 import fs, {
+  fdatasync as fsFdatasync,
   read as fsRead,
   readSync,
   readv as fsReadv,
@@ -25,10 +29,10 @@ import fs, {
 } from "node:fs";
 
 import { allocAligned, isDirectAligned } from "./aligned.ts";
-import { checkDiscard, checkIo, checkVec, fsError } from "./check.ts";
+import { fsError } from "./check.ts";
 import { ImageError, ImageLockedError } from "./errors.ts";
 import { ImageLock, lockHolder, lockPathOf } from "./lock.ts";
-import { type BlockBackend, type CallbackIo, type IoCallback, IoError, SECTOR_SIZE } from "./types.ts";
+import { type BlockBackend, type IoCallback, IoError, type MediumRequest, SECTOR_SIZE } from "./types.ts";
 
 export interface RawImageOptions {
   /** Open read-only: writes and discards fail with EROFS. */
@@ -42,7 +46,7 @@ export interface RawImageOptions {
 /** Bounce chunk for O_DIRECT with unaligned caller buffers, and the zero chunk for discard. */
 const CHUNK = 256 * 1024;
 
-export class RawImageBackend implements BlockBackend, CallbackIo {
+export class RawImageBackend implements BlockBackend {
   readonly sectorSize = SECTOR_SIZE;
   readonly describe: string;
   private closed = false;
@@ -115,92 +119,17 @@ export class RawImageBackend implements BlockBackend, CallbackIo {
     }
   }
 
-  // ---- sync path ----
+  // ---- sync I/O ----
 
-  readSync(sector: number, buf: Uint8Array): void {
-    const err = this.check(false, sector, buf);
-    if (err) throw err;
-    if (!this.direct || isDirectAligned(buf)) return this.preadSync(buf, sector);
-    const bounce = (this.syncBounce ??= allocAligned(CHUNK, false));
-    for (let off = 0; off < buf.length; off += CHUNK) {
-      const len = Math.min(CHUNK, buf.length - off);
-      const chunk = bounce.subarray(0, len);
-      this.preadSync(chunk, sector + off / SECTOR_SIZE);
-      buf.set(chunk, off);
-    }
+  read(sector: number, bufs: readonly Uint8Array[]): void {
+    this.syncIo(false, sector, bufs);
   }
 
-  writeSync(sector: number, buf: Uint8Array): void {
-    const err = this.check(true, sector, buf);
-    if (err) throw err;
-    if (!this.direct || isDirectAligned(buf)) return this.pwriteSync(buf, sector);
-    const bounce = (this.syncBounce ??= allocAligned(CHUNK, false));
-    for (let off = 0; off < buf.length; off += CHUNK) {
-      const len = Math.min(CHUNK, buf.length - off);
-      const chunk = bounce.subarray(0, len);
-      chunk.set(buf.subarray(off, off + len));
-      this.pwriteSync(chunk, sector + off / SECTOR_SIZE);
-    }
+  write(sector: number, bufs: readonly Uint8Array[]): void {
+    this.syncIo(true, sector, bufs);
   }
 
-  /** Scatter-gather read with preadv: one host call for all buffers (O_DIRECT with unaligned ones: per buffer). */
-  readvSync(sector: number, bufs: Uint8Array[]): void {
-    const err = this.closed ? this.closedError(sector) : checkVec(this, false, sector, bufs);
-    if (err) throw err;
-    if (this.direct && !bufs.every(isDirectAligned)) {
-      for (const buf of bufs) {
-        this.readSync(sector, buf);
-        sector += buf.length / SECTOR_SIZE;
-      }
-      return;
-    }
-    const pos = sector * SECTOR_SIZE;
-    const total = byteLength(bufs);
-    let rest = bufs;
-    for (let done = 0; done < total;) {
-      let n: number;
-      try {
-        n = readvSync(this.fd, rest, pos + done);
-      } catch (e) {
-        throw fsError(e, sector + Math.floor(done / SECTOR_SIZE), `read of ${this.describe}`);
-      }
-      if (n === 0) {
-        for (const b of rest) b.fill(0);
-        return;
-      }
-      done += n;
-      if (done < total) rest = skipBytes(rest, n);
-    }
-  }
-
-  /** Scatter-gather write with pwritev (see `readvSync`). */
-  writevSync(sector: number, bufs: Uint8Array[]): void {
-    const err = this.closed ? this.closedError(sector) : checkVec(this, true, sector, bufs);
-    if (err) throw err;
-    if (this.direct && !bufs.every(isDirectAligned)) {
-      for (const buf of bufs) {
-        this.writeSync(sector, buf);
-        sector += buf.length / SECTOR_SIZE;
-      }
-      return;
-    }
-    const pos = sector * SECTOR_SIZE;
-    const total = byteLength(bufs);
-    let rest = bufs;
-    for (let done = 0; done < total;) {
-      let n: number;
-      try {
-        n = writevSync(this.fd, rest, pos + done);
-      } catch (e) {
-        throw fsError(e, sector + Math.floor(done / SECTOR_SIZE), `write of ${this.describe}`);
-      }
-      if (n === 0) throw this.noProgress(sector + Math.floor(done / SECTOR_SIZE));
-      done += n;
-      if (done < total) rest = skipBytes(rest, n);
-    }
-  }
-
-  flushSync(): void {
+  flush(): void {
     if (this.closed) throw this.closedError(0);
     try {
       fs.fdatasyncSync(this.fd);
@@ -215,120 +144,49 @@ export class RawImageBackend implements BlockBackend, CallbackIo {
    * allocated (a sparse image becomes less sparse). The one case done for real is a discard reaching the end
    * of the image: truncating and re-extending the file frees those blocks.
    */
-  discardSync(sector: number, count: number): void {
-    const err = this.closed ? this.closedError(sector) : checkDiscard(this, sector, count);
-    if (err) throw err;
-    if (count === 0) return;
-    if (this.discardTail(sector, count)) return;
+  discard(sector: number, count: number): void {
+    if (this.closed) throw this.closedError(sector);
+    if (count === 0 || this.discardTail(sector, count)) return;
     const zeroes = this.zeroChunk();
     for (let s = sector; s < sector + count;) {
       const n = Math.min(CHUNK / SECTOR_SIZE, sector + count - s);
-      this.pwriteSync(zeroes.subarray(0, n * SECTOR_SIZE), s);
+      this.pio(true, zeroes.subarray(0, n * SECTOR_SIZE), s);
       s += n;
     }
   }
 
-  // ---- async path ----
-
-  read(sector: number, buf: Uint8Array): Promise<void> {
-    const err = this.check(false, sector, buf);
-    if (err) return Promise.reject(err);
-    if (!this.direct || isDirectAligned(buf)) return this.io(false, buf, sector);
-    return this.bounced(false, sector, buf);
-  }
-
-  write(sector: number, buf: Uint8Array): Promise<void> {
-    const err = this.check(true, sector, buf);
-    if (err) return Promise.reject(err);
-    if (!this.direct || isDirectAligned(buf)) return this.io(true, buf, sector);
-    return this.bounced(true, sector, buf);
-  }
-
-  /** O_DIRECT transfer of an unaligned buffer through a page-aligned chunk taken from the pool. */
-  private async bounced(write: boolean, sector: number, buf: Uint8Array): Promise<void> {
-    const bounce = this.bouncePool.pop() ?? allocAligned(CHUNK, false);
-    try {
-      for (let off = 0; off < buf.length; off += CHUNK) {
-        const len = Math.min(CHUNK, buf.length - off);
-        const chunk = bounce.subarray(0, len);
-        if (write) chunk.set(buf.subarray(off, off + len));
-        await this.io(write, chunk, sector + off / SECTOR_SIZE);
-        if (!write) buf.set(chunk, off);
-      }
-    } finally {
-      this.bouncePool.push(bounce);
-    }
-  }
-
-  async readv(sector: number, bufs: Uint8Array[]): Promise<void> {
-    const err = this.closed ? this.closedError(sector) : checkVec(this, false, sector, bufs);
-    if (err) throw err;
-    if (this.direct && !bufs.every(isDirectAligned)) {
-      for (const buf of bufs) {
-        await this.read(sector, buf);
-        sector += buf.length / SECTOR_SIZE;
-      }
-      return;
-    }
-    return this.iov(false, bufs, sector);
-  }
-
-  async writev(sector: number, bufs: Uint8Array[]): Promise<void> {
-    const err = this.closed ? this.closedError(sector) : checkVec(this, true, sector, bufs);
-    if (err) throw err;
-    if (this.direct && !bufs.every(isDirectAligned)) {
-      for (const buf of bufs) {
-        await this.write(sector, buf);
-        sector += buf.length / SECTOR_SIZE;
-      }
-      return;
-    }
-    return this.iov(true, bufs, sector);
-  }
-
-  flush(): Promise<void> {
-    if (this.closed) return Promise.reject(this.closedError(0));
-    return new Promise((resolve, reject) => {
-      fs.fdatasync(this.fd, (e) => (e ? reject(fsError(e, 0, `flush of ${this.describe}`)) : resolve()));
-    });
-  }
-
-  /** As `discardSync`: zeroes written in bounded chunks, or a real deallocation at the end of the image. */
-  async discard(sector: number, count: number): Promise<void> {
-    const err = this.closed ? this.closedError(sector) : checkDiscard(this, sector, count);
-    if (err) throw err;
-    if (count === 0) return;
-    if (this.discardTail(sector, count)) return;
-    const zeroes = this.zeroChunk();
-    for (let s = sector; s < sector + count;) {
-      const n = Math.min(CHUNK / SECTOR_SIZE, sector + count - s);
-      await this.io(true, zeroes.subarray(0, n * SECTOR_SIZE), s);
-      s += n;
-    }
-  }
-
-  // ---- callback path (CallbackIo) ----
+  // ---- asynchronous submission (the async engine's path) ----
 
   /**
-   * `read`/`write`/`readv`/`writev` without a promise: the request runs on a pooled `Transfer` whose fs callback
-   * is bound once. O_DIRECT with a buffer outside aligned memory takes the promise path (it needs a bounce).
+   * The sync methods' work on libuv's threads: the request runs on a pooled `Transfer` whose fs callbacks are
+   * bound once, so a read or write costs no promise and no closure. O_DIRECT with a buffer outside aligned
+   * memory goes through a bounce chunk instead (a promise chain: the slow path anyway).
    */
-  startIo(write: boolean, sector: number, bufs: readonly Uint8Array[], done: IoCallback): void {
-    const err = this.closed ? this.closedError(sector) : checkVec(this, write, sector, bufs);
-    if (err) {
-      void RESOLVED.then(() => done(err));
-      return;
+  startIo(req: MediumRequest, done: IoCallback): void {
+    const sector = req.sector;
+    if (this.closed) return later(done, this.closedError(sector));
+    switch (req.op) {
+      case "read":
+      case "write": {
+        const write = req.op === "write";
+        const bufs = req.bufs;
+        if (this.direct && !allAligned(bufs)) return this.bounced(write, sector, bufs, done);
+        return this.transfer().start(write, sector, bufs, done);
+      }
+      case "flush":
+        return this.transfer().flush(done);
+      case "discard": {
+        const count = req.count;
+        let finished: boolean;
+        try {
+          finished = count === 0 || this.discardTail(sector, count);
+        } catch (e) {
+          return later(done, e as IoError);
+        }
+        if (finished) return later(done, undefined);
+        return this.transfer().zero(sector, count, this.zeroChunk(), done);
+      }
     }
-    if (this.direct && !bufs.every(isDirectAligned)) {
-      const all = bufs as Uint8Array[];
-      const p = write ? this.writev(sector, all) : this.readv(sector, all);
-      p.then(
-        () => done(undefined),
-        (e: unknown) => done(fsError(e, sector, `${write ? "write" : "read"} of ${this.describe}`)),
-      );
-      return;
-    }
-    this.transfer(write, sector, bufs, done);
   }
 
   close(): void {
@@ -343,26 +201,72 @@ export class RawImageBackend implements BlockBackend, CallbackIo {
 
   // ---- helpers ----
 
-  private check(write: boolean, sector: number, buf: Uint8Array): IoError | undefined {
-    return this.closed ? this.closedError(sector) : checkIo(this, write, sector, buf);
-  }
-
   private closedError(sector: number): IoError {
     return new IoError("EIO", `${this.describe} is closed`, sector);
   }
 
-  /** pread until `buf` is full; a read at end of file (the file was shrunk by someone else) yields zeroes. */
-  private preadSync(buf: Uint8Array, sector: number): void {
+  /** `read`/`write`: one buffer by positional I/O, several by preadv/pwritev (O_DIRECT, unaligned: one by one). */
+  private syncIo(write: boolean, sector: number, bufs: readonly Uint8Array[]): void {
+    if (this.closed) throw this.closedError(sector);
+    if (bufs.length === 1) return this.syncOne(write, sector, bufs[0]!);
+    if (this.direct && !allAligned(bufs)) {
+      for (const buf of bufs) {
+        this.syncOne(write, sector, buf);
+        sector += buf.length / SECTOR_SIZE;
+      }
+      return;
+    }
+    const pos = sector * SECTOR_SIZE;
+    const total = byteLength(bufs);
+    let rest = bufs;
+    for (let done = 0; done < total;) {
+      let n: number;
+      try {
+        n = write ? writevSync(this.fd, rest, pos + done) : readvSync(this.fd, rest, pos + done);
+      } catch (e) {
+        throw this.hostError(e, write, sector, done);
+      }
+      if (n === 0) {
+        if (write) throw this.noProgress(sector + Math.floor(done / SECTOR_SIZE));
+        for (const b of rest) b.fill(0); // end of file: see `pio`
+        return;
+      }
+      done += n;
+      if (done < total) rest = skipBytes(rest, n); // libuv caps one call at IOV_MAX buffers
+    }
+  }
+
+  /** One buffer, through a bounce chunk when O_DIRECT cannot use it as is. */
+  private syncOne(write: boolean, sector: number, buf: Uint8Array): void {
+    if (!this.direct || isDirectAligned(buf)) return this.pio(write, buf, sector);
+    const bounce = (this.syncBounce ??= allocAligned(CHUNK, false));
+    for (let off = 0; off < buf.length; off += CHUNK) {
+      const len = Math.min(CHUNK, buf.length - off);
+      const chunk = bounce.subarray(0, len);
+      if (write) chunk.set(buf.subarray(off, off + len));
+      this.pio(write, chunk, sector + off / SECTOR_SIZE);
+      if (!write) buf.set(chunk, off);
+    }
+  }
+
+  /**
+   * pread/pwrite until all of `buf` is moved. A read at end of file (the file was shrunk by someone else)
+   * yields zeroes; a write that makes no progress fails.
+   */
+  private pio(write: boolean, buf: Uint8Array, sector: number): void {
     const pos = sector * SECTOR_SIZE;
     let done = 0;
     while (done < buf.length) {
       let n: number;
       try {
-        n = readSync(this.fd, buf, done, buf.length - done, pos + done);
+        n = write
+          ? writeSync(this.fd, buf, done, buf.length - done, pos + done)
+          : readSync(this.fd, buf, done, buf.length - done, pos + done);
       } catch (e) {
-        throw fsError(e, sector + Math.floor(done / SECTOR_SIZE), `read of ${this.describe}`);
+        throw this.hostError(e, write, sector, done);
       }
       if (n === 0) {
+        if (write) throw this.noProgress(sector + Math.floor(done / SECTOR_SIZE));
         buf.fill(0, done);
         return;
       }
@@ -370,36 +274,54 @@ export class RawImageBackend implements BlockBackend, CallbackIo {
     }
   }
 
-  private pwriteSync(buf: Uint8Array, sector: number): void {
-    const pos = sector * SECTOR_SIZE;
-    let done = 0;
-    while (done < buf.length) {
-      let n: number;
-      try {
-        n = writeSync(this.fd, buf, done, buf.length - done, pos + done);
-      } catch (e) {
-        throw fsError(e, sector + Math.floor(done / SECTOR_SIZE), `write of ${this.describe}`);
-      }
-      if (n === 0) throw this.noProgress(sector + Math.floor(done / SECTOR_SIZE));
-      done += n;
-    }
+  private hostError(e: unknown, write: boolean, sector: number, done: number): IoError {
+    return fsError(
+      e,
+      sector + Math.floor(done / SECTOR_SIZE),
+      `${write ? "write" : "read"} of ${this.describe}`,
+    );
   }
 
-  /** Positional read or write of all of `buf` with `fs.read`/`fs.write` callbacks, looping on short transfers. */
+  private transfer(): Transfer {
+    return this.transfers.pop() ?? new Transfer(this.fd, this.describe, this.transfers);
+  }
+
+  /** A transfer as a promise (for the bounce path). */
   private io(write: boolean, buf: Uint8Array, sector: number): Promise<void> {
-    return this.iov(write, [buf], sector);
-  }
-
-  /** `io` for several buffers with `fs.readv`/`fs.writev` (libuv caps one call at IOV_MAX: we loop). */
-  private iov(write: boolean, bufs: readonly Uint8Array[], sector: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.transfer(write, sector, bufs, (err) => (err ? reject(err) : resolve()));
+      this.transfer().start(write, sector, [buf], (err) => (err ? reject(err) : resolve()));
     });
   }
 
-  private transfer(write: boolean, sector: number, bufs: readonly Uint8Array[], done: IoCallback): void {
-    const t = this.transfers.pop() ?? new Transfer(this.fd, this.describe, this.transfers);
-    t.start(write, sector, bufs, done);
+  /** `startIo` of a read or write under O_DIRECT with buffers outside aligned memory. */
+  private bounced(write: boolean, sector: number, bufs: readonly Uint8Array[], done: IoCallback): void {
+    this.bouncedIo(write, sector, bufs).then(
+      () => done(undefined),
+      (e: unknown) => done(fsError(e, sector, `${write ? "write" : "read"} of ${this.describe}`)),
+    );
+  }
+
+  /** Buffer after buffer; an unaligned one through a page-aligned chunk taken from the pool. */
+  private async bouncedIo(write: boolean, sector: number, bufs: readonly Uint8Array[]): Promise<void> {
+    for (const buf of bufs) {
+      if (isDirectAligned(buf)) {
+        await this.io(write, buf, sector);
+      } else {
+        const bounce = this.bouncePool.pop() ?? allocAligned(CHUNK, false);
+        try {
+          for (let off = 0; off < buf.length; off += CHUNK) {
+            const len = Math.min(CHUNK, buf.length - off);
+            const chunk = bounce.subarray(0, len);
+            if (write) chunk.set(buf.subarray(off, off + len));
+            await this.io(write, chunk, sector + off / SECTOR_SIZE);
+            if (!write) buf.set(chunk, off);
+          }
+        } finally {
+          this.bouncePool.push(bounce);
+        }
+      }
+      sector += buf.length / SECTOR_SIZE;
+    }
   }
 
   private noProgress(sector: number): IoError {
@@ -427,10 +349,21 @@ export class RawImageBackend implements BlockBackend, CallbackIo {
 const RESOLVED = Promise.resolve();
 const NO_BUFFERS: readonly Uint8Array[] = [];
 
+/** Complete a callback request that needs no host I/O: later, from a microtask, as `startIo` promises. */
+function later(done: IoCallback, err: IoError | undefined): void {
+  void RESOLVED.then(() => done(err));
+}
+
+function allAligned(bufs: readonly Uint8Array[]): boolean {
+  for (const b of bufs) if (!isDirectAligned(b)) return false;
+  return true;
+}
+
 /**
- * One async transfer in flight: positional `fs.read`/`fs.write` for one buffer, `fs.readv`/`fs.writev` for
- * several, repeated on short transfers. Its fs callback is bound once and the object goes back to its pool when
- * the transfer ends, so a request allocates nothing of its own (libuv's `uv_fs_t` is the one per-call object).
+ * One async request in flight: positional `fs.read`/`fs.write` for one buffer, `fs.readv`/`fs.writev` for
+ * several, repeated on short transfers; an `fdatasync`; or a discard's zero chunks, written one after the other.
+ * Its fs callbacks are bound once and the object goes back to its pool when the request ends, so a request
+ * allocates nothing of its own (libuv's `uv_fs_t` is the one per-call object).
  */
 class Transfer {
   private write = false;
@@ -441,8 +374,12 @@ class Transfer {
   private rest: readonly Uint8Array[] = NO_BUFFERS;
   private total = 0;
   private moved = 0;
+  /** A discard: the zero chunk, and the sectors still to write after the current chunk. */
+  private zeroes: Uint8Array | null = null;
+  private zeroLeft = 0;
   private done: IoCallback | null = null;
   private readonly onFs: (e: NodeJS.ErrnoException | null, n: number) => void;
+  private readonly onSync: (e: NodeJS.ErrnoException | null) => void;
 
   constructor(
     private readonly fd: number,
@@ -450,6 +387,7 @@ class Transfer {
     private readonly pool: Transfer[],
   ) {
     this.onFs = (e, n) => this.step(e, n);
+    this.onSync = (e) => this.end(e ? fsError(e, 0, `flush of ${this.describe}`) : undefined);
   }
 
   start(write: boolean, sector: number, bufs: readonly Uint8Array[], done: IoCallback): void {
@@ -465,6 +403,30 @@ class Transfer {
       this.total = byteLength(bufs);
     }
     this.issue();
+  }
+
+  flush(done: IoCallback): void {
+    this.done = done;
+    fsFdatasync(this.fd, this.onSync);
+  }
+
+  /** Write `count` sectors of zeroes from `sector` on, a chunk of `zeroes` at a time. */
+  zero(sector: number, count: number, zeroes: Uint8Array, done: IoCallback): void {
+    this.write = true;
+    this.sector = sector;
+    this.done = done;
+    this.zeroes = zeroes;
+    this.zeroLeft = count;
+    this.nextZeroChunk();
+    this.issue();
+  }
+
+  private nextZeroChunk(): void {
+    const n = Math.min(this.zeroes!.length / SECTOR_SIZE, this.zeroLeft);
+    this.buf = this.zeroes!.subarray(0, n * SECTOR_SIZE);
+    this.total = this.buf.length;
+    this.moved = 0;
+    this.zeroLeft -= n;
   }
 
   private issue(): void {
@@ -491,8 +453,11 @@ class Transfer {
       return this.end(undefined);
     }
     this.moved += n;
-    if (this.moved >= this.total) return this.end(undefined);
-    if (this.buf === null) this.rest = skipBytes(this.rest, n);
+    if (this.moved >= this.total) {
+      if (this.zeroLeft === 0) return this.end(undefined);
+      this.sector += this.total / SECTOR_SIZE;
+      this.nextZeroChunk();
+    } else if (this.buf === null) this.rest = skipBytes(this.rest, n);
     this.issue();
   }
 
@@ -501,6 +466,8 @@ class Transfer {
     this.done = null;
     this.buf = null;
     this.rest = NO_BUFFERS;
+    this.zeroes = null;
+    this.zeroLeft = 0;
     this.pool.push(this);
     done(err);
   }

@@ -22,7 +22,21 @@ export class IoError extends Error {
   }
 }
 
-/** The medium. Offsets are in sectors of `sectorSize` bytes; buffers are whole sectors. */
+/**
+ * The medium: a handful of positional, vectored, synchronous methods, plus one optional capability for
+ * asynchronous submission. Offsets are in sectors of `sectorSize` bytes; `bufs` are consecutive sectors from
+ * `sector` on, each a positive whole number of sectors (often views of guest memory, used in place).
+ *
+ * Precondition of `read`, `write`, `discard` and `startIo`: the request is valid for this medium, as
+ * `validateRequest` (engine.ts) checks it: whole-sector buffers, a range inside the medium, no write or discard
+ * on a read-only medium. The engines check each request once, before it reaches the medium, and a medium does
+ * not check again; a caller that uses a medium directly must pass valid requests.
+ *
+ * A failure is thrown (or, for `startIo`, reported) as an `IoError` whose `sector` is the first sector not
+ * transferred, where that is known. The engines own the sync/async split: `SyncEngine` calls the sync methods
+ * inside `submit`; `AsyncEngine` uses `startIo` when the medium has it, else runs the sync methods later, from
+ * the event loop.
+ */
 export interface BlockBackend {
   readonly sectorSize: number;
   readonly sectorCount: number;
@@ -30,45 +44,44 @@ export interface BlockBackend {
   /** A short description for logs ("raw:disk.img", "memory", "null"). */
   readonly describe: string;
 
-  readSync(sector: number, buf: Uint8Array): void;
-  writeSync(sector: number, buf: Uint8Array): void;
-  flushSync(): void;
+  /** Fill `bufs` from the sectors at `sector` on. */
+  read(sector: number, bufs: readonly Uint8Array[]): void;
+  /** Store `bufs` at the sectors from `sector` on. */
+  write(sector: number, bufs: readonly Uint8Array[]): void;
+  /** Make every write completed so far durable. */
+  flush(): void;
   /** Drop the data of `count` sectors from `sector` on (reads of them may then return zeroes). */
-  discardSync(sector: number, count: number): void;
-
-  read(sector: number, buf: Uint8Array): Promise<void>;
-  write(sector: number, buf: Uint8Array): Promise<void>;
-  flush(): Promise<void>;
-  discard(sector: number, count: number): Promise<void>;
+  discard(sector: number, count: number): void;
 
   /**
-   * Optional vectored I/O: `bufs` are consecutive sectors from `sector` on, moved in as few host calls as
-   * possible (preadv/pwritev). Engines use these for scatter-gather requests when present. On failure the
-   * error's `sector` is the first sector not transferred.
+   * Optional capability, for media whose I/O can run without blocking the event loop (a raw image's libuv
+   * requests): start `req` and call `done` exactly once, later, from the event loop (never inside `startIo`),
+   * with undefined or the error the sync method would have thrown. `req` and its buffers stay as they are until
+   * `done` is called. The engine passes a long-lived `done` and a pooled `req`, so a request costs no promise and
+   * no closure, which matters at queue depth 32. Absent, the async engine runs the sync methods instead.
+   *
+   * A wrapper decides deliberately: it defines `startIo` (forwarding to the medium it wraps, or doing its own
+   * asynchronous work) or leaves it out, and then its sync methods are what every engine calls. An object made
+   * with `Object.create(medium, ...)` inherits the medium's `startIo` unless it overrides it.
    */
-  readvSync?(sector: number, bufs: Uint8Array[]): void;
-  writevSync?(sector: number, bufs: Uint8Array[]): void;
-  readv?(sector: number, bufs: Uint8Array[]): Promise<void>;
-  writev?(sector: number, bufs: Uint8Array[]): Promise<void>;
+  startIo?(req: MediumRequest, done: IoCallback): void;
 
   close(): void;
 }
 
 export type IoOp = "read" | "write" | "flush" | "discard";
 
-/** How a callback-style transfer ended: undefined on success. */
+/** How an asynchronous request ended: undefined on success. */
 export type IoCallback = (error: IoError | undefined) => void;
 
-/**
- * An optional, cheaper form of a backend's async `read`/`write`/`readv`/`writev`, for engines that keep many
- * requests in flight: start the transfer of `bufs` (consecutive sectors from `sector` on) and call `done`
- * exactly once, later, from the event loop, with the error the promise methods would have rejected with. The caller passes a
- * long-lived `done`, so a request costs no promise and no closure: at a queue depth of 32 small O_DIRECT reads
- * that bookkeeping is a sizeable share of the main thread's work per request. A backend offering it must make
- * it do exactly what its promise methods do.
- */
-export interface CallbackIo {
-  startIo(write: boolean, sector: number, bufs: readonly Uint8Array[], done: IoCallback): void;
+/** A validated request as the async engine hands it to `BlockBackend.startIo`. */
+export interface MediumRequest {
+  readonly op: IoOp;
+  readonly sector: number;
+  /** Sectors to discard (discard only). */
+  readonly count: number;
+  /** Data buffers (read and write; empty for flush and discard). */
+  readonly bufs: readonly Uint8Array[];
 }
 
 export interface IoRequest {

@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import {
-  ATA_CMD,
   AtaDrive,
   type AtaDriveOptions,
   AtaError,
@@ -11,6 +10,7 @@ import {
 import { findPiixIde, pciRead32, setupBusMaster } from "../../src/guest/pci.ts";
 import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
 import { createPc } from "../../src/machine/pc.ts";
+import { ATA_CMD } from "../../src/spec/ata.ts";
 import { AsyncEngine, FaultInjectingBackend, MemoryBackend, SyncEngine } from "../../src/storage/index.ts";
 import type { BlockBackend, IoEngine } from "../../src/storage/types.ts";
 

@@ -4,9 +4,9 @@
  * READ VERIFY, read-only media, storage errors), each against the clause it implements.
  */
 import { describe, expect, it } from "vitest";
-import { CMD } from "../../src/ide/ata.ts";
-import { COMMAND_TABLE } from "../../src/ide/commands.ts";
+import { HD_COMMANDS } from "../../src/ide/hd/commands.ts";
 import { createPc } from "../../src/machine/pc.ts";
+import { ATA_CMD } from "../../src/spec/ata.ts";
 import { type BlockBackend, makeEngine, MemoryBackend } from "../../src/storage/index.ts";
 import {
   ALT,
@@ -139,8 +139,8 @@ describe.each(ENGINES)("commands with the %s engine", (engine) => {
       0x70, 0x90, 0x91, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0xb0, 0xc4, 0xc5, 0xc6, 0xc8, 0xc9, 0xca, 0xcb,
       0xe0, 0xe1, 0xe2, 0xe3, 0xe5, 0xe6, 0xe7, 0xea, 0xec, 0xef, 0xf5, 0xf8,
     ];
-    for (const op of qemuHd) expect(COMMAND_TABLE[op], op.toString(16)).toBeDefined();
-    expect(COMMAND_TABLE[CMD.NOP]).toBeUndefined();
+    for (const op of qemuHd) expect(HD_COMMANDS[op], op.toString(16)).toBeDefined();
+    expect(HD_COMMANDS[ATA_CMD.NOP]).toBeUndefined();
   });
 
   it("SET FEATURES 02h/82h: write cache in IDENTIFY word 85; with it off every write is flushed first (ACS §7.48)", async () => {
@@ -471,15 +471,15 @@ describe.each(ENGINES)("commands with the %s engine", (engine) => {
     const { cpu, disk, fault } = rig({ engine, faults: [] });
     let writes = 0;
     const inner = fault!;
-    const orig = inner.writeSync.bind(inner);
-    inner.writeSync = (sector, buf) => {
+    const orig = inner.write.bind(inner);
+    inner.write = (sector, bufs) => {
       writes++;
-      orig(sector, buf);
+      orig(sector, bufs);
     };
-    const origAsync = inner.write.bind(inner);
-    inner.write = (sector, buf) => {
-      writes++;
-      return origAsync(sector, buf);
+    const origStart = inner.startIo.bind(inner);
+    inner.startIo = (req, done) => {
+      if (req.op === "write") writes++;
+      origStart(req, done);
     };
     lba28(cpu, 400, 8);
     cpu.outb(CMDREG, 0x30);

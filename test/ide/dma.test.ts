@@ -132,9 +132,9 @@ describe.each(ENGINES)("Bus Master DMA with the %s engine", (engine) => {
     class RecordingDisk extends PatternDisk {
       seen: [number, boolean][] = [];
       ram: ArrayBufferLike | null = null;
-      override readSync(sector: number, buf: Uint8Array): void {
-        this.seen.push([buf.length, buf.buffer === this.ram]);
-        super.readSync(sector, buf);
+      override read(sector: number, bufs: readonly Uint8Array[]): void {
+        for (const buf of bufs) this.seen.push([buf.length, buf.buffer === this.ram]);
+        super.read(sector, bufs);
       }
     }
     const disk = new RecordingDisk(32768);

@@ -3,9 +3,32 @@
  * sequences of a driver (every access goes through a vCPU, hence through an ioreq exit).
  */
 import { Hypervisor, type Vcpu } from "../../src/hypervisor/index.ts";
-import { checkDiscard, checkIo } from "../../src/storage/check.ts";
-import { settle } from "../../src/storage/memory.ts";
+import { LEGACY } from "../../src/ide/piix.ts";
 import { BM_BASE_DEFAULT, createPc, type Pc } from "../../src/machine/pc.ts";
+import {
+  ATA_CMD,
+  BM_CMD_READ,
+  BM_CMD_START,
+  BM_REG_COMMAND,
+  BM_REG_PRDT,
+  BM_REG_STATUS,
+  BM_ST_ACTIVE,
+  BM_ST_ERROR,
+  BM_ST_INTR,
+  REG_ALT_STATUS,
+  REG_COMMAND,
+  REG_DATA,
+  REG_DEVICE,
+  REG_DEVICE_CONTROL,
+  REG_ERROR,
+  REG_FEATURES,
+  REG_LBA_HIGH,
+  REG_LBA_LOW,
+  REG_LBA_MID,
+  REG_SECTOR_COUNT,
+  REG_STATUS,
+  ST_BSY,
+} from "../../src/spec/ata.ts";
 import {
   type BlockBackend,
   type EngineKind,
@@ -16,25 +39,28 @@ import {
 
 export const ENGINES: EngineKind[] = ["sync", "async"];
 
-// Primary channel ports.
-export const DATA = 0x1f0;
-export const ERR = 0x1f1;
-export const FEAT = 0x1f1;
-export const NSECT = 0x1f2;
-export const LBAL = 0x1f3;
-export const LBAM = 0x1f4;
-export const LBAH = 0x1f5;
-export const DEV = 0x1f6;
-export const STATUS = 0x1f7;
-export const CMDREG = 0x1f7;
-export const ALT = 0x3f6;
-export const CTL = 0x3f6;
-export const IRQ = 14;
+// Primary channel ports: the legacy bases plus the register offsets of src/spec/ata.ts.
+const CMD_BASE = LEGACY[0].cmd;
+const CTL_BASE = LEGACY[0].ctl;
+export const DATA = CMD_BASE + REG_DATA;
+export const ERR = CMD_BASE + REG_ERROR;
+export const FEAT = CMD_BASE + REG_FEATURES;
+export const NSECT = CMD_BASE + REG_SECTOR_COUNT;
+export const LBAL = CMD_BASE + REG_LBA_LOW;
+export const LBAM = CMD_BASE + REG_LBA_MID;
+export const LBAH = CMD_BASE + REG_LBA_HIGH;
+export const DEV = CMD_BASE + REG_DEVICE;
+export const STATUS = CMD_BASE + REG_STATUS;
+export const CMDREG = CMD_BASE + REG_COMMAND;
+export const ALT = CTL_BASE + REG_ALT_STATUS;
+export const CTL = CTL_BASE + REG_DEVICE_CONTROL;
+export const IRQ: number = LEGACY[0].irq;
 
+// The primary channel's Bus Master registers where firmwareInit puts BAR4.
 export const BM = BM_BASE_DEFAULT;
-export const BM_CMD = BM;
-export const BM_STATUS = BM + 2;
-export const BM_PRDT = BM + 4;
+export const BM_CMD = BM + BM_REG_COMMAND;
+export const BM_STATUS = BM + BM_REG_STATUS;
+export const BM_PRDT = BM + BM_REG_PRDT;
 
 /** Sector `lba` of a patterned disk: bytes 0-3 = LBA (LE), then (lba * 7 + i) & 0xff. */
 export function pattern(lba: number): Uint8Array {
@@ -58,42 +84,30 @@ export class PatternDisk implements BlockBackend {
     readonly sectorCount: number,
     readonly readOnly = false,
   ) {}
-  readSync(sector: number, buf: Uint8Array): void {
-    const err = checkIo(this, false, sector, buf);
-    if (err) throw err;
-    for (let i = 0; i < buf.length / 512; i++)
-      buf.set(this.written.get(sector + i) ?? pattern(sector + i), i * 512);
+  read(sector: number, bufs: readonly Uint8Array[]): void {
+    for (const buf of bufs) {
+      for (let i = 0; i < buf.length / 512; i++)
+        buf.set(this.written.get(sector + i) ?? pattern(sector + i), i * 512);
+      sector += buf.length / 512;
+    }
   }
-  writeSync(sector: number, buf: Uint8Array): void {
-    const err = checkIo(this, true, sector, buf);
-    if (err) throw err;
-    for (let i = 0; i < buf.length / 512; i++)
-      this.written.set(sector + i, buf.slice(i * 512, i * 512 + 512));
+  write(sector: number, bufs: readonly Uint8Array[]): void {
+    for (const buf of bufs) {
+      for (let i = 0; i < buf.length / 512; i++)
+        this.written.set(sector + i, buf.slice(i * 512, i * 512 + 512));
+      sector += buf.length / 512;
+    }
   }
-  flushSync(): void {
+  flush(): void {
     this.flushes++;
   }
-  discardSync(sector: number, count: number): void {
-    const err = checkDiscard(this, sector, count);
-    if (err) throw err;
+  discard(sector: number, count: number): void {
     for (let i = 0; i < count; i++) this.written.set(sector + i, new Uint8Array(512));
-  }
-  read(sector: number, buf: Uint8Array): Promise<void> {
-    return settle(() => this.readSync(sector, buf));
-  }
-  write(sector: number, buf: Uint8Array): Promise<void> {
-    return settle(() => this.writeSync(sector, buf));
-  }
-  flush(): Promise<void> {
-    return settle(() => this.flushSync());
-  }
-  discard(sector: number, count: number): Promise<void> {
-    return settle(() => this.discardSync(sector, count));
   }
   close(): void {}
   sector(lba: number, count = 1): Uint8Array {
     const b = new Uint8Array(512 * count);
-    this.readSync(lba, b);
+    this.read(lba, [b]);
     return b;
   }
 }
@@ -154,7 +168,7 @@ export function rig(o: RigOptions): Rig {
 export async function waitNotBusy(cpu: Vcpu, alt = ALT): Promise<number> {
   for (let i = 0; i < 100000; i++) {
     const s = cpu.inb(alt);
-    if (!(s & 0x80)) return s;
+    if (!(s & ST_BSY)) return s;
     await cpu.relax();
   }
   throw new Error("BSY never cleared");
@@ -253,20 +267,22 @@ export function sendDma(
   feature = 0,
 ): void {
   cpu.outb(BM_CMD, 0);
-  cpu.outb(BM_STATUS, 0x06);
+  cpu.outb(BM_STATUS, BM_ST_ERROR | BM_ST_INTR);
   cpu.outl(BM_PRDT, prdt);
-  if (cmd === 0x25 || cmd === 0x35 || cmd === 0x06) lba48(cpu, lba, count, feature);
+  const ext =
+    cmd === ATA_CMD.READ_DMA_EXT || cmd === ATA_CMD.WRITE_DMA_EXT || cmd === ATA_CMD.DATA_SET_MANAGEMENT;
+  if (ext) lba48(cpu, lba, count, feature);
   else lba28(cpu, lba, count, 0, feature);
   cpu.inb(STATUS);
   cpu.outb(CMDREG, cmd);
-  cpu.outb(BM_CMD, toMemory ? 0x09 : 0x01);
+  cpu.outb(BM_CMD, toMemory ? BM_CMD_START | BM_CMD_READ : BM_CMD_START);
 }
 
 /** Poll the Bus Master status until the transfer is over (!(ACTIVE && !INTR)), as ide-test does. */
 export async function waitBm(cpu: Vcpu): Promise<number> {
   for (let i = 0; i < 100000; i++) {
     const s = cpu.inb(BM_STATUS);
-    if (!(s & 0x01) || s & 0x04) return s;
+    if (!(s & BM_ST_ACTIVE) || s & BM_ST_INTR) return s;
     await cpu.relax();
   }
   throw new Error("bus master never finished");

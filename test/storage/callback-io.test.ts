@@ -1,23 +1,26 @@
-// The callback form of async I/O (CallbackIo) and how the async engine uses it: same bytes and errors as the
-// promise methods, completion always later from the event loop, and one onReady per burst of host completions.
+// The async capability of a medium (`startIo`) and how the async engine uses it: same bytes and errors as the
+// sync methods, completion always later from the event loop, one onReady per burst of host completions, and
+// wrappers that forward or omit the capability deliberately.
 import fs from "node:fs";
 import path from "node:path";
 
 import { afterAll, describe, expect, it } from "vitest";
 
 import { AsyncEngine } from "../../src/storage/engine.ts";
+import { FaultInjectingBackend } from "../../src/storage/fault.ts";
 import { createImage } from "../../src/storage/image.ts";
 import { MemoryBackend } from "../../src/storage/memory.ts";
 import { RawImageBackend } from "../../src/storage/raw.ts";
 import {
   type BlockBackend,
-  type CallbackIo,
   type IoCallback,
   type IoCompletion,
   type IoError,
+  type IoOp,
+  type MediumRequest,
   SECTOR_SIZE,
 } from "../../src/storage/types.ts";
-import { pattern, sleep, tempDir } from "./helpers.ts";
+import { pattern, run, sleep, tempDir } from "./helpers.ts";
 
 const dir = tempDir();
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -31,15 +34,16 @@ function image(sectors: number): string {
 
 /** Run `startIo` and resolve with its error; fails if `done` is called inside `startIo` or more than once. */
 function startIo(
-  b: CallbackIo,
-  write: boolean,
+  b: BlockBackend,
+  op: IoOp,
   sector: number,
-  bufs: Uint8Array[],
+  bufs: Uint8Array[] = [],
+  count = 0,
 ): Promise<IoError | undefined> {
   return new Promise((resolve, reject) => {
     let returned = false;
     let calls = 0;
-    b.startIo(write, sector, bufs, (err) => {
+    b.startIo!({ op, sector, count, bufs }, (err) => {
       calls++;
       if (!returned) reject(new Error("done was called inside startIo"));
       else if (calls > 1) reject(new Error("done was called twice"));
@@ -55,22 +59,22 @@ describe("RawImageBackend.startIo", () => {
     const b = RawImageBackend.open(file);
     try {
       const data = pattern(6 * SECTOR_SIZE, 31);
-      expect(await startIo(b, true, 8, [data])).toBeUndefined();
+      expect(await startIo(b, "write", 8, [data])).toBeUndefined();
       expect(fs.readFileSync(file).subarray(8 * SECTOR_SIZE, 14 * SECTOR_SIZE)).toEqual(Buffer.from(data));
 
       const parts = [pattern(SECTOR_SIZE, 32), pattern(3 * SECTOR_SIZE, 33)];
-      expect(await startIo(b, true, 20, parts)).toBeUndefined();
+      expect(await startIo(b, "write", 20, parts)).toBeUndefined();
       const onDisk = fs.readFileSync(file);
       expect(onDisk.subarray(20 * SECTOR_SIZE, 21 * SECTOR_SIZE)).toEqual(Buffer.from(parts[0]!));
       expect(onDisk.subarray(21 * SECTOR_SIZE, 24 * SECTOR_SIZE)).toEqual(Buffer.from(parts[1]!));
 
       const back = new Uint8Array(6 * SECTOR_SIZE);
-      expect(await startIo(b, false, 8, [back])).toBeUndefined();
+      expect(await startIo(b, "read", 8, [back])).toBeUndefined();
       expect(back).toEqual(data);
       const guest = new Uint8Array(new SharedArrayBuffer(8 * SECTOR_SIZE));
       const v1 = guest.subarray(4 * SECTOR_SIZE, 7 * SECTOR_SIZE);
       const v2 = guest.subarray(0, SECTOR_SIZE);
-      expect(await startIo(b, false, 21, [v1, v2])).toBeUndefined();
+      expect(await startIo(b, "read", 21, [v1, v2])).toBeUndefined();
       expect(v1).toEqual(parts[1]);
       expect(v2).toEqual(new Uint8Array(SECTOR_SIZE)); // sector 24 was never written
     } finally {
@@ -78,27 +82,68 @@ describe("RawImageBackend.startIo", () => {
     }
   });
 
-  it("refuses what the promise methods refuse, later and without touching the image", async () => {
-    const file = image(16);
+  it("flush is an fdatasync and discard writes zeroes in chunks, both off the main thread", async () => {
+    const file = image(2048);
     const b = RawImageBackend.open(file);
     try {
-      const range = await startIo(b, true, 15, [new Uint8Array(2 * SECTOR_SIZE).fill(7)]);
-      expect(range?.code).toBe("ERANGE");
-      expect(range?.sector).toBe(16); // the first sector past the end
-      expect((await startIo(b, false, 0, [new Uint8Array(100)]))?.code).toBe("EINVAL");
+      expect(await startIo(b, "flush", 0)).toBeUndefined();
+      const data = pattern(2048 * SECTOR_SIZE, 34);
+      fs.writeFileSync(file, data);
+      // 700 sectors: more than one 256 KiB zero chunk.
+      expect(await startIo(b, "discard", 100, [], 700)).toBeUndefined();
+      expect(await startIo(b, "discard", 1000, [], 0)).toBeUndefined();
+      const onDisk = new Uint8Array(fs.readFileSync(file));
+      expect(onDisk.subarray(0, 100 * SECTOR_SIZE)).toEqual(data.subarray(0, 100 * SECTOR_SIZE));
+      expect(onDisk.subarray(100 * SECTOR_SIZE, 800 * SECTOR_SIZE).every((x) => x === 0)).toBe(true);
+      expect(onDisk.subarray(800 * SECTOR_SIZE)).toEqual(data.subarray(800 * SECTOR_SIZE));
+      // Up to the end of the image: truncated and re-extended, same size.
+      expect(await startIo(b, "discard", 2040, [], 8)).toBeUndefined();
+      expect(fs.statSync(file).size).toBe(2048 * SECTOR_SIZE);
+      expect(new Uint8Array(fs.readFileSync(file)).subarray(2040 * SECTOR_SIZE).every((x) => x === 0)).toBe(
+        true,
+      );
+    } finally {
+      b.close();
+    }
+  });
+
+  it("through the async engine, refuses what the sync path refuses, later and without touching the image", async () => {
+    const file = image(16);
+    const b = RawImageBackend.open(file);
+    const e = new AsyncEngine(b);
+    expect(e.usesStartIo).toBe(true);
+    try {
+      const range = await run(e, {
+        op: "write",
+        tag: 1,
+        sector: 15,
+        bufs: [new Uint8Array(2 * SECTOR_SIZE).fill(7)],
+      });
+      expect(range.error?.code).toBe("ERANGE");
+      expect(range.error?.sector).toBe(16); // the first sector past the end
+      expect((await run(e, { op: "read", tag: 2, sector: 0, bufs: [new Uint8Array(100)] })).error?.code).toBe(
+        "EINVAL",
+      );
       expect(fs.statSync(file).size).toBe(16 * SECTOR_SIZE);
       expect(fs.readFileSync(file).every((x) => x === 0)).toBe(true);
     } finally {
       b.close();
     }
-    expect((await startIo(b, false, 0, [new Uint8Array(SECTOR_SIZE)]))?.code).toBe("EIO"); // closed
+    expect((await startIo(b, "read", 0, [new Uint8Array(SECTOR_SIZE)]))?.code).toBe("EIO"); // closed
+    expect((await run(e, { op: "flush", tag: 3, sector: 0 })).error?.code).toBe("EIO");
   });
 
   it("a read-only image refuses writes with EROFS", async () => {
     const file = image(4);
     const b = RawImageBackend.open(file, { readOnly: true, lock: false });
     try {
-      expect((await startIo(b, true, 0, [new Uint8Array(SECTOR_SIZE)]))?.code).toBe("EROFS");
+      const w = await run(new AsyncEngine(b), {
+        op: "write",
+        tag: 1,
+        sector: 0,
+        bufs: [new Uint8Array(SECTOR_SIZE)],
+      });
+      expect(w.error?.code).toBe("EROFS");
     } finally {
       b.close();
     }
@@ -106,10 +151,10 @@ describe("RawImageBackend.startIo", () => {
 });
 
 /**
- * A medium that offers CallbackIo and holds every callback transfer until the test finishes it. Its promise
- * methods, declared in the same class as startIo (which is what lets the engine use startIo), go to memory.
+ * A medium whose `startIo` holds every read and write until the test finishes it (flush and discard it
+ * completes itself, in a microtask). Its sync methods go to memory.
  */
-class HeldMedium implements BlockBackend, CallbackIo {
+class HeldMedium implements BlockBackend {
   readonly sectorSize = SECTOR_SIZE;
   readonly sectorCount = 64;
   readonly readOnly = false;
@@ -117,8 +162,10 @@ class HeldMedium implements BlockBackend, CallbackIo {
   private readonly mem = new MemoryBackend(new Uint8Array(64 * SECTOR_SIZE));
   readonly held: { write: boolean; sector: number; bufs: readonly Uint8Array[]; done: IoCallback }[] = [];
 
-  startIo(write: boolean, sector: number, bufs: readonly Uint8Array[], done: IoCallback): void {
-    this.held.push({ write, sector, bufs, done });
+  startIo(req: MediumRequest, done: IoCallback): void {
+    if (req.op === "read" || req.op === "write")
+      this.held.push({ write: req.op === "write", sector: req.sector, bufs: req.bufs, done });
+    else void Promise.resolve().then(() => done(undefined));
   }
   /** Finish every held transfer (reads get `fill`) in one go, as libuv hands over a burst of completions. */
   finishAll(fill: number): void {
@@ -128,33 +175,21 @@ class HeldMedium implements BlockBackend, CallbackIo {
     }
   }
 
-  readSync(sector: number, buf: Uint8Array): void {
-    this.mem.readSync(sector, buf);
+  read(sector: number, bufs: readonly Uint8Array[]): void {
+    this.mem.read(sector, bufs);
   }
-  writeSync(sector: number, buf: Uint8Array): void {
-    this.mem.writeSync(sector, buf);
+  write(sector: number, bufs: readonly Uint8Array[]): void {
+    this.mem.write(sector, bufs);
   }
-  flushSync(): void {}
-  discardSync(sector: number, count: number): void {
-    this.mem.discardSync(sector, count);
-  }
-  read(sector: number, buf: Uint8Array): Promise<void> {
-    return this.mem.read(sector, buf);
-  }
-  write(sector: number, buf: Uint8Array): Promise<void> {
-    return this.mem.write(sector, buf);
-  }
-  flush(): Promise<void> {
-    return Promise.resolve();
-  }
-  discard(sector: number, count: number): Promise<void> {
-    return this.mem.discard(sector, count);
+  flush(): void {}
+  discard(sector: number, count: number): void {
+    this.mem.discard(sector, count);
   }
   close(): void {}
 }
 
-describe("AsyncEngine over a CallbackIo backend", () => {
-  it("runs reads and writes through startIo and flush/discard through the promise methods", async () => {
+describe("AsyncEngine over a medium with startIo", () => {
+  it("runs every request through startIo; each completes when the medium says so", async () => {
     const m = new HeldMedium();
     const e = new AsyncEngine(m);
     const buf = new Uint8Array(SECTOR_SIZE);
@@ -216,25 +251,60 @@ describe("AsyncEngine over a CallbackIo backend", () => {
     expect(other.every((x) => x === 0)).toBe(true);
   });
 
-  it("calls a wrapper's own read, not the startIo it inherits from the medium it wraps", async () => {
+  it("a wrapper that omits startIo has its own read called; one that forwards it is driven through it", async () => {
     const file = image(16);
     const raw = RawImageBackend.open(file);
     try {
       let reads = 0;
       const counted: BlockBackend = Object.create(raw, {
         read: {
-          value: (sector: number, buf: Uint8Array) => {
+          value: (sector: number, bufs: readonly Uint8Array[]) => {
             reads++;
-            return raw.read(sector, buf);
+            raw.read(sector, bufs);
           },
         },
+        startIo: { value: undefined },
       });
       const e = new AsyncEngine(counted);
       e.submit({ op: "read", tag: 1, sector: 0, bufs: [new Uint8Array(SECTOR_SIZE)] });
       await e.drain();
       expect(reads).toBe(1);
+
+      let started = 0;
+      const forwarding: BlockBackend = Object.create(raw, {
+        startIo: {
+          value: (req: MediumRequest, done: IoCallback) => {
+            started++;
+            raw.startIo(req, done);
+          },
+        },
+      });
+      const f = new AsyncEngine(forwarding);
+      f.submit({ op: "read", tag: 1, sector: 0, bufs: [new Uint8Array(SECTOR_SIZE)] });
+      f.submit({ op: "flush", tag: 2, sector: 0 });
+      await f.drain();
+      expect(started).toBe(2);
+      expect(reads).toBe(1);
     } finally {
       raw.close();
     }
+  });
+
+  it("FaultInjectingBackend forwards startIo to the medium it wraps, after its latency", async () => {
+    const m = new HeldMedium();
+    const fault = new FaultInjectingBackend(m, [{ op: "read", from: 10, to: 11, latencyMs: 20 }]);
+    const e = new AsyncEngine(fault);
+    expect(e.usesStartIo).toBe(true);
+    e.submit({ op: "read", tag: 1, sector: 3, bufs: [new Uint8Array(SECTOR_SIZE)] });
+    e.submit({ op: "read", tag: 2, sector: 10, bufs: [new Uint8Array(SECTOR_SIZE)] });
+    expect(m.held.map((t) => t.sector)).toEqual([3]);
+    await sleep(40);
+    expect(m.held.map((t) => t.sector)).toEqual([3, 10]);
+    m.finishAll(1);
+    await e.drain();
+    const out: IoCompletion[] = [];
+    e.reap(out);
+    expect(out.map((c) => c.tag).sort()).toEqual([1, 2]);
+    expect(fault.delayed).toBe(1);
   });
 });

@@ -4,12 +4,19 @@ import path from "node:path";
 
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 
-import { AsyncEngine, SyncEngine } from "../../src/storage/engine.ts";
+import { AsyncEngine, SyncEngine, performSync } from "../../src/storage/engine.ts";
 import { FaultInjectingBackend } from "../../src/storage/fault.ts";
 import { createImage } from "../../src/storage/image.ts";
 import { MemoryBackend } from "../../src/storage/memory.ts";
 import { RawImageBackend } from "../../src/storage/raw.ts";
-import { type BlockBackend, type IoCompletion, type IoEngine, SECTOR_SIZE } from "../../src/storage/types.ts";
+import {
+  type BlockBackend,
+  type IoCallback,
+  type IoCompletion,
+  type IoEngine,
+  type MediumRequest,
+  SECTOR_SIZE,
+} from "../../src/storage/types.ts";
 import { pattern, run, sleep, tempDir } from "./helpers.ts";
 
 const SECTORS = 256;
@@ -70,12 +77,61 @@ const memory: MediumKind = {
   },
 };
 
+/**
+ * The seam: a medium written in a few lines against the narrow interface, with only the required members (a
+ * sparse map of sectors; no validation, no async form). The engines make it behave like the others.
+ */
+class SparseMedium implements BlockBackend {
+  readonly sectorSize = SECTOR_SIZE;
+  readonly describe = "sparse";
+  readonly sectors = new Map<number, Uint8Array>();
+  constructor(
+    readonly sectorCount: number,
+    readonly readOnly = false,
+  ) {}
+  read(sector: number, bufs: readonly Uint8Array[]): void {
+    for (const buf of bufs)
+      for (let off = 0; off < buf.length; off += SECTOR_SIZE)
+        buf.set(this.sectors.get(sector++) ?? new Uint8Array(SECTOR_SIZE), off);
+  }
+  write(sector: number, bufs: readonly Uint8Array[]): void {
+    for (const buf of bufs)
+      for (let off = 0; off < buf.length; off += SECTOR_SIZE)
+        this.sectors.set(sector++, buf.slice(off, off + SECTOR_SIZE));
+  }
+  flush(): void {}
+  discard(sector: number, count: number): void {
+    for (let i = 0; i < count; i++) this.sectors.delete(sector + i);
+  }
+  close(): void {}
+}
+
+const sparse: MediumKind = {
+  name: "a minimal test medium",
+  make(opts = {}) {
+    const backend = new SparseMedium(SECTORS, opts.readOnly);
+    return {
+      backend,
+      peek(sector, count) {
+        const out = new Uint8Array(count * SECTOR_SIZE);
+        backend.read(sector, [out]);
+        return out;
+      },
+      poke(sector, data) {
+        for (let off = 0; off < data.length; off += SECTOR_SIZE)
+          backend.sectors.set(sector + off / SECTOR_SIZE, data.slice(off, off + SECTOR_SIZE));
+      },
+      close: () => backend.close(),
+    };
+  },
+};
+
 const engines = [
   { name: "sync", make: (b: BlockBackend): IoEngine => new SyncEngine(b) },
   { name: "async", make: (b: BlockBackend): IoEngine => new AsyncEngine(b) },
 ];
 
-for (const mk of [raw, memory]) {
+for (const mk of [raw, memory, sparse]) {
   for (const ek of engines) {
     describe(`${ek.name} engine on ${mk.name}`, () => {
       const open: Medium[] = [];
@@ -292,24 +348,29 @@ for (const mk of [raw, memory]) {
       } else {
         it("turns a backend that throws instead of rejecting into an error completion", async () => {
           const m = medium();
-          const broken: BlockBackend = Object.create(m.backend, {
-            read: {
-              value: () => {
-                throw new Error("boom");
-              },
-            },
+          const boom = (): never => {
+            throw new Error("boom");
+          };
+          // Throwing from its sync read (the medium without startIo), or from startIo itself.
+          const brokenSync: BlockBackend = Object.create(m.backend, {
+            read: { value: boom },
+            startIo: { value: undefined },
           });
-          const e = new AsyncEngine(broken);
-          expect(() =>
-            e.submit({ op: "read", tag: 9, sector: 3, bufs: [new Uint8Array(SECTOR_SIZE)] }),
-          ).not.toThrow();
-          await e.drain();
-          const out: IoCompletion[] = [];
-          e.reap(out);
-          const c = out[0];
-          expect(c?.tag).toBe(9);
-          expect(c?.error?.code).toBe("EIO");
-          expect(c?.error?.sector).toBe(3);
+          const brokenStart: BlockBackend = Object.create(m.backend, { startIo: { value: boom } });
+          for (const broken of [brokenSync, brokenStart]) {
+            const e = new AsyncEngine(broken);
+            expect(() =>
+              e.submit({ op: "read", tag: 9, sector: 3, bufs: [new Uint8Array(SECTOR_SIZE)] }),
+            ).not.toThrow();
+            expect(e.reap([])).toBe(0);
+            await e.drain();
+            const out: IoCompletion[] = [];
+            e.reap(out);
+            const c = out[0];
+            expect(c?.tag).toBe(9);
+            expect(c?.error?.code).toBe("EIO");
+            expect(c?.error?.sector).toBe(3);
+          }
         });
 
         it("has nothing to reap before the event loop runs", () => {
@@ -358,14 +419,17 @@ for (const mk of [raw, memory]) {
           let running = 0;
           let peak = 0;
           const inner = m.backend;
+          // Each write takes 2 ms of its own, so the engine's limit is what bounds how many run at once.
           const counting: BlockBackend = Object.create(inner, {
-            write: {
-              value: async (s: number, b: Uint8Array) => {
+            startIo: {
+              value: (r: MediumRequest, done: IoCallback) => {
                 running++;
                 peak = Math.max(peak, running);
-                await sleep(2);
-                await inner.write(s, b);
-                running--;
+                setTimeout(() => {
+                  inner.write(r.sector, r.bufs);
+                  running--;
+                  done(undefined);
+                }, 2);
               },
             },
           });
@@ -399,3 +463,68 @@ for (const mk of [raw, memory]) {
     });
   }
 }
+
+describe("the async capability (startIo)", () => {
+  /** A medium as an object literal, recording which of its methods each request reached. */
+  function recording(withStartIo: boolean) {
+    const inner = new SparseMedium(SECTORS);
+    const seen: string[] = [];
+    const medium: BlockBackend = {
+      sectorSize: SECTOR_SIZE,
+      sectorCount: SECTORS,
+      readOnly: false,
+      describe: "recording",
+      read: (sector, bufs) => (seen.push("read"), inner.read(sector, bufs)),
+      write: (sector, bufs) => (seen.push("write"), inner.write(sector, bufs)),
+      flush: () => void seen.push("flush"),
+      discard: (sector, count) => (seen.push("discard"), inner.discard(sector, count)),
+      close: () => {},
+    };
+    if (withStartIo) {
+      medium.startIo = (req, done) => {
+        seen.push(`startIo ${req.op}`);
+        setImmediate(() => done(performSync(inner, req)));
+      };
+    }
+    return { medium, seen };
+  }
+
+  async function fourOps(e: IoEngine): Promise<Uint8Array> {
+    const back = new Uint8Array(2 * SECTOR_SIZE);
+    e.submit({ op: "write", tag: 1, sector: 5, bufs: [pattern(2 * SECTOR_SIZE, 61)] });
+    e.submit({ op: "read", tag: 2, sector: 5, bufs: [back] });
+    e.submit({ op: "flush", tag: 3, sector: 0 });
+    e.submit({ op: "discard", tag: 4, sector: 100, count: 8 });
+    await e.drain();
+    const out: IoCompletion[] = [];
+    expect(e.reap(out)).toBe(4);
+    for (const c of out) expect(c.error).toBeUndefined();
+    return back;
+  }
+
+  it("a medium with startIo is driven through it by the async engine, never through its sync methods", async () => {
+    const { medium, seen } = recording(true);
+    const e = new AsyncEngine(medium);
+    expect(e.usesStartIo).toBe(true);
+    const done = fourOps(e);
+    expect(seen).toEqual(["startIo write", "startIo read", "startIo flush", "startIo discard"]);
+    expect(e.reap([])).toBe(0); // completions come later, from the event loop
+    expect(await done).toEqual(pattern(2 * SECTOR_SIZE, 61));
+    expect(seen).toHaveLength(4);
+    // The sync engine uses the sync methods whatever the medium offers.
+    seen.length = 0;
+    await fourOps(new SyncEngine(medium));
+    expect(seen).toEqual(["write", "read", "flush", "discard"]);
+  });
+
+  it("a medium without startIo gets its sync methods called by the async engine, after submit returns", async () => {
+    const { medium, seen } = recording(false);
+    const e = new AsyncEngine(medium);
+    expect(e.usesStartIo).toBe(false);
+    const done = fourOps(e);
+    expect(seen).toEqual([]);
+    expect(e.reap([])).toBe(0);
+    expect(await done).toEqual(pattern(2 * SECTOR_SIZE, 61));
+    expect(seen).toEqual(["write", "read", "flush", "discard"]);
+  });
+});

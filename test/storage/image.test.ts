@@ -54,7 +54,7 @@ describe("createImage", () => {
     const b = RawImageBackend.open(img);
     expect(b.sectorCount).toBe(131072);
     const buf = pattern(512, 3);
-    b.readSync(131071, buf);
+    b.read(131071, [buf]);
     expect(buf).toEqual(new Uint8Array(512));
     b.close();
   });
@@ -114,6 +114,6 @@ describe("opening images", () => {
     createImage(img, 4096);
     const b = RawImageBackend.open(img);
     b.close();
-    expect(() => b.readSync(0, new Uint8Array(512))).toThrow(expect.objectContaining({ name: "IoError" }));
+    expect(() => b.read(0, [new Uint8Array(512)])).toThrow(expect.objectContaining({ name: "IoError" }));
   });
 });

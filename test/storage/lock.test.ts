@@ -76,7 +76,7 @@ describe("image writer lock", () => {
     expect(() => RawImageBackend.open(img, { readOnly: true })).toThrow(ImageLockedError);
     const ro = RawImageBackend.open(img, { readOnly: true, lock: false });
     const buf = new Uint8Array(4096);
-    ro.readSync(0, buf);
+    ro.read(0, [buf]);
     expect(buf).toEqual(pattern(4096, 77));
     ro.close();
 

@@ -14,13 +14,13 @@ import {
   zeroCounts,
 } from "../../hypervisor/accounting.ts";
 import type { AccessSize } from "../../hypervisor/bus.ts";
-import { CMD, REG_NSECT, REG_STATUS, BM_PRDT } from "../../ide/ata.ts";
 import { LEGACY } from "../../ide/piix.ts";
+import { ATA_CMD, BM_REG_PRDT, REG_COMMAND, REG_SECTOR_COUNT } from "../../spec/ata.ts";
 
 const SECTOR = 512;
 const MiB = 1024 * 1024;
 
-const OPCODE_NAMES = new Map<number, string>(Object.entries(CMD).map(([name, op]) => [op, name]));
+const OPCODE_NAMES = new Map<number, string>(Object.entries(ATA_CMD).map(([name, op]) => [op, name]));
 
 export function commandName(opcode: number): string {
   return OPCODE_NAMES.get(opcode) ?? `0x${opcode.toString(16).padStart(2, "0")}`;
@@ -126,13 +126,13 @@ export class CommandLedger {
     }
     if (ch < 0 && bm >= 0 && port >= bm && port < bm + 16) {
       const off = port - bm;
-      if ((off & 7) >= BM_PRDT && (off & 7) < BM_PRDT + 4) {
+      if ((off & 7) >= BM_REG_PRDT && (off & 7) < BM_REG_PRDT + 4) {
         this.setupStarts(off >> 3);
       }
       return;
     }
     if (ch < 0) return;
-    if (reg === REG_STATUS) {
+    if (reg === REG_COMMAND) {
       this.setupStarts(ch);
       const name = commandName(value & 0xff);
       const ns = this.nsect[ch]!;
@@ -146,7 +146,7 @@ export class CommandLedger {
       return;
     }
     this.setupStarts(ch);
-    if (reg === REG_NSECT) {
+    if (reg === REG_SECTOR_COUNT) {
       const ns = this.nsect[ch]!;
       ns[0] = ns[1]!;
       ns[1] = value & 0xff;

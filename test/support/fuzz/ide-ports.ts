@@ -12,10 +12,10 @@
 import fc from "fast-check";
 import { AtaDrive, type AtaVia } from "../../../src/guest/ata.ts";
 import { GuestAccessError, Hypervisor } from "../../../src/hypervisor/hypervisor.ts";
-import { CMD } from "../../../src/ide/ata.ts";
-import { COMMAND_TABLE } from "../../../src/ide/commands.ts";
-import type { IdeDevice } from "../../../src/ide/device.ts";
+import type { AtaCore } from "../../../src/ide/core.ts";
+import { HD_COMMANDS } from "../../../src/ide/hd/commands.ts";
 import { BM_BASE_DEFAULT, createPc, type Pc } from "../../../src/machine/pc.ts";
+import { ATA_CMD } from "../../../src/spec/ata.ts";
 import { AsyncEngine, MemoryBackend, SyncEngine } from "../../../src/storage/index.ts";
 import type { IoEngine, IoRequest } from "../../../src/storage/types.ts";
 import { FirstFailure } from "./runner.ts";
@@ -32,14 +32,18 @@ const IMAGES = SECTORS.map((n, k) => {
 });
 
 const WRITE_LBA28 = new Set<number>([
-  CMD.WRITE_SECTORS,
-  CMD.WRITE_SECTORS_NORETRY,
-  CMD.WRITE_VERIFY,
-  CMD.WRITE_MULTIPLE,
-  CMD.WRITE_DMA,
-  CMD.WRITE_DMA_NORETRY,
+  ATA_CMD.WRITE_SECTORS,
+  ATA_CMD.WRITE_SECTORS_NORETRY,
+  ATA_CMD.WRITE_VERIFY,
+  ATA_CMD.WRITE_MULTIPLE,
+  ATA_CMD.WRITE_DMA,
+  ATA_CMD.WRITE_DMA_NORETRY,
 ]);
-const WRITE_LBA48 = new Set<number>([CMD.WRITE_SECTORS_EXT, CMD.WRITE_DMA_EXT, CMD.WRITE_MULTIPLE_EXT]);
+const WRITE_LBA48 = new Set<number>([
+  ATA_CMD.WRITE_SECTORS_EXT,
+  ATA_CMD.WRITE_DMA_EXT,
+  ATA_CMD.WRITE_MULTIPLE_EXT,
+]);
 
 /** Commands worth aiming at (the rest of the 256 opcodes are reached by the random byte). */
 const INTERESTING = [
@@ -248,23 +252,23 @@ export interface IdeStats {
 }
 
 let hooked = false;
-const allowedByDevice = new WeakMap<IdeDevice, Allowed>();
+const allowedByDevice = new WeakMap<AtaCore, Allowed>();
 let accepted = 0;
 
 /** Wrap every command handler once: record what each device accepted and the range it addressed. */
 function hookCommandTable(): void {
   if (hooked) return;
   hooked = true;
-  for (const [op, entry] of COMMAND_TABLE.entries()) {
+  for (const [op, entry] of HD_COMMANDS.entries()) {
     if (!entry) continue;
     const inner = entry.handler;
-    entry.handler = (ch, d) => {
+    entry.handler = (d) => {
       accepted++;
       const lba48 = WRITE_LBA48.has(op);
       if (WRITE_LBA28.has(op) || lba48) {
-        allowedByDevice.set(d, { cmd: op, lba: d.address(lba48), count: d.count(lba48) });
+        allowedByDevice.set(d, { cmd: op, lba: d.commandAddress(lba48), count: d.commandCount(lba48) });
       } else allowedByDevice.set(d, { cmd: op, lba: 0, count: 0 });
-      return inner(ch, d);
+      return inner(d);
     };
   }
 }
@@ -294,7 +298,7 @@ export class IdeWorld {
     const hv = new Hypervisor({ ramSize: RAM });
     const violations: string[] = [];
     const disks = IMAGES.map((img) => new MemoryBackend(img.slice()));
-    const devices: IdeDevice[] = [];
+    const devices: AtaCore[] = [];
     const engines = disks.map((b, k) => {
       const e: IoEngine = async ? new AsyncEngine(b) : new SyncEngine(b);
       const submit = e.submit.bind(e);
@@ -317,7 +321,7 @@ export class IdeWorld {
   private checkRequest(
     r: IoRequest,
     b: MemoryBackend,
-    d: IdeDevice | undefined,
+    d: AtaCore | undefined,
     violations: string[],
     k: number,
   ): void {
@@ -341,7 +345,7 @@ export class IdeWorld {
     this.stats.writesChecked++;
     const a = d ? allowedByDevice.get(d) : undefined;
     if (r.op === "discard") {
-      if (a?.cmd !== CMD.DATA_SET_MANAGEMENT)
+      if (a?.cmd !== ATA_CMD.DATA_SET_MANAGEMENT)
         violations.push(`disk ${k}: discard while command ${a?.cmd} runs`);
       return;
     }

@@ -13,6 +13,8 @@
  * runs do not use) and are listed for completeness.
  */
 
+import { ATA_CMD } from "../../../src/spec/ata.ts";
+
 export interface DeviationDiff {
   where: string;
   qemu?: string;
@@ -29,11 +31,32 @@ export interface Deviation {
   diff?: DeviationDiff | DeviationDiff[];
 }
 
-const PIO_IN = [0x20, 0x21, 0x24, 0x29, 0xc4];
-const PIO_OUT = [0x30, 0x31, 0x34, 0x39, 0x3c, 0xc5];
-const DMA = [0x25, 0x35, 0xc8, 0xc9, 0xca, 0xcb];
-const VERIFY = [0x40, 0x41, 0x42];
-const SEEK = 0x70;
+const C = ATA_CMD;
+const PIO_IN = [
+  C.READ_SECTORS,
+  C.READ_SECTORS_NORETRY,
+  C.READ_SECTORS_EXT,
+  C.READ_MULTIPLE_EXT,
+  C.READ_MULTIPLE,
+];
+const PIO_OUT = [
+  C.WRITE_SECTORS,
+  C.WRITE_SECTORS_NORETRY,
+  C.WRITE_SECTORS_EXT,
+  C.WRITE_MULTIPLE_EXT,
+  C.WRITE_VERIFY,
+  C.WRITE_MULTIPLE,
+];
+const DMA = [
+  C.READ_DMA_EXT,
+  C.WRITE_DMA_EXT,
+  C.READ_DMA,
+  C.READ_DMA_NORETRY,
+  C.WRITE_DMA,
+  C.WRITE_DMA_NORETRY,
+];
+const VERIFY = [C.READ_VERIFY_SECTORS, C.READ_VERIFY_SECTORS_NORETRY, C.READ_VERIFY_SECTORS_EXT];
+const SEEK = C.SEEK;
 
 /** IDENTIFY word 59 values QEMU can have cached: multiple mode off, or valid with a power of two up to 16. */
 const CACHED_WORD59 = [0, 0x101, 0x102, 0x104, 0x108, 0x110];
@@ -62,22 +85,51 @@ export const DEVIATIONS: readonly Deviation[] = [
     diff: [
       // The comparison reads the 256 IDENTIFY words as one batch, so "line N" is word N (inw) or dword N (inl).
       // Word 255 (and words 254-255 as one dword): QEMU 0.
-      { where: "line 255 to 'inw 0x1f0'$", qemu: "OK 0x0000", command: 0xec },
-      { where: "line 127 to 'inl 0x1f0'$", qemu: "OK 0x0000", command: 0xec },
+      { where: "line 255 to 'inw 0x1f0'$", qemu: "OK 0x0000", command: C.IDENTIFY_DEVICE },
+      { where: "line 127 to 'inl 0x1f0'$", qemu: "OK 0x0000", command: C.IDENTIFY_DEVICE },
       // Words 82 and 85 (inw), words 82-83 and 84-85 (inl), write cache on and off.
-      { where: "line (82|85) to 'inw 0x1f0'$", qemu: "OK 0x4021", xenide: "OK 0x4029", command: 0xec },
-      { where: "line 85 to 'inw 0x1f0'$", qemu: "OK 0x4001", xenide: "OK 0x4009", command: 0xec },
-      { where: "line 41 to 'inl 0x1f0'$", qemu: "OK 0x74004021", xenide: "OK 0x74004029", command: 0xec },
-      { where: "line 42 to 'inl 0x1f0'$", qemu: "OK 0x40214000", xenide: "OK 0x40294000", command: 0xec },
-      { where: "line 42 to 'inl 0x1f0'$", qemu: "OK 0x40014000", xenide: "OK 0x40094000", command: 0xec },
+      {
+        where: "line (82|85) to 'inw 0x1f0'$",
+        qemu: "OK 0x4021",
+        xenide: "OK 0x4029",
+        command: C.IDENTIFY_DEVICE,
+      },
+      {
+        where: "line 85 to 'inw 0x1f0'$",
+        qemu: "OK 0x4001",
+        xenide: "OK 0x4009",
+        command: C.IDENTIFY_DEVICE,
+      },
+      {
+        where: "line 41 to 'inl 0x1f0'$",
+        qemu: "OK 0x74004021",
+        xenide: "OK 0x74004029",
+        command: C.IDENTIFY_DEVICE,
+      },
+      {
+        where: "line 42 to 'inl 0x1f0'$",
+        qemu: "OK 0x40214000",
+        xenide: "OK 0x40294000",
+        command: C.IDENTIFY_DEVICE,
+      },
+      {
+        where: "line 42 to 'inl 0x1f0'$",
+        qemu: "OK 0x40014000",
+        xenide: "OK 0x40094000",
+        command: C.IDENTIFY_DEVICE,
+      },
       // Word 59 after SET MULTIPLE MODE or a reset changed the setting: QEMU keeps whatever its first IDENTIFY
       // cached (bit 8 with 1, 2, 4, 8 or 16 sectors, or 0 when multiple mode was off then); words 58-59 as a
       // dword, word 58 being 0 on the comparison's 1 MiB disk.
-      ...CACHED_WORD59.map((w) => ({ where: "line 59 to 'inw 0x1f0'$", qemu: qtestValue(w), command: 0xec })),
+      ...CACHED_WORD59.map((w) => ({
+        where: "line 59 to 'inw 0x1f0'$",
+        qemu: qtestValue(w),
+        command: C.IDENTIFY_DEVICE,
+      })),
       ...CACHED_WORD59.map((w) => ({
         where: "line 29 to 'inl 0x1f0'$",
         qemu: qtestValue(w * 0x10000),
-        command: 0xec,
+        command: C.IDENTIFY_DEVICE,
       })),
     ],
   },
@@ -110,7 +162,7 @@ export const DEVIATIONS: readonly Deviation[] = [
     spec: "ATA/ATAPI-6 §8.11, §9.10",
     // Issued from device 1 with device 0 present: afterwards the HOB bytes are read from device 0 here and from
     // device 1 on QEMU (the signature registers agree).
-    diff: { where: ": hob (feature|nsect|lbal|lbam|lbah)$", command: 0x90 },
+    diff: { where: ": hob (feature|nsect|lbal|lbam|lbah)$", command: C.EXECUTE_DEVICE_DIAGNOSTIC },
   },
   {
     id: "C1",
@@ -150,7 +202,12 @@ export const DEVIATIONS: readonly Deviation[] = [
     id: "C6",
     summary: "CHECK POWER MODE answers 00h after STANDBY/STANDBY IMMEDIATE/SLEEP",
     spec: "ACS §7.8",
-    diff: { where: ": nsect$", qemu: "0xff", xenide: "0x00", command: [0xe5, 0x98] },
+    diff: {
+      where: ": nsect$",
+      qemu: "0xff",
+      xenide: "0x00",
+      command: [C.CHECK_POWER_MODE, C.CHECK_POWER_MODE_ALT],
+    },
   },
   {
     id: "C7",

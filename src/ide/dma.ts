@@ -1,0 +1,151 @@
+/**
+ * The DMA protocol of a drive (READ/WRITE DMA and their EXT forms, and DATA SET MANAGEMENT, whose range list
+ * arrives by DMA): the ATA side waits with DRQ set until the channel's DMA engine runs the command, then moves
+ * the data between storage and the memory the engine prepared, and ends the command. The engine is reached
+ * only through `IdeDmaOps` (dma-ops.ts): nothing here knows about PRD tables.
+ *
+ * No allocation per command on the read/write path: the storage continuations are module functions that get
+ * the core back, and the engine hands out buffers it keeps.
+ */
+
+import type { IoError } from "../storage/types.ts";
+import { DSM_RANGE_ENTRY_BYTES, ERR_ABRT, ST_DF, ST_DRDY, ST_DRQ, ST_DSC } from "../spec/ata.ts";
+import type { AtaCore } from "./core.ts";
+import { DmaPrepared } from "./dma-ops.ts";
+
+/** Start a DMA command of `count` sectors at `lba`; `trim`: the data is a DATA SET MANAGEMENT range list. */
+export function startDma(d: AtaCore, write: boolean, lba: number, count: number, trim = false): void {
+  d.lba = lba;
+  d.remaining = count;
+  d.dmaPending = true;
+  d.dmaWrite = write;
+  d.dmaTrim = trim;
+  d.dmaInflight = false;
+  d.settings.power = "active";
+  d.status = ST_DRDY | ST_DSC | ST_DRQ;
+  d.bus.dma.start(d, runDma);
+}
+
+/** The engine is going (QEMU's ide_dma_cb at its start): map memory, check the range, start storage. */
+function runDma(d: AtaCore): void {
+  if (!d.dmaPending || d.dmaInflight) return;
+  const dma = d.bus.dma;
+  const bytes = d.remaining * 512;
+  const prepared = dma.prepare(bytes);
+  if (prepared === DmaPrepared.Fault) {
+    // Memory outside the guest: the engine flagged its error; the command is aborted.
+    d.dmaPending = false;
+    dma.end(false);
+    d.abort();
+    d.raiseIrq();
+    return;
+  }
+  if (prepared === DmaPrepared.Short) {
+    // The engine describes fewer bytes than the transfer: nothing moves, no interrupt (QEMU 7.2, BMIDE §3.1
+    // "Interrupt 0, Active 0: the PRD table was smaller than the transfer").
+    d.dmaPending = false;
+    dma.end(false);
+    d.status = ST_DRDY | ST_DSC;
+    return;
+  }
+  if (d.dmaTrim) {
+    runTrim(d);
+    return;
+  }
+  const lba = d.lba;
+  // A range that does not fit moves nothing (as QEMU 7.2; a DMA command has no block boundary to stop at)
+  // and fails with IDNF at the first sector beyond the capacity.
+  const valid = lba + d.remaining <= d.sectorCount ? d.remaining : 0;
+  if (valid === 0) {
+    endDma(d, false);
+    d.rangeError();
+    return;
+  }
+  d.dmaLba = lba;
+  d.dmaCount = valid;
+  const bufs = dma.buffers(d.dmaWrite);
+  d.dmaInflight = true;
+  if (d.dmaWrite) d.io("write", lba, bufs, dmaWritten);
+  else d.io("read", lba, bufs, dmaDone);
+}
+
+/** A DMA write reached storage: flush too when the write cache is off, then end the command. */
+function dmaWritten(d: AtaCore, err: IoError | undefined): void {
+  if (!err && !d.settings.writeCache) d.io("flush", 0, undefined, dmaDone);
+  else dmaDone(d, err);
+}
+
+/** The end of a DMA read or write: data into memory (reads), task file, engine, interrupt. */
+function dmaDone(d: AtaCore, err: IoError | undefined): void {
+  d.dmaInflight = false;
+  const lba = d.dmaLba;
+  const valid = d.dmaCount;
+  d.bus.dma.commit(!d.dmaWrite);
+  if (err) {
+    endDma(d, false);
+    d.failIo(err, d.dmaWrite, lba);
+    return;
+  }
+  d.lba = lba + valid;
+  d.remaining -= valid;
+  d.setAddress(d.lba);
+  d.tf.sectorCount = d.remaining & 0xff;
+  endDma(d, true);
+  d.status = ST_DRDY | ST_DSC;
+  d.raiseIrq();
+}
+
+/** The DMA command is over for the drive and for the engine. */
+function endDma(d: AtaCore, transferred: boolean): void {
+  d.dmaPending = false;
+  d.dmaInflight = false;
+  d.bus.dma.end(transferred);
+}
+
+/**
+ * DATA SET MANAGEMENT / TRIM (ACS-3 §7.5): the payload is `count` 512-byte blocks of 8-byte LBA Range Entries
+ * (bits 47:0 LBA, 63:48 length, length 0 = unused). Every range is checked before anything is discarded; one
+ * beyond the capacity aborts the command (QEMU ide-test /ide/bmdma/trim).
+ */
+function runTrim(d: AtaCore): void {
+  const bytes = d.remaining * 512;
+  const payload = bytes <= d.buf.length ? d.buf.subarray(0, bytes) : new Uint8Array(bytes);
+  d.bus.dma.rw(payload, true);
+  const dv = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const cap = d.sectorCount;
+  const ranges: number[] = [];
+  for (let off = 0; off < bytes; off += DSM_RANGE_ENTRY_BYTES) {
+    const lo = dv.getUint32(off, true);
+    const hi = dv.getUint32(off + 4, true);
+    const len = hi >>> 16;
+    if (len === 0) continue;
+    const lba = (hi & 0xffff) * 0x100000000 + lo;
+    if (lba + len > cap) {
+      endDma(d, false);
+      d.abort();
+      d.raiseIrq();
+      return;
+    }
+    ranges.push(lba, len);
+  }
+  if (ranges.length === 0) {
+    trimmed(d, undefined);
+    return;
+  }
+  d.dmaInflight = true;
+  // All discards go out as one batch; the command completes when the last one does.
+  d.requests!.discard(ranges, trimmed);
+}
+
+function trimmed(d: AtaCore, err: IoError | undefined): void {
+  if (err) {
+    endDma(d, false);
+    d.fail(ERR_ABRT, -1, ST_DF);
+    return;
+  }
+  d.remaining = 0;
+  d.tf.sectorCount = 0;
+  endDma(d, true);
+  d.status = ST_DRDY | ST_DSC;
+  d.raiseIrq();
+}
