@@ -4,9 +4,8 @@
  * dispatched on the port bus to the PIIX IDE device, answered, slot returned to NONE) — next to the same reads
  * made straight on the port bus, which is the floor any ioreq encoding adds to.
  */
-import { Hypervisor } from "../hypervisor/hypervisor.ts";
-import { createPc } from "../machine/pc.ts";
-import { makeEngine, NullBackend } from "../storage/index.ts";
+import { buildMachine } from "../machine/builder.ts";
+import { NullBackend } from "../storage/index.ts";
 import { spread } from "./stats.ts";
 import type { DispatchResult } from "./types.ts";
 
@@ -37,11 +36,10 @@ export function measureDispatch(
   repeats: number,
   budgetMs: number,
 ): Omit<DispatchResult, "pioWorkloadExitsPerSec"> {
-  const hv = new Hypervisor({ ramSize: 1 << 20 });
-  createPc({
-    hv,
-    primary: { master: { engine: makeEngine(new NullBackend(2048), "sync") } },
-    firmwareInit: true,
+  const { hv } = buildMachine({
+    ram: 1 << 20,
+    ide: [{ position: "primary-master", medium: { backend: new NullBackend(2048) } }],
+    pc: { firmwareInit: true },
   });
   const v = hv.vcpu(0);
   const bus = hv.bus;

@@ -16,12 +16,12 @@ import fs from "node:fs";
 import { AtaDrive, type AtaVia } from "../guest/ata.ts";
 import { Hypervisor } from "../hypervisor/hypervisor.ts";
 import { GuestRam } from "../hypervisor/memory.ts";
-import { createPc } from "../machine/pc.ts";
+import { buildMachine } from "../machine/builder.ts";
 import { allocAligned } from "../storage/aligned.ts";
 import { makeEngine, NullBackend, openImage, TapEngine } from "../storage/index.ts";
 import type { BlockBackend } from "../storage/types.ts";
 import type { Blkfront } from "../xenblk/blkfront.ts";
-import { createPvMachine, type PvMachine } from "../xenblk/machine.ts";
+import { createPvMachine, type PvMachine } from "../machine/pv.ts";
 import { fillPattern, type OffsetSource, SECTOR } from "./offsets.ts";
 import type {
   BackendKind,
@@ -220,9 +220,13 @@ function openBaseline(variant: PathVariant, w: Workload, cache: CacheState, imag
 }
 
 async function openIde(variant: PathVariant, engine: TapEngine, backend: BlockBackend, w: Workload) {
-  const hv = new Hypervisor({ memory: alignedRam(64 * 1024 * 1024) });
-  const m = createPc({ hv, primary: { master: { engine } }, firmwareInit: true });
-  const drive = new AtaDrive(hv.vcpu(0), { via: IDE_VIA[variant]!, bmBase: m.bmBase ?? undefined });
+  const m = buildMachine({
+    memory: alignedRam(64 * 1024 * 1024),
+    ide: [{ position: "primary-master", medium: { engine } }],
+    pc: { firmwareInit: true },
+  });
+  const hv = m.hv;
+  const drive = new AtaDrive(hv.vcpu(0), { via: IDE_VIA[variant]!, bmBase: m.pc!.bmBase ?? undefined });
   const id = await drive.probe();
   if (!id) throw new Error("the IDE drive did not answer the probe");
   // A kernel's buffers are in its own RAM: each slot is a DMA-able guest buffer, so the PRDs (or REP INSW's

@@ -11,7 +11,7 @@ import path from "node:path";
 
 import { Hypervisor } from "../hypervisor/hypervisor.ts";
 import { createImage, makeEngine, openImage } from "../storage/index.ts";
-import { createPvMachine } from "../xenblk/machine.ts";
+import { createPvMachine } from "../machine/pv.ts";
 import type { RssResult } from "./types.ts";
 
 const MiB = 1 << 20;

@@ -4,14 +4,22 @@
  */
 
 import type { Command } from "commander";
-import { ATA_CMD, type AtaAddressing, AtaDrive, AtaError, type AtaIdentity } from "../guest/ata.ts";
+import { type AtaAddressing, type AtaDrive, AtaError, type AtaIdentity } from "../guest/ata.ts";
+import { ATA_CMD } from "../spec/ata.ts";
 import { COUNTER_KINDS, CostModel, type Counts, exitsOf } from "../hypervisor/accounting.ts";
-import { Hypervisor } from "../hypervisor/hypervisor.ts";
+import type { Hypervisor } from "../hypervisor/hypervisor.ts";
 import { Tracer } from "../hypervisor/trace.ts";
-import { createPc } from "../machine/pc.ts";
-import { ImageError, makeEngine, openImage } from "../storage/index.ts";
+import { buildMachine, type Machine } from "../machine/builder.ts";
+import {
+  DISK_VIAS,
+  type DiskPath,
+  isDiskVia,
+  NoDeviceError,
+  openAtaPath,
+  openPvPath,
+} from "../machine/disk-path.ts";
+import { ImageError } from "../storage/index.ts";
 import type { BlockBackend, IoEngine } from "../storage/types.ts";
-import { AtaDiskPath, type DiskPath, diskPathNames, extraDiskPath, isAtaVia } from "./disk-path.ts";
 import { UsageError } from "./errors.ts";
 
 export interface DiskFlags {
@@ -44,7 +52,7 @@ export function addDiskOptions(cmd: Command, opts: { via: boolean; readOnlyHelp?
     .option("--poll", "poll BSY with interrupts disabled (nIEN) instead of waiting for IRQ 14");
   if (opts.via) {
     cmd
-      .option("--via <method>", `how data crosses the controller: ${diskPathNames().join(", ")}`, "pio")
+      .option("--via <method>", `how data crosses the controller: ${DISK_VIAS.join(", ")}`, "pio")
       .option("--lba48", "always use the LBA48 (EXT) commands")
       .option("--lba28", "always use the LBA28 commands")
       .option("--multiple <n>", "READ/WRITE MULTIPLE with N sectors per DRQ block (SET MULTIPLE MODE)");
@@ -72,18 +80,22 @@ export function checkSectorRange(lba: number, count: number, total: number): voi
 
 export interface OpenedDisk {
   hv: Hypervisor;
+  machine: Machine;
   backend: BlockBackend;
   engine: IoEngine;
-  drive: AtaDrive;
-  identity: AtaIdentity;
+  /** The drive's IDENTIFY data, for paths through the IDE controller. */
+  identity: AtaIdentity | null;
   path: DiskPath;
-  /** Counts spent on PCI setup, probe and IDENTIFY. */
+  /** Counts spent on PCI setup, probe and IDENTIFY (or the PV negotiation). */
   setup: Counts;
   tracer: Tracer | null;
   close(): Promise<void>;
 }
 
-/** Open `image` behind the emulated controller and probe the drive as a guest would. */
+/**
+ * Open `image` as a guest would reach it: on the primary master of the emulated IDE controller, probed by
+ * the guest's ATA driver, or (`--via pv`) as the guest's PV disk, connected by blkfront.
+ */
 export async function openDisk(image: string, flags: DiskFlags): Promise<OpenedDisk> {
   if (flags.engine !== "sync" && flags.engine !== "async") {
     throw new UsageError(`--engine must be sync or async, got '${flags.engine}'`);
@@ -95,8 +107,8 @@ export async function openDisk(image: string, flags: DiskFlags): Promise<OpenedD
     throw new UsageError((e as Error).message);
   }
   const via = flags.via ?? "pio";
-  if (!isAtaVia(via) && !extraDiskPath(via)) {
-    throw new UsageError(`--via must be one of ${diskPathNames().join(", ")}, got '${via}'`);
+  if (!isDiskVia(via)) {
+    throw new UsageError(`--via must be one of ${DISK_VIAS.join(", ")}, got '${via}'`);
   }
   if (flags.lba48 && flags.lba28) throw new UsageError("--lba48 and --lba28 exclude each other");
   const addressing: AtaAddressing = flags.lba48 ? "lba48" : flags.lba28 ? "lba28" : "auto";
@@ -107,60 +119,74 @@ export async function openDisk(image: string, flags: DiskFlags): Promise<OpenedD
     if (via === "dma") throw new UsageError("--multiple applies to PIO transfers, not --via dma");
   }
 
-  let backend: BlockBackend;
-  try {
-    backend = openImage(image, { readOnly: flags.readOnly === true });
-  } catch (e) {
-    if (e instanceof ImageError) throw new UsageError(e.message, 1);
-    throw e;
-  }
   let tracer: Tracer | null = null;
+  let machine: Machine | null = null;
   try {
     if (flags.trace) tracer = Tracer.toFile(flags.trace);
-    const engine = makeEngine(backend, flags.engine);
-    const hv = new Hypervisor({ costs, tracer });
-    createPc({ hv, primary: { master: { engine } } });
-    const vcpu = hv.vcpu(0);
-    const before = hv.acct.snapshot();
-    const drive = new AtaDrive(vcpu, {
-      via: isAtaVia(via) ? via : "pio",
-      irq: !flags.poll,
-      addressing,
-      multiple,
-    });
-    const identity = await drive.probe().catch((e: unknown) => {
-      // The drive took IDENTIFY but refused the block size: say what it takes (ACS-3 7.50: SET MULTIPLE MODE
-      // aborts for a count the device does not support; word 47 bits 7:0 give its largest).
-      if (multiple > 0 && e instanceof AtaError && e.command === ATA_CMD.SET_MULTIPLE_MODE) {
-        const max = drive.identity.multipleMax;
-        const takes = max ? `; this drive takes a power of two up to ${max} (IDENTIFY word 47)` : "";
-        throw new UsageError(`--multiple ${multiple}: the drive refused SET MULTIPLE MODE${takes}`);
-      }
+    const disk = {
+      medium: { image, readOnly: flags.readOnly === true },
+      engine: flags.engine as "sync" | "async",
+    };
+    try {
+      machine = buildMachine({
+        costs,
+        tracer,
+        ...(via === "pv"
+          ? { pc: false as const, pv: [disk] }
+          : { ide: [{ position: "primary-master" as const, ...disk }] }),
+      });
+    } catch (e) {
+      if (e instanceof ImageError) throw new UsageError(e.message, 1);
       throw e;
-    });
-    if (!identity) throw new UsageError(`${image}: no ATA device answered on the primary channel`, 1);
-    const path = isAtaVia(via)
-      ? new AtaDiskPath(drive)
-      : await extraDiskPath(via)!({ hv, engine, ata: drive });
+    }
+    const m = machine;
+    const hv = m.hv;
+    const before = hv.acct.snapshot();
+    let path: DiskPath;
+    let identity: AtaIdentity | null = null;
+    if (via === "pv") path = await openPvPath(m);
+    else {
+      let driver: AtaDrive | undefined;
+      const ata = await openAtaPath(
+        m,
+        via,
+        { irq: !flags.poll, addressing, multiple },
+        (d) => (driver = d),
+      ).catch((e: unknown) => {
+        // The drive took IDENTIFY but refused the block size: say what it takes (ACS-3 7.50: SET MULTIPLE
+        // MODE aborts for a count the device does not support; word 47 bits 7:0 give its largest).
+        if (multiple > 0 && e instanceof AtaError && e.command === ATA_CMD.SET_MULTIPLE_MODE) {
+          const max = driver?.identity.multipleMax;
+          const takes = max ? `; this drive takes a power of two up to ${max} (IDENTIFY word 47)` : "";
+          throw new UsageError(`--multiple ${multiple}: the drive refused SET MULTIPLE MODE${takes}`);
+        }
+        if (e instanceof NoDeviceError)
+          throw new UsageError(`${image}: no ATA device answered on the primary channel`, 1);
+        throw e;
+      });
+      identity = ata.identity;
+      path = ata;
+    }
     const setup = hv.acct.since(before);
     const t = tracer;
+    const handle = via === "pv" ? m.pv[0]! : m.ide.get("primary-master")!;
     return {
       hv,
-      backend,
-      engine,
-      drive,
+      machine: m,
+      backend: handle.backend,
+      engine: handle.engine,
       identity,
       path,
       setup,
       tracer,
       async close() {
-        await engine.drain();
-        backend.close();
+        await path.close();
+        await m.close();
         await t?.close();
       },
     };
   } catch (e) {
-    backend.close();
+    await machine?.close();
     await tracer?.close();
     throw e;
   }

@@ -5,11 +5,12 @@
  */
 
 import { Accounting, CostModel, type CounterKind } from "./accounting.ts";
-import { type AccessSize, PortBus } from "./bus.ts";
+import { type AccessSize, MmioBus, type MmioSize, PortBus } from "./bus.ts";
 import { InterruptController } from "./irq.ts";
 import {
   BufferedIoreqPage,
   IOREQ_READ,
+  IOREQ_TYPE_COPY,
   IOREQ_TYPE_PIO,
   IOREQ_WRITE,
   MAX_VCPUS_PER_IOREQ_PAGE,
@@ -50,6 +51,8 @@ export class GuestAccessError extends Error {
 export class Hypervisor {
   readonly mem: GuestMemory;
   readonly bus = new PortBus();
+  /** Guest-physical ranges claimed by devices (BARs of memory type, say); accesses there are MMIO exits. */
+  readonly mmio = new MmioBus();
   readonly acct: Accounting;
   readonly irq: InterruptController;
   readonly ioreqPage = new SharedIoreqPage();
@@ -68,7 +71,7 @@ export class Hypervisor {
     this.mem = opts.memory ?? new GuestRam(opts.ramSize ?? 64 * 1024 * 1024);
     this.acct = new Accounting(new CostModel(opts.costs));
     this.irq = new InterruptController(this.acct);
-    this.server = new IoreqServer(this.ioreqPage, this.bufPage, this.bus, this.mem);
+    this.server = new IoreqServer(this.ioreqPage, this.bufPage, this.bus, this.mem, this.mmio);
     this.bufferedIoreqs = opts.bufferedIoreqs ?? true;
     const n = opts.vcpus ?? 1;
     if (!(n >= 1 && n <= MAX_VCPUS_PER_IOREQ_PAGE))
@@ -201,6 +204,42 @@ export class Hypervisor {
     return n;
   }
 
+  /**
+   * One MMIO exit (hvmemul_do_io with IOREQ_TYPE_COPY): a load or store of `size` bytes at guest-physical
+   * `gpa`, outside RAM, sent to the device model. Returns the value read (0 for a store).
+   */
+  mmioAccess(vcpu: number, dir: 0 | 1, gpa: number, size: MmioSize, value: number): number {
+    if (!(Number.isSafeInteger(gpa) && gpa >= 0))
+      throw new GuestAccessError(`MMIO address ${gpa} is not a guest-physical address`);
+    this.acct.counts.mmio++;
+    this.ioreqPage.publish(
+      vcpu,
+      IOREQ_TYPE_COPY,
+      gpa,
+      dir === IOREQ_READ ? 0 : value,
+      1,
+      size,
+      dir,
+      false,
+      false,
+    );
+    this.serve(vcpu);
+    const result = this.complete(vcpu, dir === IOREQ_READ);
+    const t = this._tracer;
+    if (t) {
+      t.emit({
+        ev: "mmio",
+        vcpu,
+        addr: gpa,
+        size,
+        dir: dir === IOREQ_READ ? "in" : "out",
+        value: dir === IOREQ_READ ? result : value,
+        device: this.mmio.nameAt(gpa) ?? "unclaimed",
+      });
+    }
+    return result;
+  }
+
   /** hvm_wait_for_io: the slot must be IORESP_READY; take the data (reads only) and return the slot to NONE. */
   private complete(vcpu: number, takeData: boolean): number {
     const page = this.ioreqPage;
@@ -246,6 +285,27 @@ export class Vcpu {
   }
   outl(port: number, value: number): void {
     this.hv.pio(this.id, IOREQ_WRITE, port, 4, value >>> 0);
+  }
+
+  /** MOV from an MMIO address: one exit to the device model. */
+  readb(gpa: number): number {
+    return this.hv.mmioAccess(this.id, IOREQ_READ, gpa, 1, 0);
+  }
+  readw(gpa: number): number {
+    return this.hv.mmioAccess(this.id, IOREQ_READ, gpa, 2, 0);
+  }
+  readl(gpa: number): number {
+    return this.hv.mmioAccess(this.id, IOREQ_READ, gpa, 4, 0);
+  }
+  /** MOV to an MMIO address. */
+  writeb(gpa: number, value: number): void {
+    this.hv.mmioAccess(this.id, IOREQ_WRITE, gpa, 1, value & 0xff);
+  }
+  writew(gpa: number, value: number): void {
+    this.hv.mmioAccess(this.id, IOREQ_WRITE, gpa, 2, value & 0xffff);
+  }
+  writel(gpa: number, value: number): void {
+    this.hv.mmioAccess(this.id, IOREQ_WRITE, gpa, 4, value >>> 0);
   }
 
   /** REP INS{B,W,L}: `count` items from `port` into guest memory at `gpa`. Several exits if it crosses pages. */

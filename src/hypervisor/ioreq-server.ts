@@ -8,7 +8,7 @@
  * runs in its own dom0 process.
  */
 
-import { type AccessSize, type PortBus, sizeMask } from "./bus.ts";
+import { type AccessSize, type MmioBus, type PortBus, sizeMask } from "./bus.ts";
 import {
   type BufferedIoreqPage,
   IOREQ_DATA_IS_PTR,
@@ -19,6 +19,7 @@ import {
   IOREQ_OFF_FLAGS,
   IOREQ_OFF_SIZE,
   IOREQ_OFF_TYPE,
+  IOREQ_TYPE_COPY,
   IOREQ_TYPE_PIO,
   IOREQ_SIZE,
   type SharedIoreqPage,
@@ -44,6 +45,8 @@ export class IoreqServer {
     readonly bufPage: BufferedIoreqPage,
     readonly bus: PortBus,
     readonly mem: GuestMemory,
+    /** Where IOREQ_TYPE_COPY (MMIO) requests go; without it they float high like any unserved type. */
+    readonly mmio: MmioBus | null = null,
   ) {}
 
   /** Perform every pending buffered write, in order (QEMU handle_buffered_iopage). */
@@ -82,6 +85,16 @@ export class IoreqServer {
         } else {
           this.bus.write(addr & 0xffff, size, page.data(vcpu) & sizeMask(size));
         }
+      } else if (
+        type === IOREQ_TYPE_COPY &&
+        this.mmio !== null &&
+        !(flags & IOREQ_DATA_IS_PTR) &&
+        (size === 1 || size === 2 || size === 4)
+      ) {
+        // The 64-bit guest-physical address: low and high words of the slot's addr field.
+        const gpa = addr + u32[((o + IOREQ_OFF_ADDR) >>> 2) + 1]! * 0x1_0000_0000;
+        if (isRead) page.setData(vcpu, this.mmio.read(gpa, size));
+        else this.mmio.write(gpa, size, page.data(vcpu) & sizeMask(size));
       } else if (isRead && !(flags & IOREQ_DATA_IS_PTR)) {
         // Request types this device model does not serve: reads float high, writes are dropped.
         page.setData(vcpu, sizeMask(Math.min(size, 4)) >>> 0);

@@ -20,6 +20,16 @@ export type TraceEvent =
       gpa?: number;
       device?: string;
     }
+  | {
+      /** An MMIO exit: an IOREQ_TYPE_COPY request at guest-physical `addr`. */
+      ev: "mmio";
+      vcpu: number;
+      addr: number;
+      size: number;
+      dir: "in" | "out";
+      value: number;
+      device: string;
+    }
   | { ev: "bufioreq"; port: number; size: number; value: number }
   | { ev: "irq"; line: number; level: 0 | 1 }
   | { ev: "evtchn"; from: number; port: number; to?: number }

@@ -11,7 +11,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PassThrough } from "node:stream";
 import { QtestClient } from "../../src/qtest/client.ts";
-import { openQtestMachine } from "../../src/qtest/machine.ts";
+import { openQtestSession } from "../../src/qtest/session.ts";
 import { serveStream } from "../../src/qtest/transport.ts";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -78,7 +78,7 @@ export function startXenideInProcess(images: DriveSlots): { client: QtestClient;
   images.forEach((img) => {
     if (img) serials.push(`QM${String(serials.length + 1).padStart(5, "0")}`);
   });
-  const m = openQtestMachine({ images, model: QEMU_MODEL, firmware: QEMU_FIRMWARE, serials });
+  const m = openQtestSession({ images, model: QEMU_MODEL, firmware: QEMU_FIRMWARE, serials });
   const toServer = new PassThrough();
   const fromServer = new PassThrough();
   const done = serveStream(m.server, toServer, fromServer).finally(() => {

@@ -15,7 +15,7 @@ import { createPc } from "../../src/machine/pc.ts";
 import { AsyncEngine, RawImageBackend, SyncEngine } from "../../src/storage/index.ts";
 import { BLKIF_RSP_ERROR } from "../../src/xenblk/abi.ts";
 import { BlkfrontIoError } from "../../src/xenblk/blkfront.ts";
-import { createPvMachine } from "../../src/xenblk/machine.ts";
+import { createPvMachine } from "../../src/machine/pv.ts";
 
 const mnt = mkdtempSync(join(tmpdir(), "xenide-enospc-"));
 let mounted = false;

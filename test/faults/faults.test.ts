@@ -8,7 +8,8 @@
  * - a full disk (ENOSPC) is a clean error on both paths and loses nothing written before.
  */
 import { describe, expect, it } from "vitest";
-import { ATA_CMD, AtaDrive, AtaError, type AtaVia } from "../../src/guest/ata.ts";
+import { AtaDrive, AtaError, type AtaVia } from "../../src/guest/ata.ts";
+import { ATA_CMD } from "../../src/spec/ata.ts";
 import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
 import { createPc } from "../../src/machine/pc.ts";
 import {
@@ -21,7 +22,7 @@ import {
 import type { IoEngine } from "../../src/storage/types.ts";
 import { BLKIF_RSP_ERROR } from "../../src/xenblk/abi.ts";
 import { BlkfrontIoError } from "../../src/xenblk/blkfront.ts";
-import { createPvMachine } from "../../src/xenblk/machine.ts";
+import { createPvMachine } from "../../src/machine/pv.ts";
 
 const SECTORS = 2048;
 const ST_ERR = 0x01;

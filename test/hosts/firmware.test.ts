@@ -13,8 +13,8 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { readBinary } from "../../src/hosts/v86/emulator.ts";
 import { CommandLedger, formatLedger } from "../../src/hosts/v86/ledger.ts";
-import { createXenidePc } from "../../src/hosts/v86/machine.ts";
-import { RawImageBackend, SyncEngine } from "../../src/storage/index.ts";
+import { createXenidePc } from "../../src/hosts/v86/pc.ts";
+import { RawImageBackend } from "../../src/storage/index.ts";
 import { buildBootDisk, fatImageSpec, SYSLINUX_MARKER, toolEnv } from "../support/guests/disk.ts";
 import { guestPiecesOrSkip, REPO_ROOT } from "../support/guests/pieces.ts";
 import { writeGuestReport } from "../support/guests/report.ts";
@@ -47,7 +47,7 @@ describe.skipIf(skip !== undefined)(
         let ledger: CommandLedger | undefined;
         const pc = await createXenidePc({
           files: { bios: readBinary(p.bios), vgaBios: readBinary(p.vgaBios) },
-          primary: { master: { engine: new SyncEngine(backend), model: "XENIDE FIRMWARE TEST" } },
+          drives: [{ position: "primary-master", medium: { backend }, model: "XENIDE FIRMWARE TEST" }],
           busMaster,
           attach: {
             batchStringIo: batch,

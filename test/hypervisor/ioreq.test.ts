@@ -6,6 +6,7 @@
 import { describe, expect, it } from "vitest";
 import type { AccessSize, PortIoDevice } from "../../src/hypervisor/bus.ts";
 import { GuestAccessError, Hypervisor } from "../../src/hypervisor/hypervisor.ts";
+import { hex, recording } from "./helpers.ts";
 import {
   BufferedIoreqPage,
   decodeIoreq,
@@ -20,8 +21,6 @@ import {
   STATE_IORESP_READY,
 } from "../../src/hypervisor/ioreq.ts";
 
-const hex = (u: Uint8Array) => Buffer.from(u).toString("hex");
-
 class Reg implements PortIoDevice {
   value = 0;
   log: string[] = [];
@@ -33,21 +32,6 @@ class Reg implements PortIoDevice {
     this.log.push(`w${size}@${port.toString(16)}=${value.toString(16)}`);
     this.value = value;
   }
-}
-
-/** A hypervisor whose transport records the slot bytes the device model receives and returns. */
-function recording(ramSize = 1 << 20, vpEport = 5) {
-  const hv = new Hypervisor({ ramSize });
-  hv.ioreqPage.setVpEport(0, vpEport);
-  const seen: { request: string; response: string }[] = [];
-  hv.transport = {
-    kick: (v) => {
-      const request = hex(hv.ioreqPage.bytes(v));
-      hv.server.handle(v);
-      seen.push({ request, response: hex(hv.ioreqPage.bytes(v)) });
-    },
-  };
-  return { hv, seen };
 }
 
 describe("ioreq_t encoding (hvm/ioreq.h)", () => {

@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { PAGE_SIZE, XenHost } from "../../src/hypervisor/index.ts";
 import { FaultInjectingBackend, MemoryBackend, SyncEngine, AsyncEngine } from "../../src/storage/index.ts";
-import type { BlockBackend } from "../../src/storage/types.ts";
+import type { BlockBackend, IoCallback, MediumRequest } from "../../src/storage/types.ts";
 import {
   BLKIF_OP_READ,
   BLKIF_OP_WRITE,
@@ -16,7 +16,7 @@ import {
 } from "../../src/xenblk/abi.ts";
 import { Blkback } from "../../src/xenblk/blkback.ts";
 import { Blkfront, BlkfrontError, BlkfrontIoError } from "../../src/xenblk/blkfront.ts";
-import { createPvMachine } from "../../src/xenblk/machine.ts";
+import { createPvMachine } from "../../src/machine/pv.ts";
 import { XVDA, readState, toolstackAddDisk, waitForState } from "../../src/xenblk/xenbus.ts";
 import { makeEngine, rawFrontend, req, tick } from "./helpers.ts";
 
@@ -118,7 +118,7 @@ describe("blkback negotiation", () => {
     const a = await rawFrontend({ protocol: null });
     expect(a.back.protocol!.abi).toBe("x86_32-abi");
     const page = a.pages(1, 0);
-    a.back.engine.backend.writeSync(0, new Uint8Array(512).fill(0x33));
+    a.back.engine.backend.write(0, [new Uint8Array(512).fill(0x33)]);
     // 108-byte requests: id at 4, sector at 12, segments at 20.
     a.push([req({ operation: BLKIF_OP_READ, id: 0x1122334455n, segs: [[a.grant(page), 0, 0]] })]);
     await a.settle();
@@ -380,9 +380,14 @@ describe("blkback I/O through blkfront", () => {
     const slow = new FaultInjectingBackend(inner, [{ op: "write", latencyMs: 20 }]);
     const order: string[] = [];
     const spy: BlockBackend = Object.create(slow, {
-      flush: { value: () => (order.push("flush"), slow.flush()) },
-      write: {
-        value: (s: number, b: Uint8Array) => slow.write(s, b).then(() => void order.push(`write${s}`)),
+      startIo: {
+        value: (r: MediumRequest, done: IoCallback) => {
+          if (r.op === "flush") order.push("flush");
+          slow.startIo(r, (err) => {
+            if (r.op === "write") order.push(`write${r.sector}`);
+            done(err);
+          });
+        },
       },
     });
     const m = await createPvMachine({ engine: new AsyncEngine(spy), backend: { flushCache: false } });
@@ -459,7 +464,7 @@ describe("blkback I/O through blkfront", () => {
       expect(f.back.rings[0]!.back.size).toBe(128);
       const data = f.pages(1, 0);
       const ref = f.grant(data);
-      f.back.engine.backend.writeSync(3, new Uint8Array(512).fill(0x3c));
+      f.back.engine.backend.write(3, [new Uint8Array(512).fill(0x3c)]);
       // 300 requests, batches of 100: every slot is used, including those that straddle page boundaries.
       for (let b = 0; b < 3; b++) {
         f.push(

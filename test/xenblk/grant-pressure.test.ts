@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { AsyncEngine, MemoryBackend, SyncEngine } from "../../src/storage/index.ts";
-import { createPvMachine } from "../../src/xenblk/machine.ts";
+import { createPvMachine } from "../../src/machine/pv.ts";
 
 const MiB_SECTORS = 2048;
 

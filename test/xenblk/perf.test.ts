@@ -17,7 +17,7 @@ import { XenHost } from "../../src/hypervisor/index.ts";
 import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
 import { GuestRam } from "../../src/hypervisor/memory.ts";
 import { SyncEngine, TapEngine } from "../../src/storage/index.ts";
-import { createPvMachine } from "../../src/xenblk/machine.ts";
+import { createPvMachine } from "../../src/machine/pv.ts";
 import { expectStamps, stampedDisk } from "./helpers.ts";
 
 async function machine(o: { persistent?: boolean } = {}) {

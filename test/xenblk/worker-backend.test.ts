@@ -15,7 +15,7 @@ import {
   encodeRequest,
 } from "../../src/xenblk/abi.ts";
 import { FrontRing } from "../../src/xenblk/ring.ts";
-import { spawnWorker } from "../../src/xenblk/worker-transport.ts";
+import { spawnWorker } from "../../src/machine/worker-transport.ts";
 
 describe("backend on a worker thread", () => {
   it("serves a frontend on the main thread through shared grants, ring and event channels", async () => {

@@ -15,7 +15,7 @@ import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
 import { GuestRam, PAGE_SIZE } from "../../src/hypervisor/memory.ts";
 import { SyncEngine, TapEngine } from "../../src/storage/index.ts";
 import { BlkfrontError, BlkfrontIoError } from "../../src/xenblk/blkfront.ts";
-import { createPvMachine } from "../../src/xenblk/machine.ts";
+import { createPvMachine } from "../../src/machine/pv.ts";
 import { expectStamps, stampedDisk } from "./helpers.ts";
 
 /** Does `b` lie inside `outer` (same memory, within its bytes)? */

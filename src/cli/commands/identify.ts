@@ -28,10 +28,13 @@ export function register(program: Command): void {
       "\nExample:\n  xenide identify disk.img\n  xenide identify disk.img --via rep --json",
     )
     .action(async (image: string, flags: DiskFlags) => {
-      const disk = await openDisk(image, { ...flags, readOnly: true });
+      // IDENTIFY is an ATA command: the PV path has none, so its identity comes from the IDE drive.
+      const via = flags.via === "pv" ? "pio" : flags.via;
+      const disk = await openDisk(image, { ...flags, via, readOnly: true });
       try {
+        const s = disk.identity!;
         const report = costReport(disk.hv, disk.setup, 0);
-        const id = identitySummary(disk.identity);
+        const id = identitySummary(s);
         if (flags.json) {
           writeOut(
             JSON.stringify(
@@ -42,7 +45,6 @@ export function register(program: Command): void {
           );
           return;
         }
-        const s = disk.identity;
         const lines = [
           `model          ${s.model}`,
           `serial         ${s.serial}`,

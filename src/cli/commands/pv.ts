@@ -1,16 +1,12 @@
 /**
  * `xenide pv-keys IMAGE`: negotiate the PV block device for IMAGE and print both ends' xenstore keys (what a
- * Linux blkfront and blkback would see), with the ring parameters that were agreed. Also makes `--via pv`
- * available to `read` and `write`.
+ * Linux blkfront and blkback would see), with the ring parameters that were agreed.
  */
 import type { Command } from "commander";
-import { ImageError, SyncEngine, openImage } from "../../storage/index.ts";
-import { createPvDiskPath, dumpKeys } from "../../xenblk/disk-path.ts";
-import { createPvMachine } from "../../xenblk/machine.ts";
-import { registerDiskPath } from "../disk-path.ts";
+import { buildMachine, type Machine } from "../../machine/builder.ts";
+import { connectBlkfront, dumpKeys } from "../../machine/pv.ts";
+import { ImageError } from "../../storage/index.ts";
 import { UsageError } from "../errors.ts";
-
-registerDiskPath("pv", (ctx) => createPvDiskPath(ctx));
 
 function int(flag: string, allowed: number[]): (v: string) => number {
   return (v) => {
@@ -46,25 +42,29 @@ export function register(program: Command): void {
       if (o.protocol !== "x86_64-abi" && o.protocol !== "x86_32-abi") {
         throw new UsageError(`--protocol must be x86_64-abi or x86_32-abi, got '${String(o.protocol)}'`);
       }
-      let backend;
+      let machine: Machine;
       try {
-        backend = openImage(image, { readOnly: true });
+        machine = buildMachine({
+          pc: false,
+          pv: [{ medium: { image, readOnly: true }, persistent: o.persistent as boolean }],
+        });
       } catch (e) {
         if (e instanceof ImageError) throw new UsageError(e.message, 1);
         throw e;
       }
       try {
-        const m = await createPvMachine({
-          engine: new SyncEngine(backend),
+        const front = await connectBlkfront(machine, {
           ringPages: o.ringPages as number,
           queues: o.queues as number,
           indirect: o.indirect as number,
           persistent: o.persistent as boolean,
           protocol: o.protocol,
         });
-        const keys = [...dumpKeys(m, m.paths.frontend), ...dumpKeys(m, m.paths.backend)];
-        const info = m.front.info;
-        await m.close();
+        const host = machine.xen!;
+        const { paths } = machine.pv[0]!;
+        const keys = [...dumpKeys(host, paths.frontend), ...dumpKeys(host, paths.backend)];
+        const info = front.info;
+        await front.shutdown();
         if (o.json) {
           process.stdout.write(JSON.stringify({ info, keys: Object.fromEntries(keys) }, null, 2) + "\n");
           return;
@@ -76,7 +76,7 @@ export function register(program: Command): void {
             `persistent grants ${info.persistent ? "on" : "off"}\n`,
         );
       } finally {
-        backend.close();
+        await machine.close();
       }
     });
 }

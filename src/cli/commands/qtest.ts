@@ -5,7 +5,7 @@
 import type { Command } from "commander";
 import { CostModel } from "../../hypervisor/accounting.ts";
 import { Tracer } from "../../hypervisor/trace.ts";
-import { type QtestMachine, openQtestMachine } from "../../qtest/machine.ts";
+import { type QtestSession, openQtestSession } from "../../qtest/session.ts";
 import { connectUnix, listenUnix, serveStream } from "../../qtest/transport.ts";
 import { ImageError, parseSize } from "../../storage/index.ts";
 import { UsageError } from "../errors.ts";
@@ -69,9 +69,9 @@ export function register(program: Command): void {
       }
       if (ram % 4096 !== 0) throw new UsageError("--ram must be a multiple of 4 KiB");
       const tracer = flags.trace ? Tracer.toFile(flags.trace) : null;
-      let machine: QtestMachine;
+      let machine: QtestSession;
       try {
-        machine = openQtestMachine({
+        machine = openQtestSession({
           images: [flags.disk, flags.slave, flags.secondary, flags.secondarySlave],
           engine: flags.engine,
           ramSize: ram,

@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { exitsOf } from "../../hypervisor/accounting.ts";
-import { ImageError, makeEngine, openImage } from "../../storage/index.ts";
+import { ImageError, openImage } from "../../storage/index.ts";
 import { UsageError } from "../errors.ts";
 
 interface VmFlags {
@@ -83,12 +83,12 @@ export function register(program: Command): void {
         throw new UsageError(`--until: '${flags.until}' is not a regular expression`);
       }
 
-      let mod: typeof import("../../hosts/v86/machine.ts");
+      let mod: typeof import("../../hosts/v86/pc.ts");
       let emu: typeof import("../../hosts/v86/emulator.ts");
       try {
         emu = await import("../../hosts/v86/emulator.ts");
         emu.v86WasmPath();
-        mod = await import("../../hosts/v86/machine.ts");
+        mod = await import("../../hosts/v86/pc.ts");
       } catch {
         throw new UsageError("the optional dependency v86 is not installed (npm install v86)");
       }
@@ -107,7 +107,7 @@ export function register(program: Command): void {
           ...(flags.initrd ? { initrd: emu.readBinary(flags.initrd) } : {}),
         },
         memoryMiB,
-        primary: { master: { engine: makeEngine(backend, flags.engine) } },
+        drives: [{ position: "primary-master", medium: { backend }, engine: flags.engine }],
         busMaster: flags.busMaster,
       });
       const { host, hv } = pc;

@@ -5,7 +5,9 @@
  */
 
 import { Hypervisor, type HypervisorOptions } from "../../hypervisor/hypervisor.ts";
-import { createPc, type DriveConfig, type Pc } from "../../machine/pc.ts";
+import { buildMachine, type Machine } from "../../machine/builder.ts";
+import type { IdeDriveSpec } from "../../machine/description.ts";
+import type { Pc } from "../../machine/pc.ts";
 import { type BootFiles, loadV86, type V86Host } from "./emulator.ts";
 import { type AttachOptions, attachXenideIde, type V86IdeAttachment } from "./host.ts";
 import { V86GuestMemory } from "./memory.ts";
@@ -13,8 +15,8 @@ import { V86GuestMemory } from "./memory.ts";
 export interface XenidePcOptions {
   files: BootFiles;
   memoryMiB?: number;
-  primary?: { master?: DriveConfig; slave?: DriveConfig };
-  secondary?: { master?: DriveConfig; slave?: DriveConfig };
+  /** xenide's IDE drives, as in a machine description. */
+  drives?: readonly IdeDriveSpec[];
   hypervisor?: Omit<HypervisorOptions, "memory" | "ramSize">;
   /** false: xenide's IDE function has no Bus Master block, so firmware and drivers use PIO. Default true. */
   busMaster?: boolean;
@@ -24,6 +26,7 @@ export interface XenidePcOptions {
 export interface XenidePc {
   host: V86Host;
   ide: Pc;
+  machine: Machine;
   attachment: V86IdeAttachment;
   hv: Hypervisor;
 }
@@ -35,12 +38,8 @@ export async function createXenidePc(o: XenidePcOptions): Promise<XenidePc> {
   const host = await loadV86(o.files, o.memoryMiB);
   const cpu = host.machine.cpu;
   const hv = new Hypervisor({ ...o.hypervisor, memory: new V86GuestMemory(cpu) });
-  const ide = createPc({
-    hv,
-    ...(o.primary ? { primary: o.primary } : {}),
-    ...(o.secondary ? { secondary: o.secondary } : {}),
-    busMaster: o.busMaster ?? true,
-  });
+  const machine = buildMachine({ hv, ide: o.drives ?? [], pc: { busMaster: o.busMaster ?? true } });
+  const ide = machine.pc!;
   const attachment = attachXenideIde(cpu, ide, o.attach);
-  return { host, ide, attachment, hv };
+  return { host, ide, machine, attachment, hv };
 }

@@ -13,7 +13,7 @@ import { AtaDrive } from "../../../src/guest/ata.ts";
 import { Hypervisor } from "../../../src/hypervisor/hypervisor.ts";
 import { createPc } from "../../../src/machine/pc.ts";
 import { AsyncEngine, RawImageBackend, SyncEngine } from "../../../src/storage/index.ts";
-import { createPvMachine } from "../../../src/xenblk/machine.ts";
+import { createPvMachine } from "../../../src/machine/pv.ts";
 import { fillSector } from "./sectors.ts";
 
 const [image, mode, seedArg] = process.argv.slice(2);

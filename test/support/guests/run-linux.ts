@@ -6,8 +6,8 @@
 
 import { type BootFiles, loadV86, readBinary, type V86Host } from "../../../src/hosts/v86/emulator.ts";
 import type { AttachOptions } from "../../../src/hosts/v86/host.ts";
-import { createXenidePc, type XenidePc } from "../../../src/hosts/v86/machine.ts";
-import { MemoryBackend, RawImageBackend, SyncEngine } from "../../../src/storage/index.ts";
+import { createXenidePc, type XenidePc } from "../../../src/hosts/v86/pc.ts";
+import { MemoryBackend, RawImageBackend } from "../../../src/storage/index.ts";
 import type { BlockBackend } from "../../../src/storage/types.ts";
 import type { GuestPieces } from "./pieces.ts";
 
@@ -61,7 +61,7 @@ export async function runLinux(o: LinuxRunOptions): Promise<LinuxRun> {
     backend = o.disk.kind === "xenide" ? RawImageBackend.open(o.disk.path) : new MemoryBackend(o.disk.bytes);
     pc = await createXenidePc({
       files,
-      primary: { master: { engine: new SyncEngine(backend), model: DRIVE_MODEL } },
+      drives: [{ position: "primary-master", medium: { backend }, model: DRIVE_MODEL }],
       ...(o.attach ? { attach: o.attach } : {}),
     });
     host = pc.host;

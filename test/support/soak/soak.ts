@@ -17,7 +17,7 @@ import { Hypervisor } from "../../../src/hypervisor/hypervisor.ts";
 import { createPc } from "../../../src/machine/pc.ts";
 import { AsyncEngine, FaultInjectingBackend, MemoryBackend, SyncEngine } from "../../../src/storage/index.ts";
 import { BlkfrontIoError } from "../../../src/xenblk/blkfront.ts";
-import { createPvMachine } from "../../../src/xenblk/machine.ts";
+import { createPvMachine } from "../../../src/machine/pv.ts";
 
 export interface SoakOptions {
   requests: number;
