@@ -59,7 +59,7 @@ export {
   type AtaIdentity,
   type AtaVia,
   type AtaAddressing,
-} from "./guest/ata.ts";
+} from "./guest/ata-driver.ts";
 export {
   Blkfront,
   BlkfrontError,

@@ -13,7 +13,7 @@
  */
 import fs from "node:fs";
 
-import { AtaDrive, type AtaVia } from "../guest/ata.ts";
+import { AtaDrive, type AtaVia } from "../guest/ata-driver.ts";
 import { Hypervisor } from "../hypervisor/hypervisor.ts";
 import { GuestRam } from "../hypervisor/memory.ts";
 import { buildMachine } from "../machine/builder.ts";

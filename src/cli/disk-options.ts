@@ -4,7 +4,7 @@
  */
 
 import type { Command } from "commander";
-import { type AtaAddressing, type AtaDrive, AtaError, type AtaIdentity } from "../guest/ata.ts";
+import { type AtaAddressing, type AtaDrive, AtaError, type AtaIdentity } from "../guest/ata-driver.ts";
 import { ATA_CMD } from "../spec/ata.ts";
 import { COUNTER_KINDS, CostModel, type Counts, exitsOf } from "../hypervisor/accounting.ts";
 import type { Hypervisor } from "../hypervisor/hypervisor.ts";

@@ -4,7 +4,7 @@
 import { pathToFileURL } from "node:url";
 import { Command, CommanderError } from "commander";
 import { commandModules } from "./commands/index.ts";
-import { AtaError } from "../guest/ata.ts";
+import { AtaError } from "../guest/ata-driver.ts";
 import { ImageError } from "../storage/errors.ts";
 import { IoError } from "../storage/types.ts";
 import { UsageError } from "./errors.ts";

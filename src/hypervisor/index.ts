@@ -12,4 +12,4 @@ export * from "./grant-table.ts";
 export * from "./xen-host.ts";
 export * from "./xenstore.ts";
 export * from "./xen-shared.ts";
-export * from "./pci.ts";
+export * from "./pci-function.ts";

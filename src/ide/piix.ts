@@ -17,7 +17,7 @@ import { BM_CHANNEL_SIZE } from "../spec/ata.ts";
 import { BusMaster } from "./bmdma.ts";
 import { IdeChannel } from "./channel.ts";
 import type { DriveConfig } from "./device.ts";
-import { type PciFunction, maskedWrite, put16, put32, readLE } from "../hypervisor/pci.ts";
+import { type PciFunction, maskedWrite, put16, put32, readLE } from "../hypervisor/pci-function.ts";
 
 export const PIIX3_IDE_VENDOR = 0x8086;
 export const PIIX3_IDE_DEVICE = 0x7010;

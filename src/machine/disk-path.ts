@@ -5,7 +5,13 @@
  * benchmark are written once and measure whichever path was chosen.
  */
 
-import { ATA_VIAS, type AtaAddressing, AtaDrive, type AtaIdentity, type AtaVia } from "../guest/ata.ts";
+import {
+  ATA_VIAS,
+  type AtaAddressing,
+  AtaDrive,
+  type AtaIdentity,
+  type AtaVia,
+} from "../guest/ata-driver.ts";
 import type { Blkfront } from "../xenblk/blkfront.ts";
 import type { Machine, PvDiskHandle } from "./builder.ts";
 import { type BlkfrontSettings, type IdePosition, ideIndex } from "./description.ts";

@@ -7,7 +7,7 @@
 
 import { Hypervisor } from "../hypervisor/hypervisor.ts";
 import type { DriveConfig } from "../ide/device.ts";
-import { PCI_CONFIG_ADDRESS, PciHost, PlainPciFunction } from "./pci.ts";
+import { PCI_CONFIG_ADDRESS, PciHost, PlainPciFunction } from "./pci-host.ts";
 import { PCI_COMMAND_IO, PCI_COMMAND_MASTER, PiixIde } from "../ide/piix.ts";
 
 export type { DriveConfig } from "../ide/device.ts";

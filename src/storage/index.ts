@@ -10,7 +10,7 @@ export * from "./errors.ts";
 export { DIRECT_ALIGN, allocAligned, isDirectAligned } from "./aligned.ts";
 export { ImageLock, lockHolder, lockPathOf } from "./lock.ts";
 export { RawImageBackend, type RawImageOptions } from "./raw.ts";
-export { MemoryBackend, type MemoryBackendOptions } from "./memory.ts";
+export { MemoryBackend, type MemoryBackendOptions } from "./memory-backend.ts";
 export { NullBackend } from "./null.ts";
 export { FaultInjectingBackend, type ArmedRule, type FaultCounts, type FaultRule } from "./fault.ts";
 export { AsyncEngine, type AsyncEngineOptions, SyncEngine, performSync, validateRequest } from "./engine.ts";

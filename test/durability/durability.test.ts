@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { afterAll, describe, expect, it } from "vitest";
 import { runCli } from "../../src/cli/main.ts";
-import { AtaDrive, AtaError } from "../../src/guest/ata.ts";
+import { AtaDrive, AtaError } from "../../src/guest/ata-driver.ts";
 import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
 import { createPc } from "../../src/machine/pc.ts";
 import { ImageLockedError, RawImageBackend, SyncEngine, AsyncEngine } from "../../src/storage/index.ts";

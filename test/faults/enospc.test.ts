@@ -9,7 +9,7 @@ import { closeSync, mkdtempSync, openSync, rmSync, rmdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { AtaDrive, AtaError } from "../../src/guest/ata.ts";
+import { AtaDrive, AtaError } from "../../src/guest/ata-driver.ts";
 import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
 import { createPc } from "../../src/machine/pc.ts";
 import { AsyncEngine, RawImageBackend, SyncEngine } from "../../src/storage/index.ts";

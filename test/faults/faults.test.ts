@@ -8,7 +8,7 @@
  * - a full disk (ENOSPC) is a clean error on both paths and loses nothing written before.
  */
 import { describe, expect, it } from "vitest";
-import { AtaDrive, AtaError, type AtaVia } from "../../src/guest/ata.ts";
+import { AtaDrive, AtaError, type AtaVia } from "../../src/guest/ata-driver.ts";
 import { ATA_CMD } from "../../src/spec/ata.ts";
 import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
 import { createPc } from "../../src/machine/pc.ts";

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { readBinary } from "../../src/hosts/v86/emulator.ts";
 import { CommandLedger, formatLedger } from "../../src/hosts/v86/ledger.ts";
-import { createXenidePc } from "../../src/hosts/v86/pc.ts";
+import { createXenidePc } from "../../src/hosts/v86/xenide-pc.ts";
 import { RawImageBackend } from "../../src/storage/index.ts";
 import { buildBootDisk, fatImageSpec, SYSLINUX_MARKER, toolEnv } from "../support/guests/disk.ts";
 import { guestPiecesOrSkip, REPO_ROOT } from "../support/guests/pieces.ts";

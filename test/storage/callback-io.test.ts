@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { AsyncEngine } from "../../src/storage/engine.ts";
 import { FaultInjectingBackend } from "../../src/storage/fault.ts";
 import { createImage } from "../../src/storage/image.ts";
-import { MemoryBackend } from "../../src/storage/memory.ts";
+import { MemoryBackend } from "../../src/storage/memory-backend.ts";
 import { RawImageBackend } from "../../src/storage/raw.ts";
 import {
   type BlockBackend,

@@ -7,7 +7,7 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { AsyncEngine, SyncEngine, performSync } from "../../src/storage/engine.ts";
 import { FaultInjectingBackend } from "../../src/storage/fault.ts";
 import { createImage } from "../../src/storage/image.ts";
-import { MemoryBackend } from "../../src/storage/memory.ts";
+import { MemoryBackend } from "../../src/storage/memory-backend.ts";
 import { RawImageBackend } from "../../src/storage/raw.ts";
 import {
   type BlockBackend,

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 
 import { AsyncEngine, SyncEngine } from "../../src/storage/engine.ts";
 import { FaultInjectingBackend } from "../../src/storage/fault.ts";
-import { MemoryBackend } from "../../src/storage/memory.ts";
+import { MemoryBackend } from "../../src/storage/memory-backend.ts";
 import { NullBackend } from "../../src/storage/null.ts";
 import { type IoCompletion, type IoEngine, SECTOR_SIZE } from "../../src/storage/types.ts";
 import { pattern, run } from "./helpers.ts";

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from "vitest";
 
 import { ImageError } from "../../src/storage/errors.ts";
 import { createImage, parseSize } from "../../src/storage/image.ts";
-import { MemoryBackend } from "../../src/storage/memory.ts";
+import { MemoryBackend } from "../../src/storage/memory-backend.ts";
 import { RawImageBackend } from "../../src/storage/raw.ts";
 import { pattern, tempDir } from "./helpers.ts";
 

@@ -7,7 +7,7 @@ export type CommandModule = { register(program: Command): void };
 
 export const commandModules: (() => Promise<CommandModule>)[] = [
   () => import("./mkimage.ts"),
-  () => import("./pv.ts"),
+  () => import("./pv-keys.ts"),
   () => import("./identify.ts"),
   () => import("./read.ts"),
   () => import("./write.ts"),

@@ -5,7 +5,7 @@
  */
 import { writeFileSync } from "node:fs";
 import type { Command } from "commander";
-import { AtaError } from "../../guest/ata.ts";
+import { AtaError } from "../../guest/ata-driver.ts";
 import {
   type DiskFlags,
   addDiskOptions,

@@ -83,12 +83,12 @@ export function register(program: Command): void {
         throw new UsageError(`--until: '${flags.until}' is not a regular expression`);
       }
 
-      let mod: typeof import("../../hosts/v86/pc.ts");
+      let mod: typeof import("../../hosts/v86/xenide-pc.ts");
       let emu: typeof import("../../hosts/v86/emulator.ts");
       try {
         emu = await import("../../hosts/v86/emulator.ts");
         emu.v86WasmPath();
-        mod = await import("../../hosts/v86/pc.ts");
+        mod = await import("../../hosts/v86/xenide-pc.ts");
       } catch {
         throw new UsageError("the optional dependency v86 is not installed (npm install v86)");
       }

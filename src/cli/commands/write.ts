@@ -4,7 +4,7 @@
  */
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { AtaError } from "../../guest/ata.ts";
+import { AtaError } from "../../guest/ata-driver.ts";
 import {
   type DiskFlags,
   addDiskOptions,

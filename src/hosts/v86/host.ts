@@ -16,7 +16,7 @@ import type { AccessSize } from "../../hypervisor/bus.ts";
 import type { Hypervisor } from "../../hypervisor/hypervisor.ts";
 import { IOREQ_READ, IOREQ_WRITE } from "../../hypervisor/ioreq.ts";
 import { IDE_PCI_DEVICE, IDE_PCI_FUNCTION } from "../../machine/pc.ts";
-import type { PciHost } from "../../machine/pci.ts";
+import type { PciHost } from "../../machine/pci-host.ts";
 import { BM_BAR_SIZE, LEGACY, type PiixIde } from "../../ide/piix.ts";
 import { V86_IDE_DEVFN, type V86Cpu, type V86PortEntry } from "./internals.ts";
 import { RepStringBatcher, type StringIoStats } from "./string-io.ts";

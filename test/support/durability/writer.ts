@@ -9,7 +9,7 @@
  *
  * Usage: node --import tsx test/durability/writer.ts <image> <ide|ide-nocache|pv> <seed>
  */
-import { AtaDrive } from "../../../src/guest/ata.ts";
+import { AtaDrive } from "../../../src/guest/ata-driver.ts";
 import { Hypervisor } from "../../../src/hypervisor/hypervisor.ts";
 import { createPc } from "../../../src/machine/pc.ts";
 import { AsyncEngine, RawImageBackend, SyncEngine } from "../../../src/storage/index.ts";

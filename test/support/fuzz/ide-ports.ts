@@ -10,7 +10,7 @@
  * file gives the range); every storage request is checked as the engine receives it.
  */
 import fc from "fast-check";
-import { AtaDrive, type AtaVia } from "../../../src/guest/ata.ts";
+import { AtaDrive, type AtaVia } from "../../../src/guest/ata-driver.ts";
 import { GuestAccessError, Hypervisor } from "../../../src/hypervisor/hypervisor.ts";
 import type { AtaCore } from "../../../src/ide/core.ts";
 import { HD_COMMANDS } from "../../../src/ide/hd/commands.ts";

@@ -6,7 +6,7 @@
 
 import { type BootFiles, loadV86, readBinary, type V86Host } from "../../../src/hosts/v86/emulator.ts";
 import type { AttachOptions } from "../../../src/hosts/v86/host.ts";
-import { createXenidePc, type XenidePc } from "../../../src/hosts/v86/pc.ts";
+import { createXenidePc, type XenidePc } from "../../../src/hosts/v86/xenide-pc.ts";
 import { MemoryBackend, RawImageBackend } from "../../../src/storage/index.ts";
 import type { BlockBackend } from "../../../src/storage/types.ts";
 import type { GuestPieces } from "./pieces.ts";

@@ -12,7 +12,7 @@
  * the whole medium at the end. Counted: lost (a sector older than the shadow), corrupted (matching nothing),
  * duplicated (a request answered twice, or more responses than requests).
  */
-import { AtaDrive, AtaError, type AtaVia } from "../../../src/guest/ata.ts";
+import { AtaDrive, AtaError, type AtaVia } from "../../../src/guest/ata-driver.ts";
 import { Hypervisor } from "../../../src/hypervisor/hypervisor.ts";
 import { createPc } from "../../../src/machine/pc.ts";
 import { AsyncEngine, FaultInjectingBackend, MemoryBackend, SyncEngine } from "../../../src/storage/index.ts";

@@ -58,7 +58,7 @@ import {
   ST_DRQ,
   ST_ERR,
 } from "../spec/ata.ts";
-import { findPiixIde, setupBusMaster } from "./pci.ts";
+import { findPiixIde, setupBusMaster } from "./pci-scan.ts";
 
 export const SECTOR = 512;
 

@@ -6,8 +6,8 @@ import {
   type AtaVia,
   ataString,
   parseIdentify,
-} from "../../src/guest/ata.ts";
-import { findPiixIde, pciRead32, setupBusMaster } from "../../src/guest/pci.ts";
+} from "../../src/guest/ata-driver.ts";
+import { findPiixIde, pciRead32, setupBusMaster } from "../../src/guest/pci-scan.ts";
 import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
 import { createPc } from "../../src/machine/pc.ts";
 import { ATA_CMD } from "../../src/spec/ata.ts";

@@ -7,9 +7,9 @@
  */
 
 import type { AccessSize, PortIoDevice } from "../hypervisor/bus.ts";
-import { type PciFunction, maskedWrite, put16, readLE } from "../hypervisor/pci.ts";
+import { type PciFunction, maskedWrite, put16, readLE } from "../hypervisor/pci-function.ts";
 
-export type { PciFunction } from "../hypervisor/pci.ts";
+export type { PciFunction } from "../hypervisor/pci-function.ts";
 
 export const PCI_CONFIG_ADDRESS = 0xcf8;
 export const PCI_CONFIG_DATA = 0xcfc;
