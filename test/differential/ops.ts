@@ -6,10 +6,8 @@
  * what lets a failing sequence be replayed alone and shrunk.
  */
 
+import { ST_BSY, ST_DRQ } from "../../src/spec/ata.ts";
 import { type Pair, PRIMARY } from "./pair.ts";
-
-const ST_BSY = 0x80;
-const ST_DRQ = 0x08;
 
 export type Op =
   | { k: "srst"; sameBatch: boolean }

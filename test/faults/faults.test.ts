@@ -23,12 +23,9 @@ import type { IoEngine } from "../../src/storage/types.ts";
 import { BLKIF_RSP_ERROR } from "../../src/xenblk/abi.ts";
 import { BlkfrontIoError } from "../../src/xenblk/blkfront.ts";
 import { createPvMachine } from "../../src/machine/pv.ts";
+import { ERR_ABRT, ERR_UNC, ST_DF, ST_ERR } from "../../src/spec/ata.ts";
 
 const SECTORS = 2048;
-const ST_ERR = 0x01;
-const ST_DF = 0x20;
-const ERR_ABRT = 0x04;
-const ERR_UNC = 0x40;
 
 function image(salt = 0): Uint8Array {
   const d = new Uint8Array(SECTORS * 512);
