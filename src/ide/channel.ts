@@ -329,6 +329,11 @@ export class IdeChannel implements PortIoDevice, AtaBus {
     return count;
   }
 
+  /** Orderly power-down: each drive writes back what its write cache holds (`AtaCore.writeBack`). */
+  writeBack(): void {
+    for (const d of this.devices) d.writeBack();
+  }
+
   /** True when a storage request of this channel is still outstanding. */
   get busy(): boolean {
     return this.devices.some((d) => d.requests !== null && d.requests.pending);

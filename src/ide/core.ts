@@ -270,16 +270,27 @@ export class AtaCore {
     this.xfer = this.buf;
   }
 
-  /** Abandon the command: storage completions still in flight are ignored when they arrive. */
-  cancel(): void {
+  /**
+   * Send the PIO data-out blocks the write cache holds, already acknowledged to the host, to the medium; nobody
+   * waits for the request (whoever needs it done drains the engine). A reset does this, since it does not drop
+   * the cache, and so does an orderly power-down (`IdeChannel.writeBack`): what the guest was told is written
+   * must not be lost when the machine stops in the middle of a command. The command in progress cannot go on
+   * afterwards: callers cancel it or stop the machine.
+   */
+  writeBack(): void {
     const io = this.requests;
     if (io && this.wbCount > 0 && !io.pending) {
-      // Blocks already acknowledged from the write cache still go to the medium (a reset does not drop the
-      // cache); nobody waits for this request.
       const held = this.buf.subarray(0, this.wbCount * 512);
       this.buf = new Uint8Array(IO_BUF_SECTORS * 512);
       io.submitDetached(this.wbStart, [held]);
+      this.wbCount = 0;
     }
+  }
+
+  /** Abandon the command: storage completions still in flight are ignored when they arrive. */
+  cancel(): void {
+    const io = this.requests;
+    this.writeBack();
     this.wbCount = 0;
     // The old request may still write into the buffer: give the drive a fresh one.
     if (io && io.abandon()) this.buf = new Uint8Array(IO_BUF_SECTORS * 512);

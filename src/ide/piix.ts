@@ -130,6 +130,11 @@ export class PiixIde implements PciFunction {
     };
   }
 
+  /** Orderly power-down of both channels' drives: held write-cache blocks go to their media. */
+  writeBack(): void {
+    for (const ch of this.channels) ch.writeBack();
+  }
+
   get command(): number {
     return this.config[0x04]! | (this.config[0x05]! << 8);
   }

@@ -168,9 +168,17 @@ export function buildMachine(desc: MachineDescription = {}): Machine {
       async close() {
         if (closed) return;
         closed = true;
+        // An orderly power-down, as QEMU's bdrv_close_all: drives write back what their caches hold, every
+        // request completes, and the writable media the machine opened are flushed before they are closed
+        // (media a caller passed in stay the caller's to flush and close).
+        pc?.ide.writeBack();
         await settleEngines(engines);
         for (const p of pv) await p.back.settled();
-        closeOwned(opened);
+        try {
+          for (const o of opened) if (o.owned && !o.backend.readOnly) o.backend.flush();
+        } finally {
+          closeOwned(opened);
+        }
       },
     };
     return machine;

@@ -88,26 +88,36 @@ export function register(program: Command): void {
         throw e;
       }
       const server = machine.server;
-      const shutdown = async (): Promise<void> => {
+      // SIGTERM, SIGINT and SIGHUP stop the machine in order, as they stop QEMU (exit 0): write-cache blocks
+      // the guest was told are written reach the image before the process ends.
+      const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+      let signalled = false;
+      let onSignal = (): void => {};
+      const stopped = new Promise<void>((resolve) => {
+        onSignal = () => {
+          signalled = true;
+          resolve();
+        };
+      });
+      for (const sig of signals) process.on(sig, onSignal);
+      try {
+        if (flags.socket) {
+          const srv = await listenUnix(server, flags.socket);
+          process.stderr.write(`xenide qtest: listening on ${flags.socket}\n`);
+          await stopped;
+          srv.close();
+        } else if (flags.connect) {
+          await Promise.race([connectUnix(server, flags.connect), stopped]);
+        } else {
+          await Promise.race([serveStream(server, process.stdin, process.stdout), stopped]);
+        }
+        // A second signal during the shutdown below finds the handler still installed and changes nothing.
         await machine.close();
         await tracer?.close();
-      };
-      if (flags.socket) {
-        const srv = await listenUnix(server, flags.socket);
-        process.stderr.write(`xenide qtest: listening on ${flags.socket}\n`);
-        await new Promise<void>((resolve) => {
-          const stop = (): void => {
-            srv.close();
-            resolve();
-          };
-          process.once("SIGINT", stop);
-          process.once("SIGTERM", stop);
-        });
-      } else if (flags.connect) {
-        await connectUnix(server, flags.connect);
-      } else {
-        await serveStream(server, process.stdin, process.stdout);
+      } finally {
+        for (const sig of signals) process.off(sig, onSignal);
       }
-      await shutdown();
+      // A signal leaves the client's stream or socket open; nothing is left to do.
+      if (signalled) process.exit(0);
     });
 }
