@@ -17,6 +17,8 @@ import { type PathCheck, verifyPath } from "./verify.ts";
 export interface DemoOptions {
   /** Image to create (default: in a temporary directory, removed afterwards). */
   image?: string;
+  /** Overwrite `image` even when it exists and is not a sample image xenide made. */
+  force?: boolean;
   budgetMs?: number;
   log?: (line: string) => void;
 }
@@ -39,7 +41,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   const budgetMs = o.budgetMs ?? 250;
   const bs = 65536;
   try {
-    prepareImage(imagePath, IMAGE_BYTES);
+    prepareImage(imagePath, IMAGE_BYTES, { force: o.force === true });
     log(`sample image: ${imagePath} (${IMAGE_BYTES >> 20} MiB raw)`);
     const lines: DemoResult["lines"] = [];
     let lba = 0;

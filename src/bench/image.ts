@@ -15,21 +15,68 @@ import { fillPattern } from "./offsets.ts";
 
 const CHUNK = 1 << 20;
 
-/** Create (or reuse, when it has the right size) the bench image at `path`, filled with patterned data. */
-export function prepareImage(path: string, bytes: number): void {
-  if (bytes % CHUNK !== 0) throw new RangeError(`bench image size must be a multiple of 1 MiB, got ${bytes}`);
-  try {
-    if (fs.statSync(path).size === bytes) return;
-  } catch {
-    /* create it */
+/**
+ * The images the demo and the benchmark make carry a stamp in one extra sector after their data, which no
+ * workload touches: a later run recognises its own image by it and may reuse or rewrite it, while any other
+ * existing file is left alone unless the user says `--force`.
+ */
+const STAMP_MAGIC = "xenide sample image v1\n";
+
+/** An existing file the command did not make, and `--force` was not given. */
+export class ImageExistsError extends Error {
+  constructor(readonly path: string) {
+    super(
+      `${path} exists and is not an image xenide made for this; choose another --image or add --force to overwrite it`,
+    );
+    this.name = "ImageExistsError";
   }
-  const fd = fs.openSync(path, "w", 0o644);
+}
+
+function stampSector(bytes: number): Uint8Array {
+  const s = new Uint8Array(512);
+  s.set(new TextEncoder().encode(`${STAMP_MAGIC}${JSON.stringify({ dataBytes: bytes })}\n`));
+  return s;
+}
+
+/** True when `path` is an image made by `prepareImage` with `bytes` of data. */
+function isOwnImage(path: string, bytes: number): boolean {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(path, "r");
+    if (fs.fstatSync(fd).size !== bytes + 512) return false;
+    const got = new Uint8Array(512);
+    fs.readSync(fd, got, 0, 512, bytes);
+    return Buffer.from(got).equals(Buffer.from(stampSector(bytes)));
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/**
+ * Create the bench or demo image at `path` — `bytes` of patterned data (the disk the workloads use) and the
+ * stamp sector — or reuse it when it is one this function made with the same size. Any other existing file is
+ * refused with `ImageExistsError`, unless `force`.
+ */
+export function prepareImage(path: string, bytes: number, opts: { force?: boolean } = {}): void {
+  if (bytes % CHUNK !== 0) throw new RangeError(`bench image size must be a multiple of 1 MiB, got ${bytes}`);
+  if (isOwnImage(path, bytes)) return;
+  // "wx" creates the file only if it is not there (nothing is truncated before the check); "w" only with --force.
+  let fd: number;
+  try {
+    fd = fs.openSync(path, opts.force ? "w" : "wx", 0o644);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "EEXIST") throw new ImageExistsError(path);
+    throw e;
+  }
   try {
     const buf = new Uint8Array(CHUNK);
     for (let off = 0; off < bytes; off += CHUNK) {
       fillPattern(buf, off / 512, 0x5eed);
       fs.writeSync(fd, buf, 0, CHUNK, off);
     }
+    fs.writeSync(fd, stampSector(bytes), 0, 512, bytes);
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);

@@ -30,6 +30,8 @@ export interface BenchOptions {
   quick: boolean;
   /** Where the bench image lives (default: a temporary directory, removed afterwards). */
   image?: string;
+  /** Overwrite `image` even when it exists and is not a bench image xenide made. */
+  force?: boolean;
   repeats?: number;
   budgetMs?: number;
   only?: string[];
@@ -97,7 +99,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const imagePath = o.image ?? path.join(tmp!, "bench.img");
   const image: ImageRef = { path: imagePath, bytes: workingSet };
   try {
-    prepareImage(imagePath, workingSet);
+    prepareImage(imagePath, workingSet, { force: o.force === true });
     const direct = directSupported(imagePath);
     const cells = orderCells(buildMatrix({ quick: o.quick, direct, only: o.only }));
     const total = cells.length + 3;

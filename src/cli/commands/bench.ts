@@ -1,21 +1,24 @@
 /**
  * `xenide bench`: every path, the same workloads, the node:fs baseline in the same run; a table on stdout,
- * the JSON and a Markdown summary under bench/ (or where --json says).
+ * and files only where `--out` or `--json` say (`npm run bench` refreshes the committed run in bench/).
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 
 import { Option, type Command } from "commander";
+import { ImageExistsError } from "../../bench/image.ts";
 import { runBench } from "../../bench/index.ts";
 import { benchMarkdown, benchText } from "../../bench/output.ts";
 import { streamProbe } from "../../bench/rss.ts";
 import { UsageError } from "../errors.ts";
+import { checkWritableFile, ensureWritableDir } from "../files.ts";
 
 interface BenchFlags {
   quick?: boolean;
   json?: string | boolean;
-  out: string;
+  out?: string;
+  force?: boolean;
   image?: string;
   repeats?: string;
   budget?: string;
@@ -44,9 +47,13 @@ export function register(program: Command): void {
       "--json [file]",
       "write the results as JSON to FILE (no FILE: JSON on stdout instead of the table)",
     )
-    .option("--out <dir>", "directory for latest.json and latest.md (the input of `xenide report`)", "bench")
-    .option("--no-save", "do not write latest.json / latest.md")
-    .option("--image <path>", "bench image to use (created or reused; default a temporary file)")
+    .option("--out <dir>", "write latest.json and latest.md (the input of `xenide report`) into DIR")
+    .option("--no-save", "do not write latest.json / latest.md even with --out")
+    .option(
+      "--image <path>",
+      "bench image to create, or reuse if an earlier bench made it (default: a temporary file)",
+    )
+    .option("-f, --force", "overwrite --image even if it is a file the bench did not make")
     .option("--repeats <n>", "timed repeats per cell (default 3)")
     .option("--budget <ms>", "milliseconds per repeat (default 150, --quick 80)")
     .option("--only <ids>", "comma-separated substrings of path ids to run (baselines always run)")
@@ -80,6 +87,10 @@ export function register(program: Command): void {
         if (r.status !== 0) throw new UsageError(`bench exited with ${r.status ?? r.signal}`, r.status ?? 1);
         return;
       }
+      // Where the results go is checked before a run that can take ten minutes.
+      const outDir = flags.save && flags.out !== undefined ? flags.out : null;
+      if (outDir !== null) ensureWritableDir(outDir, "--out");
+      if (typeof flags.json === "string") checkWritableFile(flags.json, "--json");
       const repeats = positiveInt(flags.repeats, "--repeats");
       const budgetMs = positiveInt(flags.budget, "--budget");
       const only = flags.only ? flags.only.split(",").filter(Boolean) : undefined;
@@ -87,6 +98,7 @@ export function register(program: Command): void {
       const res = await runBench({
         quick: flags.quick ?? false,
         image: flags.image,
+        force: flags.force === true,
         repeats,
         budgetMs,
         only,
@@ -94,18 +106,21 @@ export function register(program: Command): void {
         qtest: flags.qtest,
         cli: entry,
         progress: bar.update,
+      }).catch((e: unknown) => {
+        bar.stop();
+        if (e instanceof ImageExistsError) throw new UsageError(e.message, 1);
+        throw e;
       });
       bar.stop();
       const json = JSON.stringify(res, null, 1);
-      if (flags.save) {
-        fs.mkdirSync(flags.out, { recursive: true });
-        fs.writeFileSync(path.join(flags.out, "latest.json"), json + "\n");
-        fs.writeFileSync(path.join(flags.out, "latest.md"), benchMarkdown(res));
+      if (outDir !== null) {
+        fs.writeFileSync(path.join(outDir, "latest.json"), json + "\n");
+        fs.writeFileSync(path.join(outDir, "latest.md"), benchMarkdown(res));
       }
       if (typeof flags.json === "string") fs.writeFileSync(flags.json, json + "\n");
       if (flags.json === true) process.stdout.write(json + "\n");
       else process.stdout.write(benchText(res));
-      if (flags.save) process.stderr.write(`wrote ${path.join(flags.out, "latest.json")} and latest.md\n`);
+      if (outDir !== null) process.stderr.write(`wrote ${path.join(outDir, "latest.json")} and latest.md\n`);
     });
 }
 

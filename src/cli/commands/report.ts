@@ -9,6 +9,7 @@ import type { Command } from "commander";
 import { loadGuestFigures } from "../../report/guests.ts";
 import { parseBench, ReportInputError, writeReport } from "../../report/index.ts";
 import { UsageError } from "../errors.ts";
+import { ensureWritableDir } from "../files.ts";
 
 export function register(program: Command): void {
   program
@@ -32,6 +33,7 @@ export function register(program: Command): void {
         if (e instanceof ReportInputError) throw new UsageError(`${json}: ${e.message}`, 1);
         throw e;
       }
+      ensureWritableDir(flags.out, "--out");
       const r = await writeReport(res, flags.out, loadGuestFigures(flags.guests, flags.v86));
       process.stdout.write(
         `wrote ${path.join(flags.out, "index.html")}, index.md and ${r.charts.length} charts in ${path.join(flags.out, "charts")}\n`,
