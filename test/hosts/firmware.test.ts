@@ -128,5 +128,32 @@ describe.skipIf(skip !== undefined)(
       expect(r.stderr).toMatch(/stopped: (screen|serial) matched/);
       expect(r.stderr).toMatch(/exits \d+ \(\d+ in, \d+ out, [1-9]\d* string\)/);
     }, 180_000);
+
+    it("`xenide vm IMG --until` fails (exit 1, saying so) when the pattern never shows", () => {
+      const p = pieces!;
+      const img = join(tmp, "cli-never.img");
+      buildBootDisk(p, img);
+      const tsx = join(REPO_ROOT, "node_modules", "tsx", "dist", "loader.mjs");
+      const args = [
+        "vm",
+        img,
+        "--bios",
+        p.bios,
+        "--vga-bios",
+        p.vgaBios,
+        "--until",
+        "^never printed$",
+        "--timeout",
+        "8",
+      ];
+      const r = spawnSync(
+        process.execPath,
+        ["--import", `file://${tsx}`, join(REPO_ROOT, "src/cli/main.ts"), ...args],
+        { encoding: "utf8", timeout: 60_000, env: { ...process.env, NO_COLOR: "1" } },
+      );
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/stopped: timeout of 8 s/);
+      expect(r.stderr).toMatch(/--until \^never printed\$: not seen before the stop \(timeout of 8 s\)/);
+    }, 90_000);
   },
 );

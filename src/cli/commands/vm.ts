@@ -112,15 +112,20 @@ export function register(program: Command): void {
       });
       const { host, hv } = pc;
       let stop!: (why: string) => void;
+      let matched = false;
       const stopped = new Promise<string>((r) => (stop = r));
+      const found = (where: string): void => {
+        matched = true;
+        stop(`${where} matched ${until}`);
+      };
       host.serial.onLine((line) => {
-        if (until?.test(line)) stop(`serial matched ${until}`);
+        if (until?.test(line)) found("serial");
       });
       host.emulator.add_listener("serial0-output-byte", (b: number) =>
         process.stdout.write(String.fromCharCode(b)),
       );
       const poll = until
-        ? setInterval(() => until.test(host.screen.text) && stop(`screen matched ${until}`), 200)
+        ? setInterval(() => until.test(host.screen.text) && found("screen"), 200)
         : undefined;
       const timer = timeoutMs
         ? setTimeout(() => stop(`timeout of ${flags.timeout} s`), timeoutMs)
@@ -140,5 +145,8 @@ export function register(program: Command): void {
           `exits ${exitsOf(c)} (${c.pioIn} in, ${c.pioOut} out, ${c.stringIo} string), ${c.irqInject} IRQs, ` +
           `${(hv.acct.cycles / 1e6).toFixed(1)} Mcycles modelled\n`,
       );
+      // --until is a check: a boot that never showed the pattern failed it.
+      if (until && !matched)
+        throw new UsageError(`--until ${flags.until}: not seen before the stop (${why})`, 1);
     });
 }
