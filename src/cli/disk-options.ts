@@ -4,7 +4,13 @@
  */
 
 import type { Command } from "commander";
-import { type AtaAddressing, type AtaDrive, AtaError, type AtaIdentity } from "../guest/ata-driver.ts";
+import {
+  ATA_VIAS,
+  type AtaAddressing,
+  type AtaDrive,
+  AtaError,
+  type AtaIdentity,
+} from "../guest/ata-driver.ts";
 import { ATA_CMD } from "../spec/ata.ts";
 import { COUNTER_KINDS, CostModel, type Counts, exitsOf } from "../hypervisor/accounting.ts";
 import type { Hypervisor } from "../hypervisor/hypervisor.ts";
@@ -109,6 +115,19 @@ export async function openDisk(image: string, flags: DiskFlags): Promise<OpenedD
   const via = flags.via ?? "pio";
   if (!isDiskVia(via)) {
     throw new UsageError(`--via must be one of ${DISK_VIAS.join(", ")}, got '${via}'`);
+  }
+  if (via === "pv") {
+    // blkfront has no addressing modes, DRQ blocks or interrupt polling: say so rather than ignore them.
+    const ideOnly = [
+      flags.multiple !== undefined ? "--multiple" : "",
+      flags.lba28 ? "--lba28" : "",
+      flags.lba48 ? "--lba48" : "",
+      flags.poll ? "--poll" : "",
+    ].filter(Boolean);
+    if (ideOnly.length > 0)
+      throw new UsageError(
+        `${ideOnly.join(", ")} ${ideOnly.length > 1 ? "apply" : "applies"} to the IDE paths (--via ${ATA_VIAS.join(", ")}), not --via pv`,
+      );
   }
   if (flags.lba48 && flags.lba28) throw new UsageError("--lba48 and --lba28 exclude each other");
   const addressing: AtaAddressing = flags.lba48 ? "lba48" : flags.lba28 ? "lba28" : "auto";

@@ -220,6 +220,15 @@ describe("xenide mistakes: one line, non-zero exit", () => {
     [["read", "IMG", "--lba", "0", "--lba28", "--lba48"], /exclude each other/],
     [["read", "IMG", "--lba", "0", "--multiple", "4", "--via", "dma"], /--multiple/],
     [["read", join(dir, "missing.img"), "--lba", "0"], /missing\.img/],
+    // The PV ring has no addressing modes, DRQ blocks or interrupt polling; IDENTIFY moves through the data port.
+    [["read", "IMG", "--lba", "0", "--via", "pv", "--multiple", "4"], /--multiple applies to the IDE paths/],
+    [
+      ["read", "IMG", "--lba", "0", "--via", "pv", "--lba28", "--poll"],
+      /--lba28, --poll apply to the IDE paths/,
+    ],
+    [["read", "IMG", "--lba", "0", "--via", "pv", "--lba48"], /--lba48 applies to the IDE paths/],
+    [["identify", "IMG", "--via", "pv"], /--via for identify is pio, pio32 or rep, got 'pv'/],
+    [["identify", "IMG", "--via", "dma"], /--via for identify is pio, pio32 or rep, got 'dma'/],
   ])("%j", async (args, msg) => {
     const img = image("mistake.img");
     const r = await cli(...args.map((a) => (a === "IMG" ? img : a)));

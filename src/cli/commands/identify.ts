@@ -12,6 +12,7 @@ import {
   openDisk,
   writeOut,
 } from "../disk-options.ts";
+import { UsageError } from "../errors.ts";
 
 export function register(program: Command): void {
   const cmd = program
@@ -28,9 +29,10 @@ export function register(program: Command): void {
       "\nExample:\n  xenide identify disk.img\n  xenide identify disk.img --via rep --json",
     )
     .action(async (image: string, flags: DiskFlags) => {
-      // IDENTIFY is an ATA command: the PV path has none, so its identity comes from the IDE drive.
-      const via = flags.via === "pv" ? "pio" : flags.via;
-      const disk = await openDisk(image, { ...flags, via, readOnly: true });
+      // IDENTIFY's 512 bytes cross the data port: DMA has no part in it and the PV ring has no IDENTIFY.
+      if (!["pio", "pio32", "rep"].includes(flags.via))
+        throw new UsageError(`--via for identify is pio, pio32 or rep, got '${flags.via}'`);
+      const disk = await openDisk(image, { ...flags, readOnly: true });
       try {
         const s = disk.identity!;
         const report = costReport(disk.hv, disk.setup, 0);
