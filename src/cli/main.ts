@@ -9,6 +9,11 @@ import { ImageError } from "../storage/errors.ts";
 import { IoError } from "../storage/types.ts";
 import { UsageError } from "./errors.ts";
 
+/** The exit status of every command (README "Exit status"). */
+export const EXIT_STATUS_HELP =
+  "\nExit status: 0 success, 1 the operation failed (a missing or locked image, an I/O error, a refused\n" +
+  "command), 2 a usage error (an unknown option, a malformed or out-of-range value).";
+
 export async function buildProgram(): Promise<Command> {
   const program = new Command();
   program
@@ -21,6 +26,8 @@ export async function buildProgram(): Promise<Command> {
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
   for (const load of commandModules) (await load()).register(program);
+  // Every command, and its own --help, states the same exit status.
+  for (const cmd of [program, ...program.commands]) cmd.addHelpText("after", EXIT_STATUS_HELP);
   return program;
 }
 

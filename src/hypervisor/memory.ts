@@ -67,6 +67,12 @@ export interface GuestRamOptions {
  * as Xen's dom0 maps guest pages. Hot paths use the typed-array views directly (`u8`, `dv`), which measured
  * about twice as fast as Buffer's read/write methods on this kind of machine.
  */
+/**
+ * The largest guest RAM: below 4 GiB, the 32-bit guest-physical space the PC's low memory lives in (page
+ * numbers and PRD addresses are 32-bit here).
+ */
+export const MAX_GUEST_RAM = 0x1_0000_0000 - PAGE_SIZE;
+
 export class GuestRam implements GuestMemory {
   readonly size: number;
   readonly buffer: SharedArrayBuffer | ArrayBuffer;

@@ -7,23 +7,45 @@ import { ImageError, ImageLockedError } from "./errors.ts";
 import { lockHolder, lockPathOf } from "./lock.ts";
 import { SECTOR_SIZE } from "./types.ts";
 
-const SUFFIX: Record<string, number> = { K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
+/** Multiples of qemu-img's size suffixes (QEMU's qemu_strtosz): powers of 1024; B is bytes. */
+const SUFFIX: Record<string, bigint> = {
+  B: 1n,
+  K: 1024n,
+  M: 1024n ** 2n,
+  G: 1024n ** 3n,
+  T: 1024n ** 4n,
+  P: 1024n ** 5n,
+  E: 1024n ** 6n,
+};
 
 /**
- * Bytes in a size written as a whole number with an optional K/M/G/T suffix (powers of 1024, as qemu-img;
- * case-insensitive, an optional trailing "B" or "iB" accepted: "64M", "64MiB", "512"). The result must be a
- * positive whole number of 512-byte sectors. Throws `ImageError("EBADSIZE")` otherwise.
+ * Bytes in a size as qemu-img and QEMU's command line take it (qemu_strtosz): a decimal number, a fraction
+ * allowed with a suffix ("1.5G"; fractional bytes are cut off, as QEMU does), and an optional suffix B, K, M, G,
+ * T, P or E (powers of 1024, case-insensitive; "MiB" and "MB" are read as M). No suffix means bytes. Throws
+ * `ImageError("EBADSIZE")` for anything else, or a size beyond 2^53 bytes.
  */
-export function parseSize(text: string): number {
-  const m = /^\s*(\d+)\s*(?:([KMGT])(?:i?B)?|B)?\s*$/i.exec(text);
-  if (!m) {
+export function parseByteSize(text: string): number {
+  const m = /^\s*(\d+)(?:\.(\d+))?\s*(?:([BKMGTPE])(?:i?B)?)?\s*$/i.exec(text);
+  if (!m || (m[2] !== undefined && (m[3] === undefined || m[3].toUpperCase() === "B"))) {
     throw new ImageError(
       "EBADSIZE",
-      `invalid size "${text}": expected a number with an optional K, M, G or T suffix`,
+      `invalid size "${text}": expected a number with an optional suffix B, K, M, G, T, P or E (a fraction only with K and up)`,
     );
   }
-  const bytes = Number(m[1]) * (m[2] ? SUFFIX[m[2].toUpperCase()]! : 1);
-  if (!Number.isSafeInteger(bytes)) throw new ImageError("EBADSIZE", `size "${text}" is too large`);
+  const mul = SUFFIX[(m[3] ?? "B").toUpperCase()]!;
+  const frac = m[2] ?? "";
+  const bytes = BigInt(m[1]!) * mul + (frac ? (BigInt(frac) * mul) / 10n ** BigInt(frac.length) : 0n);
+  if (bytes > BigInt(Number.MAX_SAFE_INTEGER))
+    throw new ImageError("EBADSIZE", `size "${text}" is too large`);
+  return Number(bytes);
+}
+
+/**
+ * Bytes in an image size (see `parseByteSize`): it must be a positive whole number of 512-byte sectors. Throws
+ * `ImageError("EBADSIZE")` otherwise.
+ */
+export function parseSize(text: string): number {
+  const bytes = parseByteSize(text);
   if (bytes === 0) throw new ImageError("EBADSIZE", `size "${text}" is zero`);
   if (bytes % SECTOR_SIZE !== 0) {
     throw new ImageError(

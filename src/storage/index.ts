@@ -14,7 +14,7 @@ export { MemoryBackend, type MemoryBackendOptions } from "./memory-backend.ts";
 export { NullBackend } from "./null.ts";
 export { FaultInjectingBackend, type ArmedRule, type FaultCounts, type FaultRule } from "./fault.ts";
 export { AsyncEngine, type AsyncEngineOptions, SyncEngine, performSync, validateRequest } from "./engine.ts";
-export { createImage, parseSize, type CreateImageOptions } from "./image.ts";
+export { createImage, parseByteSize, parseSize, type CreateImageOptions } from "./image.ts";
 export { TapEngine } from "./tap.ts";
 
 /** Open a raw image file (see `RawImageBackend.open`). */

@@ -1,13 +1,17 @@
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 
 import { afterAll, describe, expect, it } from "vitest";
 
 import { ImageError } from "../../src/storage/errors.ts";
-import { createImage, parseSize } from "../../src/storage/image.ts";
+import { createImage, parseByteSize, parseSize } from "../../src/storage/image.ts";
 import { MemoryBackend } from "../../src/storage/memory-backend.ts";
 import { RawImageBackend } from "../../src/storage/raw.ts";
 import { pattern, tempDir } from "./helpers.ts";
+
+/** Debian's qemu-img (package qemu-utils), when installed. */
+const qemuImg = ["/usr/bin/qemu-img", "/usr/local/bin/qemu-img"].find((p) => fs.existsSync(p));
 
 const dir = tempDir();
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -23,24 +27,65 @@ function code(f: () => unknown): string | undefined {
 }
 
 describe("parseSize", () => {
-  it("takes plain bytes and K/M/G/T suffixes as powers of 1024", () => {
+  it("takes plain bytes and K/M/G/T/P/E suffixes as powers of 1024, B as bytes, fractions with a suffix (qemu_strtosz)", () => {
     expect(parseSize("512")).toBe(512);
+    expect(parseSize("512B")).toBe(512);
     expect(parseSize("1k")).toBe(1024);
     expect(parseSize("64M")).toBe(64 * 1024 * 1024);
     expect(parseSize("64MiB")).toBe(64 * 1024 * 1024);
     expect(parseSize("2G")).toBe(2 * 1024 ** 3);
     expect(parseSize("1T")).toBe(1024 ** 4);
+    expect(parseSize("2P")).toBe(2 * 1024 ** 5);
+    expect(parseSize("1.5M")).toBe(1.5 * 1024 * 1024);
+    expect(parseSize("1.5G")).toBe(1536 * 1024 * 1024);
+    expect(parseSize("0.25t")).toBe(256 * 1024 ** 3);
     expect(parseSize(" 3 M ")).toBe(3 * 1024 * 1024);
+    expect(parseByteSize("0.001E")).toBe(1152921504606846); // 2^60 / 1000, the fraction of a byte cut off
+    expect(() => parseByteSize("1E")).toThrow(/too large/); // 2^60 bytes: past 2^53
   });
 
-  it("refuses malformed, zero, huge and non-sector sizes with a typed error", () => {
-    for (const bad of ["", "M", "abc", "1.5M", "-1M", "64X", "0", "0M", "100", "513", "99999999999T"]) {
+  it("refuses malformed, zero, huge, fractional-byte and non-sector sizes with a typed error", () => {
+    for (const bad of [
+      "",
+      "M",
+      "abc",
+      "1.5",
+      "1.5B",
+      ".5M",
+      "-1M",
+      "64X",
+      "0",
+      "0M",
+      "100",
+      "513",
+      "99999999999T",
+      "8E",
+      "1.3K",
+    ]) {
       expect(
         code(() => parseSize(bad)),
         bad,
       ).toBe("EBADSIZE");
     }
   });
+
+  it("parseByteSize has no sector rule: any whole number of bytes", () => {
+    expect(parseByteSize("1")).toBe(1);
+    expect(parseByteSize("1.001K")).toBe(1025);
+    expect(parseByteSize("0")).toBe(0);
+  });
+
+  it.skipIf(!qemuImg && process.env.CI !== "true")(
+    "agrees with qemu-img create on the sizes it takes",
+    () => {
+      if (!qemuImg) throw new Error("qemu-img is missing (Debian package qemu-utils)");
+      for (const text of ["1.5M", "3k", "2.25M", "1G", "512B"]) {
+        const img = path.join(dir, `q-${text}.img`);
+        execFileSync(qemuImg, ["create", "-q", "-f", "raw", img, text]);
+        expect(parseSize(text), text).toBe(fs.statSync(img).size);
+      }
+    },
+  );
 });
 
 describe("createImage", () => {

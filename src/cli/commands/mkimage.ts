@@ -20,7 +20,14 @@ export function register(program: Command): void {
       "\nExamples:\n  xenide mkimage disk.img --size 64M\n  xenide mkimage disk.img --size 2G --force\n",
     )
     .action((file: string, opts: { size: string; force?: boolean }) => {
-      const bytes = parseSize(opts.size);
+      let bytes: number;
+      try {
+        bytes = parseSize(opts.size);
+      } catch (e) {
+        // A size the user mistyped is a usage error (exit 2), as every other malformed option is.
+        if (e instanceof ImageError) throw new UsageError(`--size: ${e.message}`);
+        throw e;
+      }
       try {
         createImage(file, bytes, { force: opts.force === true });
       } catch (e) {

@@ -7,7 +7,8 @@ import { CostModel } from "../../hypervisor/accounting.ts";
 import { Tracer } from "../../hypervisor/trace.ts";
 import { type QtestSession, openQtestSession } from "../../qtest/session.ts";
 import { connectUnix, listenUnix, serveStream } from "../../qtest/transport.ts";
-import { ImageError, parseSize } from "../../storage/index.ts";
+import { MAX_GUEST_RAM, PAGE_SIZE } from "../../hypervisor/memory.ts";
+import { ImageError, parseByteSize } from "../../storage/index.ts";
 import { UsageError } from "../errors.ts";
 
 interface QtestFlags {
@@ -42,7 +43,7 @@ export function register(program: Command): void {
     .option("--engine <kind>", "storage engine: sync or async", "sync")
     .option("--trace <file>", "write every exit and IRQ change as JSON lines to FILE")
     .option("--cost <kind=cycles>", "override a modelled cost (repeatable)", collect, [])
-    .option("--ram <size>", "guest RAM", "128M")
+    .option("--ram <size>", "guest RAM, 4K to just under 4G (qemu-img size syntax: 512M, 1.5G)", "128M")
     .option("--read-only", "attach every image read-only")
     .option("--model <text>", "IDENTIFY model string for every drive")
     .option("--serial <text>", "IDENTIFY serial, once per drive in order (repeatable)", collect, [])
@@ -63,11 +64,14 @@ export function register(program: Command): void {
       let ram: number;
       try {
         costs = CostModel.parseOverrides(flags.cost);
-        ram = parseSize(flags.ram);
+        ram = parseByteSize(flags.ram);
       } catch (e) {
-        throw new UsageError((e as Error).message);
+        throw new UsageError(`--ram: ${(e as Error).message}`);
       }
-      if (ram % 4096 !== 0) throw new UsageError("--ram must be a multiple of 4 KiB");
+      if (ram === 0 || ram % PAGE_SIZE !== 0 || ram > MAX_GUEST_RAM)
+        throw new UsageError(
+          `--ram ${flags.ram}: guest RAM is a whole number of 4 KiB pages, from 4K to ${MAX_GUEST_RAM / 1024} K (just under 4 GiB)`,
+        );
       const tracer = flags.trace ? Tracer.toFile(flags.trace) : null;
       let machine: QtestSession;
       try {
@@ -85,6 +89,12 @@ export function register(program: Command): void {
       } catch (e) {
         await tracer?.close();
         if (e instanceof ImageError) throw new UsageError(e.message, 1);
+        // SharedArrayBuffer allocation: the host could not give the guest that much memory.
+        if (e instanceof RangeError && /allocation failed/i.test(e.message))
+          throw new UsageError(
+            `--ram ${flags.ram}: the host could not allocate ${ram} bytes of guest RAM`,
+            1,
+          );
         throw e;
       }
       const server = machine.server;

@@ -1,0 +1,79 @@
+/**
+ * One exit status convention for every command (README "Exit status", and every command's --help): 0 success,
+ * 1 the operation failed, 2 a usage error; each failure is one line on stderr with no stack.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { xenide } from "./run.ts";
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "xenide-exit-"));
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+const img = path.join(dir, "disk.img");
+fs.writeFileSync(img, new Uint8Array(64 * 512));
+const input = path.join(dir, "in.bin");
+fs.writeFileSync(input, new Uint8Array(512));
+const missing = path.join(dir, "missing.img");
+
+const usage: string[][] = [
+  ["mkimage", path.join(dir, "new.img"), "--size", "abc"],
+  ["mkimage", path.join(dir, "new.img"), "--size", "1000"],
+  ["read", img, "--lba", "abc"],
+  ["read", img, "--lba", "0", "--engine", "warp"],
+  ["write", img, "--lba", "abc", "-i", input],
+  ["identify", img, "--via", "dma"],
+  ["qtest", "--ram", "abc"],
+  ["qtest", "--ram", "5G"],
+  ["pv-keys", img, "--queues", "9"],
+  ["bench", "--repeats", "0"],
+  ["vm", img, "--timeout", "abc"],
+  ["nosuchcommand"],
+  ["read", img, "--no-such-flag"],
+];
+
+const failed: string[][] = [
+  ["read", missing, "--lba", "0"],
+  ["identify", missing],
+  ["pv-keys", missing],
+  ["qtest", "--disk", missing],
+  ["write", missing, "--lba", "0", "-i", input],
+  ["mkimage", img, "--size", "1M"], // exists: refused without --force
+];
+
+describe("exit status", () => {
+  it.each(usage)("usage error → 2: %j", (...args) => {
+    const r = xenide(args, { cwd: dir });
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).not.toMatch(/internal error|\n\s+at /);
+  });
+
+  it.each(failed)("operation failed → 1: %j", (...args) => {
+    const r = xenide(args, { cwd: dir, input: "" });
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).not.toMatch(/internal error|\n\s+at /);
+  });
+
+  it("every command's --help states it", () => {
+    for (const c of [
+      [],
+      ["mkimage"],
+      ["identify"],
+      ["read"],
+      ["write"],
+      ["qtest"],
+      ["pv-keys"],
+      ["vm"],
+      ["bench"],
+      ["report"],
+      ["demo"],
+    ]) {
+      const r = xenide([...c, "--help"]);
+      expect(r.code).toBe(0);
+      expect(r.stdout, c.join(" ")).toMatch(
+        /Exit status: 0 success, 1 the operation failed.*\n.*2 a usage error/,
+      );
+    }
+  });
+});
