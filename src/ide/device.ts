@@ -75,7 +75,7 @@ export class Drive {
     this.defaultGeometry = profile.chs ? (g ?? geometryForSize(b.sectorCount)) : null;
     this.model = config.model ?? profile.defaultModel;
     this.firmware = config.firmware ?? DEFAULT_FIRMWARE;
-    this.serial = config.serial ?? defaultSerial(`${position}|${b.describe}|${b.sectorCount}`);
+    this.serial = config.serial ?? defaultSerial(`${position}|${b.identity ?? b.describe}|${b.sectorCount}`);
     this.writeCacheDefault = config.writeCache ?? true;
   }
 }

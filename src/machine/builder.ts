@@ -5,6 +5,7 @@
  * `close()`; a failure half-way closes whatever was opened.
  */
 
+import { resolve } from "node:path";
 import { Hypervisor } from "../hypervisor/hypervisor.ts";
 import { XenHost } from "../hypervisor/xen-host.ts";
 import type { DriveConfig } from "../ide/device.ts";
@@ -142,7 +143,8 @@ export function buildMachine(desc: MachineDescription = {}): Machine {
       const devid = d.devid ?? XVDA;
       const frontDom = d.frontDom ?? 1;
       const readOnly = d.readOnly ?? o.backend.readOnly;
-      const paths = toolstackAddDisk(xen, { frontDom, devid, mode: readOnly ? "r" : "w" });
+      const params = d.params ?? ("image" in d.medium ? resolve(d.medium.image) : "");
+      const paths = toolstackAddDisk(xen, { frontDom, devid, mode: readOnly ? "r" : "w", params });
       const back = new Blkback({
         ...d.backend,
         host: xen,

@@ -76,6 +76,11 @@ export interface PvDiskSpec extends DiskSpecCommon {
   frontDom?: number;
   /** The toolstack's mode "r" (default: read-only when the medium is). */
   readOnly?: boolean;
+  /**
+   * The toolstack's `params` key: what the disk is (default: the image's absolute path for an image medium,
+   * empty otherwise).
+   */
+  params?: string;
   /** Merge adjacent requests in the backend (default false). */
   merge?: boolean;
   /** Offer persistent grants (default true). */

@@ -43,6 +43,11 @@ export interface BlockBackend {
   readonly readOnly: boolean;
   /** A short description for logs ("raw:disk.img", "memory", "null"). */
   readonly describe: string;
+  /**
+   * What the medium is, independent of how it was named (a file's device and inode): devices derive stable
+   * names from it, such as a drive's default serial number. Media without one are identified by `describe`.
+   */
+  readonly identity?: string;
 
   /** Fill `bufs` from the sectors at `sector` on. */
   read(sector: number, bufs: readonly Uint8Array[]): void;

@@ -2,6 +2,7 @@
  * `xenide pv-keys IMAGE`: negotiate the PV block device for IMAGE and print both ends' xenstore keys (what a
  * Linux blkfront and blkback would see), with the ring parameters that were agreed.
  */
+import fs from "node:fs";
 import type { Command } from "commander";
 import { buildMachine, type Machine } from "../../machine/builder.ts";
 import { connectBlkfront, dumpKeys } from "../../machine/pv.ts";
@@ -37,6 +38,10 @@ export function register(program: Command): void {
     )
     .option("--no-persistent", "do not ask for persistent grants")
     .option("--protocol <abi>", "x86_64-abi or x86_32-abi", "x86_64-abi")
+    .option(
+      "--read-only",
+      'give the disk to the guest read-only (mode "r"; default: "w" when the file is writable)',
+    )
     .option("--json", "print a machine-readable result")
     .action(async (image: string, o: Record<string, unknown>) => {
       if (o.protocol !== "x86_64-abi" && o.protocol !== "x86_32-abi") {
@@ -44,9 +49,12 @@ export function register(program: Command): void {
       }
       let machine: Machine;
       try {
+        // The disk is attached as a toolstack would attach it: writable (mode "w", info 0) when the file can be
+        // written, unless --read-only. Nothing is written to it: pv-keys moves no data.
+        const readOnly = o.readOnly === true || !writable(image);
         machine = buildMachine({
           pc: false,
-          pv: [{ medium: { image, readOnly: true }, persistent: o.persistent as boolean }],
+          pv: [{ medium: { image, readOnly }, readOnly, persistent: o.persistent as boolean }],
         });
       } catch (e) {
         if (e instanceof ImageError) throw new UsageError(e.message, 1);
@@ -79,4 +87,13 @@ export function register(program: Command): void {
         await machine.close();
       }
     });
+}
+
+function writable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }
