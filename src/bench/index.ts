@@ -102,7 +102,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     prepareImage(imagePath, workingSet, { force: o.force === true });
     const direct = directSupported(imagePath);
     const cells = orderCells(buildMatrix({ quick: o.quick, direct, only: o.only }));
-    const total = cells.length + 3;
+    // Steps the run will take: the exit rate, every cell, and the RSS probe and qtest comparison when asked for.
+    const total = cells.length + 1 + (o.rss === false ? 0 : 1) + (o.qtest === false ? 0 : 1);
     let done = 0;
     const tick = (what: string) => o.progress?.(++done, total, what);
 
@@ -166,10 +167,16 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       .sort((a, b) => b.blockSize - a.blockSize)[0];
     const dispatch = { ...d, pioWorkloadExitsPerSec: pio ? pio.exitsPerIo * pio.iops.median : null };
 
-    tick("streaming 4 GiB through PV");
-    const rss = o.rss === false ? null : await runRssProbe(4 * 2 ** 30, o.cli);
-    tick("qtest: xenide vs QEMU");
-    const qtest = o.qtest === false ? null : await measureQtest(o.cli, o.quick ? 1 : 3);
+    let rss: Awaited<ReturnType<typeof runRssProbe>> | null = null;
+    if (o.rss !== false) {
+      tick("streaming 4 GiB through PV");
+      rss = await runRssProbe(4 * 2 ** 30, o.cli);
+    }
+    let qtest: Awaited<ReturnType<typeof measureQtest>> | null = null;
+    if (o.qtest !== false) {
+      tick("qtest: xenide vs QEMU");
+      qtest = await measureQtest(o.cli, o.quick ? 1 : 3);
+    }
 
     // A path that failed may still be draining (async storage completions land later): the handler stays
     // until here, and whatever it caught between cells is reported.
