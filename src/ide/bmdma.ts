@@ -45,8 +45,6 @@ export class Segments {
   /** The guest memory of each segment (the walk obtains them to check the range anyway). */
   readonly views: Uint8Array[] = [];
   count = 0;
-  /** Bytes the consumed PRD entries describe in full (QEMU keeps Active set when this exceeds the transfer). */
-  prdBytes = 0;
   /** Every segment is a whole number of sectors, so storage can use guest-memory views directly. */
   sectorAligned = true;
   /** Segments made of more than one PRD entry, whose view is made by `finish`. */
@@ -55,7 +53,6 @@ export class Segments {
     this.count = 0;
     // pop() rather than `length = 0`, which is a runtime call in V8 and shows in a profile of this path.
     while (this.views.length > 0) this.views.pop();
-    this.prdBytes = 0;
     this.sectorAligned = true;
   }
   /**
@@ -102,6 +99,8 @@ export class BusMaster implements IdeDmaOps {
   private readonly segs = new Segments();
   /** Bytes of the last `prepare`. */
   private need = 0;
+  /** The last walk used every byte of the table's end-of-table entry (the engine then goes inactive). */
+  private tableExhausted = false;
   /** The bounce buffer of the transfer in flight (segments that are not whole sectors), or null. */
   private bounce: Uint8Array | null = null;
   /** Kept from command to command; dropped when a cancelled request might still write into it. */
@@ -237,9 +236,10 @@ export class BusMaster implements IdeDmaOps {
   end(transferred: boolean): void {
     this.owner = null;
     this.run = null;
-    // The engine stays active when its table describes more than the transfer moved (QEMU 7.2; BMIDE §3.1
-    // "Interrupt 1, Active 1: the PRD table was larger than the transfer").
-    if (!(transferred && this.segs.prdBytes > this.need)) this.status &= ~BM_ST_ACTIVE;
+    // The engine stays active unless the transfer exhausted the table — used every byte of its end-of-table
+    // entry (BMIDE §3.1: "Interrupt 1, Active 1: the PRD table was larger than the transfer"). That includes a
+    // transfer ending exactly at the end of an entry that is not the last one, as QEMU 7.2 shows (BM 0x05).
+    if (!transferred || this.tableExhausted) this.status &= ~BM_ST_ACTIVE;
   }
 
   cancel(owner: unknown, inFlight: boolean): void {
@@ -265,6 +265,7 @@ export class BusMaster implements IdeDmaOps {
     const mem = this.mem;
     const out = this.segs;
     out.reset();
+    this.tableExhausted = false;
     let got = 0;
     for (let i = 0; i < PRD_MAX_ENTRIES; i++) {
       const at = this.prdt + PRD_ENTRY_BYTES * i;
@@ -274,9 +275,11 @@ export class BusMaster implements IdeDmaOps {
       const len = ctl & 0xfffe || 0x10000;
       const take = Math.min(len, need - got);
       if (!out.push(mem, (base & ~1) >>> 0, take)) return DmaPrepared.Fault;
-      out.prdBytes += len;
       got += take;
-      if (got >= need) return out.finish(mem) ? DmaPrepared.Ok : DmaPrepared.Fault;
+      if (got >= need) {
+        this.tableExhausted = ((ctl >>> 16) & PRD_EOT) !== 0 && take === len;
+        return out.finish(mem) ? DmaPrepared.Ok : DmaPrepared.Fault;
+      }
       if ((ctl >>> 16) & PRD_EOT) return DmaPrepared.Short;
     }
     return DmaPrepared.Short;

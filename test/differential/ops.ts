@@ -33,7 +33,8 @@ export type Op =
       lba: number;
       count: number;
       ext: boolean;
-      prd: "exact" | "split" | "long" | "short";
+      /** PRD table: exactly the transfer; split in two; one longer entry; too short; the transfer then a spare entry. */
+      prd: "exact" | "split" | "long" | "short" | "extra";
       startFirst: boolean;
       seed: number;
     }
@@ -224,6 +225,8 @@ export async function runOp(pair: Pair, op: Op, label: string): Promise<void> {
       if (op.prd === "exact") entries.push([BUF, bytes, true]);
       else if (op.prd === "split") entries.push([BUF, 512, false], [BUF + 512, bytes - 512, true]);
       else if (op.prd === "long") entries.push([BUF, bytes + 4096, true]);
+      // The transfer ends exactly at the end of an entry that is not the last (SFF-8038i: Active stays set).
+      else if (op.prd === "extra") entries.push([BUF, bytes, false], [BUF + bytes, 512, true]);
       else entries.push([BUF, Math.max(bytes - 512, 0), true]);
       const prd = new Uint8Array(entries.length * 8);
       const dv = new DataView(prd.buffer);
@@ -349,7 +352,7 @@ export function genSequence(rnd: () => number, env: GenEnv, length: number): Op[
       const write = chance(50);
       const cmd = write ? (ext ? 0x35 : pick([0xca, 0xcb])) : ext ? 0x25 : pick([0xc8, 0xc9]);
       const count = 1 + (rnd() % 8);
-      const prd = pick(["exact", "exact", "exact", "split", "long", "short"] as const);
+      const prd = pick(["exact", "exact", "exact", "split", "long", "short", "extra"] as const);
       ops.push({
         k: "dma",
         cmd,

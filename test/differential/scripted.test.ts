@@ -156,6 +156,8 @@ suite(title, { timeout: 120_000 }, () => {
         dma({}),
         dma({ lba: 0x300, count: 3, prd: "split" }),
         dma({ count: 1, prd: "long" }),
+        dma({ count: 1, prd: "extra" }),
+        dma({ lba: 0x310, count: 4, prd: "extra" }),
         dma({ prd: "short" }),
         { k: "bmReset" },
         dma({ lba: SECTORS, count: 1 }),

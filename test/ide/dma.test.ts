@@ -198,6 +198,41 @@ describe.each(ENGINES)("Bus Master DMA with the %s engine", (engine) => {
     }
   });
 
+  it("a transfer ending exactly at the end of an entry that is not the last keeps Active set: BM 05 (QEMU 7.2, BMIDE §3.1)", async () => {
+    const { cpu } = rig({ engine });
+    // [512][512, EOT]: one sector moves through the first entry; the table is not exhausted.
+    for (const [entries, expected] of [
+      [
+        [
+          [BUF, 512, false],
+          [BUF + 4096, 512, true],
+        ],
+        0x05,
+      ],
+      [
+        [
+          [BUF, 512, false],
+          [BUF + 512, 512, true],
+        ],
+        0x05,
+      ],
+      [[[BUF, 512, true]], 0x04],
+      [
+        [
+          [BUF, 256, false],
+          [BUF + 4096, 256, true],
+        ],
+        0x04,
+      ],
+    ] as [[number, number, boolean][], number][]) {
+      writePrdt(cpu, PRDT, entries);
+      sendDma(cpu, 0xc8, 3, 1, PRDT, true);
+      expect({ entries, st: await waitBm(cpu) }).toEqual({ entries, st: expected });
+      await waitNotBusy(cpu);
+      cpu.inb(STATUS);
+    }
+  });
+
   it("PRD table shorter than the transfer: nothing moves, BM 00, no interrupt, NSECT kept (QEMU §4.i)", async () => {
     const { cpu, hv } = rig({ engine });
     hv.mem.write(BUF, new Uint8Array(1024).fill(0xee));
