@@ -78,7 +78,7 @@ export {
   type CounterKind,
   type Counts,
 } from "./hypervisor/accounting.ts";
-export { Tracer, type TraceEvent, type TraceSink } from "./hypervisor/trace.ts";
+export { Tracer, type TraceEvent, type TracePhase, type TraceSink } from "./hypervisor/trace.ts";
 export { GuestRam, type GuestMemory, MemoryFault, isFault } from "./hypervisor/memory.ts";
 export { XenHost } from "./hypervisor/xen-host.ts";
 

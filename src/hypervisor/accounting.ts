@@ -135,6 +135,18 @@ export class Accounting {
   }
 }
 
+/** The kinds that are exits: the guest left to the hypervisor or the device model (not IRQs or grant work). */
+export const EXIT_KINDS = [
+  "pioIn",
+  "pioOut",
+  "stringIo",
+  "mmio",
+  "bufferedWrite",
+  "hypercall",
+] as const satisfies readonly CounterKind[];
+
 export function exitsOf(c: Counts): number {
-  return c.pioIn + c.pioOut + c.stringIo + c.mmio + c.bufferedWrite + c.hypercall;
+  let n = 0;
+  for (const k of EXIT_KINDS) n += c[k];
+  return n;
 }

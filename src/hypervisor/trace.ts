@@ -1,6 +1,16 @@
 /**
  * Optional event trace, as JSON lines: every exit (the decoded ioreq), IRQ level change, event-channel
  * notification and ring event. Off by default; when off the hypervisor holds `null` and pays one null check.
+ *
+ * Line format (one JSON object per line, `seq` first):
+ * - Numbers stay numbers: `port`, `addr` and `gpa` are what programs reading a trace compare against. Next to
+ *   each, the writer adds the same value as a hex string for people (`"port": 503, "portHex": "0x1f7"`;
+ *   `addrHex` for MMIO addresses, `gpaHex` for string-I/O buffers). The hex field is derived from the number
+ *   and never differs from it; an event-channel `port` is an event-channel number, not an I/O port, and gets
+ *   no hex twin.
+ * - `{"ev":"phase","phase":"transfer"}` marks where the command's set-up (PCI, probe, IDENTIFY, or the PV
+ *   negotiation) ends and the measured transfer begins: every line before it is set-up, every line after it
+ *   is counted in the command's cost summary, until a `{"ev":"phase","phase":"done"}` line if there is one.
  */
 
 import { createWriteStream, openSync, type WriteStream } from "node:fs";
@@ -35,7 +45,30 @@ export type TraceEvent =
   | { ev: "evtchn"; from: number; port: number; to?: number }
   | { ev: "hypercall"; dom: number; op: string }
   | { ev: "ring"; ring: string; what: string; [k: string]: unknown }
-  | { ev: "note"; text: string };
+  | { ev: "note"; text: string }
+  | { ev: "phase"; phase: TracePhase; text?: string };
+
+/**
+ * Where a command is: `transfer` — set-up is over and the measured transfer starts; `done` — the measured
+ * part is over (what follows is closing down). A trace with no phase line is all one phase.
+ */
+export type TracePhase = "transfer" | "done";
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+/**
+ * The object written for one event: `seq` first, then the event's fields in order, with a hex twin placed
+ * right after each numeric I/O port or address (see the format notes at the top of this file).
+ */
+export function traceRecord(seq: number, e: TraceEvent): Record<string, unknown> {
+  const out: Record<string, unknown> = { seq };
+  const hexOf = e.ev === "ioreq" || e.ev === "bufioreq" ? ["port", "gpa"] : e.ev === "mmio" ? ["addr"] : [];
+  for (const [k, v] of Object.entries(e)) {
+    out[k] = v;
+    if (typeof v === "number" && hexOf.includes(k)) out[`${k}Hex`] = hex(v);
+  }
+  return out;
+}
 
 export interface TraceSink {
   write(line: string): void;
@@ -48,7 +81,15 @@ export class Tracer {
   constructor(private readonly sink: TraceSink) {}
 
   emit(e: TraceEvent): void {
-    this.sink.write(JSON.stringify({ seq: this.seq++, ...e }) + "\n");
+    this.sink.write(JSON.stringify(traceRecord(this.seq++, e)) + "\n");
+  }
+
+  /**
+   * Mark a phase of the command in the trace: `tracer?.phase("transfer")` just before the measured transfer
+   * (after set-up), `tracer?.phase("done")` after it.
+   */
+  phase(phase: TracePhase, text?: string): void {
+    this.emit(text === undefined ? { ev: "phase", phase } : { ev: "phase", phase, text });
   }
 
   async close(): Promise<void> {

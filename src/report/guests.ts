@@ -69,7 +69,10 @@ export function loadGuestFigures(guestsDir: string, v86File: string): GuestFigur
   const sources: string[] = [];
   let names: string[] = [];
   try {
-    names = fs.readdirSync(guestsDir).filter((n) => n.endsWith(".json")).sort();
+    names = fs
+      .readdirSync(guestsDir)
+      .filter((n) => n.endsWith(".json"))
+      .sort();
   } catch {
     /* no guest runs */
   }
@@ -87,7 +90,8 @@ export function loadGuestFigures(guestsDir: string, v86File: string): GuestFigur
     for (const r of doc.rows as Record<string, unknown>[]) {
       const read = num(r?.readMBps);
       const write = num(r?.writeMBps);
-      if (typeof r?.controller !== "string" || typeof r?.mode !== "string" || read === null || write === null) continue;
+      if (typeof r?.controller !== "string" || typeof r?.mode !== "string" || read === null || write === null)
+        continue;
       rows.push({ controller: r.controller, mode: r.mode, readMBps: read, writeMBps: write });
     }
     if (rows.length) {

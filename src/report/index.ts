@@ -17,7 +17,7 @@ import {
   type IoOpKind,
   type Row,
 } from "../bench/types.ts";
-import { barChart, type ChartSpec, type Datum, lineChart, renderSvg } from "./charts.ts";
+import { barChart, type ChartSpec, type Datum, lineChart, PAGE_WIDTH, renderSvg } from "./charts.ts";
 import type { GuestFigures } from "./guests.ts";
 
 /** One block of the report: a heading, paragraphs (may hold inline Markdown: `code`, **bold**), a chart. */
@@ -52,7 +52,8 @@ export function parseBench(text: string): BenchResult {
   for (const k of ["rows", "targets", "costs", "checks"] as const) {
     if (!Array.isArray(d[k])) throw new ReportInputError(`bench result has no "${k}" list`);
   }
-  if (!d.machine || typeof d.machine !== "object") throw new ReportInputError(`bench result has no "machine"`);
+  if (!d.machine || typeof d.machine !== "object")
+    throw new ReportInputError(`bench result has no "machine"`);
   return d as BenchResult;
 }
 
@@ -70,8 +71,27 @@ const iops = (r: Row | undefined) => (r ? r.iops.median : NaN);
 const ratio = (a: Row | undefined, b: Row | undefined) => (a && b ? a.iops.median / b.iops.median : NaN);
 const na = "not measured in this run";
 
+/** A count that is close to whole printed whole ("32", not "32.0"); otherwise with one decimal. */
+export function fmtCount(x: number): string {
+  if (!Number.isFinite(x)) return "-";
+  const r = Math.round(x);
+  return Math.abs(x - r) < 0.05 ? r.toLocaleString("en-US") : x.toFixed(1);
+}
+
+/** Bytes in the largest binary unit that keeps at least 1: "128 KiB", "1.5 MiB". */
+export function fmtBytes(b: number): string {
+  const units = ["bytes", "KiB", "MiB", "GiB"];
+  let i = 0;
+  while (i < units.length - 1 && b >= 1024) {
+    b /= 1024;
+    i++;
+  }
+  return `${fmtCount(b)} ${units[i]}`;
+}
+
 function q1(res: BenchResult, pick: Pick): Section {
-  const c = (e: string, qd: number, cache: CacheState) => pick(`pv/${e}/raw`, "read", "rand", 4096, qd, cache);
+  const c = (e: string, qd: number, cache: CacheState) =>
+    pick(`pv/${e}/raw`, "read", "rand", 4096, qd, cache);
   const cells = [
     ["dom0 sync, guest QD1", "sync", 1],
     ["dom0 sync, guest QD32", "sync", 32],
@@ -82,7 +102,12 @@ function q1(res: BenchResult, pick: Pick): Section {
   for (const [label, e, qd] of cells)
     for (const cache of ["cold", "warm"] as const) {
       const r = c(e, qd, cache);
-      if (r) data.push({ config: label, cache: cache === "cold" ? "cold (O_DIRECT)" : "warm page cache", iops: r.iops.median });
+      if (r)
+        data.push({
+          config: label,
+          cache: cache === "cold" ? "cold (O_DIRECT)" : "warm page cache",
+          iops: r.iops.median,
+        });
     }
   const paragraphs: string[] = [];
   const s1 = c("sync", 1, "cold");
@@ -90,24 +115,40 @@ function q1(res: BenchResult, pick: Pick): Section {
   const a1 = c("async", 1, "cold");
   const a32 = c("async", 32, "cold");
   const uv = pick("fs-libuv", "read", "rand", 4096, 32, "cold");
-  if (s1 && a32) {
+  const cold = [
+    ["guest QD1 on the sync engine", s1],
+    ["guest QD32 on the sync engine", s32],
+    ["guest QD1 on the async engine", a1],
+    ["guest QD32 on the async engine", a32],
+  ] as const;
+  const missing = cold.filter(([, r]) => !r).map(([what]) => what);
+  if (s1) {
     const g = (r: Row | undefined) => ratio(r, s1);
-    const alone = Math.max(g(s32) || 0, g(a1) || 0, 1);
-    const lead =
-      g(a32) >= 1.5 * alone
-        ? "**Both: only the combination pays.**"
-        : alone >= 1.5
-          ? `**${(g(s32) || 0) >= (g(a1) || 0) ? "A deep guest queue" : "AIO in dom0"} alone is enough here.**`
-          : "**Neither pays on this disk in this run.**";
+    // A figure with its ratio to the QD1 sync cell, or exactly what is missing.
+    const fig = (r: Row | undefined) => (r ? `${fmtNum(iops(r))} IOPS (${fmtRatio(g(r))})` : na);
+    let lead: string;
+    if (missing.length > 0) lead = `**No verdict: ${missing.join(", ")}: ${na}.**`;
+    else {
+      const alone = Math.max(g(s32), g(a1), 1);
+      lead =
+        g(a32) >= 1.5 * alone
+          ? "**Both: only the combination pays.**"
+          : alone >= 1.5
+            ? `**${g(s32) >= g(a1) ? "A deep guest queue" : "AIO in dom0"} alone is enough here.**`
+            : "**Neither pays on this disk in this run.**";
+    }
     paragraphs.push(
       `${lead} Cold 4 KiB random reads through PV (O_DIRECT, the disk's own latency exposed): guest QD1 with a ` +
         `synchronous dom0 backend, ${fmtNum(iops(s1))} IOPS. A guest keeping 32 requests in the ring while dom0 ` +
-        `performs them one after the other: ${fmtNum(iops(s32))} IOPS (${fmtRatio(g(s32))}). dom0 AIO with a ` +
-        `guest that waits for each request: ${fmtNum(iops(a1))} IOPS (${fmtRatio(g(a1))}). Both: ` +
-        `${fmtNum(iops(a32))} IOPS (${fmtRatio(g(a32))})` +
+        `performs them one after the other: ${fig(s32)}. dom0 AIO with a guest that waits for each request: ` +
+        `${fig(a1)}. Both: ${fig(a32)}` +
         (uv ? `, against ${fmtNum(iops(uv))} IOPS for plain libuv at the same depth on the host.` : "."),
     );
-  } else paragraphs.push(`Cold PV cells: ${na}.`);
+  } else
+    paragraphs.push(
+      `Cold (O_DIRECT) PV 4 KiB random reads, ${missing.join(", ")}: ${na}; question 1 has no answer from ` +
+        `this run.`,
+    );
   const ws = c("sync", 32, "warm");
   const wa = c("async", 32, "warm");
   if (ws && wa) {
@@ -152,7 +193,12 @@ function q2(res: BenchResult, pick: Pick): Section {
   for (const [label, p] of entries)
     for (const cache of ["warm", "cold"] as const) {
       const r = pick(p, "read", "rand", 4096, 1, cache);
-      if (r) data.push({ path: label, cache: cache === "cold" ? "cold (O_DIRECT)" : "warm", us: 1e6 / r.iops.median });
+      if (r)
+        data.push({
+          path: label,
+          cache: cache === "cold" ? "cold (O_DIRECT)" : "warm",
+          us: 1e6 / r.iops.median,
+        });
     }
   const paragraphs: string[] = [];
   const a1c = pick("pv/async/raw", "read", "rand", 4096, 1, "cold");
@@ -172,18 +218,24 @@ function q2(res: BenchResult, pick: Pick): Section {
         `${us(s1c).toFixed(1)} µs per read with the synchronous backend and ${us(a1c).toFixed(1)} µs with AIO` +
         (fsC ? ` (the host's own O_DIRECT read: ${us(fsC).toFixed(1)} µs)` : "") +
         `. ` +
-        (n1 ? `The protocol alone (null disk) costs ${us(n1).toFixed(1)} µs per request, which is what an ` + `early notification would have shown. ` : "") +
+        (n1
+          ? `The protocol alone (null disk) costs ${us(n1).toFixed(1)} µs per request, which is what an ` +
+            `early notification would have shown. `
+          : "") +
         `Nothing becomes synchronous by itself: concurrency comes from the guest keeping several requests in ` +
         `the ring (question 1); each request still completes only when its data is there.`,
     );
   }
   const pv = pick("pv/sync/raw", "read", "rand", 4096, 1, "warm");
   if (pv) {
+    const dma = pick("ide-dma/sync/raw", "read", "rand", 4096, 1, "warm");
     paragraphs.push(
       `Per request at QD1: ${fmtNum(pv.notifyPerIo)} event-channel notifications (the frontend's kick and the ` +
-        `backend's response) and ${fmtNum(pv.exitsPerIo)} exits, against ${fmtNum(
-          pick("ide-dma/sync/raw", "read", "rand", 4096, 1, "warm")?.exitsPerIo,
-        )} port exits and one interrupt for the same read through IDE DMA.`,
+        `backend's response) and ${fmtNum(pv.exitsPerIo)} exits (hypercalls)` +
+        (dma
+          ? `, against ${fmtNum(dma.exitsPerIo)} port exits and ${fmtNum(dma.irqPerIo)} interrupts per I/O for ` +
+            `the same read through IDE DMA.`
+          : `; the same read through IDE DMA: ${na}.`),
     );
   }
   return {
@@ -215,7 +267,8 @@ function q3(res: BenchResult, pick: Pick): Section {
           const r = pick(`${v}/${e}/raw`, op, pattern, 4096, 32, "warm");
           if (r && r.storagePerIo !== null)
             data.push({
-              workload: `${op} ${pattern} 4K QD32, ${e}`,
+              // The engine on its own label line, so sync and async cells can always be told apart.
+              workload: `${op} ${pattern}, ${e} engine`,
               merging: v === "pv" ? "merging off" : "merging on",
               storage: r.storagePerIo,
               mbps: r.mbps.median,
@@ -231,14 +284,22 @@ function q3(res: BenchResult, pick: Pick): Section {
   const off = pick("pv/async/raw", "read", "seq", 4096, 32, "warm");
   const on = pick("pv-merge/async/raw", "read", "seq", 4096, 32, "warm");
   if (off && on && off.storagePerIo !== null && on.storagePerIo !== null) {
+    // 1 / (host requests per guest request) = guest requests per host request; each is one 4 KiB block.
+    const perHost = 1 / on.storagePerIo;
+    const bytes = perHost * on.blockSize;
+    const randOn = pick("pv-merge/async/raw", "read", "rand", 4096, 32, "warm");
     paragraphs.push(
       `Sequential 4 KiB reads at QD32 with the asynchronous backend: without merging every guest request is ` +
-        `one host request (${fmtNum(off.storagePerIo)} per I/O, ${fmtNum(off.mbps.median)} MB/s); with merging ` +
-        `the host sees ${fmtNum(on.storagePerIo)} requests per guest I/O, i.e. about ${fmtNum(1 / on.storagePerIo)} ` +
-        `sectors' worth of guest requests per host request, and ${fmtNum(on.mbps.median)} MB/s ` +
-        `(${fmtRatio(ratio(on, off))}). Random requests do not merge and gain nothing.`,
+        `one host request (${fmtNum(off.storagePerIo)} host requests per guest I/O, ${fmtNum(off.mbps.median)} ` +
+        `MB/s); with merging the host sees ${fmtNum(on.storagePerIo)} requests per guest I/O, i.e. one host ` +
+        `request for every ${fmtCount(perHost)} guest requests (${fmtCount(bytes / 512)} sectors, ` +
+        `${fmtBytes(bytes)}), and ${fmtNum(on.mbps.median)} MB/s (${fmtRatio(ratio(on, off))}). ` +
+        (randOn && randOn.storagePerIo !== null
+          ? `Random requests are not adjacent and hardly merge: ${fmtNum(randOn.storagePerIo)} host requests ` +
+            `per guest I/O with merging on.`
+          : `Random reads with merging on: ${na}.`),
     );
-  } else paragraphs.push(`Merging on/off at QD32: ${na}.`);
+  } else paragraphs.push(`Sequential 4 KiB reads at QD32 on the async engine, merging on and off: ${na}.`);
   return {
     id: "q3",
     heading: "3. Does the hypervisor change how the I/O scheduler behaves?",
@@ -277,22 +338,51 @@ function q4(res: BenchResult, pick: Pick): Section {
       }
     }
   const paragraphs: string[] = [];
-  const f = (k: string) => (found[k] !== undefined ? fmtRatio(found[k]) : "not measured");
+  // The ratios measured for one path, cold and warm, naming any that this run did not measure.
+  const both = (label: string) => {
+    const got = (["cold", "warm"] as const).filter((c) => found[`${label}|${c}`] !== undefined);
+    const miss = (["cold", "warm"] as const).filter((c) => found[`${label}|${c}`] === undefined);
+    if (got.length === 0) return na;
+    return (
+      got.map((c) => `${fmtRatio(found[`${label}|${c}`])} ${c}`).join(" and ") +
+      (miss.length ? ` (${miss.join(" and ")}: ${na})` : "")
+    );
+  };
   const hvm = found["HVM: IDE DMA, QD1|cold"];
   const pv32 = found["PV, QD32|cold"];
-  const lead =
-    hvm !== undefined && pv32 !== undefined
-      ? pv32 >= 1.5 && pv32 >= 1.5 * hvm
-        ? "**Yes: only PV gives dom0 something to overlap.**"
-        : "**Not in this run's figures.**"
-      : "**Not measured in this run.**";
-  paragraphs.push(
-    `${lead} The HVM guest's IDE channel has one command in flight, so an asynchronous device model can only ` +
-      `move the same wait elsewhere: IDE DMA, 4 KiB random reads, async over sync = ` +
-      `${f("HVM: IDE DMA, QD1|cold")} cold and ${f("HVM: IDE DMA, QD1|warm")} warm. A PV guest at QD32 lets ` +
-      `the backend keep many reads at the disk: ${f("PV, QD32|cold")} cold, ${f("PV, QD32|warm")} warm. At QD1 ` +
-      `PV is in HVM's position: ${f("PV, QD1|cold")} cold.`,
-  );
+  if (Object.keys(found).length === 0) {
+    paragraphs.push(`IDE DMA and PV 4 KiB random reads with both engines (sync and async): ${na}.`);
+  } else {
+    let lead: string;
+    if (hvm !== undefined && pv32 !== undefined)
+      lead =
+        pv32 >= 1.5 && pv32 >= 1.5 * hvm
+          ? "**Yes: only PV gives dom0 something to overlap.**"
+          : `**Not in this run: cold, async over sync is ${fmtRatio(pv32)} for PV at QD32 and ${fmtRatio(hvm)} ` +
+            `for HVM.**`;
+    else {
+      // Say exactly which cells the verdict lacks.
+      const lacking = [
+        ["cold IDE DMA reads at QD1", "ide-dma", 1],
+        ["cold PV reads at QD32", "pv", 32],
+      ] as const;
+      const parts: string[] = [];
+      for (const [what, v, qd] of lacking) {
+        const engines = (["sync", "async"] as const).filter(
+          (e) => !pick(`${v}/${e}/raw`, "read", "rand", 4096, qd, "cold"),
+        );
+        if (engines.length)
+          parts.push(`${what} on the ${engines.join(" and ")} engine${engines.length > 1 ? "s" : ""}`);
+      }
+      lead = `**No verdict: ${parts.join(" and ")}: ${na}.**`;
+    }
+    paragraphs.push(
+      `${lead} The HVM guest's IDE channel has one command in flight, so an asynchronous device model can only ` +
+        `move the same wait elsewhere: IDE DMA, 4 KiB random reads, async over sync: ${both("HVM: IDE DMA, QD1")}. ` +
+        `A PV guest at QD32 lets the backend keep many reads at the disk: ${both("PV, QD32")}. At QD1 PV is in ` +
+        `HVM's position: ${both("PV, QD1")}.`,
+    );
+  }
   return {
     id: "q4",
     heading: "4. Does AIO help PV and HVM guests differently?",
@@ -316,15 +406,22 @@ function qdSection(res: BenchResult): Section {
   const data: Datum[] = [];
   for (const r of res.rows) {
     if (r.status !== "ok" || r.op !== "read" || r.pattern !== "rand" || r.blockSize !== 4096) continue;
-    if (r.backend !== "raw" || !(r.variant === "pv" || r.variant === "dma" || r.family === "baseline")) continue;
-    data.push({ path: r.path, cache: r.cache === "cold" ? "cold (O_DIRECT)" : "warm", qd: r.qd, iops: r.iops.median });
+    if (r.backend !== "raw" || !(r.variant === "pv" || r.variant === "dma" || r.family === "baseline"))
+      continue;
+    data.push({
+      path: r.path,
+      cache: r.cache === "cold" ? "cold (O_DIRECT)" : "warm",
+      qd: r.qd,
+      iops: r.iops.median,
+    });
   }
   return {
     id: "qd",
     heading: "Throughput against queue depth",
     paragraphs: [
       `4 KiB random reads, every depth each path can keep (IDE: one command per channel; PV: up to the ring's ` +
-        `slots; node:fs through libuv's pool of ${res.machine.uvThreadpool} threads).`,
+        `slots; node:fs through libuv's pool of ${res.machine.uvThreadpool} threads). Warm page cache: solid ` +
+        `lines, round points; cold (O_DIRECT): dashed lines, square points.`,
     ],
     chart: data.length
       ? lineChart({
@@ -337,6 +434,7 @@ function qdSection(res: BenchResult): Section {
           yTitle: "IOPS (median)",
           color: "path",
           dash: "cache",
+          dashOrder: ["warm", "cold (O_DIRECT)"],
           logX: true,
           logY: true,
         })
@@ -348,21 +446,37 @@ function exitsSection(res: BenchResult): Section {
   const data: Datum[] = [];
   const seen = new Set<string>();
   for (const r of res.rows) {
-    if (r.status !== "ok" || r.family === "baseline" || r.op !== "read" || r.qd !== 1 || r.cache !== "warm") continue;
+    if (r.status !== "ok" || r.family === "baseline" || r.op !== "read" || r.qd !== 1 || r.cache !== "warm")
+      continue;
     if (r.engine !== "sync" || r.backend !== "raw") continue;
     const k = `${r.variant}|${r.blockSize}`;
     if (seen.has(k)) continue;
     seen.add(k);
-    data.push({ path: r.label.replace(/, sync$/, ""), block: fmtSize(r.blockSize), exitsPerMiB: r.exitsPerMiB });
+    data.push({
+      path: r.label.replace(/, sync$/, ""),
+      block: fmtSize(r.blockSize),
+      exitsPerMiB: r.exitsPerMiB,
+    });
   }
-  const pio = res.rows.find((r) => r.variant === "pio16" && r.op === "read" && r.blockSize === 4096 && r.status === "ok");
-  const dma = res.rows.find((r) => r.variant === "dma" && r.op === "read" && r.blockSize === 4096 && r.status === "ok");
-  const pv = res.rows.find((r) => r.variant === "pv" && r.op === "read" && r.blockSize === 4096 && r.qd === 1 && r.status === "ok");
+  const readQd1 = (r: Row) => r.status === "ok" && r.op === "read" && r.qd === 1;
+  const pio = res.rows.find((r) => readQd1(r) && r.variant === "pio16" && r.blockSize === 4096);
+  const dmaRows = res.rows.filter((r) => readQd1(r) && r.variant === "dma");
+  const dma = dmaRows.find((r) => r.blockSize === 4096);
+  const pv = res.rows.find((r) => readQd1(r) && r.variant === "pv" && r.blockSize === 4096);
+  const clauses: string[] = [];
+  if (pio) clauses.push(`16-bit PIO needs ${fmtNum(pio.exitsPerIo)} exits for a 4 KiB read`);
+  if (dma) {
+    const sizes = [...new Set(dmaRows.map((r) => r.blockSize))];
+    const same = dmaRows.every((r) => r.exitsPerIo === dma.exitsPerIo);
+    clauses.push(
+      `Bus Master DMA ${fmtNum(dma.exitsPerIo)}` +
+        (sizes.length > 1 && same ? ` at every block size measured (${sizes.map(fmtSize).join(", ")})` : ""),
+    );
+  }
+  if (pv) clauses.push(`the PV ring ${fmtNum(pv.exitsPerIo)} (hypercalls: event-channel sends)`);
   const paragraphs = [
-    `Exits per MiB moved, reads at QD1 (log scale). Every port access of an HVM guest is an exit: ` +
-      (pio ? `16-bit PIO needs ${fmtNum(pio.exitsPerIo)} exits for a 4 KiB read, ` : "") +
-      (dma ? `Bus Master DMA ${fmtNum(dma.exitsPerIo)} whatever the size, ` : "") +
-      (pv ? `the PV ring ${fmtNum(pv.exitsPerIo)} (hypercalls: event-channel sends).` : ""),
+    `Exits per MiB moved, reads at QD1 (log scale). Every port access of an HVM guest is an exit` +
+      (clauses.length ? `: ${clauses.join(", ")}.` : "."),
   ];
   return {
     id: "exits",
@@ -388,9 +502,20 @@ function exitsSection(res: BenchResult): Section {
 function syncAsyncSection(res: BenchResult): Section {
   const data: Datum[] = [];
   for (const r of res.rows) {
-    if (r.status !== "ok" || r.engine === null || r.backend !== "raw" || r.op !== "read" || r.blockSize !== 4096) continue;
+    if (
+      r.status !== "ok" ||
+      r.engine === null ||
+      r.backend !== "raw" ||
+      r.op !== "read" ||
+      r.blockSize !== 4096
+    )
+      continue;
     if (r.pattern !== "rand" || !(r.qd === 1 || r.qd === 32)) continue;
-    data.push({ path: `${r.label.replace(/, (sync|async)$/, "")} QD${r.qd} ${r.cache}`, engine: r.engine, iops: r.iops.median });
+    data.push({
+      path: `${r.label.replace(/, (sync|async)$/, "")}, QD${r.qd} ${r.cache}`,
+      engine: r.engine,
+      iops: r.iops.median,
+    });
   }
   return {
     id: "sync-async",
@@ -418,17 +543,30 @@ function pvVariantsSection(res: BenchResult): Section {
   const data: Datum[] = [];
   const variants = ["pv", "pv-ring16", "pv-noindirect", "pv-nopersistent"];
   for (const r of res.rows) {
-    if (r.status !== "ok" || !variants.includes(r.variant) || r.backend !== "raw" || r.cache !== "warm") continue;
+    if (r.status !== "ok" || !variants.includes(r.variant) || r.backend !== "raw" || r.cache !== "warm")
+      continue;
     if (r.op !== "read" || r.qd !== 32) continue;
-    if (!((r.pattern === "rand" && r.blockSize === 4096) || (r.pattern === "seq" && r.blockSize >= 65536))) continue;
+    if (!((r.pattern === "rand" && r.blockSize === 4096) || (r.pattern === "seq" && r.blockSize >= 65536)))
+      continue;
     data.push({
-      workload: `${r.op} ${r.pattern} ${fmtSize(r.blockSize)} QD32, ${r.engine}`,
+      workload: `${r.op} ${r.pattern} ${fmtSize(r.blockSize)}, ${r.engine} engine`,
       variant: r.label.replace(/, (sync|async)$/, ""),
       mbps: r.mbps.median,
     });
   }
-  const ind = res.rows.find((r) => r.variant === "pv-noindirect" && r.blockSize === 1048576 && r.op === "read" && r.status === "ok");
-  const on = ind && findRow(res.rows, { path: ind.path.replace("pv-noindirect", "pv"), op: ind.op, pattern: ind.pattern, blockSize: ind.blockSize, qd: ind.qd, cache: ind.cache });
+  const ind = res.rows.find(
+    (r) => r.variant === "pv-noindirect" && r.blockSize === 1048576 && r.op === "read" && r.status === "ok",
+  );
+  const on =
+    ind &&
+    findRow(res.rows, {
+      path: ind.path.replace("pv-noindirect", "pv"),
+      op: ind.op,
+      pattern: ind.pattern,
+      blockSize: ind.blockSize,
+      qd: ind.qd,
+      cache: ind.cache,
+    });
   const paragraphs = [
     `Ring pages (1 page = 32 slots, 16 pages = 512), indirect descriptors (without them a request carries at ` +
       `most 11 pages, 44 KiB) and persistent grants (pages granted once and reused, against a grant map and ` +
@@ -468,7 +606,9 @@ function extrasSection(res: BenchResult): Section {
         `server, port bus, IDE device, response; ${fmtNum(d.ioreqExitsPerCpuSec?.median)}/s of the process's CPU ` +
         `time), against ${fmtNum(d.bareDispatchPerSec.median)}/s for the same ` +
         `reads straight on the port bus` +
-        (d.pioWorkloadExitsPerSec ? `; inside a 16-bit PIO read workload, ${fmtNum(d.pioWorkloadExitsPerSec)}/s.` : "."),
+        (d.pioWorkloadExitsPerSec
+          ? `; inside a 16-bit PIO read workload, ${fmtNum(d.pioWorkloadExitsPerSec)}/s.`
+          : "."),
     );
   }
   if (res.rss) {
@@ -477,7 +617,7 @@ function extrasSection(res: BenchResult): Section {
         ? `Streaming ${fmtNum(res.rss.bytesStreamed / 2 ** 30)} GiB through PV from a sparse image: peak RSS ` +
             `${res.rss.maxRssMiB.toFixed(0)} MiB (${res.rss.startRssMiB.toFixed(0)} MiB before streaming), ` +
             `${fmtNum(res.rss.bytesStreamed / res.rss.seconds / 1e6)} MB/s.`
-        : `Streaming probe: ${res.rss.status}: ${res.rss.note ?? ""}`,
+        : `Streaming probe: ${res.rss.status}${res.rss.note ? `: ${res.rss.note}` : ""}.`,
     );
   }
   if (res.qtest) {
@@ -486,7 +626,7 @@ function extrasSection(res: BenchResult): Section {
       q.status === "ok"
         ? `qtest, ${q.workload}: xenide ${q.xenideSeconds!.median.toFixed(3)} s, ${q.qemuVersion} ` +
             `${q.qemuSeconds!.median.toFixed(3)} s (${fmtRatio(q.speedup)})${firstPassText(q)}.`
-        : `qtest comparison: ${q.status}: ${q.note ?? ""}.`,
+        : `qtest comparison: ${q.status}${q.note ? `: ${q.note}` : ""}.`,
     );
   }
   return { id: "extras", heading: "Port exits, memory, qtest", paragraphs: p, chart: null };
@@ -496,7 +636,9 @@ function targetsSection(res: BenchResult): Section {
   return {
     id: "targets",
     heading: "Targets",
-    paragraphs: [`Checked by the benchmark against this run's figures; ratios are between rows of the same run.`],
+    paragraphs: [
+      `Checked by the benchmark against this run's figures; ratios are between rows of the same run.`,
+    ],
     chart: null,
     table: {
       header: ["target", "measured", "needed", "met", "how"],
@@ -526,7 +668,7 @@ function guestSections(g: GuestFigures | undefined): Section[] {
   if (g.phases.length) {
     const data: Datum[] = g.phases
       .filter((p) => p.exitsPerMiB !== null && p.bytes > 0)
-      .map((p) => ({ run: `${p.run}: ${p.phase}`, what: "exits per MiB", value: p.exitsPerMiB }));
+      .map((p) => ({ run: `${p.run}, ${p.phase}`, what: "exits per MiB", value: p.exitsPerMiB }));
     out.push({
       id: "guests",
       heading: "Real guests: exits counted while firmware and Linux use the disk",
@@ -623,28 +765,53 @@ function inline(s: string): string {
     .replace(/`([^`]+)`/g, "<code>$1</code>");
 }
 
+/**
+ * A cell that is a number, possibly with a unit or suffix ("1.23k", "0.57x", "150 MiB", "14.7M/s", "±5%",
+ * "4K"); such columns are right-aligned, every other column (prose, names) left-aligned.
+ */
+const NUMERIC_CELL = /^[-+±~≈]?\d[\d,.]*(?:e[-+]?\d+)?(?: ?[A-Za-zµ%]{1,3}(?:\/s)?)?$/;
+/** A cell that says nothing either way: a placeholder or a one-word status in a numeric column. */
+const NEUTRAL_CELL = /^(?:-|n\/a|[a-z]+)?$/;
+
+/** For each column: true when it holds numbers (at least one, and nothing but numbers and placeholders). */
+export function numericColumns(header: string[], rows: string[][]): boolean[] {
+  return header.map((_, i) => {
+    const cells = rows.map((r) => (r[i] ?? "").trim());
+    return (
+      cells.some((c) => NUMERIC_CELL.test(c)) &&
+      cells.every((c) => NUMERIC_CELL.test(c) || NEUTRAL_CELL.test(c))
+    );
+  });
+}
+
 function htmlTable(header: string[], rows: string[][]): string {
+  const num = numericColumns(header, rows);
+  const cls = (i: number) => (num[i] ? ` class="num"` : "");
   return (
-    `<table><thead><tr>${header.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>` +
-    rows.map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join("")}</tr>`).join("") +
+    `<table><thead><tr>${header.map((h, i) => `<th${cls(i)}>${esc(h)}</th>`).join("")}</tr></thead><tbody>` +
+    rows.map((r) => `<tr>${r.map((c, i) => `<td${cls(i)}>${esc(c)}</td>`).join("")}</tr>`).join("") +
     `</tbody></table>`
   );
 }
 
 function mdTable(header: string[], rows: string[][]): string {
   const cell = (s: string) => s.replace(/\|/g, "\\|");
+  const num = numericColumns(header, rows);
   return [
     `| ${header.map(cell).join(" | ")} |`,
-    `|${header.map(() => " --- ").join("|")}|`,
+    `|${header.map((_, i) => (num[i] ? " ---: " : " :--- ")).join("|")}|`,
     ...rows.map((r) => `| ${r.map(cell).join(" | ")} |`),
   ].join("\n");
 }
 
-const CSS = `body{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+// The content column is exactly as wide as the charts (PAGE_WIDTH), so a chart fills it at its natural size;
+// on a narrower window both shrink together. Prose columns of tables read left-aligned, numbers right-aligned.
+const CSS = `body{font:15px/1.5 system-ui,sans-serif;max-width:${PAGE_WIDTH}px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd}table{border-collapse:collapse;font-size:12px}
-td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child,th:first-child{text-align:left}
-code{background:#f4f4f4;padding:0 3px}img{max-width:100%;margin:1em 0}.meta{color:#555}
-details{margin:1em 0}summary{cursor:pointer}`;
+td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+code{background:#f4f4f4;padding:0 3px}img{display:block;width:100%;max-width:${PAGE_WIDTH}px;height:auto;margin:1em 0}
+.meta{color:#555}details{margin:1em 0}summary{cursor:pointer}`;
 
 export interface RenderedReport {
   html: string;
@@ -704,12 +871,19 @@ export async function renderReport(res: BenchResult, guests?: GuestFigures): Pro
   );
   md.push("## All rows", "", mdTable(ROW_HEADER, allRows), "", "### Modelled costs", "");
   md.push(mdTable(["kind", "cycles", "source"], costRows), "");
-  md.push(`Data checks: ${res.checks.length - bad.length} of ${res.checks.length} paths moved the right bytes.`, "");
+  md.push(
+    `Data checks: ${res.checks.length - bad.length} of ${res.checks.length} paths moved the right bytes.`,
+    "",
+  );
   return { html: h.join("\n") + "\n", markdown: md.join("\n"), charts };
 }
 
 /** Write index.html, index.md and charts/*.svg into `dir`. */
-export async function writeReport(res: BenchResult, dir: string, guests?: GuestFigures): Promise<RenderedReport> {
+export async function writeReport(
+  res: BenchResult,
+  dir: string,
+  guests?: GuestFigures,
+): Promise<RenderedReport> {
   const r = await renderReport(res, guests);
   fs.mkdirSync(path.join(dir, "charts"), { recursive: true });
   for (const c of r.charts) fs.writeFileSync(path.join(dir, c.file), c.svg);
