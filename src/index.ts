@@ -72,6 +72,7 @@ export {
 export { Hypervisor, Vcpu, type HypervisorOptions, GuestAccessError } from "./hypervisor/hypervisor.ts";
 export {
   COUNTER_KINDS,
+  EXIT_KINDS,
   CostModel,
   DEFAULT_COSTS,
   exitsOf,
