@@ -141,7 +141,7 @@ export async function openDisk(image: string, flags: DiskFlags): Promise<OpenedD
   let tracer: Tracer | null = null;
   let machine: Machine | null = null;
   try {
-    if (flags.trace) tracer = Tracer.toFile(flags.trace);
+    if (flags.trace) tracer = openTrace(flags.trace);
     const disk = {
       medium: { image, readOnly: flags.readOnly === true },
       engine: flags.engine as "sync" | "async",
@@ -305,4 +305,13 @@ function modes(mask: number): number[] {
 
 export function writeOut(s: string): void {
   process.stdout.write(s);
+}
+
+/** `--trace FILE`, opened and probed before anything runs: a file that cannot take the trace is a usage error. */
+export function openTrace(file: string): Tracer {
+  try {
+    return Tracer.toFile(file);
+  } catch (e) {
+    throw new UsageError(`--trace ${file}: cannot write it (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
 }

@@ -13,7 +13,7 @@
  *   is counted in the command's cost summary, until a `{"ev":"phase","phase":"done"}` line if there is one.
  */
 
-import { createWriteStream, openSync, type WriteStream } from "node:fs";
+import { closeSync, createWriteStream, openSync, writeSync, type WriteStream } from "node:fs";
 
 export type TraceEvent =
   | {
@@ -101,6 +101,14 @@ export class Tracer {
     // Open now, so a path that cannot be written (a directory, a missing parent) fails here with its errno,
     // not later as an unhandled stream 'error' event; a later write error is reported by close().
     const fd = openSync(path, "w");
+    try {
+      // A file that opens but refuses writes (/proc/version, a full or failing device) fails here too: an
+      // empty write reaches the file system's write handler.
+      writeSync(fd, "");
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
     const ws: WriteStream = createWriteStream(path, { fd });
     let failed: Error | null = null;
     ws.on("error", (e) => (failed ??= e));

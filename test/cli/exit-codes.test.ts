@@ -77,3 +77,18 @@ describe("exit status", () => {
     }
   });
 });
+
+describe("--trace", () => {
+  it.each([
+    ["read", img, "--lba", "0", "--trace", "/proc/version"],
+    ["qtest", "--trace", "/proc/version"],
+    ["read", img, "--lba", "0", "--trace", path.join(dir, "no-such-dir", "t.jsonl")],
+  ])("a file that cannot take the trace is refused before anything runs: %j", (...args) => {
+    const r = xenide(args, { input: "" });
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr.trim().split("\n")).toEqual([
+      expect.stringMatching(/^xenide: --trace .*: cannot write it \(E[A-Z]+\)$/),
+    ]);
+    expect(r.stdout).toBe(""); // no dump, no "wrote": the transfer never started
+  });
+});

@@ -4,11 +4,11 @@
  */
 import type { Command } from "commander";
 import { CostModel } from "../../hypervisor/accounting.ts";
-import { Tracer } from "../../hypervisor/trace.ts";
 import { type QtestSession, openQtestSession } from "../../qtest/session.ts";
 import { connectUnix, listenUnix, serveStream } from "../../qtest/transport.ts";
 import { MAX_GUEST_RAM, PAGE_SIZE } from "../../hypervisor/memory.ts";
 import { ImageError, parseByteSize } from "../../storage/index.ts";
+import { openTrace } from "../disk-options.ts";
 import { UsageError } from "../errors.ts";
 
 interface QtestFlags {
@@ -72,7 +72,7 @@ export function register(program: Command): void {
         throw new UsageError(
           `--ram ${flags.ram}: guest RAM is a whole number of 4 KiB pages, from 4K to ${MAX_GUEST_RAM / 1024} K (just under 4 GiB)`,
         );
-      const tracer = flags.trace ? Tracer.toFile(flags.trace) : null;
+      const tracer = flags.trace ? openTrace(flags.trace) : null;
       let machine: QtestSession;
       try {
         machine = openQtestSession({
