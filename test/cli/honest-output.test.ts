@@ -45,3 +45,41 @@ describe("honest output", () => {
     expect(fs.statSync(img).mtimeMs).toBe(before.mtimeMs);
   });
 });
+
+describe("--trace", () => {
+  it("marks where set-up ends; the exits between the marks are the ones the cost report counts", () => {
+    const trace = path.join(dir, "t.jsonl");
+    const r = xenide([
+      "read",
+      img,
+      "--lba",
+      "8",
+      "--count",
+      "16",
+      "--via",
+      "dma",
+      "--json",
+      "--trace",
+      trace,
+      "-o",
+      path.join(dir, "o.bin"),
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const cost = (
+      JSON.parse(r.stdout) as {
+        cost: { exits: number };
+      }
+    ).cost;
+    const events = fs
+      .readFileSync(trace, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { ev: string; phase?: string; portHex?: string; port?: number });
+    const at = (p: string) => events.findIndex((e) => e.ev === "phase" && e.phase === p);
+    expect(at("transfer")).toBeGreaterThan(0); // PCI scan, probe and IDENTIFY come first
+    const between = events.slice(at("transfer") + 1, at("done"));
+    expect(between.filter((e) => e.ev === "ioreq" || e.ev === "bufioreq").length).toBe(cost.exits);
+    const io = between.find((e) => e.ev === "ioreq")!;
+    expect(io.portHex).toBe(`0x${io.port!.toString(16)}`);
+  });
+});

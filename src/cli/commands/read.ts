@@ -1,11 +1,12 @@
 /**
  * `xenide read IMG --lba N --count K`: read sectors through the emulated IDE controller the way a guest driver
- * would (PIO by words or dwords, REP INSW, or Bus Master DMA), then print them as a hex dump or write them to a
- * file, with the exits they cost.
+ * would (PIO by words or dwords, REP INSW, or Bus Master DMA), or through the PV ring, then print them as a
+ * hex dump or write them to a file or standard output, with the exits they cost.
+ *
+ * The sectors move a chunk (1 MiB) at a time, so memory does not grow with the size of the range. A file
+ * named by `-o` appears only when every sector is in it (see ../transfer.ts).
  */
-import { writeFileSync } from "node:fs";
 import type { Command } from "commander";
-import { AtaError } from "../../guest/ata-driver.ts";
 import {
   type DiskFlags,
   addDiskOptions,
@@ -13,82 +14,124 @@ import {
   formatCost,
   openDisk,
   parseCount,
-  writeOut,
-  checkSectorRange,
 } from "../disk-options.ts";
 import { UsageError } from "../errors.ts";
+import {
+  SECTOR,
+  OutputFile,
+  TransferProgress,
+  checkTransferRange,
+  progressWanted,
+  readChunks,
+  writeStream,
+} from "../transfer.ts";
 
 interface ReadFlags extends DiskFlags {
   lba: string;
   count: string;
   output?: string;
+  progress: boolean;
 }
 
 export function register(program: Command): void {
   const cmd = program
     .command("read")
-    .argument("<image>", "raw disk image")
+    .argument("<image>", "raw disk image (opened read-only)")
     .description("read sectors through the emulated IDE controller and count the exits they cost")
     .requiredOption("--lba <n>", "first sector (decimal or 0x hex)")
     .option("--count <k>", "number of sectors", "1")
     .option(
       "-o, --output <file>",
       "write the bytes to FILE (- for standard output) instead of printing a hex dump",
-    );
+    )
+    .option("--no-progress", "no progress bar, even on a terminal");
   addDiskOptions(cmd, { via: true });
   cmd
     .addHelpText(
       "after",
       "\nExamples:\n  xenide read disk.img --lba 0 --count 1\n" +
         "  xenide read disk.img --lba 2048 --count 256 --via dma -o part.bin\n" +
-        "  xenide read disk.img --lba 0 --count 8 --via rep --engine async --json",
+        "  xenide read disk.img --lba 0 --count 2097152 --via pv -o - | sha256sum\n" +
+        "  xenide read disk.img --lba 0 --count 8 --via rep --engine async --json\n" +
+        "\nAny range the image holds: the sectors move 1 MiB at a time. -o FILE is written under a temporary\n" +
+        "name and renamed when complete; an error or Ctrl-C leaves no partial FILE (an existing FILE is kept).",
     )
     .action(async (image: string, flags: ReadFlags) => {
       const lba = parseCount(flags.lba, "--lba");
       const count = parseCount(flags.count, "--count");
       if (count === 0) throw new UsageError("--count must be at least 1");
-      const disk = await openDisk(image, { ...flags, readOnly: flags.readOnly === true });
+      // Reading never needs write access: a read-only image file works without --read-only.
+      const disk = await openDisk(image, { ...flags, readOnly: true });
+      let file: OutputFile | undefined;
+      let progress: TransferProgress | undefined;
       try {
-        checkSectorRange(lba, count, disk.path.sectors);
-        const before = disk.hv.acct.snapshot();
-        let data: Uint8Array;
-        try {
-          data = await disk.path.read(lba, count);
-        } catch (e) {
-          if (e instanceof AtaError) throw new UsageError(`read failed: ${e.message}`, 1);
-          throw e;
-        }
-        const report = costReport(disk.hv, disk.hv.acct.since(before), count);
+        checkTransferRange(disk, flags.lba28 === true, lba, count);
         // "-o -" means standard output, as for dd and curl: the raw bytes there, everything else on stderr.
         const toStdout = flags.output === "-";
-        if (toStdout) process.stdout.write(data);
-        else if (flags.output) writeFileSync(flags.output, data);
+        const dump = !flags.output;
+        if (flags.output && !toStdout) {
+          file = OutputFile.create(flags.output, [{ path: image, what: "the image being read" }]);
+        }
+        progress = new TransferProgress({
+          enabled: progressWanted({ ...flags, dataToStdout: dump || toStdout }),
+          label: "read",
+          total: count * SECTOR,
+        });
+        const setup = costReport(disk.hv, disk.setup, 0);
+        const head = {
+          image,
+          engine: disk.engine.kind,
+          via: disk.path.name,
+          lba,
+          count,
+          bytes: count * SECTOR,
+        };
+
+        let sink: (data: Uint8Array, at: number) => void | Promise<void>;
+        if (file) {
+          const f = file;
+          sink = (data) => f.write(data);
+        } else if (toStdout) sink = (data) => writeStream(process.stdout, data);
+        else if (flags.json) {
+          // The hex of a range of any size, streamed: the object is printed as JSON.stringify would print
+          // it, with "hex" before the cost, which is known only at the end.
+          await writeStream(process.stdout, JSON.stringify(head, null, 2).slice(0, -2) + ',\n  "hex": "');
+          sink = (data) => writeStream(process.stdout, Buffer.from(data).toString("hex"));
+        } else sink = (data, at) => writeStream(process.stdout, hexdump(data, at * SECTOR));
+
+        // The trace marks where set-up (PCI scan, probe, IDENTIFY or PV negotiation) ends.
+
+        disk.tracer?.phase("transfer");
+
+        const before = disk.hv.acct.snapshot();
+        await readChunks(disk, lba, count, sink, progress);
+        const report = costReport(disk.hv, disk.hv.acct.since(before), count);
+        disk.tracer?.phase("done");
+        progress.stop();
+        file?.commit();
+
         if (flags.json) {
-          const out: Record<string, unknown> = {
-            image,
-            engine: disk.engine.kind,
-            via: disk.path.name,
-            lba,
-            count,
-            bytes: data.length,
-            cost: report,
-            setup: costReport(disk.hv, disk.setup, 0),
-          };
-          if (flags.output) out.output = flags.output;
-          else out.hex = Buffer.from(data).toString("hex");
-          (toStdout ? process.stderr : process.stdout).write(JSON.stringify(out, null, 2) + "\n");
+          if (dump) {
+            const tail = JSON.stringify({ cost: report, setup }, null, 2).slice(2);
+            await writeStream(process.stdout, `",\n${tail}\n`);
+            return;
+          }
+          const out: Record<string, unknown> = { ...head, cost: report, setup, output: flags.output };
+          await writeStream(toStdout ? process.stderr : process.stdout, JSON.stringify(out, null, 2) + "\n");
           return;
         }
-        if (!flags.output) writeOut(hexdump(data, lba * 512));
-        else if (!toStdout) writeOut(`wrote ${data.length} bytes to ${flags.output}\n`);
-        const out = flags.output && !toStdout ? process.stdout : process.stderr;
-        out.write(
+        if (file) await writeStream(process.stdout, `wrote ${count * SECTOR} bytes to ${flags.output}\n`);
+        const out = file ? process.stdout : process.stderr;
+        await writeStream(
+          out,
           formatCost(
             `\ncost of reading ${count} sector(s) via ${disk.path.name} (${disk.engine.kind} engine):`,
             report,
           ),
         );
       } finally {
+        progress?.stop();
+        file?.abort();
         await disk.close();
       }
     });
