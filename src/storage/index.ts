@@ -8,7 +8,7 @@ import type { BlockBackend, IoEngine } from "./types.ts";
 export * from "./types.ts";
 export * from "./errors.ts";
 export { DIRECT_ALIGN, allocAligned, isDirectAligned } from "./aligned.ts";
-export { ImageLock, lockHolder, lockPathOf } from "./lock.ts";
+export { ImageLock, type LockMode, kernelLockUnavailable, lockHolder, lockPathOf } from "./lock.ts";
 export { RawImageBackend, type RawImageOptions } from "./raw.ts";
 export { MemoryBackend, type MemoryBackendOptions } from "./memory-backend.ts";
 export { NullBackend } from "./null.ts";

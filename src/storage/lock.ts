@@ -1,25 +1,314 @@
 /**
- * The exclusive writer lock of an image: a lock file `IMG.lock` beside the image holding the writer's pid.
+ * Who may use an image at once: any number of readers, or one writer and nobody else. Two locks carry the rule.
  *
- * Node has no flock(2), so the lock is a file created atomically: the pid is written to a private temporary
- * file which is then hard-linked to `IMG.lock` (link(2) fails with EEXIST if the lock exists), so a lock file
- * is never seen half-written. A lock whose pid is no longer running (a writer that was killed) is stale and
- * is taken over: it is first renamed to a private name, and only removed if it still holds the dead pid, so two
- * processes taking over the same stale lock cannot both win.
+ * 1. **The kernel lock, as QEMU takes it** (`block/file-posix.c`). Open-file-description (OFD) byte-range locks
+ *    on the image file itself: a shared (F_RDLCK) lock on byte 100+i says "I use permission i", one on byte
+ *    200+i says "I do not let others have permission i", and before using the image an opener tests
+ *    (F_OFD_GETLK) that no one else holds the bytes that forbid it. The permissions are QEMU's: 0 consistent
+ *    read, 1 write, 2 write-unchanged, 3 resize. A xenide reader takes what `qemu-img` and a `readonly=on` drive
+ *    take (uses consistent read; shares consistent read and unchanged writes, not writes or resizes); a writer
+ *    takes what a read-write guest drive takes (uses consistent read and write, shares the same). So xenide,
+ *    QEMU, qemu-img and qemu-io refuse each other's writes in both directions, two readers share, and a reader
+ *    and a writer exclude each other. The locks belong to xenide's own descriptor of the image: they go when it
+ *    is closed, or when the process ends in any way (a crash or SIGKILL included), so they are never stale.
  *
- * Policy: a writer takes the lock; a read-only open does not take it but is refused while a live writer holds
- * it (its reads could see the image change underneath, sector by sector). Pass `lock: false` to skip both,
- * for example to inspect an image whose writer is stopped in a debugger. The lock is released on close and
- * when the process exits normally; after a crash or a fatal signal the stale lock is taken over by the next
- * writer.
+ *    Node has no fcntl(2). The locks are taken by a short-lived helper — `perl` (Debian's perl-base, which every
+ *    Debian system has), else `python3` — that receives a duplicate of xenide's descriptor as its fd 3: a
+ *    duplicate shares the open file description, and the description is what owns an OFD lock, so the locks
+ *    outlive the helper and last exactly as long as xenide's descriptor. No native build is involved. Without a
+ *    helper (neither program on PATH, `XENIDE_LOCK_HELPER=none`), off 64-bit Linux, or on a filesystem that
+ *    refuses OFD locks, there is no kernel lock and the lock files alone decide (QEMU then cannot see xenide).
+ *
+ * 2. **Lock files beside the image**, the only lock where there is no kernel lock, and the record of which
+ *    xenide process holds the image and how. A writer's record is `IMG.lock`, created atomically: written to a
+ *    private temporary file, then hard-linked (link(2) fails with EEXIST if the lock exists), so it is never
+ *    seen half-written. Each reader has its own record, `IMG.lock.reader.PID.TOKEN`. A writer links `IMG.lock`
+ *    and then looks for live readers; a reader creates its record and then looks for a live writer; each backs
+ *    out when it sees the other, so a reader and a writer never both succeed (in a close race both may fail).
+ *    A record is stale when its process is gone, or when it says its holder also held the kernel lock and that
+ *    lock is free now (a pid reused by another program cannot keep it alive); a stale writer record is taken
+ *    over: renamed to a private name, and removed only if it is still the stale record, so two processes
+ *    taking over the same stale lock cannot both win. Where the image's directory is not writable the records
+ *    cannot be made: with the kernel lock held that is fine (it alone excludes), and a writer without it is
+ *    refused, since nothing would protect the image.
+ *
+ * Pass `lock: false` (RawImageOptions) to take neither, for example to inspect an image whose writer is
+ * stopped in a debugger. Records are removed on close and when the process exits normally.
  */
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 
 import { ImageError, ImageLockedError } from "./errors.ts";
 
+export type LockMode = "read" | "write";
+
 export function lockPathOf(imagePath: string): string {
   return `${imagePath}.lock`;
+}
+
+// ---- the kernel lock (QEMU's OFD byte locks) ----
+
+/** RAW_LOCK_PERM_BASE and RAW_LOCK_SHARED_BASE of QEMU's block/file-posix.c. */
+const PERM_BASE = 100;
+const SHARED_BASE = 200;
+/** QEMU's BLK_PERM_* bit numbers (include/block/block-common.h). */
+const CONSISTENT_READ = 0;
+const WRITE = 1;
+const RESIZE = 3;
+
+/** The permissions a mode uses and the ones it does not share, as QEMU's drives and qemu-img take them. */
+const PERMS: Record<LockMode, { use: number[]; unshared: number[] }> = {
+  read: { use: [CONSISTENT_READ], unshared: [WRITE, RESIZE] },
+  write: { use: [CONSISTENT_READ, WRITE], unshared: [WRITE, RESIZE] },
+};
+
+/** Bytes to read-lock for `mode`, and bytes that must be free of other holders' locks (raw_check_lock_bytes). */
+function kernelBytes(mode: LockMode): { set: number[]; test: number[] } {
+  const p = PERMS[mode];
+  return {
+    set: [...p.use.map((i) => PERM_BASE + i), ...p.unshared.map((i) => SHARED_BASE + i)],
+    test: [...p.use.map((i) => SHARED_BASE + i), ...p.unshared.map((i) => PERM_BASE + i)],
+  };
+}
+
+// The helper: read-locks the bytes of argv[1] on fd 3 (F_OFD_SETLK = 37, F_RDLCK), then tests the bytes of
+// argv[2] for a conflicting lock of another description (F_OFD_GETLK = 36 with F_WRLCK, as QEMU's test). It
+// prints "ok", "conflict BYTE PID" (PID -1 for an OFD lock, whose owner the kernel does not say) or
+// "error ERRNO TEXT"; on anything but "ok" it unlocks what it set. struct flock on 64-bit Linux: short l_type,
+// short l_whence, 4 bytes padding, off_t l_start, off_t l_len, pid_t l_pid, 4 bytes padding (32 bytes).
+// F_RDLCK 0, F_WRLCK 1, F_UNLCK 2; EAGAIN 11 and EACCES 13 mean "held by someone else".
+const PERL_HELPER = String.raw`
+use strict;
+my $F = "s s x4 q q i x4";
+open(my $fh, "<&=", 3) or do { print "error 9 fd 3: $!\n"; exit 0 };
+my @set = grep { length } split(/,/, $ARGV[0] // "");
+my @test = grep { length } split(/,/, $ARGV[1] // "");
+sub unlock { for my $b (@set) { my $f = pack($F, 2, 0, $b, 1, 0); fcntl($fh, 37, $f); } }
+for my $b (@set) {
+  my $f = pack($F, 0, 0, $b, 1, 0);
+  unless (fcntl($fh, 37, $f)) {
+    my $e = $! + 0; my $t = "$!"; unlock();
+    print(($e == 11 || $e == 13) ? "conflict $b 0\n" : "error $e $t\n"); exit 0;
+  }
+}
+for my $b (@test) {
+  my $f = pack($F, 1, 0, $b, 1, 0);
+  unless (fcntl($fh, 36, $f)) { my $e = $! + 0; my $t = "$!"; unlock(); print "error $e $t\n"; exit 0; }
+  my ($type, $whence, $start, $len, $pid) = unpack($F, $f);
+  if ($type != 2) { unlock(); print "conflict $b $pid\n"; exit 0; }
+}
+print "ok\n";
+`;
+
+const PYTHON_HELPER = `
+import fcntl, struct, sys
+F = "=hh4xqqi4x"
+def arg(i):
+    return [int(b) for b in sys.argv[i].split(",") if b] if len(sys.argv) > i else []
+s, t = arg(1), arg(2)
+def unlock():
+    for b in s:
+        try:
+            fcntl.fcntl(3, 37, struct.pack(F, 2, 0, b, 1, 0))
+        except OSError:
+            pass
+def main():
+    for b in s:
+        try:
+            fcntl.fcntl(3, 37, struct.pack(F, 0, 0, b, 1, 0))
+        except OSError as e:
+            unlock()
+            return "conflict %d 0" % b if e.errno in (11, 13) else "error %d %s" % (e.errno, e.strerror)
+    for b in t:
+        try:
+            r = fcntl.fcntl(3, 36, struct.pack(F, 1, 0, b, 1, 0))
+        except OSError as e:
+            unlock()
+            return "error %d %s" % (e.errno, e.strerror)
+        typ, _w, _s, _l, pid = struct.unpack(F, r)
+        if typ != 2:
+            unlock()
+            return "conflict %d %d" % (b, pid)
+    return "ok"
+print(main())
+`;
+
+interface Helper {
+  program: string;
+  args: string[];
+}
+
+function helperFor(program: string): Helper {
+  return path.basename(program).startsWith("python")
+    ? { program, args: ["-S", "-E", "-c", PYTHON_HELPER] }
+    : { program, args: ["-e", PERL_HELPER] };
+}
+
+/** The helper's environment: ours without what would load other code into perl (python runs with -S -E). */
+function helperEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.PERL5OPT;
+  delete env.PERL5LIB;
+  delete env.PERLLIB;
+  return env;
+}
+
+/** Per XENIDE_LOCK_HELPER setting: the helper found to work in this process, or why none does. */
+const helperChoice = new Map<string, { helper: Helper } | { helper: null; reason: string }>();
+
+function helperSetting(): string {
+  return process.env.XENIDE_LOCK_HELPER ?? "perl,python3";
+}
+
+/** The programs to try, in order, or why there is no kernel lock here. */
+function helperPrograms(setting: string): string[] | string {
+  if (process.platform !== "linux") return `OFD locks are Linux's (this is ${process.platform})`;
+  if (process.arch !== "x64" && process.arch !== "arm64") {
+    return `the lock helper knows struct flock on 64-bit x86 and Arm only (this is ${process.arch})`;
+  }
+  const list = setting
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "" && s !== "none");
+  return list.length > 0 ? list : "turned off by XENIDE_LOCK_HELPER=none";
+}
+
+type KernelResult =
+  { kind: "ok" } | { kind: "conflict"; byte: number; pid: number } | { kind: "unavailable"; reason: string };
+
+/** Run the helper on `fd`: set the read locks `set` on its description, then test `test`. */
+function runHelper(fd: number, set: number[], test: number[]): KernelResult {
+  const setting = helperSetting();
+  const known = helperChoice.get(setting);
+  if (known && !known.helper) return { kind: "unavailable", reason: known.reason };
+  const programs = known?.helper ? [known.helper.program] : helperPrograms(setting);
+  if (typeof programs === "string") return { kind: "unavailable", reason: programs };
+  let failed: string | undefined;
+  for (const program of programs) {
+    const h = helperFor(program);
+    const r = spawnSync(h.program, [...h.args, set.join(","), test.join(",")], {
+      stdio: ["ignore", "pipe", "pipe", fd],
+      encoding: "utf8",
+      timeout: 20_000,
+      env: helperEnv(),
+    });
+    if ((r.error as NodeJS.ErrnoException | undefined)?.code === "ENOENT") continue;
+    const line = (r.stdout ?? "").split("\n")[0]!.trim();
+    const m = /^(?:(ok)|conflict (\d+) (-?\d+)|error (\d+) ?(.*))$/.exec(line);
+    if (r.error || r.status !== 0 || !m) {
+      const why = r.error?.message ?? ((r.stderr ?? "").trim().split("\n")[0] || `exit status ${r.status}`);
+      failed = `the lock helper ${program} failed (${why})`;
+      continue; // a broken program: try the next one
+    }
+    helperChoice.set(setting, { helper: h });
+    if (m[1] === "ok") return { kind: "ok" };
+    if (m[2] !== undefined) return { kind: "conflict", byte: Number(m[2]), pid: Number(m[3]) };
+    return {
+      kind: "unavailable",
+      reason: `the kernel refused an OFD lock on this file (errno ${m[4]}${m[5] ? `, ${m[5]}` : ""})`,
+    };
+  }
+  if (failed) return { kind: "unavailable", reason: failed };
+  const reason = `no lock helper: ${programs.join(" and ")} ${programs.length > 1 ? "are" : "is"} not on PATH`;
+  helperChoice.set(setting, { helper: null, reason });
+  return { kind: "unavailable", reason };
+}
+
+/** Why this process cannot take kernel locks, or undefined when it can (tries the helper on /dev/null). */
+export function kernelLockUnavailable(): string | undefined {
+  const fd = fs.openSync("/dev/null", "r");
+  try {
+    const r = runHelper(fd, [], []);
+    return r.kind === "unavailable" ? r.reason : undefined;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+// ---- who holds an image ----
+
+/** A process holding QEMU-style locks on an image. */
+interface Holder {
+  pid: number;
+  /** How it holds the image: "write" when it uses the write or resize permission. */
+  mode: LockMode | undefined;
+  /** Its command name (/proc/PID/comm). */
+  program?: string;
+}
+
+const LOCK_LINE =
+  /^lock:\s+\d+:\s+(?:OFDLCK|POSIX)\s+\S+\s+(?:READ|WRITE)\s+-?\d+\s+\S+:(\d+)\s+(\d+)\s+(\d+|EOF)/;
+
+/**
+ * The processes holding QEMU-style byte locks on the file `st` (by /proc/PID/fd and /proc/PID/fdinfo, which
+ * list each descriptor's locks), writers first. Processes of other users are invisible without privileges.
+ */
+function kernelHolders(st: fs.BigIntStats): Holder[] {
+  const found: Holder[] = [];
+  let pids: string[];
+  try {
+    pids = fs.readdirSync("/proc");
+  } catch {
+    return found;
+  }
+  for (const pid of pids) {
+    if (!/^\d+$/.test(pid)) continue;
+    let fds: string[];
+    try {
+      fds = fs.readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    let mode: LockMode | undefined;
+    let holds = false;
+    for (const fd of fds) {
+      let fst: fs.BigIntStats | undefined;
+      try {
+        fst = fs.statSync(`/proc/${pid}/fd/${fd}`, { bigint: true });
+      } catch {
+        continue;
+      }
+      if (fst.ino !== st.ino || fst.dev !== st.dev) continue;
+      let info: string;
+      try {
+        info = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8");
+      } catch {
+        continue;
+      }
+      for (const line of info.split("\n")) {
+        const m = LOCK_LINE.exec(line);
+        if (!m || BigInt(m[1]!) !== st.ino) continue;
+        const start = Number(m[2]);
+        const end = m[3] === "EOF" ? Infinity : Number(m[3]);
+        const covers = (b: number) => start <= b && b <= end;
+        const overlaps = (lo: number) => start <= lo + 9 && end >= lo;
+        if (!overlaps(PERM_BASE) && !overlaps(SHARED_BASE)) continue; // not one of QEMU's lock bytes
+        holds = true;
+        if (covers(PERM_BASE + WRITE) || covers(PERM_BASE + RESIZE)) mode = "write";
+        else if (covers(PERM_BASE + CONSISTENT_READ) && mode === undefined) mode = "read";
+      }
+    }
+    if (!holds) continue;
+    let program: string | undefined;
+    try {
+      program = fs.readFileSync(`/proc/${pid}/comm`, "utf8").trim() || undefined;
+    } catch {
+      // gone meanwhile: name it without its program
+    }
+    found.push({ pid: Number(pid), mode, ...(program ? { program } : {}) });
+  }
+  return found.sort((a, b) => Number(b.mode === "write") - Number(a.mode === "write"));
+}
+
+// ---- lock files ----
+
+interface LockRecord {
+  pid: number;
+  mode: LockMode;
+  /** The holder also held the kernel lock. */
+  kernel: boolean;
+  text: string;
 }
 
 /** True when a process with this pid exists (EPERM: it exists but belongs to someone else). */
@@ -32,117 +321,322 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-function readLockPid(lockPath: string): number | undefined {
+/** A record: "PID MODE[ kernel] TOKEN" (or an older lock's bare "PID", a writer without the kernel lock). */
+function readRecord(file: string, defaultMode: LockMode): LockRecord | undefined {
   let text: string;
   try {
-    text = fs.readFileSync(lockPath, "utf8");
+    text = fs.readFileSync(file, "utf8");
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "EISDIR") return undefined;
     throw e;
   }
-  const pid = Number.parseInt(text.trim(), 10);
-  // An unparsable lock file cannot come from us (we never expose a partial one): treat it as held by pid 0,
-  // which is never a live user process, so it is taken over as stale.
-  return Number.isSafeInteger(pid) && pid > 0 ? pid : 0;
+  const words = text.trim().split(/\s+/);
+  const pid = Number.parseInt(words[0] ?? "", 10);
+  // An unparsable record cannot come from us (we never expose a partial one): treat it as held by pid 0,
+  // which is never a live user process, so it is stale.
+  return {
+    pid: Number.isSafeInteger(pid) && pid > 0 ? pid : 0,
+    mode: words[1] === "read" || words[1] === "write" ? words[1] : defaultMode,
+    kernel: words[2] === "kernel",
+    text,
+  };
 }
 
-/** The pid of a live process holding the image for writing, if any. */
-export function lockHolder(imagePath: string): number | undefined {
-  const pid = readLockPid(lockPathOf(imagePath));
-  return pid !== undefined && pid > 0 && pidAlive(pid) ? pid : undefined;
+/**
+ * Is this record's holder still there? Its process must run, and if it held the kernel lock while we now hold
+ * one that conflicts with it, it is gone (its pid may have been reused by another program).
+ */
+function recordLive(r: LockRecord, ourKernelLock: boolean): boolean {
+  if (r.pid <= 0 || !pidAlive(r.pid)) return false;
+  return !(r.kernel && ourKernelLock);
 }
 
-const held = new Set<string>();
+function readerPrefix(lockPath: string): string {
+  return `${path.basename(lockPath)}.reader.`;
+}
+
+/** Reader records beside the image (file names). */
+function readerRecords(lockPath: string): string[] {
+  const dir = path.dirname(lockPath);
+  const prefix = readerPrefix(lockPath);
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names.filter((n) => n.startsWith(prefix)).map((n) => path.join(dir, n));
+}
+
+function token(): string {
+  return Math.random().toString(36).slice(2, 10);
+}
+
+/** Records this process created, removed at exit if still ours. */
+const held = new Map<string, string>();
 let exitHookInstalled = false;
 
-function releaseAllOnExit(): void {
-  for (const p of held) {
-    try {
-      fs.unlinkSync(p);
-    } catch {
-      // already gone: nothing to release
-    }
+function removeIfOurs(file: string, text: string): void {
+  try {
+    if (fs.readFileSync(file, "utf8") === text) fs.unlinkSync(file);
+  } catch {
+    // already gone: nothing to release
   }
+}
+
+function releaseAllOnExit(): void {
+  for (const [file, text] of held) removeIfOurs(file, text);
   held.clear();
+}
+
+function remember(file: string, text: string): void {
+  held.set(file, text);
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on("exit", releaseAllOnExit);
+  }
+}
+
+/** The writer record could not be created (its directory is not writable, say). */
+class NoRecord {
+  constructor(readonly reason: string) {}
 }
 
 export class ImageLock {
   private released = false;
 
-  private constructor(readonly lockPath: string) {}
+  private constructor(
+    readonly imagePath: string,
+    readonly mode: LockMode,
+    /** The kernel lock is held (on the descriptor passed to `acquire`). */
+    readonly kernel: boolean,
+    /** Why there is no kernel lock, when there is none. */
+    readonly kernelUnavailable: string | undefined,
+    /** This holder's lock file, or null where none could be made (a read-only directory, with the kernel lock). */
+    readonly record: string | null,
+    private readonly recordText: string,
+  ) {}
 
-  /** Take the writer lock of `imagePath` or throw `ImageLockedError` naming the live holder. */
-  static acquire(imagePath: string): ImageLock {
+  /** `IMG.lock`, the writer's lock file. */
+  get lockPath(): string {
+    return lockPathOf(this.imagePath);
+  }
+
+  /**
+   * Take `imagePath` for `mode` or throw `ImageLockedError` naming a live holder. `fd` is the caller's open
+   * descriptor of the image, which then carries the kernel lock until it is closed (null: lock files only).
+   * On a throw the caller must close `fd` (that drops whatever kernel lock it got).
+   */
+  static acquire(imagePath: string, fd: number | null, mode: LockMode): ImageLock {
     const lockPath = lockPathOf(imagePath);
+    let kernel = false;
+    let kernelUnavailable: string | undefined = "no descriptor to lock";
+    if (fd !== null) {
+      const k = kernelBytes(mode);
+      const r = runHelper(fd, k.set, k.test);
+      if (r.kind === "conflict") throw ImageLock.kernelConflict(imagePath, fd, mode, r.byte, r.pid);
+      kernel = r.kind === "ok";
+      kernelUnavailable = r.kind === "unavailable" ? r.reason : undefined;
+    }
+    const text = `${process.pid} ${mode}${kernel ? " kernel" : ""} ${token()}\n`;
+    const record =
+      mode === "write"
+        ? ImageLock.writerRecord(imagePath, lockPath, text, kernel)
+        : ImageLock.readerRecord(imagePath, lockPath, text, kernel);
+    if (record instanceof NoRecord) {
+      // A read-only directory: the kernel lock alone protects the image. Without it a writer is refused.
+      if (mode === "write" && !kernel) {
+        throw new ImageError(
+          "EOPEN",
+          `cannot lock ${imagePath} for writing: the lock file ${lockPath} cannot be created (${record.reason}) ` +
+            `and there is no kernel lock (${kernelUnavailable ?? "unavailable"}); make the directory writable, ` +
+            `or install perl or python3 so xenide can take the kernel lock QEMU uses`,
+          imagePath,
+        );
+      }
+      return new ImageLock(imagePath, mode, kernel, kernelUnavailable, null, text);
+    }
+    return new ImageLock(imagePath, mode, kernel, kernelUnavailable, record, text);
+  }
+
+  /** Link `IMG.lock`, then make sure no live reader has a record; returns the record or why there is none. */
+  private static writerRecord(
+    imagePath: string,
+    lockPath: string,
+    text: string,
+    kernel: boolean,
+  ): string | NoRecord {
     const dir = path.dirname(lockPath);
-    const tmp = path.join(
-      dir,
-      `.${path.basename(lockPath)}.${process.pid}.${Math.random().toString(36).slice(2)}`,
-    );
+    const tmp = path.join(dir, `.${path.basename(lockPath)}.${process.pid}.${token()}`);
     try {
-      fs.writeFileSync(tmp, `${process.pid}\n`, { flag: "wx", mode: 0o644 });
+      fs.writeFileSync(tmp, text, { flag: "wx", mode: 0o644 });
     } catch (e) {
-      throw new ImageError(
-        "EOPEN",
-        `cannot create the lock file ${lockPath} (${(e as Error).message}); open without locking only if no other process writes the image`,
-        imagePath,
-      );
+      return new NoRecord((e as NodeJS.ErrnoException).code ?? (e as Error).message);
     }
     try {
+      let linked = false;
       for (let attempt = 0; attempt < 8; attempt++) {
         try {
           fs.linkSync(tmp, lockPath);
-          return ImageLock.hold(lockPath);
+          linked = true;
+          break;
         } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+          const code = (e as NodeJS.ErrnoException).code;
+          // A filesystem without hard links (vfat, some network and FUSE filesystems): no record here.
+          if (code !== "EEXIST") return new NoRecord(`${code ?? (e as Error).message} from link(2)`);
         }
-        const pid = readLockPid(lockPath);
-        if (pid === undefined) continue; // released meanwhile: try again
-        if (pid > 0 && pidAlive(pid)) throw new ImageLockedError(imagePath, pid, lockPath);
-        ImageLock.takeOverStale(lockPath, pid);
+        const r = readRecord(lockPath, "write");
+        if (r === undefined) continue; // released meanwhile: try again
+        if (recordLive(r, kernel)) throw recordConflict(imagePath, lockPath, r);
+        takeOverStale(lockPath, r.text);
       }
-      const pid = readLockPid(lockPath) ?? 0;
-      throw new ImageLockedError(imagePath, pid, lockPath);
+      if (!linked) {
+        const r = readRecord(lockPath, "write");
+        if (r && r.pid > 0) throw recordConflict(imagePath, lockPath, r);
+        throw new ImageError(
+          "EOPEN",
+          `cannot take the lock file ${lockPath}: it is not a lock file`,
+          imagePath,
+        );
+      }
     } finally {
       fs.rmSync(tmp, { force: true });
     }
+    remember(lockPath, text);
+    // Published; now the readers (each published before it looked for a writer, see readerRecord).
+    for (const file of readerRecords(lockPath)) {
+      const r = readRecord(file, "read");
+      if (r === undefined) continue;
+      if (recordLive(r, kernel)) {
+        held.delete(lockPath);
+        removeIfOurs(lockPath, text);
+        throw recordConflict(imagePath, file, r);
+      }
+      fs.rmSync(file, { force: true }); // a reader that died: its name is unique, so this removes only its record
+    }
+    return lockPath;
   }
 
-  private static takeOverStale(lockPath: string, stalePid: number): void {
-    const aside = `${lockPath}.stale.${process.pid}.${Math.random().toString(36).slice(2)}`;
+  /** Create this reader's record, then make sure no live writer holds `IMG.lock`. */
+  private static readerRecord(
+    imagePath: string,
+    lockPath: string,
+    text: string,
+    kernel: boolean,
+  ): string | NoRecord {
+    const file = path.join(path.dirname(lockPath), `${readerPrefix(lockPath)}${process.pid}.${token()}`);
+    let record: string | NoRecord;
     try {
-      fs.renameSync(lockPath, aside);
+      fs.writeFileSync(file, text, { flag: "wx", mode: 0o644 });
+      remember(file, text);
+      record = file;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") return; // someone else moved it: retry
-      throw e;
+      record = new NoRecord((e as NodeJS.ErrnoException).code ?? (e as Error).message);
     }
-    if (readLockPid(aside) === stalePid) {
-      fs.rmSync(aside, { force: true });
-      return;
+    const w = readRecord(lockPath, "write");
+    if (w !== undefined && recordLive(w, kernel)) {
+      if (typeof record === "string") {
+        held.delete(file);
+        fs.rmSync(file, { force: true });
+      }
+      throw recordConflict(imagePath, lockPath, w);
     }
-    // Between our read and our rename a live writer replaced the stale lock: put its lock back.
-    try {
-      fs.linkSync(aside, lockPath);
-    } catch {
-      // a third process has linked its own lock meanwhile; the next attempt reports it
-    }
-    fs.rmSync(aside, { force: true });
+    return record;
   }
 
-  private static hold(lockPath: string): ImageLock {
-    held.add(lockPath);
-    if (!exitHookInstalled) {
-      exitHookInstalled = true;
-      process.on("exit", releaseAllOnExit);
+  /** The kernel lock refused us: name who holds it (by /proc, else by the lock files). */
+  private static kernelConflict(
+    imagePath: string,
+    fd: number,
+    mode: LockMode,
+    byte: number,
+    pid: number,
+  ): Error {
+    const lockPath = lockPathOf(imagePath);
+    const holders = kernelHolders(fs.fstatSync(fd, { bigint: true }));
+    // Who conflicts with us: for a reader only writers do; for a writer anyone.
+    const holder = holders.find((h) => mode === "write" || h.mode !== "read") ?? holders[0];
+    if (holder) return new ImageLockedError(imagePath, holder.pid, lockPath, holder.mode, holder.program);
+    const records = [lockPath, ...readerRecords(lockPath)]
+      .map((f) => ({ f, r: readRecord(f, f === lockPath ? "write" : "read") }))
+      .filter(
+        (x) =>
+          x.r !== undefined && x.r.pid > 0 && pidAlive(x.r.pid) && (mode === "write" || x.r.mode === "write"),
+      );
+    if (records[0]) {
+      const { f, r } = records[0];
+      return new ImageLockedError(imagePath, r!.pid, lockPath, r!.mode, undefined, f);
     }
-    return new ImageLock(lockPath);
+    // Not visible to us. The byte says what it forbids: 100+i are used permissions, 200+i unshared ones.
+    const how: LockMode | undefined =
+      byte === PERM_BASE + WRITE || byte === PERM_BASE + RESIZE || byte === SHARED_BASE + CONSISTENT_READ
+        ? "write"
+        : undefined;
+    return new ImageLockedError(imagePath, pid > 0 ? pid : 0, lockPath, how);
   }
 
   release(): void {
     if (this.released) return;
     this.released = true;
-    held.delete(this.lockPath);
-    // Only remove the lock if it is still ours (nobody should have taken it, but do not delete another's).
-    if (readLockPid(this.lockPath) === process.pid) fs.rmSync(this.lockPath, { force: true });
+    if (this.record === null) return;
+    held.delete(this.record);
+    // Only remove the record if it is still ours (nobody should have taken it, but do not delete another's).
+    removeIfOurs(this.record, this.recordText);
+  }
+}
+
+function recordConflict(imagePath: string, file: string, r: LockRecord): ImageLockedError {
+  return new ImageLockedError(imagePath, r.pid, lockPathOf(imagePath), r.mode, undefined, file);
+}
+
+/** Move a stale writer record out of the way, unless it changed since it was read (`staleText`). */
+function takeOverStale(lockPath: string, staleText: string): void {
+  const aside = `${lockPath}.stale.${process.pid}.${token()}`;
+  try {
+    fs.renameSync(lockPath, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return; // someone else moved it: retry
+    throw e;
+  }
+  let now: string | undefined;
+  try {
+    now = fs.readFileSync(aside, "utf8");
+  } catch {
+    now = undefined;
+  }
+  if (now === staleText) {
+    fs.rmSync(aside, { force: true });
+    return;
+  }
+  // Between our read and our rename a live writer replaced the stale lock: put its lock back.
+  try {
+    fs.linkSync(aside, lockPath);
+  } catch {
+    // a third process has linked its own lock meanwhile; the next attempt reports it
+  }
+  fs.rmSync(aside, { force: true });
+}
+
+/**
+ * The pid of a live process holding the image for writing, if any: a xenide writer's lock file, or (where the
+ * kernel lock works) any program holding QEMU's write lock on the file — 0 when that program is not visible.
+ */
+export function lockHolder(imagePath: string): number | undefined {
+  const r = readRecord(lockPathOf(imagePath), "write");
+  if (r !== undefined && r.pid > 0 && pidAlive(r.pid)) return r.pid;
+  let fd: number;
+  try {
+    fd = fs.openSync(imagePath, "r");
+  } catch {
+    return undefined;
+  }
+  try {
+    const w = runHelper(fd, [], [PERM_BASE + WRITE, PERM_BASE + RESIZE]);
+    if (w.kind !== "conflict") return undefined;
+    const writer = kernelHolders(fs.fstatSync(fd, { bigint: true })).find((h) => h.mode === "write");
+    return writer?.pid ?? 0;
+  } finally {
+    fs.closeSync(fd);
   }
 }

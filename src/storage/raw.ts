@@ -30,8 +30,8 @@ import fs, {
 
 import { allocAligned, isDirectAligned } from "./aligned.ts";
 import { fsError } from "./check.ts";
-import { ImageError, ImageLockedError } from "./errors.ts";
-import { ImageLock, lockHolder, lockPathOf } from "./lock.ts";
+import { ImageError } from "./errors.ts";
+import { ImageLock } from "./lock.ts";
 import { type BlockBackend, type IoCallback, IoError, type MediumRequest, SECTOR_SIZE } from "./types.ts";
 
 export interface RawImageOptions {
@@ -39,7 +39,10 @@ export interface RawImageOptions {
   readOnly?: boolean;
   /** Bypass the host page cache (O_DIRECT). Fails with `ImageError("ENODIRECT")` where unsupported. */
   direct?: boolean;
-  /** Take the exclusive writer lock (default true); see lock.ts for the policy. */
+  /**
+   * Lock the image (default true): a read-only open shares it with other readers, a read-write open excludes
+   * every other reader and writer, xenide or QEMU (see lock.ts). false: take no lock and check none.
+   */
   lock?: boolean;
 }
 
@@ -64,9 +67,16 @@ export class RawImageBackend implements BlockBackend {
     readonly sectorCount: number,
     readonly readOnly: boolean,
     readonly direct: boolean,
-    private readonly lock: ImageLock | null,
+    /** The lock this backend holds (null: opened with `lock: false`). */
+    readonly lock: ImageLock | null,
   ) {
     this.describe = `raw:${path}${direct ? " (direct)" : ""}${readOnly ? " (ro)" : ""}`;
+  }
+
+  /** The file itself (device and inode), the same however its path is written: what a drive serial derives from. */
+  get identity(): string {
+    const st = fs.fstatSync(this.fd);
+    return `raw:${st.dev}:${st.ino}`;
   }
 
   static open(path: string, options: RawImageOptions = {}): RawImageBackend {
@@ -74,7 +84,7 @@ export class RawImageBackend implements BlockBackend {
     const direct = options.direct ?? false;
     const useLock = options.lock ?? true;
 
-    // Check everything that can be checked without side effects before taking the lock.
+    // Check what can be checked before opening and locking.
     let st: fs.Stats;
     try {
       st = fs.statSync(path);
@@ -84,37 +94,27 @@ export class RawImageBackend implements BlockBackend {
     if (!st.isFile()) throw new ImageError("EOPEN", `${path} is not a regular file`, path);
     checkImageSize(path, st.size);
 
-    let lock: ImageLock | null = null;
-    if (useLock) {
-      if (readOnly) {
-        const pid = lockHolder(path);
-        if (pid !== undefined) throw new ImageLockedError(path, pid, lockPathOf(path));
-      } else {
-        lock = ImageLock.acquire(path);
-      }
-    }
+    let flags = readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR;
+    if (direct) flags |= fs.constants.O_DIRECT;
+    let fd: number;
     try {
-      let flags = readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR;
-      if (direct) flags |= fs.constants.O_DIRECT;
-      let fd: number;
-      try {
-        fd = fs.openSync(path, flags);
-      } catch (e) {
-        if (direct && (e as NodeJS.ErrnoException).code === "EINVAL") {
-          throw new ImageError("ENODIRECT", `the filesystem holding ${path} does not support O_DIRECT`, path);
-        }
-        throw new ImageError("EOPEN", `cannot open image ${path}: ${(e as Error).message}`, path);
+      fd = fs.openSync(path, flags);
+    } catch (e) {
+      if (direct && (e as NodeJS.ErrnoException).code === "EINVAL") {
+        throw new ImageError("ENODIRECT", `the filesystem holding ${path} does not support O_DIRECT`, path);
       }
+      throw new ImageError("EOPEN", `cannot open image ${path}: ${(e as Error).message}`, path);
+    }
+    let lock: ImageLock | null = null;
+    try {
+      // The kernel lock goes on this descriptor: it lasts until the descriptor is closed.
+      if (useLock) lock = ImageLock.acquire(path, fd, readOnly ? "read" : "write");
       const size = fs.fstatSync(fd).size;
-      try {
-        checkImageSize(path, size);
-      } catch (e) {
-        fs.closeSync(fd);
-        throw e;
-      }
+      checkImageSize(path, size);
       return new RawImageBackend(path, fd, size / SECTOR_SIZE, readOnly, direct, lock);
     } catch (e) {
       lock?.release();
+      fs.closeSync(fd);
       throw e;
     }
   }
@@ -192,10 +192,12 @@ export class RawImageBackend implements BlockBackend {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    // The lock file first, then the descriptor (and with it the kernel lock): whoever takes the kernel lock
+    // next finds no record of ours.
     try {
-      fs.closeSync(this.fd);
-    } finally {
       this.lock?.release();
+    } finally {
+      fs.closeSync(this.fd);
     }
   }
 
