@@ -52,7 +52,12 @@ export function addDiskOptions(cmd: Command, opts: { via: boolean; readOnlyHelp?
       "sync",
     )
     .option("--trace <file>", "write every exit, IRQ and event as JSON lines to FILE")
-    .option("--cost <kind=cycles>", "override the modelled cost of one event kind (repeatable)", collect, [])
+    .option(
+      "--cost <kind=cycles>",
+      `override the modelled cost of one event kind (repeatable); kinds: ${COUNTER_KINDS.join(", ")}`,
+      collect,
+      [],
+    )
     .option("--json", "print a machine-readable result")
     .option("--read-only", opts.readOnlyHelp ?? "open the image read-only")
     .option("--poll", "poll BSY with interrupts disabled (nIEN) instead of waiting for IRQ 14");
@@ -61,7 +66,10 @@ export function addDiskOptions(cmd: Command, opts: { via: boolean; readOnlyHelp?
       .option("--via <method>", `how data crosses the controller: ${DISK_VIAS.join(", ")}`, "pio")
       .option("--lba48", "always use the LBA48 (EXT) commands")
       .option("--lba28", "always use the LBA28 commands")
-      .option("--multiple <n>", "READ/WRITE MULTIPLE with N sectors per DRQ block (SET MULTIPLE MODE)");
+      .option(
+        "--multiple <n>",
+        "READ/WRITE MULTIPLE with N sectors per DRQ block (SET MULTIPLE MODE; the drive takes 1, 2, 4, 8 or 16)",
+      );
   }
   return cmd;
 }

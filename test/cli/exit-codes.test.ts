@@ -92,3 +92,32 @@ describe("--trace", () => {
     expect(r.stdout).toBe(""); // no dump, no "wrote": the transfer never started
   });
 });
+
+describe("--help lists what an option takes", () => {
+  it("--cost names every kind, --indirect and --multiple their values, defaults as numbers", () => {
+    const read = xenide(["read", "--help"]).stdout.replace(/\s+/g, " ");
+    for (const k of ["pioIn", "pioOut", "stringIo", "mmio", "bufferedWrite", "hypercall", "irqInject"])
+      expect(read).toContain(k);
+    expect(read).toMatch(/1, 2, 4, 8 or 16/);
+    expect(xenide(["qtest", "--help"]).stdout.replace(/\s+/g, " ")).toContain("evtchnNotify");
+    const pv = xenide(["pv-keys", "--help"]).stdout.replace(/\s+/g, " ");
+    expect(pv).toContain("0 (none), 32, 64, 128 or 256 (default: 32)");
+    expect(xenide(["bench", "--help"]).stdout.replace(/\s+/g, " ")).toMatch(/default: 3\b.*default: 150/);
+  });
+});
+
+describe("report", () => {
+  it("an --out it cannot make is one line, exit 2, at once (no endless mkdir under /proc)", () => {
+    const bench = path.join(dir, "..", "bench-latest.json");
+    fs.copyFileSync(new URL("../../bench/latest.json", import.meta.url), bench);
+    try {
+      const r = xenide(["report", bench, "--out", "/proc/xenide-report"]);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr.trim().split("\n")).toEqual([
+        expect.stringMatching(/--out \/proc\/xenide-report: cannot write there/),
+      ]);
+    } finally {
+      fs.rmSync(bench, { force: true });
+    }
+  });
+});

@@ -54,8 +54,8 @@ export function register(program: Command): void {
       "bench image to create, or reuse if an earlier bench made it (default: a temporary file)",
     )
     .option("-f, --force", "overwrite --image even if it is a file the bench did not make")
-    .option("--repeats <n>", "timed repeats per cell (default 3)")
-    .option("--budget <ms>", "milliseconds per repeat (default 150, --quick 80)")
+    .option("--repeats <n>", "timed repeats per cell (default: 3)")
+    .option("--budget <ms>", "milliseconds per repeat (default: 150; with --quick 80)")
     .option("--only <ids>", "comma-separated substrings of path ids to run (baselines always run)")
     .option("--no-rss", "skip streaming 4 GiB through PV (the memory target)")
     .option("--no-qtest", "skip the qtest comparison with QEMU")

@@ -32,7 +32,7 @@ export function register(program: Command): void {
     .option("--queues <n>", "queues (1-4)", int("--queues", [1, 2, 3, 4]), 1)
     .option(
       "--indirect <n>",
-      "indirect segments per request (0 = none)",
+      "indirect segments per request: 0 (none), 32, 64, 128 or 256",
       int("--indirect", [0, 32, 64, 128, 256]),
       32,
     )

@@ -3,7 +3,7 @@
  * or a unix socket, so that a client written for `qemu-system-x86_64 -qtest` drives xenide unchanged.
  */
 import type { Command } from "commander";
-import { CostModel } from "../../hypervisor/accounting.ts";
+import { COUNTER_KINDS, CostModel } from "../../hypervisor/accounting.ts";
 import { type QtestSession, openQtestSession } from "../../qtest/session.ts";
 import { connectUnix, listenUnix, serveStream } from "../../qtest/transport.ts";
 import { MAX_GUEST_RAM, PAGE_SIZE } from "../../hypervisor/memory.ts";
@@ -42,7 +42,12 @@ export function register(program: Command): void {
     .option("--connect <path>", "connect to a unix socket the client listens on (as QEMU's -qtest unix:PATH)")
     .option("--engine <kind>", "storage engine: sync or async", "sync")
     .option("--trace <file>", "write every exit and IRQ change as JSON lines to FILE")
-    .option("--cost <kind=cycles>", "override a modelled cost (repeatable)", collect, [])
+    .option(
+      "--cost <kind=cycles>",
+      `override a modelled cost (repeatable); kinds: ${COUNTER_KINDS.join(", ")}`,
+      collect,
+      [],
+    )
     .option("--ram <size>", "guest RAM, 4K to just under 4G (qemu-img size syntax: 512M, 1.5G)", "128M")
     .option("--read-only", "attach every image read-only")
     .option("--model <text>", "IDENTIFY model string for every drive")
