@@ -3,6 +3,7 @@
  * controller (image -> raw backend -> engine -> machine -> guest ATA driver), and the exit/cycle report.
  */
 
+import fs from "node:fs";
 import type { Command } from "commander";
 import {
   ATA_VIAS,
@@ -29,6 +30,8 @@ import type { BlockBackend, IoEngine } from "../storage/types.ts";
 import { UsageError } from "./errors.ts";
 
 export interface DiskFlags {
+  /** Files the command reads or writes besides the image (an input): never a target for --trace. */
+  keep?: readonly string[];
   engine: string;
   trace?: string;
   cost: string[];
@@ -149,7 +152,7 @@ export async function openDisk(image: string, flags: DiskFlags): Promise<OpenedD
   let tracer: Tracer | null = null;
   let machine: Machine | null = null;
   try {
-    if (flags.trace) tracer = openTrace(flags.trace);
+    if (flags.trace) tracer = openTrace(flags.trace, [image, ...(flags.keep ?? [])]);
     const disk = {
       medium: { image, readOnly: flags.readOnly === true },
       engine: flags.engine as "sync" | "async",
@@ -315,11 +318,30 @@ export function writeOut(s: string): void {
   process.stdout.write(s);
 }
 
-/** `--trace FILE`, opened and probed before anything runs: a file that cannot take the trace is a usage error. */
-export function openTrace(file: string): Tracer {
+/**
+ * `--trace FILE`, opened and probed before anything runs: a file that cannot take the trace is a usage error,
+ * and so is one that is (or links to) a file the command works on — an image or an input — which opening the
+ * trace would truncate.
+ */
+export function openTrace(file: string, keep: readonly string[] = []): Tracer {
+  const id = fileId(file);
+  if (id !== null && keep.some((k) => fileId(k) === id))
+    throw new UsageError(
+      `--trace ${file}: that is a file this command reads or writes; the trace would overwrite it`,
+    );
   try {
     return Tracer.toFile(file);
   } catch (e) {
     throw new UsageError(`--trace ${file}: cannot write it (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+}
+
+/** A file's device and inode (links followed), or null when there is nothing at the path. */
+function fileId(path: string): string | null {
+  try {
+    const st = fs.statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
   }
 }

@@ -352,14 +352,15 @@ export function openInput(spec: string, stdin: Readable = process.stdin): InputS
   };
   if (!st.isFile()) {
     // A FIFO or a character device: read as a stream, like standard input.
-    const stream = fs.createReadStream("", { fd, autoClose: false });
+    // The stream owns the descriptor from here on: destroying it closes it (once).
+    const stream = fs.createReadStream("", { fd, autoClose: true });
     return {
       name: spec,
       size: undefined,
       chunks: (n) => streamChunks(stream, n, spec),
       close: () => {
-        stream.destroy();
-        close();
+        if (!closed) stream.destroy();
+        closed = true;
       },
     };
   }

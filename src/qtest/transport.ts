@@ -4,7 +4,7 @@
  * `-qtest unix:PATH` does for libqtest).
  */
 
-import { existsSync, unlinkSync } from "node:fs";
+import { lstatSync, unlinkSync } from "node:fs";
 import { type Server, type Socket, connect, createServer } from "node:net";
 import type { Readable, Writable } from "node:stream";
 import { QTEST_CHUNK, type QtestServer } from "./server.ts";
@@ -108,9 +108,27 @@ export function serveStream(server: QtestServer, input: Readable, output: Writab
   });
 }
 
-/** Listen on a unix socket at `path` and serve clients one after another. Resolves once listening. */
+/** Something other than a socket is at the path `--socket` names: it is left alone. */
+export class SocketPathError extends Error {
+  constructor(readonly path: string) {
+    super(`${path} exists and is not a socket; choose another path (only a stale socket is replaced)`);
+    this.name = "SocketPathError";
+  }
+}
+
+/**
+ * Listen on a unix socket at `path` and serve clients one after another. Resolves once listening. A socket
+ * left at the path by an earlier run is replaced; anything else there is refused (`SocketPathError`).
+ */
 export async function listenUnix(server: QtestServer, path: string): Promise<Server> {
-  if (existsSync(path)) unlinkSync(path);
+  let st: ReturnType<typeof lstatSync> | undefined;
+  try {
+    st = lstatSync(path);
+  } catch {
+    st = undefined;
+  }
+  if (st && !st.isSocket()) throw new SocketPathError(path);
+  if (st) unlinkSync(path);
   let queue = Promise.resolve();
   const srv = createServer((sock: Socket) => {
     queue = queue.then(() => serveSocket(server, sock)).catch(() => {});

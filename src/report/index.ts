@@ -54,6 +54,39 @@ export function parseBench(text: string): BenchResult {
   }
   if (!d.machine || typeof d.machine !== "object")
     throw new ReportInputError(`bench result has no "machine"`);
+  // The fields the report reads, each of the kind it reads them as: a result cut short or edited by hand is
+  // refused here with what is wrong, not half-rendered.
+  const want = (ok: boolean, what: string) => {
+    if (!ok) throw new ReportInputError(`bench result: ${what}`);
+  };
+  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
+  const num = (v: unknown) => typeof v === "number" && Number.isFinite(v);
+  want(
+    typeof d.startedAt === "string" && typeof d.finishedAt === "string",
+    `"startedAt"/"finishedAt" are not times`,
+  );
+  want(typeof d.machine.cpu === "string" && num(d.machine.cores), `"machine" lacks its cpu or cores`);
+  want(isObj(d.image) && num(d.image.bytes), `"image" lacks its size`);
+  want(
+    isObj(d.settings) && num(d.settings.repeats) && num(d.settings.budgetMs),
+    `"settings" lacks repeats or budgetMs`,
+  );
+  d.rows!.forEach((r: unknown, i) => {
+    const row = r as Record<string, unknown>;
+    want(
+      isObj(r) &&
+        ["path", "op", "pattern", "cache", "status"].every((k) => typeof row[k] === "string") &&
+        num(row.blockSize) &&
+        num(row.qd) &&
+        isObj(row.iops) &&
+        isObj(row.mbps),
+      `row ${i} is not a measured cell`,
+    );
+  });
+  for (const k of ["targets", "costs", "checks"] as const)
+    d[k]!.forEach((e: unknown, i: number) => want(isObj(e), `"${k}" entry ${i} is not an object`));
+  for (const k of ["dispatch", "rss", "qtest"] as const)
+    want(d[k] === undefined || d[k] === null || isObj(d[k]), `"${k}" is neither null nor an object`);
   return d as BenchResult;
 }
 

@@ -75,6 +75,15 @@ export function createImage(path: string, bytes: number, options: CreateImageOpt
   }
   const force = options.force ?? false;
   if (force) {
+    // --force replaces an image file, never a device, a directory or a FIFO that happens to be at the path.
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.statSync(path);
+    } catch {
+      st = undefined;
+    }
+    if (st && !st.isFile())
+      throw new ImageError("EOPEN", `${path} is not a regular file; mkimage only replaces image files`, path);
     const pid = lockHolder(path);
     if (pid !== undefined) throw new ImageLockedError(path, pid, lockPathOf(path));
   }

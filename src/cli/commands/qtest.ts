@@ -2,6 +2,7 @@
  * `xenide qtest --disk IMG`: serve QEMU's qtest protocol for the emulated PC's IDE controller, on stdin/stdout
  * or a unix socket, so that a client written for `qemu-system-x86_64 -qtest` drives xenide unchanged.
  */
+import fs from "node:fs";
 import type { Command } from "commander";
 import { COUNTER_KINDS, CostModel } from "../../hypervisor/accounting.ts";
 import { type QtestSession, openQtestSession } from "../../qtest/session.ts";
@@ -65,6 +66,17 @@ export function register(program: Command): void {
         throw new UsageError(`--engine must be sync or async, got '${flags.engine}'`);
       }
       if (flags.socket && flags.connect) throw new UsageError("--socket and --connect exclude each other");
+      if (flags.socket) {
+        // Only a socket left by an earlier run is replaced; a file or anything else at the path is not ours.
+        let st: fs.Stats | undefined;
+        try {
+          st = fs.lstatSync(flags.socket);
+        } catch {
+          st = undefined;
+        }
+        if (st && !st.isSocket())
+          throw new UsageError(`--socket ${flags.socket}: exists and is not a socket; choose another path`);
+      }
       let costs: ReturnType<typeof CostModel.parseOverrides>;
       let ram: number;
       try {
@@ -77,7 +89,10 @@ export function register(program: Command): void {
         throw new UsageError(
           `--ram ${flags.ram}: guest RAM is a whole number of 4 KiB pages, from 4K to ${MAX_GUEST_RAM / 1024} K (just under 4 GiB)`,
         );
-      const tracer = flags.trace ? openTrace(flags.trace) : null;
+      const images = [flags.disk, flags.slave, flags.secondary, flags.secondarySlave].filter(
+        (x): x is string => x !== undefined,
+      );
+      const tracer = flags.trace ? openTrace(flags.trace, images) : null;
       let machine: QtestSession;
       try {
         machine = openQtestSession({

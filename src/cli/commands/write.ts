@@ -74,7 +74,11 @@ export function register(program: Command): void {
             `${input.name} is ${size} bytes, not a multiple of 512 (add --pad to zero-fill the last sector)`,
           );
         }
-        const disk = await openDisk(image, { ...flags, readOnly: flags.readOnly === true });
+        const disk = await openDisk(image, {
+          ...flags,
+          readOnly: flags.readOnly === true,
+          ...(flags.input !== "-" ? { keep: [flags.input] } : {}),
+        });
         try {
           if (size !== undefined) {
             checkTransferRange(disk, flags.lba28 === true, lba, Math.ceil(size / SECTOR));

@@ -4,13 +4,23 @@
  * odd-sized files, locked or valid images) ends with exit code 0, or with a non-zero code and a short message on
  * stderr: no stack trace, no internal error, never an exception out of `runCli`.
  *
- * Commands that serve stdin or run for seconds (qtest, bench, demo, vm, report) are left out.
+ * Commands that serve stdin or run for seconds (qtest, bench, demo, vm, report) are left out here; the second
+ * property (./cli-files.ts) runs every command as a child process on a scratch tree of random existing files and
+ * checks that nothing it was not asked to change changes. The long run (scripts/fuzz.ts --surface cli-args) mixes
+ * one such case into every `filesEvery` argument vectors (default 2,000); the CI test runs the two apart.
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
 import { commandModules } from "../../../src/cli/commands/index.ts";
 import { runCli } from "../../../src/cli/main.ts";
+import {
+  type CliBundle,
+  CliFilesWorld,
+  type FilesCase,
+  buildCliBundle,
+  cliFilesCaseArb,
+} from "./cli-files.ts";
 
 /**
  * Load every command module once and hand the same module objects to each run: `runCli` still builds a fresh
@@ -163,9 +173,50 @@ export function cliArgvArb(f: Record<string, string>): fc.Arbitrary<string[]> {
 
 class Failure extends Error {}
 
+export interface CliWorldOptions {
+  /**
+   * One case in `filesEvery` also runs a random command as a child process on a scratch tree of random files
+   * (./cli-files.ts), the real bench and demo included now and then; 0 never does. Default 2,000.
+   */
+  filesEvery?: number;
+}
+
 export class CliWorld {
-  readonly stats = { cases: 0, ok: 0, refused: 0 };
-  constructor(readonly fixtures: Record<string, string>) {}
+  readonly stats: { cases: number; ok: number; refused: number; files?: CliFilesWorld["stats"] } = {
+    cases: 0,
+    ok: 0,
+    refused: 0,
+  };
+  /** The first failure before shrinking (scripts/fuzz.ts prints it). */
+  readonly first = { message: null as string | null };
+  readonly filesEvery: number;
+  private files: CliFilesWorld | null = null;
+  private bundle: CliBundle | null = null;
+
+  constructor(
+    readonly fixtures: Record<string, string>,
+    o: CliWorldOptions = {},
+  ) {
+    this.filesEvery = o.filesEvery ?? 2000;
+  }
+
+  /** Run one scratch-tree case through the bundled CLI (built on first use, removed when the process exits). */
+  async runFiles(c: FilesCase): Promise<void> {
+    if (!this.files) {
+      this.bundle = await buildCliBundle();
+      const b = this.bundle;
+      process.once("exit", () => b.dispose());
+      // Shrinking a child-process case costs a second or more per step: ten minutes of it, then the smallest so far.
+      this.files = new CliFilesWorld(b.path, { shrinkBudgetMs: 600_000 });
+      this.stats.files = this.files.stats;
+    }
+    try {
+      await this.files.run(c);
+    } catch (e) {
+      this.first.message ??= e instanceof Error ? e.message : String(e);
+      throw e;
+    }
+  }
 
   async run(argv: string[]): Promise<void> {
     this.stats.cases++;
@@ -221,7 +272,20 @@ export class CliWorld {
 }
 
 export function cliArgsProperty(world: CliWorld) {
-  return fc.asyncProperty(cliArgvArb(world.fixtures), async (argv) => {
-    await world.run(argv);
+  const files: fc.Arbitrary<FilesCase | null> =
+    world.filesEvery > 0
+      ? fc.oneof(
+          { weight: world.filesEvery - 1, arbitrary: fc.constant(null) },
+          { weight: 1, arbitrary: cliFilesCaseArb({ heavy: true }) },
+        )
+      : fc.constant(null);
+  return fc.asyncProperty(cliArgvArb(world.fixtures), files, async (argv, c) => {
+    try {
+      await world.run(argv);
+    } catch (e) {
+      world.first.message ??= e instanceof Error ? e.message : String(e);
+      throw e;
+    }
+    if (c) await world.runFiles(c);
   });
 }
