@@ -101,13 +101,24 @@ describe("cells and rows", () => {
     expect(dma.warm?.bytes).toBe(image.bytes);
     expect(dma.storagePerIo).toBe(1);
     expect(base.exitsPerIo).toBe(0);
+    // A whole bench result around the rows (parseBench refuses one missing what the report reads).
     const doc = {
       schema: "xenide-bench/1",
+      startedAt: "2026-01-01T00:00:00.000Z",
+      finishedAt: "2026-01-01T00:01:00.000Z",
+      quick: true,
+      machine: { cpu: "test", cores: 2 },
+      image: { path: image.path, bytes: image.bytes, workingSetBytes: image.bytes, directSupported: false },
+      settings: { repeats: 2, budgetMs: 5 },
+      modelGHz: 3,
       rows,
+      dispatch: null,
+      rss: null,
+      qtest: null,
       targets: checkTargets({ rows, dispatch: null, rss: null, qtest: null }),
+      unavailable: [],
       costs: [],
       checks: [],
-      machine: {},
     };
     const back = parseBench(JSON.stringify(doc));
     expect(back.rows[1]!.exitsPerIo).toBe(16);

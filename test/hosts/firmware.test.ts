@@ -95,9 +95,10 @@ describe.skipIf(skip !== undefined)(
       }, 120_000);
     }
 
-    it("`xenide vm IMG` boots the image and streams the guest's serial console", () => {
+    /** `xenide vm` on a fresh boot disk, from the sources, with SeaBIOS from the guest pieces. */
+    const vm = (name: string, until: string, timeoutS: number) => {
       const p = pieces!;
-      const img = join(tmp, "cli.img");
+      const img = join(tmp, name);
       buildBootDisk(p, img);
       const tsx = join(REPO_ROOT, "node_modules", "tsx", "dist", "loader.mjs");
       const args = [
@@ -108,19 +109,23 @@ describe.skipIf(skip !== undefined)(
         "--vga-bios",
         p.vgaBios,
         "--until",
-        "^boot:",
+        until,
         "--timeout",
-        "150",
+        `${timeoutS}`,
       ];
-      const r = spawnSync(
+      return spawnSync(
         process.execPath,
         ["--import", `file://${tsx}`, join(REPO_ROOT, "src/cli/main.ts"), ...args],
         {
           encoding: "utf8",
-          timeout: 170_000,
+          timeout: (timeoutS + 20) * 1000,
           env: { ...process.env, NO_COLOR: "1" },
         },
       );
+    };
+
+    it("`xenide vm IMG` boots the image and streams the guest's serial console", () => {
+      const r = vm("cli.img", "^boot:", 150);
       expect(r.status, r.stderr).toBe(0);
       // syslinux's SERIAL directive puts its banner and prompt on COM1, which the command streams to stdout.
       expect(r.stdout).toMatch(/SYSLINUX 6\.04/);
@@ -130,27 +135,7 @@ describe.skipIf(skip !== undefined)(
     }, 180_000);
 
     it("`xenide vm IMG --until` fails (exit 1, saying so) when the pattern never shows", () => {
-      const p = pieces!;
-      const img = join(tmp, "cli-never.img");
-      buildBootDisk(p, img);
-      const tsx = join(REPO_ROOT, "node_modules", "tsx", "dist", "loader.mjs");
-      const args = [
-        "vm",
-        img,
-        "--bios",
-        p.bios,
-        "--vga-bios",
-        p.vgaBios,
-        "--until",
-        "^never printed$",
-        "--timeout",
-        "8",
-      ];
-      const r = spawnSync(
-        process.execPath,
-        ["--import", `file://${tsx}`, join(REPO_ROOT, "src/cli/main.ts"), ...args],
-        { encoding: "utf8", timeout: 60_000, env: { ...process.env, NO_COLOR: "1" } },
-      );
+      const r = vm("cli-never.img", "^never printed$", 8);
       expect(r.status).toBe(1);
       expect(r.stderr).toMatch(/stopped: timeout of 8 s/);
       expect(r.stderr).toMatch(/--until \^never printed\$: not seen before the stop \(timeout of 8 s\)/);
