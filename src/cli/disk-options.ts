@@ -324,6 +324,9 @@ export function writeOut(s: string): void {
  * trace would truncate.
  */
 export function openTrace(file: string, keep: readonly string[] = []): Tracer {
+  // "-" is standard output elsewhere (-o -); the trace would interleave with the command's own output there.
+  if (file === "-")
+    throw new UsageError("--trace -: give a file name (the trace cannot share standard output)");
   const id = fileId(file);
   if (id !== null && keep.some((k) => fileId(k) === id))
     throw new UsageError(

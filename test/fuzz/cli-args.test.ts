@@ -86,8 +86,8 @@ describe("commands on random existing files", () => {
   // out.bin, link.img -> disk.img, null.dev (a null character device), bad.json (a bench result with the right
   // schema and nothing in it), latest.json (one whose lists hold null), and the files every tree has.
   const found: [string, string[]][] = [
-    // --trace opens its file with "w" before the image is opened: the image being read is truncated and
-    // filled with the trace (identify then exits 0; read says the disk has 0 sectors).
+    // --trace opened its file with "w" before the image was opened: the image being read was truncated and
+    // filled with the trace (identify then exited 0; read said the disk had 0 sectors).
     ["identify --trace over its image", ["identify", "{F}/disk.img", "--trace", "{F}/disk.img"]],
     ["read --trace over its image", ["read", "{F}/disk.img", "--lba", "0", "--trace", "{F}/disk.img"]],
     [
@@ -99,22 +99,22 @@ describe("commands on random existing files", () => {
       "write --trace over its input",
       ["write", "{F}/disk.img", "--lba", "0", "-i", "{F}/in.bin", "--trace", "{F}/in.bin"],
     ],
-    // The trace truncates the image before write opens it: the sectors it was not asked to write are gone.
+    // The trace truncated the image before write opened it: the sectors it was not asked to write were gone.
     [
       "write --trace over its image",
       ["write", "{F}/disk.img", "--lba", "0", "-i", "{F}/in.bin", "--trace", "{F}/disk.img"],
     ],
-    // createImage opens FILE with "w" (truncating it), ftruncate fails on a device, and it then removes FILE:
-    // run as root, `xenide mkimage /dev/null --size 1M --force` deletes /dev/null. (null.dev is a node of our
-    // own for the null device, or a link to /dev/null where mknod is not allowed.)
+    // createImage opened FILE with "w", ftruncate failed on a device, and it then removed FILE: run as root,
+    // `xenide mkimage /dev/null --size 1M --force` deleted /dev/null. (null.dev is a node of our own for the
+    // null device, or a link to /dev/null where mknod is not allowed.)
     ["mkimage --force that fails removes the file", ["mkimage", "{F}/null.dev", "--size", "1M", "--force"]],
     // An input that is a character device: "is empty: nothing to write", then the stream and closeSync both
-    // close the descriptor: an unhandled 'error' event (EBADF) with a stack.
+    // closed the descriptor: an unhandled 'error' event (EBADF) with a stack.
     ["write -i a character device", ["write", "{F}/disk.img", "--lba", "0", "-i", "{F}/null.dev"]],
-    // listenUnix unlinks whatever is at the socket path, a regular file included, then listens.
+    // listenUnix unlinked whatever was at the socket path, a regular file included, then listened.
     ["qtest --socket over a file", ["qtest", "--disk", "{F}/disk.img", "--socket", "{F}/out.bin"]],
-    // parseBench checks the schema and that the lists are lists; renderReport then reads fields of rows,
-    // targets, machine that are not there: "internal error: TypeError" with a stack, exit 70.
+    // parseBench checked the schema and that the lists were lists; renderReport then read fields of rows,
+    // targets, machine that were not there: "internal error: TypeError" with a stack, exit 70.
     ["report of a hollow bench result", ["report", "{F}/bad.json", "--out", "{F}/rep"]],
     ["report of a bench result holding nulls", ["report", "{F}/latest.json", "--out", "{F}/rep"]],
   ];

@@ -10,7 +10,7 @@
  * one such case into every `filesEvery` argument vectors (default 2,000); the CI test runs the two apart.
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import fc from "fast-check";
 import { commandModules } from "../../../src/cli/commands/index.ts";
 import { runCli } from "../../../src/cli/main.ts";
@@ -200,6 +200,22 @@ export class CliWorld {
     this.filesEvery = o.filesEvery ?? 2000;
   }
 
+  /**
+   * Relative paths in the vectors ("-", "", a mkimage target) land in the fixtures' directory, never in the
+   * directory the run was started from: scripts/fuzz.ts starts in the checkout, where `mkimage - --size 4k`
+   * left a file named "-".
+   */
+  private enterScratch(): void {
+    const want = dirname(this.fixtures.img!);
+    let here: string | undefined;
+    try {
+      here = process.cwd();
+    } catch {
+      // The directory we were in was removed (cliFixtures remakes its directory).
+    }
+    if (here !== want) process.chdir(want);
+  }
+
   /** Run one scratch-tree case through the bundled CLI (built on first use, removed when the process exits). */
   async runFiles(c: FilesCase): Promise<void> {
     if (!this.files) {
@@ -220,6 +236,7 @@ export class CliWorld {
 
   async run(argv: string[]): Promise<void> {
     this.stats.cases++;
+    this.enterScratch();
     const out: string[] = [];
     const err: string[] = [];
     const so = process.stdout.write.bind(process.stdout);

@@ -529,9 +529,16 @@ const writeArb = assemble(
   ],
 );
 
-/** Socket paths that are not free (an existing file or directory, a missing parent): never a listening server. */
+/**
+ * Socket paths that are not free in any tree (files and a directory every tree has, a missing parent): a
+ * qtest that listened there would serve until killed.
+ */
 const busySocket = fc.constantFrom(
-  ...existingNames.filter((n) => n !== "dangling.img").map(abs),
+  abs("disk.img"),
+  abs("notes.txt"),
+  abs("adir"),
+  abs("adir/inner.bin"),
+  "../files/notes.txt",
   abs("no/such/sock"),
   abs("disk.img/sock"),
 );
@@ -746,10 +753,12 @@ async function parseLikeTheCli(
   if (!sub) return null;
   sub.configureOutput({ writeErr: () => {}, writeOut: () => {}, outputError: () => {} });
   try {
-    const { operands } = sub.parseOptions(argv.slice(1));
+    const { operands, unknown } = sub.parseOptions(argv.slice(1));
+    // Help among the unknown arguments (commander's _outputHelpIfRequested): the action does not run.
+    if (unknown.some((a) => a === "-h" || a === "--help")) return null;
     return { opts: sub.opts(), operands };
   } catch {
-    // Commander (or an option's own parser) refuses the vector: the command's action never runs.
+    // Commander (or an option's own parser) refuses the vector: the action never runs, nothing may change.
     return null;
   }
 }
