@@ -117,18 +117,26 @@ export class SocketPathError extends Error {
 }
 
 /**
+ * Whether a socket left by an earlier run is at `path` (true: it may be replaced; false: nothing is there).
+ * Anything else at the path is refused with `SocketPathError`.
+ */
+export function staleSocketAt(path: string): boolean {
+  let st: ReturnType<typeof lstatSync>;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return false;
+  }
+  if (!st.isSocket()) throw new SocketPathError(path);
+  return true;
+}
+
+/**
  * Listen on a unix socket at `path` and serve clients one after another. Resolves once listening. A socket
  * left at the path by an earlier run is replaced; anything else there is refused (`SocketPathError`).
  */
 export async function listenUnix(server: QtestServer, path: string): Promise<Server> {
-  let st: ReturnType<typeof lstatSync> | undefined;
-  try {
-    st = lstatSync(path);
-  } catch {
-    st = undefined;
-  }
-  if (st && !st.isSocket()) throw new SocketPathError(path);
-  if (st) unlinkSync(path);
+  if (staleSocketAt(path)) unlinkSync(path);
   let queue = Promise.resolve();
   const srv = createServer((sock: Socket) => {
     queue = queue.then(() => serveSocket(server, sock)).catch(() => {});

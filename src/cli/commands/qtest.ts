@@ -2,11 +2,16 @@
  * `xenide qtest --disk IMG`: serve QEMU's qtest protocol for the emulated PC's IDE controller, on stdin/stdout
  * or a unix socket, so that a client written for `qemu-system-x86_64 -qtest` drives xenide unchanged.
  */
-import fs from "node:fs";
 import type { Command } from "commander";
 import { COUNTER_KINDS, CostModel } from "../../hypervisor/accounting.ts";
 import { type QtestSession, openQtestSession } from "../../qtest/session.ts";
-import { connectUnix, listenUnix, serveStream } from "../../qtest/transport.ts";
+import {
+  connectUnix,
+  listenUnix,
+  serveStream,
+  SocketPathError,
+  staleSocketAt,
+} from "../../qtest/transport.ts";
 import { MAX_GUEST_RAM, PAGE_SIZE } from "../../hypervisor/memory.ts";
 import { ImageError, parseByteSize } from "../../storage/index.ts";
 import { openTrace } from "../disk-options.ts";
@@ -68,14 +73,12 @@ export function register(program: Command): void {
       if (flags.socket && flags.connect) throw new UsageError("--socket and --connect exclude each other");
       if (flags.socket) {
         // Only a socket left by an earlier run is replaced; a file or anything else at the path is not ours.
-        let st: fs.Stats | undefined;
         try {
-          st = fs.lstatSync(flags.socket);
-        } catch {
-          st = undefined;
+          staleSocketAt(flags.socket);
+        } catch (e) {
+          if (e instanceof SocketPathError) throw new UsageError(`--socket ${e.message}`);
+          throw e;
         }
-        if (st && !st.isSocket())
-          throw new UsageError(`--socket ${flags.socket}: exists and is not a socket; choose another path`);
       }
       let costs: ReturnType<typeof CostModel.parseOverrides>;
       let ram: number;
