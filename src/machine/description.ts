@@ -13,6 +13,7 @@ import type { CounterKind } from "../hypervisor/accounting.ts";
 import type { Hypervisor } from "../hypervisor/hypervisor.ts";
 import type { GuestMemory } from "../hypervisor/memory.ts";
 import type { Tracer } from "../hypervisor/trace.ts";
+import type { CompatProfile } from "../ide/compat.ts";
 import type { DriveKindName } from "../ide/device.ts";
 import type { AsyncEngineOptions } from "../storage/engine.ts";
 import type { EngineKind } from "../storage/index.ts";
@@ -124,6 +125,11 @@ export interface MachineDescription {
   hv?: Hypervisor;
   costs?: Partial<Record<CounterKind, number>>;
   tracer?: Tracer | null;
+  /**
+   * Whose behaviour the emulated devices follow where the standard and QEMU 7.2 differ (default "xenide": the
+   * standard; "qemu-7.2": QEMU exactly). src/ide/compat.ts.
+   */
+  compat?: CompatProfile;
   /** The emulated PC (i440FX + PIIX3 + PIIX IDE). Default: present; false: none (a PV-only machine). */
   pc?: PcSpec | false;
   /** Drives on the IDE channels, at most one per position. */
