@@ -222,6 +222,9 @@ export class OutputFile {
       } catch {
         // Keep the name as given.
       }
+    } else {
+      // A dangling link: a shell's `>` creates the file it names, and so do we (the link stays a link).
+      finalPath = danglingLinkTarget(target) ?? target;
     }
     const dir = nodePath.dirname(finalPath);
     const temp = nodePath.join(dir, `.${nodePath.basename(finalPath)}.xenide-partial-${process.pid}`);
@@ -290,6 +293,23 @@ export class OutputFile {
     }
     if (this.tempPath) fs.rmSync(this.tempPath, { force: true });
   }
+}
+
+/** Where a chain of symbolic links ending at a missing file points (undefined if `path` is not a link). */
+function danglingLinkTarget(path: string): string | undefined {
+  let p = path;
+  // 40 hops, as Linux's MAXSYMLINKS.
+  for (let hops = 0; hops < 40; hops++) {
+    let link: string;
+    try {
+      if (!fs.lstatSync(p).isSymbolicLink()) return hops === 0 ? undefined : p;
+      link = fs.readlinkSync(p);
+    } catch {
+      return hops === 0 ? undefined : p;
+    }
+    p = nodePath.resolve(nodePath.dirname(p), link);
+  }
+  return undefined;
 }
 
 function openExclusive(path: string, mode: number): number {

@@ -7,12 +7,14 @@ import { spawnSync } from "node:child_process";
 import {
   chmodSync,
   existsSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -361,6 +363,22 @@ describe("transfer pieces", () => {
     c.abort();
     expect(readFileSync(target, "utf8")).toBe("new content");
     expect(readdirSync(sub)).toEqual(["out.bin"]);
+  });
+
+  it("an OutputFile on a dangling symbolic link creates the file the link names; the link stays a link", () => {
+    const sub = mkdtempSync(join(dir, "link-"));
+    const link = join(sub, "out.link");
+    // Two hops, relative targets: out.link -> mid.link -> data/out.bin (data/ exists, out.bin does not).
+    mkdirSync(join(sub, "data"));
+    symlinkSync("mid.link", link);
+    symlinkSync("data/out.bin", join(sub, "mid.link"));
+    const o = OutputFile.create(link);
+    o.write(Buffer.from("through the link"));
+    o.commit();
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(lstatSync(join(sub, "mid.link")).isSymbolicLink()).toBe(true);
+    expect(readFileSync(join(sub, "data", "out.bin"), "utf8")).toBe("through the link");
+    expect(readdirSync(join(sub, "data"))).toEqual(["out.bin"]);
   });
 
   it("an OutputFile on a FIFO-like target (/dev/null) writes in place; a missing directory is one line", () => {
