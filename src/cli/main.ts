@@ -26,9 +26,31 @@ export async function buildProgram(): Promise<Command> {
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
   for (const load of commandModules) (await load()).register(program);
+  program.hook("preAction", (_program, action) => refuseEmptyPaths(action));
   // Every command, and its own --help, states the same exit status.
   for (const cmd of [program, ...program.commands]) cmd.addHelpText("after", EXIT_STATUS_HELP);
   return program;
+}
+
+/** Placeholders of options and arguments that name files (`--image <path>`, `<image>`, `[json]`...). */
+const PATH_PLACEHOLDER = /^[<[](?:image|file|path|dir|iso|json|socket|out)[\]>]$/;
+
+/**
+ * An empty string where a file name belongs (`--trace ""`, `read ""`) would reach the file system as '' and come
+ * back as a raw ENOENT, or worse be taken as "no value": refuse it as a usage error naming the option.
+ */
+function refuseEmptyPaths(cmd: Command): void {
+  for (const opt of cmd.options) {
+    const placeholder = opt.flags.split(/\s+/).pop() ?? "";
+    if (!PATH_PLACEHOLDER.test(placeholder)) continue;
+    if (cmd.getOptionValue(opt.attributeName()) === "")
+      throw new UsageError(`${opt.long ?? opt.short}: a file name is needed, not an empty string`, 2);
+  }
+  cmd.registeredArguments.forEach((arg, i) => {
+    if (!PATH_PLACEHOLDER.test(arg.required ? `<${arg.name()}>` : `[${arg.name()}]`)) return;
+    if (cmd.processedArgs[i] === "")
+      throw new UsageError(`<${arg.name()}>: a file name is needed, not an empty string`, 2);
+  });
 }
 
 /** Run the CLI with `argv` (user arguments only). Returns the exit code. */

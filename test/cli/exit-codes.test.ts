@@ -55,6 +55,24 @@ describe("exit status", () => {
     expect(r.stderr).not.toMatch(/internal error|\n\s+at /);
   });
 
+  // An empty file name is a usage error naming the option, before anything is opened or run (`bench --out ""`
+  // used to run the whole benchmark; `read ""` printed a raw ENOENT).
+  it.each([
+    [["read", "", "--lba", "0"], "<image>"],
+    [["mkimage", "", "--size", "1M"], "<file>"],
+    [["read", img, "--lba", "0", "--trace", ""], "--trace"],
+    [["qtest", "--disk", ""], "--disk"],
+    [["bench", "--out", ""], "--out"],
+    [["demo", "--image", ""], "--image"],
+    [["report", ""], "<json>"],
+  ])("an empty file name → 2, one line: %j", (args, name) => {
+    const r = xenide(args, { cwd: dir });
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr.trim().split("\n")).toEqual([
+      `xenide: ${name}: a file name is needed, not an empty string`,
+    ]);
+  });
+
   it("every command's --help states it", () => {
     for (const c of [
       [],
