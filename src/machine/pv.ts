@@ -9,6 +9,7 @@ import type { XenHost } from "../hypervisor/xen-host.ts";
 import type { IoEngine } from "../storage/types.ts";
 import type { Blkback } from "../xenblk/blkback.ts";
 import { Blkfront } from "../xenblk/blkfront.ts";
+import { XsRingClient } from "../xenblk/xs-ring-client.ts";
 import type { VbdPaths } from "../xenblk/xenbus.ts";
 import { buildMachine, type Machine, type PvDiskHandle } from "./builder.ts";
 import type { BlkfrontSettings, PvDiskSpec } from "./description.ts";
@@ -20,7 +21,12 @@ export async function connectBlkfront(
   disk: PvDiskHandle | undefined = machine.pv[0],
 ): Promise<Blkfront> {
   if (!disk || !machine.xen) throw new RangeError("the machine has no PV disk");
+  // Over the ring, as a domU: the toolstack's page and port for the guest, introduced to xenstored.
+  const xs = settings.xenstoreRing
+    ? XsRingClient.connect(machine.xen, disk.frontDom, machine.xenstored!.setupGuest(disk.frontDom))
+    : undefined;
   return Blkfront.connect({
+    ...(xs ? { xs } : {}),
     host: machine.xen,
     dom: disk.frontDom,
     devid: disk.devid,

@@ -5,7 +5,7 @@
  */
 
 import type { XenHost } from "../hypervisor/xen-host.ts";
-import type { XsHandle } from "../hypervisor/xenstore.ts";
+import type { XsClient } from "../hypervisor/xenstore.ts";
 import { XenbusState, type XenbusStateValue } from "./abi.ts";
 
 export { XenbusState, type XenbusStateValue };
@@ -23,17 +23,17 @@ export const XENBUS_STATE_NAMES = [
 ] as const;
 
 /** xenbus_read_driver_state: the `state` key of a device directory (Unknown if missing or garbage). */
-export function readState(xs: XsHandle, dir: string): number {
+export function readState(xs: XsClient, dir: string): number {
   return xs.readInt(`${dir}/state`) ?? XenbusState.Unknown;
 }
 
 /** xenbus_switch_state: write our `state` key (a write, so the other end's watch fires). */
-export function switchState(xs: XsHandle, dir: string, state: XenbusStateValue): void {
+export function switchState(xs: XsClient, dir: string, state: XenbusStateValue): void {
   xs.write(`${dir}/state`, String(state));
 }
 
 /** xenbus_dev_fatal: record the error under /local/domain/<dom>/error/<dir> and move to Closing. */
-export function devFatal(xs: XsHandle, dir: string, message: string): void {
+export function devFatal(xs: XsClient, dir: string, message: string): void {
   try {
     const rel = dir.replace(/^\/local\/domain\/\d+\//, "");
     xs.write(`/local/domain/${xs.dom}/error/${rel}/error`, message);
@@ -57,7 +57,7 @@ let tokenSeq = 0;
  * initial event, so a state reached before the call is seen). Rejects after `timeoutMs`.
  */
 export function waitForState(
-  xs: XsHandle,
+  xs: XsClient,
   dir: string,
   pred: (state: number) => boolean,
   timeoutMs = 10_000,

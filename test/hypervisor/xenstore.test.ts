@@ -56,8 +56,8 @@ describe("xenstore", () => {
       { dom: 1, perm: "n" },
       { dom: 2, perm: "r" },
     ]);
-    // Only a privileged domain may give a node to another owner.
-    expect(code(() => d1.setPerms("shared/key", [{ dom: 2, perm: "n" }]))).toBe("EACCES");
+    // Only a privileged domain may give a node to another owner (xenstored do_set_perms: EPERM).
+    expect(code(() => d1.setPerms("shared/key", [{ dom: 2, perm: "n" }]))).toBe("EPERM");
     // Dom0 reads everything.
     expect(d0.read("/local/domain/1/data/secret")).toBe("x");
     // "b" grants both.
@@ -80,13 +80,9 @@ describe("xenstore", () => {
     ev.length = 0;
     d1.write("device/vbd/1/state", "3");
     await tick();
-    // Each created node is a change.
-    expect(ev).toEqual([
-      "tok:/local/domain/1/device",
-      "tok:/local/domain/1/device/vbd",
-      "tok:/local/domain/1/device/vbd/1",
-      "tok:/local/domain/1/device/vbd/1/state",
-    ]);
+    // One event, for the path written (xenstored do_write fires once for the node named, not for the parents it
+    // created on the way; a watcher of an ancestor hears of it since the path is below its own).
+    expect(ev).toEqual(["tok:/local/domain/1/device/vbd/1/state"]);
     ev.length = 0;
     d0.write("/local/domain/1/device/vbd/1/state", "4");
     d1.write("other", "x"); // outside the watch
@@ -164,5 +160,114 @@ describe("xenstore", () => {
     d1.transactionEnd(t);
     await tick();
     expect(ev).toEqual(["/local/domain/1/w"]);
+  });
+
+  it("conflicts a transaction on any change to a node it saw, and only then (node generations)", () => {
+    const { d0, d1 } = store();
+    d1.write("a", "1");
+    d1.write("dir/x", "1");
+    const conflicts = (body: (t: number) => void, meanwhile: () => void) => {
+      const t = d1.transactionStart();
+      body(t);
+      meanwhile();
+      return code(() => d1.transactionEnd(t));
+    };
+    // A node read as missing that appears meanwhile.
+    expect(
+      conflicts(
+        (t) => d1.tryRead("b", t),
+        () => d0.write("/local/domain/1/b", "x"),
+      ),
+    ).toBe("EAGAIN");
+    // A directory listed whose children change.
+    expect(
+      conflicts(
+        (t) => d1.directory("dir", t),
+        () => d0.write("/local/domain/1/dir/y", "x"),
+      ),
+    ).toBe("EAGAIN");
+    // A node whose permissions change.
+    expect(
+      conflicts(
+        (t) => d1.read("a", t),
+        () => d0.setPerms("/local/domain/1/a", [{ dom: 1, perm: "r" }]),
+      ),
+    ).toBe("EAGAIN");
+    // A node removed and written again with the same value is still a change.
+    expect(
+      conflicts(
+        (t) => d1.read("a", t),
+        () => {
+          d0.rm("/local/domain/1/a");
+          d0.write("/local/domain/1/a", "1");
+        },
+      ),
+    ).toBe("EAGAIN");
+    // A write into a parent another writer changes conflicts too (its list of children is in the transaction).
+    expect(
+      conflicts(
+        (t) => d1.write("dir/z", "1", t),
+        () => d0.write("/local/domain/1/dir/w", "x"),
+      ),
+    ).toBe("EAGAIN");
+    // Changes to nodes the transaction never saw do not conflict.
+    expect(
+      conflicts(
+        (t) => d1.read("a", t),
+        () => d0.write("/local/domain/1/elsewhere", "x"),
+      ),
+    ).toBeUndefined();
+  });
+
+  it("answers EACCES, not ENOENT, for a missing node under a parent the caller may not read", () => {
+    const { d1, d2 } = store();
+    d1.write("private/x", "1");
+    expect(code(() => d2.read("/local/domain/1/private/none"))).toBe("EACCES");
+    // /local/domain itself is dom0's and unreadable to guests (n0), so a guest learns nothing of other domains.
+    expect(code(() => d2.read("/local/domain/9/none"))).toBe("EACCES");
+    expect(code(() => d2.read("none"))).toBe("ENOENT");
+    expect(code(() => d1.read("private/none"))).toBe("ENOENT");
+  });
+
+  it("enforces the per-domain quotas with xenstored's defaults, never on dom0", () => {
+    const xs = new XenStore(null, { entriesPerDomain: 5 });
+    const d0 = xs.connect(0);
+    d0.mkdir("/local/domain/1");
+    d0.setPerms("/local/domain/1", [{ dom: 1, perm: "n" }]);
+    const d1 = xs.connect(1);
+    for (let i = 0; i < 4; i++) d1.write(`k${i}`, "v"); // with its home, 5 nodes
+    expect(code(() => d1.write("k4", "v"))).toBe("ENOSPC");
+    expect(code(() => d1.write("k0", "x".repeat(2048)))).toBe("ENOSPC");
+    d0.write("/local/domain/1/k0", "x".repeat(4000)); // dom0 is not limited
+    const perms = (doms: number[]) => doms.map((dom) => ({ dom, perm: "r" as const }));
+    expect(code(() => d1.setPerms("k1", perms([1, 2, 3, 4, 5, 6])))).toBe("ENOSPC"); // six entries, five allowed
+    expect(code(() => d1.setPerms("k1", perms([2, 3])))).toBe("EPERM"); // the first entry names another owner
+    d1.setPerms("k1", perms([1, 2, 3, 4, 5]));
+    expect(code(() => d1.read("a".repeat(2049)))).toBe("EINVAL"); // path below the home longer than 2048
+    expect(new XenStore().quota).toEqual({
+      entriesPerDomain: 1000,
+      entrySize: 2048,
+      watchesPerDomain: 128,
+      transactionsPerDomain: 10,
+      permsPerNode: 5,
+      pathMax: 2048,
+    });
+  });
+
+  it("fires @introduceDomain and @releaseDomain to privileged watchers", async () => {
+    const { xs, d0, d1 } = store();
+    const ev: string[] = [];
+    d0.watch("@introduceDomain", "i", (p) => ev.push(p));
+    d0.watch("@releaseDomain", "r", (p) => ev.push(p));
+    d1.watch("@introduceDomain", "nosy", (p) => ev.push(`nosy:${p}`));
+    await tick();
+    expect(ev).toEqual(["@introduceDomain", "@releaseDomain", "nosy:@introduceDomain"]); // registration
+    ev.length = 0;
+    xs.introduceDomain(3);
+    xs.introduceDomain(3); // already introduced: no event
+    xs.releaseDomain(3);
+    await tick();
+    expect(ev).toEqual(["@introduceDomain", "@releaseDomain"]);
+    expect(code(() => xs.releaseDomain(3))).toBe("ENOENT");
   });
 });

@@ -8,6 +8,14 @@ import { buildMachine, type Machine } from "../../machine/builder.ts";
 import { connectBlkfront, dumpKeys } from "../../machine/pv.ts";
 import { ImageError } from "../../storage/index.ts";
 import { UsageError } from "../errors.ts";
+import {
+  checkXenstoreFlags,
+  holdXenstore,
+  startXenstore,
+  XENSTORE_HOLD_OPTION,
+  XENSTORE_SOCKET_OPTION,
+  XENSTORE_WAIT_OPTION,
+} from "../xenstore-options.ts";
 
 function int(flag: string, allowed: number[]): (v: string) => number {
   return (v) => {
@@ -43,7 +51,11 @@ export function register(program: Command): void {
       'give the disk to the guest read-only (mode "r"; default: "w" when the file is writable)',
     )
     .option("--json", "print a machine-readable result")
+    .option(...XENSTORE_SOCKET_OPTION)
+    .option(...XENSTORE_WAIT_OPTION)
+    .option(...XENSTORE_HOLD_OPTION)
     .action(async (image: string, o: Record<string, unknown>) => {
+      checkXenstoreFlags(o);
       if (o.protocol !== "x86_64-abi" && o.protocol !== "x86_32-abi") {
         throw new UsageError(`--protocol must be x86_64-abi or x86_32-abi, got '${String(o.protocol)}'`);
       }
@@ -61,6 +73,7 @@ export function register(program: Command): void {
         throw e;
       }
       try {
+        await startXenstore(machine, o);
         const front = await connectBlkfront(machine, {
           ringPages: o.ringPages as number,
           queues: o.queues as number,
@@ -72,17 +85,19 @@ export function register(program: Command): void {
         const { paths } = machine.pv[0]!;
         const keys = [...dumpKeys(host, paths.frontend), ...dumpKeys(host, paths.backend)];
         const info = front.info;
-        await front.shutdown();
         if (o.json) {
           process.stdout.write(JSON.stringify({ info, keys: Object.fromEntries(keys) }, null, 2) + "\n");
-          return;
+        } else {
+          for (const [k, v] of keys) process.stdout.write(`${k} = "${v}"\n`);
+          process.stdout.write(
+            `negotiated: ${info.protocol}, ${info.queues} queue(s) of ${info.ringPages} ring page(s), ` +
+              `${info.maxSegments} segments/request${info.indirect ? " (indirect)" : ""}, ` +
+              `persistent grants ${info.persistent ? "on" : "off"}\n`,
+          );
         }
-        for (const [k, v] of keys) process.stdout.write(`${k} = "${v}"\n`);
-        process.stdout.write(
-          `negotiated: ${info.protocol}, ${info.queues} queue(s) of ${info.ringPages} ring page(s), ` +
-            `${info.maxSegments} segments/request${info.indirect ? " (indirect)" : ""}, ` +
-            `persistent grants ${info.persistent ? "on" : "off"}\n`,
-        );
+        // The connected session stays up for the socket's clients until interrupted (--xenstore-hold).
+        await holdXenstore(o);
+        await front.shutdown();
       } finally {
         await machine.close();
       }
