@@ -16,6 +16,47 @@ export { FaultInjectingBackend, type ArmedRule, type FaultCounts, type FaultRule
 export { AsyncEngine, type AsyncEngineOptions, SyncEngine, performSync, validateRequest } from "./engine.ts";
 export { createImage, parseByteSize, parseSize, type CreateImageOptions } from "./image.ts";
 export { TapEngine } from "./tap.ts";
+export {
+  formatNbdAddress,
+  isNbdUrl,
+  NbdBackend,
+  NbdError,
+  type NbdAddress,
+  type NbdExportInfo,
+  type NbdFailure,
+  type NbdOptions,
+  type NbdTarget,
+  parseNbdUrl,
+  parseQemuNbdFilename,
+} from "./nbd/index.ts";
+export {
+  IMAGE_FORMATS,
+  type ImageFormat,
+  isImageFormat,
+  openMedium,
+  type OpenMediumOptions,
+  probeFormat,
+} from "./open.ts";
+export {
+  createQcow2,
+  type CreateQcow2Options,
+  ImageFormatError,
+  type ImageFormatReason,
+  Qcow2Backend,
+  type Qcow2Info,
+  resolveBackingName,
+} from "./qcow2/index.ts";
+
+export {
+  BLKDEBUG_EVENTS,
+  BlkdebugBackend,
+  BlkdebugConfigError,
+  type BlkdebugEvent,
+  type BlkdebugRule,
+  parseBlkdebugConfig,
+  parseBlkdebugFilename,
+  readBlkdebugConfig,
+} from "./blkdebug.ts";
 
 /** Open a raw image file (see `RawImageBackend.open`). */
 export function openImage(path: string, options: RawImageOptions = {}): RawImageBackend {

@@ -8,6 +8,7 @@ import { AsyncEngine, SyncEngine, performSync } from "../../src/storage/engine.t
 import { FaultInjectingBackend } from "../../src/storage/fault.ts";
 import { createImage } from "../../src/storage/image.ts";
 import { MemoryBackend } from "../../src/storage/memory-backend.ts";
+import { createQcow2, Qcow2Backend } from "../../src/storage/qcow2/index.ts";
 import { RawImageBackend } from "../../src/storage/raw.ts";
 import {
   type BlockBackend,
@@ -78,6 +79,43 @@ const memory: MediumKind = {
 };
 
 /**
+ * A qcow2 image (4 KiB clusters), every cluster allocated before the test so that pokes never allocate: peek and
+ * poke go through a second, independent opening of the file, after the medium under test has written its
+ * metadata out (a flush), so they see the file's bytes as qemu-img would.
+ */
+const qcow2: MediumKind = {
+  name: "qcow2 image",
+  make(opts = {}) {
+    const file = path.join(dir, `disk${imageNo++}.qcow2`);
+    createQcow2(file, { size: SECTORS * SECTOR_SIZE, clusterSize: 4096 });
+    const fill = Qcow2Backend.open(file);
+    fill.write(0, [new Uint8Array(SECTORS * SECTOR_SIZE)]);
+    fill.close();
+    const backend = Qcow2Backend.open(file, { readOnly: opts.readOnly });
+    const other = (readOnly: boolean): Qcow2Backend => {
+      if (!backend.readOnly) backend.flush();
+      return Qcow2Backend.open(file, { readOnly, lock: false });
+    };
+    return {
+      backend,
+      peek(sector, count) {
+        const o = other(true);
+        const out = new Uint8Array(count * SECTOR_SIZE);
+        o.read(sector, [out]);
+        o.close();
+        return out;
+      },
+      poke(sector, data) {
+        const o = other(false);
+        o.write(sector, [data]);
+        o.close();
+      },
+      close: () => backend.close(),
+    };
+  },
+};
+
+/**
  * The seam: a medium written in a few lines against the narrow interface, with only the required members (a
  * sparse map of sectors; no validation, no async form). The engines make it behave like the others.
  */
@@ -131,7 +169,7 @@ const engines = [
   { name: "async", make: (b: BlockBackend): IoEngine => new AsyncEngine(b) },
 ];
 
-for (const mk of [raw, memory, sparse]) {
+for (const mk of [raw, qcow2, memory, sparse]) {
   for (const ek of engines) {
     describe(`${ek.name} engine on ${mk.name}`, () => {
       const open: Medium[] = [];

@@ -1,0 +1,531 @@
+/**
+ * A disk served over NBD, as a medium: `NbdBackend.open("nbd+unix:///disk?socket=/run/nbd.sock")` connects and
+ * negotiates synchronously (like opening a file), and the medium then reads and writes the export in 512-byte
+ * sectors, synchronously (each call waits for its replies) or through `startIo` with many requests in flight.
+ *
+ * How medium operations become NBD commands:
+ * - read / write: NBD_CMD_READ / NBD_CMD_WRITE, split at the server's maximum payload (NBD_INFO_BLOCK_SIZE; 32
+ *   MiB when it gives none), the pieces in flight together. With `fua` (a drive whose write cache is off) every
+ *   write carries NBD_CMD_FLAG_FUA, so a following flush has nothing left to do; a server without FUA gets a
+ *   flush after each write instead.
+ * - A server whose minimum block size is above 512 bytes gets only aligned requests: the partial blocks at the
+ *   ends of a request are read whole into a bounce block, and a write to one is a read-modify-write, which runs
+ *   alone (earlier requests finish first, later ones wait) so two writes into one block cannot lose each other.
+ * - flush: NBD_CMD_FLUSH, when the export offers it and something was written since the last one.
+ * - discard: by default NBD_CMD_WRITE_ZEROES without NBD_CMD_FLAG_NO_HOLE, which lets the server free the blocks
+ *   and still reads back as zeroes, as the other media's discard does (plain writes of zeroes where the export
+ *   has no WRITE_ZEROES). `discard: "trim"` sends NBD_CMD_TRIM instead, QEMU's mapping: advisory, the data is
+ *   then whatever the server keeps.
+ * - A read-only export (NBD_FLAG_READ_ONLY) or `readOnly: true` makes a read-only medium: the engines refuse
+ *   writes and discards with EROFS before they reach the server.
+ *
+ * Failures: an error reply fails that request with the matching `IoError` (EIO, ENOSPC, EINVAL...); a lost
+ * connection, a protocol error or no answer within `timeoutMs` fails every outstanding and later request with
+ * EIO (the guest sees a medium error) and nothing waits beyond the timeout. TLS is not supported: a server that
+ * requires it is refused at open with a message saying so.
+ */
+import { type BlockBackend, type IoCallback, IoError, type MediumRequest, SECTOR_SIZE } from "../types.ts";
+import { type CommandCallback, NbdConnection } from "./connection.ts";
+import { awaitConnect, handshake, type NbdExportInfo } from "./handshake.ts";
+import { RING_BYTES, SocketLink } from "./link.ts";
+import {
+  NBD_CMD_FLAG_FUA,
+  NBD_CMD_FLUSH,
+  NBD_CMD_READ,
+  NBD_CMD_TRIM,
+  NBD_CMD_WRITE,
+  NBD_CMD_WRITE_ZEROES,
+  NBD_FLAG_READ_ONLY,
+  NBD_FLAG_SEND_FLUSH,
+  NBD_FLAG_SEND_FUA,
+  NBD_FLAG_SEND_TRIM,
+  NBD_FLAG_SEND_WRITE_ZEROES,
+} from "./protocol.ts";
+import { formatNbdAddress, type NbdAddress, NbdError, parseNbdUrl } from "./url.ts";
+
+export interface NbdOptions {
+  /** Use the export read-only even when the server allows writes. */
+  readOnly?: boolean;
+  /** Write through: every write is durable when it completes (NBD_CMD_FLAG_FUA). For drives with the write cache off. */
+  fua?: boolean;
+  /** What a discard sends: "zeroes" (default, NBD_CMD_WRITE_ZEROES) or "trim" (NBD_CMD_TRIM). */
+  discard?: "zeroes" | "trim";
+  /** How long the server may stay silent while requests wait, and the connect and handshake limit (default 30 s). */
+  timeoutMs?: number;
+  /** Negotiate structured replies (default true; false exercises simple replies). */
+  structuredReplies?: boolean;
+  /** Size of each of the two shared byte rings (default 4 MiB; a power of two). */
+  ringBytes?: number;
+}
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+/** Zero-length writes and trims are split below 2^32 (the length field); 1 GiB keeps them well-aligned. */
+const MAX_ZERO_REQUEST = 1 << 30;
+const RESOLVED = Promise.resolve();
+
+/** One medium operation while it runs: its first error (the lowest sector), and how many pieces remain. */
+class Op {
+  error: IoError | undefined = undefined;
+  left = 1; // the issuing itself holds one count until every piece is issued
+  finished = false;
+  /** Replaced by the read-modify-write gate, which must see the end of the operations it admitted. */
+  constructor(public onEnd: (error: IoError | undefined) => void) {}
+
+  readonly piece: CommandCallback = (err) => {
+    if (err && (!this.error || (err.sector ?? 0) < (this.error.sector ?? 0))) this.error = err;
+    this.release();
+  };
+
+  hold(): void {
+    this.left++;
+  }
+
+  release(): void {
+    if (--this.left === 0) {
+      this.finished = true;
+      this.onEnd(this.error);
+    }
+  }
+}
+
+export class NbdBackend implements BlockBackend {
+  readonly sectorSize = SECTOR_SIZE;
+  readonly sectorCount: number;
+  readonly readOnly: boolean;
+  readonly describe: string;
+  readonly identity: string;
+  /** The URL this medium was opened with (normalised). */
+  readonly url: string;
+  private readonly minBlock: number;
+  private readonly maxPayload: number;
+  private readonly fua: boolean;
+  private readonly discardMode: "zeroes" | "trim";
+  /** Something was written without FUA since the last flush. */
+  private dirty = false;
+  private closed = false;
+  /** Read-modify-write exclusion (only when the minimum block exceeds a sector). */
+  private active = 0;
+  private exclusive = false;
+  private readonly waiting: { exclusive: boolean; run: () => void }[] = [];
+  private zeroes: Uint8Array | null = null;
+
+  private constructor(
+    private readonly conn: NbdConnection,
+    readonly export_: NbdExportInfo,
+    url: string,
+    options: NbdOptions,
+  ) {
+    this.url = url;
+    this.minBlock = Math.max(SECTOR_SIZE, export_.minBlock);
+    // A payload limit that is not a whole number of minimum blocks is used rounded down to one.
+    this.maxPayload = Math.floor(export_.maxPayload / this.minBlock) * this.minBlock;
+    // Only whole minimum blocks are addressable; a tail beyond the last one is not part of the disk.
+    this.sectorCount = (Math.floor(export_.size / this.minBlock) * this.minBlock) / SECTOR_SIZE;
+    this.readOnly = (options.readOnly ?? false) || (export_.flags & NBD_FLAG_READ_ONLY) !== 0;
+    this.fua = options.fua ?? false;
+    this.discardMode = options.discard ?? "zeroes";
+    this.describe = `${url}${this.readOnly ? " (ro)" : ""}`;
+    this.identity = `nbd:${url}`;
+  }
+
+  /**
+   * Connect to an NBD server and negotiate the export (synchronously). Throws `NbdError` (an `ImageError`,
+   * code "EOPEN") with one line saying why: a bad URL, no server, TLS required, no such export, a protocol error.
+   */
+  static open(urlOrAddress: string | NbdAddress, options: NbdOptions = {}): NbdBackend {
+    const address = typeof urlOrAddress === "string" ? parseNbdUrl(urlOrAddress) : urlOrAddress;
+    const url = formatNbdAddress(address);
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!(timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive, got ${timeoutMs}`);
+    const link = new SocketLink(address.target, options.ringBytes ?? RING_BYTES);
+    try {
+      awaitConnect(link, url, timeoutMs);
+      const info = handshake(link, {
+        exportName: address.exportName,
+        url,
+        timeoutMs,
+        structuredReplies: options.structuredReplies,
+      });
+      if (info.size < Math.max(SECTOR_SIZE, info.minBlock))
+        throw new NbdError("export", `${url}: the export is ${info.size} bytes, less than one block`, url);
+      if (info.maxPayload < Math.max(SECTOR_SIZE, info.minBlock))
+        throw new NbdError(
+          "export",
+          `${url}: the server's maximum payload of ${info.maxPayload} bytes is less than one ${SECTOR_SIZE}-byte sector`,
+          url,
+        );
+      return new NbdBackend(new NbdConnection(link, info, url, timeoutMs), info, url, options);
+    } catch (e) {
+      link.close();
+      throw e;
+    }
+  }
+
+  /** Export facts for tools and tests: size, transmission flags, block size constraints, replies used. */
+  get exportInfo(): NbdExportInfo {
+    return this.export_;
+  }
+
+  // ---- sync methods: start the operation, pump until it ends ----
+
+  read(sector: number, bufs: readonly Uint8Array[]): void {
+    this.sync((op) => this.readOp(op, sector * SECTOR_SIZE, bufs));
+  }
+
+  write(sector: number, bufs: readonly Uint8Array[]): void {
+    this.sync((op) => this.writeOp(op, sector * SECTOR_SIZE, bufs));
+  }
+
+  flush(): void {
+    this.sync((op) => this.flushOp(op));
+  }
+
+  discard(sector: number, count: number): void {
+    if (count === 0) return;
+    this.sync((op) => this.discardOp(op, sector * SECTOR_SIZE, count * SECTOR_SIZE));
+  }
+
+  // ---- asynchronous submission ----
+
+  startIo(req: MediumRequest, done: IoCallback): void {
+    if (this.closed) return later(done, this.closedError(req.sector));
+    if (req.op === "discard" && req.count === 0) return later(done, undefined);
+    const conn = this.conn;
+    conn.startAsync();
+    const op = new Op((err) => {
+      conn.endAsync();
+      later(done, err);
+    });
+    const pos = req.sector * SECTOR_SIZE;
+    switch (req.op) {
+      case "read":
+        return this.readOp(op, pos, req.bufs);
+      case "write":
+        return this.writeOp(op, pos, req.bufs);
+      case "flush":
+        return this.flushOp(op);
+      case "discard":
+        return this.discardOp(op, pos, req.count * SECTOR_SIZE);
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.conn.close();
+  }
+
+  // ---- operations ----
+
+  private sync(start: (op: Op) => void): void {
+    if (this.closed) throw this.closedError(0);
+    let result: IoError | undefined;
+    const op = new Op((err) => (result = err));
+    start(op);
+    this.conn.runSync(() => op.finished);
+    if (!op.finished) throw new IoError("EIO", `${this.url}: the request did not complete`);
+    if (result) throw result;
+  }
+
+  private closedError(sector: number): IoError {
+    return new IoError("EIO", `${this.describe} is closed`, sector);
+  }
+
+  /** Run `body` under the read-modify-write exclusion (a no-op when every request is aligned anyway). */
+  private gate(op: Op, exclusive: boolean, body: () => void): void {
+    if (this.minBlock === SECTOR_SIZE) return body();
+    const run = (): void => {
+      this.active++;
+      if (exclusive) this.exclusive = true;
+      const end = op.onEnd;
+      op.onEnd = (err) => {
+        this.active--;
+        if (exclusive) this.exclusive = false;
+        this.admit();
+        end(err);
+      };
+      body();
+    };
+    if (this.waiting.length > 0 || this.exclusive || (exclusive && this.active > 0))
+      this.waiting.push({ exclusive, run });
+    else run();
+  }
+
+  private admit(): void {
+    while (this.waiting.length > 0) {
+      const w = this.waiting[0]!;
+      if (this.exclusive || (w.exclusive && this.active > 0)) return;
+      this.waiting.shift();
+      w.run();
+    }
+  }
+
+  private readOp(op: Op, pos: number, bufs: readonly Uint8Array[]): void {
+    const len = byteLength(bufs);
+    const mb = this.minBlock;
+    this.gate(op, false, () => {
+      const end = pos + len;
+      const innerStart = alignUp(pos, mb);
+      const innerEnd = Math.max(innerStart, alignDown(end, mb));
+      // Partial blocks at the ends: the whole block into a bounce buffer, the wanted part copied out.
+      for (const block of partialBlocks(pos, end, mb)) {
+        op.hold();
+        const bounce = new Uint8Array(mb);
+        this.conn.submit({
+          type: NBD_CMD_READ,
+          flags: 0,
+          offset: block,
+          length: mb,
+          data: null,
+          dest: [bounce],
+          cb: (err) => {
+            if (!err) {
+              const from = Math.max(pos, block);
+              const to = Math.min(end, block + mb);
+              copyInto(bufs, from - pos, bounce.subarray(from - block, to - block));
+            }
+            op.piece(err);
+          },
+        });
+      }
+      for (let at = innerStart; at < innerEnd;) {
+        const n = Math.min(this.maxPayload, innerEnd - at);
+        op.hold();
+        this.conn.submit({
+          type: NBD_CMD_READ,
+          flags: 0,
+          offset: at,
+          length: n,
+          data: null,
+          dest: slice(bufs, at - pos, n),
+          cb: op.piece,
+        });
+        at += n;
+      }
+      op.release();
+    });
+  }
+
+  private writeOp(op: Op, pos: number, bufs: readonly Uint8Array[]): void {
+    const len = byteLength(bufs);
+    const mb = this.minBlock;
+    const end = pos + len;
+    const partial = partialBlocks(pos, end, mb);
+    this.gate(op, partial.length > 0, () => {
+      const innerStart = alignUp(pos, mb);
+      const innerEnd = Math.max(innerStart, alignDown(end, mb));
+      for (const block of partial) {
+        // Read-modify-write of a block the request covers in part.
+        op.hold();
+        const bounce = new Uint8Array(mb);
+        this.conn.submit({
+          type: NBD_CMD_READ,
+          flags: 0,
+          offset: block,
+          length: mb,
+          data: null,
+          dest: [bounce],
+          cb: (err) => {
+            if (err) return op.piece(err);
+            const from = Math.max(pos, block);
+            const to = Math.min(end, block + mb);
+            copyFrom(bufs, from - pos, bounce.subarray(from - block, to - block));
+            this.writeCommand(op, block, [bounce]);
+            op.piece(undefined);
+          },
+        });
+      }
+      for (let at = innerStart; at < innerEnd;) {
+        const n = Math.min(this.maxPayload, innerEnd - at);
+        this.writeCommand(op, at, slice(bufs, at - pos, n));
+        at += n;
+      }
+      op.release();
+    });
+  }
+
+  /** One NBD_CMD_WRITE (with FUA, or followed by a flush, when writing through). */
+  private writeCommand(op: Op, offset: number, data: readonly Uint8Array[]): void {
+    this.dataCommand(op, NBD_CMD_WRITE, offset, byteLength(data), data);
+  }
+
+  /** A command that changes data: FUA when writing through and the server has it, else a flush after it. */
+  private dataCommand(
+    op: Op,
+    type: number,
+    offset: number,
+    length: number,
+    data: readonly Uint8Array[] | null,
+  ): void {
+    const flags = this.export_.flags;
+    const fua = this.fua && (flags & NBD_FLAG_SEND_FUA) !== 0;
+    const flushAfter = this.fua && !fua && (flags & NBD_FLAG_SEND_FLUSH) !== 0;
+    if (!fua) this.dirty = true;
+    op.hold();
+    this.conn.submit({
+      type,
+      flags: fua ? NBD_CMD_FLAG_FUA : 0,
+      offset,
+      length,
+      data,
+      dest: null,
+      cb: (err) => {
+        if (!err && flushAfter) {
+          op.hold();
+          this.dirty = false;
+          this.conn.submit({
+            type: NBD_CMD_FLUSH,
+            flags: 0,
+            offset: 0,
+            length: 0,
+            data: null,
+            dest: null,
+            cb: op.piece,
+          });
+        }
+        op.piece(err);
+      },
+    });
+  }
+
+  private flushOp(op: Op): void {
+    // NBD_FLAG_SEND_FLUSH absent: the server has no volatile cache to flush (a client must not send one).
+    if (!this.dirty || (this.export_.flags & NBD_FLAG_SEND_FLUSH) === 0) return op.release();
+    this.dirty = false;
+    this.gate(op, false, () => {
+      op.hold();
+      this.conn.submit({
+        type: NBD_CMD_FLUSH,
+        flags: 0,
+        offset: 0,
+        length: 0,
+        data: null,
+        dest: null,
+        cb: (err) => {
+          if (err) this.dirty = true;
+          op.piece(err);
+        },
+      });
+      op.release();
+    });
+  }
+
+  private discardOp(op: Op, pos: number, len: number): void {
+    const flags = this.export_.flags;
+    const mb = this.minBlock;
+    const end = pos + len;
+    const innerStart = alignUp(pos, mb);
+    const innerEnd = Math.max(innerStart, alignDown(end, mb));
+    if (this.discardMode === "trim") {
+      // Advisory: only whole blocks, only when the export takes TRIM.
+      if ((flags & NBD_FLAG_SEND_TRIM) === 0 || innerEnd <= innerStart) return op.release();
+      this.gate(op, false, () => {
+        for (let at = innerStart; at < innerEnd; at += MAX_ZERO_REQUEST)
+          this.dataCommand(op, NBD_CMD_TRIM, at, Math.min(MAX_ZERO_REQUEST, innerEnd - at), null);
+        op.release();
+      });
+      return;
+    }
+    if ((flags & NBD_FLAG_SEND_WRITE_ZEROES) === 0) return this.writeZeroes(op, pos, len);
+    // Partial blocks at the ends are written as zeroes (read-modify-write); the whole blocks as WRITE_ZEROES.
+    const partial = partialBlocks(pos, end, mb);
+    if (partial.length > 0) {
+      op.hold();
+      const edges = new Op((err) => op.piece(err));
+      for (const block of partial) {
+        const from = Math.max(pos, block);
+        const to = Math.min(end, block + mb);
+        edges.hold();
+        this.writeOp(new Op((err) => edges.piece(err)), from, [this.zeroChunk().subarray(0, to - from)]);
+      }
+      edges.release();
+    }
+    if (innerEnd > innerStart) {
+      this.gate(op, false, () => {
+        for (let at = innerStart; at < innerEnd; at += MAX_ZERO_REQUEST)
+          this.dataCommand(op, NBD_CMD_WRITE_ZEROES, at, Math.min(MAX_ZERO_REQUEST, innerEnd - at), null);
+        op.release();
+      });
+    } else op.release();
+  }
+
+  /** A discard on an export without WRITE_ZEROES: zeroes written, a bounded chunk at a time. */
+  private writeZeroes(op: Op, pos: number, len: number): void {
+    const zero = this.zeroChunk();
+    const step = Math.min(zero.length, this.maxPayload);
+    for (let at = pos; at < pos + len; at += step) {
+      op.hold();
+      this.writeOp(new Op((err) => op.piece(err)), at, [zero.subarray(0, Math.min(step, pos + len - at))]);
+    }
+    op.release();
+  }
+
+  private zeroChunk(): Uint8Array {
+    return (this.zeroes ??= new Uint8Array(Math.max(this.minBlock, 1024 * 1024)));
+  }
+}
+
+/** Complete an async request later, from a microtask (never inside `startIo` or the parser). */
+function later(done: IoCallback, err: IoError | undefined): void {
+  void RESOLVED.then(() => done(err));
+}
+
+function byteLength(bufs: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const b of bufs) n += b.length;
+  return n;
+}
+
+function alignUp(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+function alignDown(n: number, a: number): number {
+  return Math.floor(n / a) * a;
+}
+
+/** The starts of the blocks of size `mb` that [pos, end) covers only in part (0, 1 or 2 of them). */
+function partialBlocks(pos: number, end: number, mb: number): number[] {
+  const out: number[] = [];
+  if (pos % mb !== 0) out.push(alignDown(pos, mb));
+  if (end % mb !== 0) {
+    const last = alignDown(end, mb);
+    if (out[0] !== last) out.push(last);
+  }
+  return out;
+}
+
+/** Views of `n` bytes of consecutive `bufs` from byte `pos` on. */
+function slice(bufs: readonly Uint8Array[], pos: number, n: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const b of bufs) {
+    if (n === 0) break;
+    if (pos >= b.length) {
+      pos -= b.length;
+      continue;
+    }
+    const k = Math.min(n, b.length - pos);
+    out.push(pos === 0 && k === b.length ? b : b.subarray(pos, pos + k));
+    n -= k;
+    pos = 0;
+  }
+  return out;
+}
+
+/** Copy `src` into consecutive `bufs` at byte `pos`. */
+function copyInto(bufs: readonly Uint8Array[], pos: number, src: Uint8Array): void {
+  let off = 0;
+  for (const view of slice(bufs, pos, src.length)) {
+    view.set(src.subarray(off, off + view.length));
+    off += view.length;
+  }
+}
+
+/** Copy bytes of consecutive `bufs` from byte `pos` into `dst`. */
+function copyFrom(bufs: readonly Uint8Array[], pos: number, dst: Uint8Array): void {
+  let off = 0;
+  for (const view of slice(bufs, pos, dst.length)) {
+    dst.set(view, off);
+    off += view.length;
+  }
+}
