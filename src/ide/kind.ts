@@ -1,5 +1,5 @@
 /**
- * Drive kinds. A drive is of one kind (a hard disk today; an ATAPI CD-ROM next), and its kind gives everything
+ * Drive kinds. A drive is of one kind (a hard disk in hd/, an ATAPI CD-ROM in cd/), and its kind gives everything
  * that differs between kinds: the signature it leaves after a reset, its status when ready, what it needs of
  * its medium, and its command table, where IDENTIFY behaviour and (for ATAPI) PACKET live. The ATA core, the
  * protocols (PIO, DMA, flush/verify) and the channel are shared. A new kind is a module beside hd/ that

@@ -3,10 +3,14 @@
  */
 
 import type { DriveKindName } from "./device.ts";
+import { CD_ROM } from "./cd/kind.ts";
 import { HARD_DISK } from "./hd/kind.ts";
 import type { DriveKind } from "./kind.ts";
 
-const KINDS = new Map<string, DriveKind>([[HARD_DISK.name, HARD_DISK]]);
+const KINDS = new Map<string, DriveKind>([
+  [HARD_DISK.name, HARD_DISK],
+  [CD_ROM.name, CD_ROM],
+]);
 
 /** Make `kind` available under its name (once: a second kind of the same name is refused). */
 export function registerDriveKind(kind: DriveKind): void {

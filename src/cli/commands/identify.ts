@@ -12,6 +12,7 @@ import {
   openDisk,
   writeOut,
 } from "../disk-options.ts";
+import { identifyCdrom } from "../cdrom.ts";
 import { UsageError } from "../errors.ts";
 
 export function register(program: Command): void {
@@ -24,11 +25,16 @@ export function register(program: Command): void {
   addDiskOptions(cmd, { via: false });
   cmd
     .option("--via <method>", "how the 512 identify bytes cross the data port: pio, pio32 or rep", "pio")
+    .option("--cdrom", "IMAGE is an ISO in a CD-ROM drive: IDENTIFY PACKET DEVICE, INQUIRY, READ CAPACITY")
     .addHelpText(
       "after",
       "\nExample:\n  xenide identify disk.img\n  xenide identify disk.img --via rep --json",
     )
-    .action(async (image: string, flags: DiskFlags) => {
+    .action(async (image: string, flags: DiskFlags & { cdrom?: boolean }) => {
+      if (flags.cdrom) {
+        await identifyCdrom(image, flags);
+        return;
+      }
       // IDENTIFY's 512 bytes cross the data port: DMA has no part in it and the PV ring has no IDENTIFY.
       if (!["pio", "pio32", "rep"].includes(flags.via))
         throw new UsageError(`--via for identify is pio, pio32 or rep, got '${flags.via}'`);

@@ -15,6 +15,7 @@ import {
   openDisk,
   parseCount,
 } from "../disk-options.ts";
+import { readCdrom } from "../cdrom.ts";
 import { UsageError } from "../errors.ts";
 import {
   SECTOR,
@@ -31,6 +32,7 @@ interface ReadFlags extends DiskFlags {
   count: string;
   output?: string;
   progress: boolean;
+  cdrom?: boolean;
 }
 
 export function register(program: Command): void {
@@ -44,7 +46,11 @@ export function register(program: Command): void {
       "-o, --output <file>",
       "write the bytes to FILE (- for standard output) instead of printing a hex dump",
     )
-    .option("--no-progress", "no progress bar, even on a terminal");
+    .option("--no-progress", "no progress bar, even on a terminal")
+    .option(
+      "--cdrom",
+      "IMAGE is an ISO in a CD-ROM drive: --lba/--count are 2048-byte blocks (ATAPI READ(10))",
+    );
   addDiskOptions(cmd, { via: true });
   cmd
     .addHelpText(
@@ -57,6 +63,10 @@ export function register(program: Command): void {
         "name and renamed when complete; an error or Ctrl-C leaves no partial FILE (an existing FILE is kept).",
     )
     .action(async (image: string, flags: ReadFlags) => {
+      if (flags.cdrom) {
+        await readCdrom(image, flags);
+        return;
+      }
       const lba = parseCount(flags.lba, "--lba");
       const count = parseCount(flags.count, "--count");
       if (count === 0) throw new UsageError("--count must be at least 1");

@@ -7,7 +7,9 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { exitsOf } from "../../hypervisor/accounting.ts";
-import { ImageError, openImage } from "../../storage/index.ts";
+import { CdMediumError } from "../../ide/cd/tray.ts";
+import { type IdeDriveSpec, type IdePosition, MachineConfigError } from "../../machine/description.ts";
+import { ImageError } from "../../storage/index.ts";
 import { UsageError } from "../errors.ts";
 
 interface VmFlags {
@@ -22,7 +24,21 @@ interface VmFlags {
   readOnly?: boolean;
   timeout?: string;
   until?: string;
+  slave?: string;
+  secondary?: string;
+  secondarySlave?: string;
+  cdrom?: string | true;
+  slaveCdrom?: string | true;
+  secondaryCdrom?: string | true;
+  secondarySlaveCdrom?: string | true;
+  boot: string;
 }
+
+/**
+ * SeaBIOS's boot order in the CMOS (registers 3Dh and 38h bits 7:4, one device per nibble: 1 floppy, 2 hard
+ * disk, 3 CD-ROM), as QEMU's `-boot c` and `-boot d` write it.
+ */
+const BOOT_ORDER: Record<string, number> = { c: 0x312, d: 0x213 };
 
 /** Where Debian's seabios package puts its images, then the test cache of scripts/fetch-guest.sh. */
 function findFirmware(name: string): string | undefined {
@@ -30,6 +46,37 @@ function findFirmware(name: string): string | undefined {
   return [join("/usr/share/seabios", name), join(cache, "host/usr/share/seabios", name)].find((p) =>
     existsSync(p),
   );
+}
+
+/** The drives of `vm`: IMAGE at the primary master, the other positions as `qtest` names them. */
+function vmDrives(image: string | undefined, f: VmFlags): IdeDriveSpec[] {
+  const cdAt = image !== undefined ? "secondary-master" : "primary-master";
+  const slots: [IdePosition, string | undefined, string | true | undefined][] = [
+    ["primary-master", image, cdAt === "primary-master" ? f.cdrom : undefined],
+    ["primary-slave", f.slave, f.slaveCdrom],
+    [
+      "secondary-master",
+      f.secondary,
+      cdAt === "secondary-master" ? (f.cdrom ?? f.secondaryCdrom) : f.secondaryCdrom,
+    ],
+    ["secondary-slave", f.secondarySlave, f.secondarySlaveCdrom],
+  ];
+  if (image !== undefined && f.cdrom !== undefined && f.secondaryCdrom !== undefined)
+    throw new UsageError("--cdrom and --secondary-cdrom name the same position (the secondary master)");
+  const out: IdeDriveSpec[] = [];
+  for (const [position, disk, cd] of slots) {
+    if (disk !== undefined && cd !== undefined)
+      throw new UsageError(`the ${position} position has both a disk and a CD-ROM`);
+    if (disk !== undefined) out.push({ position, medium: { image: disk, readOnly: f.readOnly === true } });
+    else if (cd !== undefined)
+      out.push({
+        position,
+        kind: "cd",
+        medium: cd === true ? { empty: true } : { image: cd, readOnly: true },
+      });
+  }
+  if (out.length === 0) throw new UsageError("nothing to boot: give IMAGE or a --cdrom ISO");
+  return out;
 }
 
 function positiveInt(text: string, flag: string): number {
@@ -42,7 +89,7 @@ function positiveInt(text: string, flag: string): number {
 export function register(program: Command): void {
   program
     .command("vm")
-    .argument("<image>", "raw disk image to boot (primary master)")
+    .argument("[image]", "raw disk image to boot (primary master)")
     .description(
       "boot a raw image with SeaBIOS on xenide's IDE controller inside v86 and stream its serial console",
     )
@@ -54,7 +101,18 @@ export function register(program: Command): void {
     .option("--memory <MiB>", "guest RAM", "128")
     .option("--engine <kind>", "storage engine: sync or async", "sync")
     .option("--no-bus-master", "present the IDE function without its Bus Master block (PIO only)")
-    .option("--read-only", "open the image read-only")
+    .option("--read-only", "open the disk images read-only")
+    .option("--slave <image>", "a disk as primary slave")
+    .option("--secondary <image>", "a disk as secondary master")
+    .option("--secondary-slave <image>", "a disk as secondary slave")
+    .option(
+      "--cdrom [iso]",
+      "a CD-ROM drive (empty without ISO): secondary master when IMAGE is given (QEMU's -cdrom), else primary master",
+    )
+    .option("--slave-cdrom [iso]", "a CD-ROM drive as primary slave")
+    .option("--secondary-cdrom [iso]", "a CD-ROM drive as secondary master")
+    .option("--secondary-slave-cdrom [iso]", "a CD-ROM drive as secondary slave")
+    .option("--boot <order>", "c: hard disk first; d: CD-ROM first (SeaBIOS's CMOS boot order)", "c")
     .option("--timeout <seconds>", "stop after this long")
     .option("--until <regex>", "stop once a serial line or the text screen matches REGEX")
     .addHelpText(
@@ -63,7 +121,10 @@ export function register(program: Command): void {
         "Stop with Ctrl-C, --timeout or --until.\n\nExamples:\n  xenide vm disk.img --until 'boot:' \n" +
         "  xenide vm disk.img --kernel vmlinuz --initrd initrd.gz --append 'console=ttyS0' --timeout 120",
     )
-    .action(async (image: string, flags: VmFlags) => {
+    .action(async (image: string | undefined, flags: VmFlags) => {
+      const order = BOOT_ORDER[flags.boot];
+      if (order === undefined) throw new UsageError(`--boot must be c or d, got '${flags.boot}'`);
+      const drives = vmDrives(image, flags);
       const bios = flags.bios ?? findFirmware("bios.bin");
       if (!bios || !existsSync(bios)) {
         throw new UsageError("no SeaBIOS image: install Debian's seabios package or pass --bios FILE");
@@ -92,25 +153,30 @@ export function register(program: Command): void {
       } catch {
         throw new UsageError("the optional dependency v86 is not installed (npm install v86)");
       }
-      let backend;
+      let pc: Awaited<ReturnType<typeof mod.createXenidePc>>;
       try {
-        backend = openImage(image, { readOnly: flags.readOnly === true });
+        pc = await mod.createXenidePc({
+          files: {
+            bios: emu.readBinary(bios),
+            vgaBios: emu.readBinary(vgaBios),
+            ...(flags.kernel ? { bzimage: emu.readBinary(flags.kernel), cmdline: flags.append ?? "" } : {}),
+            ...(flags.initrd ? { initrd: emu.readBinary(flags.initrd) } : {}),
+          },
+          memoryMiB,
+          drives: drives.map((d) => ({ ...d, engine: flags.engine as "sync" | "async" })),
+          busMaster: flags.busMaster,
+        });
       } catch (e) {
-        if (e instanceof ImageError) throw new UsageError(e.message);
+        if (e instanceof ImageError || e instanceof CdMediumError || e instanceof MachineConfigError)
+          throw new UsageError(e.message);
         throw e;
       }
-      const pc = await mod.createXenidePc({
-        files: {
-          bios: emu.readBinary(bios),
-          vgaBios: emu.readBinary(vgaBios),
-          ...(flags.kernel ? { bzimage: emu.readBinary(flags.kernel), cmdline: flags.append ?? "" } : {}),
-          ...(flags.initrd ? { initrd: emu.readBinary(flags.initrd) } : {}),
-        },
-        memoryMiB,
-        drives: [{ position: "primary-master", medium: { backend }, engine: flags.engine }],
-        busMaster: flags.busMaster,
-      });
       const { host, hv } = pc;
+      const rtc = (
+        host.machine.cpu as unknown as { devices: { rtc: { cmos_write(i: number, v: number): void } } }
+      ).devices.rtc;
+      rtc.cmos_write(0x3d, order & 0xff);
+      rtc.cmos_write(0x38, 1 | ((order >> 4) & 0xf0));
       let stop!: (why: string) => void;
       let matched = false;
       const stopped = new Promise<string>((r) => (stop = r));
@@ -138,7 +204,7 @@ export function register(program: Command): void {
       if (poll) clearInterval(poll);
       if (timer) clearTimeout(timer);
       await host.destroy();
-      backend.close();
+      await pc.machine.close();
       const c = hv.acct.counts;
       process.stderr.write(
         `\n--- screen ---\n${host.screen.text}\n--- stopped: ${why} ---\n` +
