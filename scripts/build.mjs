@@ -20,7 +20,12 @@ for (const f of readdirSync(dist)) if (/\.mjs(\.map)?$/.test(f)) rmSync(join(dis
 
 await build({
   absWorkingDir: root,
-  entryPoints: { xenide: "src/cli/main.ts", index: "src/index.ts" },
+  entryPoints: {
+    xenide: "src/cli/main.ts",
+    index: "src/index.ts",
+    // The QEMU drop-in launcher on its own, so it loads no more than the machine it runs.
+    "xenide-system-x86_64": "src/qemu/main.ts",
+  },
   outdir: "dist",
   outExtension: { ".js": ".mjs" },
   bundle: true,

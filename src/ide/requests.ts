@@ -13,6 +13,22 @@ import type { IoCompletion, IoEngine, IoError, IoRequest } from "../storage/type
 
 export type IoContinuation<O> = (owner: O, err: IoError | undefined) => void;
 
+/** What a drive does with a failed batch (QEMU's BlockErrorAction, as blk_get_error_action resolves rerror/werror). */
+export type IoErrorAction = "report" | "ignore" | "stop";
+
+/**
+ * A drive's error policy (QEMU's rerror/werror). Without one, every failure is reported to the command (the
+ * drive's ATA error). With "ignore" the command goes on as if the request had succeeded; with "stop" the batch
+ * is held, the command stays where it was (BSY for a flush or PIO, DRQ for DMA), and `retry` submits the same
+ * batch again, as QEMU's ide_restart_cb re-runs the request when the VM continues.
+ */
+export interface IoErrorPolicy {
+  /** What to do with `err`, which failed a batch of `op` requests (told once per failed batch). */
+  action(op: IoRequest["op"], err: IoError): IoErrorAction;
+  /** The batch was held ("stop"); `retry()` submits it again (a no-op if a reset abandoned it meanwhile). */
+  held(retry: () => void): void;
+}
+
 export class StorageRequests<O> {
   private tagSeq = 0;
   /** Completions with tags in [batchFirst, batchLast] belong to `cont`. */
@@ -24,10 +40,15 @@ export class StorageRequests<O> {
   private readonly comps: IoCompletion[] = [];
   /** One request object, refilled for each submit (engines copy what they keep). */
   private readonly req: IoRequest = { op: "read", tag: 0, sector: 0 };
+  /** The outstanding batch's op, and its ranges when it is a TRIM (kept for a retry under the error policy). */
+  private batchOp: IoRequest["op"] = "read";
+  private batchRanges: readonly number[] = [];
 
   constructor(
     readonly engine: IoEngine,
     private readonly owner: O,
+    /** rerror/werror; null: every failure is reported to the command. */
+    readonly errorPolicy: IoErrorPolicy | null = null,
   ) {
     // Every submit is followed by a reap, which is all a sync engine needs (its completions are ready when
     // submit returns); only the async engine must call back from the event loop.
@@ -53,6 +74,7 @@ export class StorageRequests<O> {
     this.batchLeft = 1;
     this.batchError = undefined;
     this.cont = cont;
+    this.batchOp = op;
     const r = this.req;
     r.op = op;
     r.tag = tag;
@@ -73,6 +95,8 @@ export class StorageRequests<O> {
     this.batchLeft = n;
     this.batchError = undefined;
     this.cont = cont;
+    this.batchOp = "discard";
+    this.batchRanges = ranges;
     for (let i = 0; i < ranges.length; i += 2) {
       this.engine.submit({ op: "discard", tag: first + i / 2, sector: ranges[i]!, count: ranges[i + 1]! });
     }
@@ -108,10 +132,30 @@ export class StorageRequests<O> {
     while (list.length > 0) list.pop();
     if (done) {
       const cont = this.cont!;
-      const err = this.batchError;
-      this.cont = null;
+      let err = this.batchError;
       this.batchError = undefined;
+      if (err && this.errorPolicy) {
+        const action = this.errorPolicy.action(this.batchOp, err);
+        if (action === "ignore") err = undefined;
+        else if (action === "stop") {
+          // The continuation stays: the command is still in progress until the retry completes it.
+          const batch = this.batchFirst;
+          this.errorPolicy.held(() => this.retry(cont, batch));
+          return;
+        }
+      }
+      this.cont = null;
       cont(this.owner, err);
+    }
+  }
+
+  /** Submit a held batch again (QEMU's ide_restart_cb), unless a reset abandoned it meanwhile. */
+  private retry(cont: IoContinuation<O>, batch: number): void {
+    if (this.cont !== cont || this.batchFirst !== batch) return;
+    if (this.batchOp === "discard") this.discard(this.batchRanges, cont);
+    else {
+      const r = this.req;
+      this.submit(r.op, r.sector, r.bufs, cont, r.count);
     }
   }
 }

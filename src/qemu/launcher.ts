@@ -1,0 +1,582 @@
+/**
+ * `xenide-system-x86_64`: xenide behind QEMU's command line, so that a program that launches QEMU for qtest
+ * (libqtest's QTEST_QEMU_BINARY) or drives it over QMP launches xenide instead. It builds the PC with the drives
+ * the options describe, connects the qtest and QMP character devices (as a client of the sockets libqtest
+ * listens on, or listening, or on stdio), applies QEMU's rerror/werror policy and blkdebug rules, and exits 0 on
+ * SIGTERM, SIGINT, SIGHUP, QMP `quit` or the end of the qtest input, after every acknowledged write is written.
+ */
+
+import { closeSync, openSync, unlinkSync, writeSync } from "node:fs";
+import { type Server, type Socket, connect, createServer } from "node:net";
+import type { Readable, Writable } from "node:stream";
+import { buildMachine, type Machine } from "../machine/builder.ts";
+import type { IdeDriveSpec } from "../machine/description.ts";
+import { QtestServer } from "../qtest/server.ts";
+import { serveStream, staleSocketAt } from "../qtest/transport.ts";
+import type { IoErrorPolicy } from "../ide/requests.ts";
+import { BlkdebugBackend, BlkdebugBreakError, ioErrorReason } from "../storage/blkdebug.ts";
+import { openMedium } from "../storage/index.ts";
+import type { BlockBackend } from "../storage/types.ts";
+import { type ChardevSpec, type LaunchPlan, type PlannedDrive, planLaunch } from "./config.ts";
+import { QemuUsageError } from "./opts.ts";
+import { type Json, type JsonObject, QmpError, type QmpHost, QmpMonitor } from "./qmp.ts";
+
+export const PROGRAM = "xenide-system-x86_64";
+
+/** QEMU's RunState names that the launcher goes through. */
+type RunState = "prelaunch" | "running" | "paused" | "io-error" | "shutdown";
+
+interface DriveRuntime {
+  readonly plan: PlannedDrive;
+  readonly blkdebug: BlkdebugBackend | null;
+  /** The medium the launcher opened itself (under blkdebug), to flush and close after the machine. */
+  readonly own: BlockBackend | null;
+  /** The image in the drive now (a CD's changes), or null for none. */
+  image: string | null;
+  iostatus: "ok" | "failed" | "nospace";
+}
+
+export interface LauncherIo {
+  stdin: Readable;
+  stdout: Writable;
+  stderr: Writable;
+}
+
+const HELP = `usage: ${PROGRAM} [options]
+QEMU's command line for xenide's PC (i440FX + PIIX3 IDE), without a guest CPU: the vCPU is the qtest client.
+  -machine pc  -accel qtest|tcg  -m SIZE  -display none  -nodefaults  -S
+  -qtest unix:PATH|stdio  -qtest-log FILE|none
+  -chardev socket,id=ID,path=PATH[,server=on|off][,wait=off]   -mon chardev=ID,mode=control
+  -qmp unix:PATH[,server=on|off][,wait=off]|stdio
+  -drive file=[blkdebug:[CONF]:]FILE,if=ide|none,index=N|bus=B,unit=U,id=ID,media=disk|cdrom,format=raw,
+         cache=MODE,readonly=on|off,rerror=report|ignore|stop,werror=report|ignore|stop|enospc
+  -blockdev driver=file|raw|blkdebug,node-name=N,...   -hda..-hdd FILE
+  -device ide-hd|ide-cd,drive=ID,bus=ide.N,unit=U,id=ID,serial=S,model=M,ver=V,write-cache=on|off|auto
+          (an ide-cd without drive= has an empty tray)
+  -global ide-hd|ide-cd.serial|model|ver|write-cache=VALUE   -trace ...
+  -compat qemu-7.2|xenide (default qemu-7.2)
+Exit status: 0 on SIGTERM/SIGINT/SIGHUP, QMP quit or the end of the qtest input; 1 on a bad option or a
+failure to start.
+`;
+
+/** Run the launcher; resolves with the exit status once the machine has stopped. */
+export async function runLauncher(argv: readonly string[], io: LauncherIo): Promise<number> {
+  let plan: LaunchPlan;
+  try {
+    plan = planLaunch(argv);
+  } catch (e) {
+    if (e instanceof QemuUsageError) {
+      io.stderr.write(`${PROGRAM}: ${e.message}\n`);
+      return e.exitCode;
+    }
+    throw e;
+  }
+  if (plan.info === "help") {
+    io.stdout.write(HELP);
+    return 0;
+  }
+  if (plan.info === "version") {
+    io.stdout.write(`${PROGRAM}: xenide's PC with QEMU 7.2's command line (QEMU emulator version 7.2.22)\n`);
+    return 0;
+  }
+  for (const w of plan.warnings) io.stderr.write(`${PROGRAM}: warning: ${w}\n`);
+  let vm: Vm;
+  try {
+    vm = new Vm(plan, io);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    io.stderr.write(`${PROGRAM}: ${err?.message ?? String(e)}\n`);
+    return 1;
+  }
+  return vm.run();
+}
+
+class Vm implements QmpHost {
+  readonly version = { major: 7, minor: 2, micro: 22, package: "xenide" };
+  private readonly machine: Machine;
+  private readonly drives: DriveRuntime[];
+  private readonly server: QtestServer;
+  private readonly monitors: QmpMonitor[] = [];
+  private readonly held: (() => void)[] = [];
+  private runstate: RunState;
+  private readonly servers: Server[] = [];
+  /** The listening socket of each server chardev, by id. */
+  private readonly serverOf = new Map<string, Server>();
+  private readonly sockets: Socket[] = [];
+  private logFd: number | null = null;
+  private exit: ((status: number) => void) | null = null;
+  private stopping = false;
+
+  constructor(
+    private readonly plan: LaunchPlan,
+    private readonly io: LauncherIo,
+  ) {
+    this.runstate = plan.startPaused ? "prelaunch" : "running";
+    const drives: DriveRuntime[] = [];
+    const specs: IdeDriveSpec[] = [];
+    const qemuStrings = plan.compat === "qemu-7.2";
+    let serialSeq = 0;
+    try {
+      for (const p of plan.drives) {
+        let rt: DriveRuntime;
+        const spec: IdeDriveSpec = {
+          position: p.position,
+          medium: { empty: true },
+          writeCache: p.writeCache,
+        };
+        if (p.kind === "cd") spec.kind = "cd";
+        if (p.image === null) {
+          rt = { plan: p, blkdebug: null, own: null, image: p.image, iostatus: "ok" };
+          spec.engine = "sync";
+        } else if (p.blkdebug) {
+          const inner = openMedium(p.image, {
+            ...(p.format !== undefined ? { format: p.format } : {}),
+            readOnly: p.readOnly,
+            direct: p.direct,
+          });
+          const bd = new BlkdebugBackend(inner, p.blkdebug);
+          rt = { plan: p, blkdebug: bd, own: bd, image: p.image, iostatus: "ok" };
+          spec.medium = { backend: bd };
+          // A request held at a breakpoint completes later: only the async engine can wait for it.
+          spec.engine = "async";
+        } else {
+          rt = { plan: p, blkdebug: null, own: null, image: p.image, iostatus: "ok" };
+          spec.medium = {
+            image: p.image,
+            ...(p.format !== undefined ? { format: p.format } : {}),
+            readOnly: p.readOnly,
+            direct: p.direct,
+          };
+          spec.engine = "sync";
+        }
+        drives.push(rt);
+        // QEMU's ide-hd/ide-cd defaults: "QEMU HARDDISK" or "QEMU DVD-ROM", "QM%05d" numbered in creation
+        // order, firmware "2.5+".
+        serialSeq++;
+        const qemuModel = p.kind === "cd" ? "QEMU DVD-ROM" : "QEMU HARDDISK";
+        const model = p.model ?? (qemuStrings ? qemuModel : undefined);
+        const serial = p.serial ?? (qemuStrings ? `QM${String(serialSeq).padStart(5, "0")}` : undefined);
+        const firmware = p.firmware ?? (qemuStrings ? "2.5+" : undefined);
+        if (model !== undefined) spec.model = model;
+        if (serial !== undefined) spec.serial = serial;
+        if (firmware !== undefined) spec.firmware = firmware;
+        spec.errorPolicy = this.errorPolicy(rt);
+        specs.push(spec);
+      }
+      this.machine = buildMachine({ ram: plan.ram, compat: plan.compat, ide: specs });
+    } catch (e) {
+      for (const d of drives) d.own?.close();
+      throw e;
+    }
+    this.drives = drives;
+    const engines = this.machine.engines;
+    const heldCount = (): number => {
+      let n = 0;
+      for (const d of drives) if (d.blkdebug) n += d.blkdebug.heldCount;
+      return n;
+    };
+    // Busy while a request is on its way; a request held at a breakpoint waits for QMP, not for the event loop.
+    // (Asked after every qtest input chunk: no allocation.)
+    const busy = (): boolean => {
+      let n = 0;
+      for (const e of engines) n += e.inflight;
+      return n > 0 && n > heldCount();
+    };
+    this.server = new QtestServer({
+      hv: this.machine.hv,
+      vcpu: this.machine.hv.vcpu(0),
+      busy,
+      settle: async () => {
+        for (let i = 0; i < 100_000 && busy(); i++) await new Promise<void>((r) => setImmediate(r));
+      },
+    });
+  }
+
+  /** QEMU's blk_get_error_action and blk_error_action for one drive. */
+  private errorPolicy(d: DriveRuntime): IoErrorPolicy {
+    const p = d.plan;
+    // blk_iostatus_is_enabled: the drive reports nospace only when one of its actions can stop.
+    const iostatus = p.werror === "stop" || p.werror === "enospc" || p.rerror === "stop";
+    return {
+      action: (op, err) => {
+        const isRead = op === "read";
+        const on = isRead ? p.rerror : p.werror;
+        const action =
+          on === "enospc" ? (err.code === "ENOSPC" ? "stop" : "report") : on === "stop" ? "stop" : on;
+        if (action === "stop") d.iostatus = err.code === "ENOSPC" ? "nospace" : "failed";
+        const data: JsonObject = {
+          device: p.blkName,
+          "node-name": p.nodeName,
+          operation: isRead ? "read" : "write",
+          action,
+        };
+        if (iostatus) data.nospace = err.code === "ENOSPC";
+        data.reason = ioErrorReason(err.code);
+        this.broadcast("BLOCK_IO_ERROR", data);
+        if (action === "stop") this.vmStop("io-error");
+        return action;
+      },
+      held: (retry) => {
+        this.held.push(retry);
+      },
+    };
+  }
+
+  private broadcast(event: string, data?: JsonObject): void {
+    for (const m of this.monitors) m.event(event, data);
+  }
+
+  private vmStop(state: "paused" | "io-error"): void {
+    if (this.runstate === "running") {
+      this.runstate = state;
+      this.broadcast("STOP");
+    } else if (state === "io-error" && this.runstate === "paused") this.runstate = "io-error";
+  }
+
+  // ---- QMP ----
+
+  execute(name: string, args: JsonObject): Json | Promise<Json> {
+    switch (name) {
+      case "query-status":
+        return { status: this.runstate, singlestep: false, running: this.runstate === "running" };
+      case "stop":
+        this.vmStop("paused");
+        return {};
+      case "cont": {
+        if (this.runstate === "running") return {};
+        this.runstate = "running";
+        for (const d of this.drives) d.iostatus = "ok";
+        this.broadcast("RESUME");
+        // The held requests run again once the reply is out (QEMU's ide_restart_cb runs from a bottom half).
+        const retries = this.held.splice(0);
+        setImmediate(() => {
+          for (const r of retries) r();
+        });
+        return {};
+      }
+      case "quit":
+        return {};
+      case "system_reset":
+        throw new QmpError(
+          "GenericError",
+          "system_reset is not supported by xenide yet (restart the process)",
+        );
+      case "query-block":
+        return this.drives.map((d) => this.blockInfo(d));
+      case "eject":
+      case "blockdev-change-medium":
+        return this.changeMedium(name, args);
+      case "human-monitor-command":
+        return this.hmp(String(args["command-line"] ?? ""));
+      case "query-version":
+        return {
+          qemu: { major: this.version.major, minor: this.version.minor, micro: this.version.micro },
+          package: this.version.package,
+        };
+      default:
+        throw new QmpError("CommandNotFound", `The command ${name} has not been found`);
+    }
+  }
+
+  afterReply(name: string): void {
+    if (name === "quit") {
+      this.broadcast("SHUTDOWN", { guest: false, reason: "host-qmp-quit" });
+      void this.shutdown(0);
+    }
+  }
+
+  private findDrive(name: string): DriveRuntime | undefined {
+    return this.drives.find((d) => d.plan.names.includes(name) || d.plan.qdev === name);
+  }
+
+  /** QMP `eject` and `blockdev-change-medium` on a CD drive (QEMU's blockdev.c and block/qapi-sysemu.c). */
+  private async changeMedium(name: string, args: JsonObject): Promise<Json> {
+    const dev = String(args.id ?? args.device ?? "");
+    const d = this.findDrive(dev);
+    if (!d) throw new QmpError("DeviceNotFound", `Device '${dev}' not found`);
+    const handle = this.machine.ide.get(d.plan.position)!;
+    if (d.plan.kind !== "cd") throw new QmpError("GenericError", `Device '${dev}' is not removable`);
+    const moved = (open: boolean): void =>
+      this.broadcast("DEVICE_TRAY_MOVED", { device: d.plan.blkName, id: d.plan.qdev, "tray-open": open });
+    if (name === "eject") {
+      const wasOpen = handle.tray().open;
+      try {
+        await handle.eject({ force: args.force === true });
+      } catch (e) {
+        if ((e as Error).name === "TrayLockedError")
+          throw new QmpError(
+            "GenericError",
+            `Device '${dev}' is locked and force was not specified, wait for tray to open and try again`,
+          );
+        throw new QmpError("GenericError", (e as Error).message);
+      }
+      d.image = null;
+      if (!wasOpen) moved(true);
+      return {};
+    }
+    const filename = args.filename;
+    if (typeof filename !== "string") throw new QmpError("GenericError", "Parameter 'filename' is missing");
+    const format = args.format;
+    if (format !== undefined && format !== "raw")
+      throw new QmpError("GenericError", `Unknown driver '${String(format)}' (xenide reads raw images)`);
+    const wasOpen = handle.tray().open;
+    try {
+      await handle.insert({ image: filename, readOnly: true });
+    } catch (e) {
+      throw new QmpError("GenericError", (e as Error).message);
+    }
+    d.image = filename;
+    if (!wasOpen) moved(true);
+    moved(false);
+    return {};
+  }
+
+  private blockInfo(d: DriveRuntime): JsonObject {
+    const p = d.plan;
+    const handle = this.machine.ide.get(p.position)!;
+    const tray = handle.tray();
+    const info: JsonObject = {
+      device: p.blkName,
+      qdev: p.qdev,
+      locked: tray.locked,
+      removable: p.kind === "cd",
+      type: "unknown",
+    };
+    if (p.kind === "cd") info.tray_open = tray.open;
+    if (p.werror === "stop" || p.werror === "enospc" || p.rerror === "stop") info["io-status"] = d.iostatus;
+    if (!handle.hasMedium || d.image === null) return info;
+    const backend = handle.backend;
+    info.inserted = {
+      file: p.blkdebug ? `blkdebug::${d.image}` : d.image,
+      "node-name": p.nodeName,
+      ro: p.readOnly,
+      drv: p.blkdebug ? "blkdebug" : "raw",
+      encrypted: false,
+      detect_zeroes: "off",
+      bps: 0,
+      bps_rd: 0,
+      bps_wr: 0,
+      iops: 0,
+      iops_rd: 0,
+      iops_wr: 0,
+      write_threshold: 0,
+      cache: { writeback: p.writeCache, direct: p.direct, "no-flush": false },
+      image: {
+        filename: d.image,
+        format: "raw",
+        "virtual-size": backend.sectorCount * backend.sectorSize,
+      },
+    };
+    return info;
+  }
+
+  /** The HMP commands served through `human-monitor-command` (its output, lines ending in \r\n). */
+  private hmp(line: string): string {
+    const words = hmpWords(line);
+    if (words.length === 0) return "";
+    const cmd = words[0]!;
+    if (cmd !== "qemu-io") return `unknown command: '${cmd}'\r\n`;
+    let at = 1;
+    if (words[at] === "-d") at++; // the name is a device id: we accept every name anyway
+    const dev = words[at];
+    const sub = words[at + 1];
+    if (dev === undefined || sub === undefined) return "Parameter 'device' is missing\r\n";
+    const d = this.findDrive(dev);
+    if (!d) return `Device '${dev}' not found\r\n`;
+    const argv = sub.split(/\s+/).filter((w) => w !== "");
+    const bd = d.blkdebug;
+    const op = argv[0] ?? "";
+    const errno = (e: unknown): string => {
+      if (e instanceof BlkdebugBreakError)
+        return e.errno === "ENOENT" ? "No such file or directory" : "Invalid argument";
+      throw e;
+    };
+    switch (op) {
+      case "break":
+        if (argv.length !== 3) return "break: invalid number of arguments\r\n";
+        if (!bd) return "Could not set breakpoint: Operation not supported\r\n";
+        try {
+          bd.breakpoint(argv[1]!, argv[2]!);
+          return "";
+        } catch (e) {
+          return `Could not set breakpoint: ${errno(e)}\r\n`;
+        }
+      case "resume":
+        if (argv.length !== 2) return "resume: invalid number of arguments\r\n";
+        try {
+          if (!bd) throw new BlkdebugBreakError("no blkdebug", "ENOENT");
+          bd.resume(argv[1]!);
+          return "";
+        } catch (e) {
+          return `Could not resume request: ${errno(e)}\r\n`;
+        }
+      case "remove_break":
+        if (argv.length !== 2) return "remove_break: invalid number of arguments\r\n";
+        try {
+          if (!bd) throw new BlkdebugBreakError("no blkdebug", "ENOENT");
+          bd.removeBreak(argv[1]!);
+          return "";
+        } catch (e) {
+          return `Could not remove breakpoint ${argv[1]}: ${errno(e)}\r\n`;
+        }
+      default:
+        return `command "${op}" not found\r\n`;
+    }
+  }
+
+  // ---- character devices ----
+
+  /** Open a chardev: resolves with its stream once connected (a listening one: once its first client is). */
+  private async open(c: ChardevSpec): Promise<{ input: Readable; output: Writable }> {
+    if (c.kind === "stdio") return { input: this.io.stdin, output: this.io.stdout };
+    const path = c.path!;
+    if (!c.server) {
+      const sock = connect(path);
+      this.sockets.push(sock);
+      await new Promise<void>((resolve, reject) => {
+        sock.once("connect", resolve);
+        sock.once("error", (e) =>
+          reject(
+            new Error(`Failed to connect to '${path}': ${(e as NodeJS.ErrnoException).code ?? e.message}`),
+          ),
+        );
+      });
+      sock.on("error", () => sock.destroy());
+      return { input: sock, output: sock };
+    }
+    if (staleSocketAt(path)) unlinkSync(path);
+    const srv = createServer();
+    this.servers.push(srv);
+    this.serverOf.set(c.id, srv);
+    await new Promise<void>((resolve, reject) => {
+      srv.once("error", reject);
+      srv.listen(path, () => resolve());
+    });
+    const sock = await new Promise<Socket>((resolve) => srv.once("connection", resolve));
+    this.sockets.push(sock);
+    sock.on("error", () => sock.destroy());
+    return { input: sock, output: sock };
+  }
+
+  private async serveMonitor(c: ChardevSpec): Promise<void> {
+    let first = await this.open(c);
+    for (;;) {
+      const mon = new QmpMonitor(this, first.output);
+      this.monitors.push(mon);
+      await mon.serve(first.input);
+      this.monitors.splice(this.monitors.indexOf(mon), 1);
+      // A listening monitor takes the next client when one goes (as QEMU's server socket chardev does).
+      if (c.kind !== "socket" || !c.server || this.stopping) break;
+      const srv = this.serverOf.get(c.id)!;
+      const sock = await new Promise<Socket>((resolve) => srv.once("connection", resolve));
+      this.sockets.push(sock);
+      sock.on("error", () => sock.destroy());
+      first = { input: sock, output: sock };
+    }
+    // The end of a monitor on stdio is the end of its user; a socket monitor can go without stopping the VM.
+    if (c.kind === "stdio" && !this.plan.qtest) await this.shutdown(0);
+  }
+
+  private async serveQtest(c: ChardevSpec): Promise<void> {
+    const { input, output } = await this.open(c);
+    this.openLog();
+    await serveStream(this.server, input, output);
+    this.log(`[I +${this.elapsed()}] CLOSED\n`);
+    await this.shutdown(0);
+  }
+
+  // ---- -qtest-log (QEMU's format: [R +secs] request, [S +secs] reply) ----
+
+  private t0 = 0n;
+
+  private elapsed(): string {
+    return (Number(process.hrtime.bigint() - this.t0) / 1e9).toFixed(6);
+  }
+
+  private log(s: string): void {
+    if (this.logFd !== null) writeSync(this.logFd, s);
+  }
+
+  private openLog(): void {
+    const where = this.plan.qtestLog;
+    // /dev/null (what libqtest passes) keeps nothing: skip the formatting and two writes per request.
+    if (where === "none" || where === "/dev/null") return;
+    this.logFd = where === undefined ? 2 : openSync(where, "w+");
+    this.t0 = process.hrtime.bigint();
+    this.log(`[I ${this.elapsed()}] OPENED\n`);
+    this.server.traffic = (dir, text) => {
+      if (dir === "R") this.log(`[R +${this.elapsed()}] ${text.replace(/\r$/, "")}\n`);
+      else this.log(`[S +${this.elapsed()}] ${text}`);
+    };
+  }
+
+  // ---- life cycle ----
+
+  run(): Promise<number> {
+    return new Promise<number>((resolve) => {
+      this.exit = resolve;
+      const onSignal = (): void => {
+        this.broadcast("SHUTDOWN", { guest: false, reason: "host-signal" });
+        void this.shutdown(0);
+      };
+      for (const s of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(s, onSignal);
+      const fail = (e: unknown): void => {
+        this.io.stderr.write(`${PROGRAM}: ${(e as Error)?.message ?? String(e)}\n`);
+        void this.shutdown(1);
+      };
+      // libqtest accepts the qtest connection first, then QMP; both sockets listen before we start.
+      if (this.plan.qtest) this.serveQtest(this.plan.qtest).catch(fail);
+      for (const m of this.plan.monitors) this.serveMonitor(m).catch(fail);
+    });
+  }
+
+  /** Stop: held requests go on, acknowledged writes reach the media, media are flushed and closed. */
+  private async shutdown(status: number): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    try {
+      for (const d of this.drives) d.blkdebug?.releaseAll();
+      for (const r of this.held.splice(0)) r();
+      await this.machine.close();
+      for (const d of this.drives) {
+        if (!d.own) continue;
+        const inner = (d.own as BlkdebugBackend).inner;
+        if (!inner.readOnly) inner.flush();
+        d.own.close();
+      }
+    } catch (e) {
+      this.io.stderr.write(`${PROGRAM}: ${(e as Error)?.message ?? String(e)}\n`);
+      status = 1;
+    } finally {
+      if (this.logFd !== null && this.logFd !== 2) closeSync(this.logFd);
+      for (const s of this.sockets) s.destroy();
+      for (const s of this.servers) s.close();
+      this.exit?.(status);
+    }
+  }
+}
+
+/** HMP's argument splitting for qemu-io: words, and double-quoted strings with backslash escapes. */
+function hmpWords(line: string): string[] {
+  const out: string[] = [];
+  let i = 0;
+  while (i < line.length) {
+    while (i < line.length && /\s/.test(line[i]!)) i++;
+    if (i >= line.length) break;
+    if (line[i] === '"') {
+      i++;
+      let s = "";
+      while (i < line.length && line[i] !== '"') {
+        if (line[i] === "\\" && i + 1 < line.length) i++;
+        s += line[i++];
+      }
+      i++;
+      out.push(s);
+    } else {
+      let s = "";
+      while (i < line.length && !/\s/.test(line[i]!)) s += line[i++];
+      out.push(s);
+    }
+  }
+  return out;
+}

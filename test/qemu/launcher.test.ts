@@ -1,0 +1,396 @@
+/**
+ * The launcher as a process: QMP by literal JSON over its socket (greeting, negotiation, query-status,
+ * stop/cont with STOP/RESUME, CommandNotFound, qemu-io breakpoints), QEMU's rerror/werror policy on a flush that
+ * a blkdebug rule fails (stop + cont retries as ide_restart_cb; report; ignore), and the exit on SIGTERM with the
+ * acknowledged writes on the image.
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { xenide } from "../cli/run.ts";
+import { QmpSocket, QtestChild } from "./launch.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "xenide-launcher-test-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let seq = 0;
+const children: QtestChild[] = [];
+
+function image(): string {
+  const p = join(dir, `disk${++seq}.img`);
+  writeFileSync(p, Buffer.alloc(1024 * 1024));
+  return p;
+}
+
+/** libqos's prepare_blkdebug_script: EIO on the first flush_to_disk in state 1, then state 2. */
+function flushEioRules(): string {
+  const p = join(dir, `rules${++seq}.ini`);
+  writeFileSync(
+    p,
+    '[inject-error]\nevent = "flush_to_disk"\nerrno = "5"\nstate = "1"\nimmediately = "off"\nonce = "on"\n\n' +
+      '[set-state]\nevent = "flush_to_disk"\nnew_state = "2"\n',
+  );
+  return p;
+}
+
+function launch(args: string[]): { child: QtestChild; qmpPath: string } {
+  const qmpPath = join(dir, `qmp${++seq}.sock`);
+  const child = new QtestChild([...args, "-qmp", `unix:${qmpPath},server=on,wait=off`]);
+  children.push(child);
+  return { child, qmpPath };
+}
+
+async function negotiated(qmpPath: string): Promise<QmpSocket> {
+  const q = await QmpSocket.connect(qmpPath);
+  await q.next((m) => "QMP" in m);
+  expect(await q.send('{"execute":"qmp_capabilities","id":"cap"}', "cap")).toEqual({ return: {}, id: "cap" });
+  return q;
+}
+
+/** WRITE SECTORS (30h) of one sector at LBA 1 by PIO, so the medium is dirty (a flush then reaches the disk). */
+async function pioWrite(c: QtestChild, lba = 1): Promise<void> {
+  await c.cmd("outb 0x1f6 0xe0");
+  await c.cmd("outb 0x1f2 0x01");
+  await c.cmd(`outb 0x1f3 0x${lba.toString(16)}`);
+  await c.cmd("outb 0x1f4 0x00");
+  await c.cmd("outb 0x1f5 0x00");
+  await c.cmd("outb 0x1f7 0x30");
+  for (let i = 0; i < 256; i++) await c.cmd(`outw 0x1f0 0x${(0xa500 + i).toString(16)}`);
+  expect(await c.settled()).toBe(0x50);
+}
+
+afterEach(async () => {
+  for (const c of children.splice(0)) {
+    if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
+    await c.exited;
+  }
+});
+
+describe("QMP", () => {
+  it("greets, refuses commands before negotiation, and answers as QEMU shapes replies", async () => {
+    const { child, qmpPath } = launch(["-drive", `file=${image()},if=ide`]);
+    const q = await QmpSocket.connect(qmpPath);
+    const greeting = await q.next((m) => "QMP" in m);
+    expect(greeting).toMatchObject({
+      QMP: { version: { qemu: { major: 7, minor: 2 } }, capabilities: ["oob"] },
+    });
+    expect(await q.send('{"execute":"query-status","id":1}', 1 as unknown as string)).toEqual({
+      error: { class: "CommandNotFound", desc: "Expecting capabilities negotiation with 'qmp_capabilities'" },
+      id: 1,
+    });
+    // Single-quoted strings, as QEMU's parser takes them (libqtest writes its requests that way).
+    expect(await q.send("{'execute':'qmp_capabilities','id':'c'}", "c")).toEqual({ return: {}, id: "c" });
+    expect(await q.send('{"execute":"query-status","id":"s"}', "s")).toEqual({
+      return: { status: "running", singlestep: false, running: true },
+      id: "s",
+    });
+    expect(await q.send('{"execute":"no-such-thing","id":"n"}', "n")).toEqual({
+      error: { class: "CommandNotFound", desc: "The command no-such-thing has not been found" },
+      id: "n",
+    });
+    const from = q.messages.length;
+    expect(await q.send('{"execute":"stop","id":"p"}', "p")).toEqual({ return: {}, id: "p" });
+    await q.next((m) => m.event === "STOP", from);
+    expect((await q.send('{"execute":"query-status","id":"s2"}', "s2")).return).toMatchObject({
+      status: "paused",
+      running: false,
+    });
+    expect(await q.send('{"execute":"cont","id":"r"}', "r")).toEqual({ return: {}, id: "r" });
+    await q.next((m) => m.event === "RESUME", from);
+    const blocks = (await q.send('{"execute":"query-block","id":"b"}', "b")).return as Record<
+      string,
+      unknown
+    >[];
+    expect(blocks).toHaveLength(1);
+    expect(blocks[0]).toMatchObject({
+      device: "ide0-hd0",
+      inserted: { ro: false, image: { "virtual-size": 1048576 } },
+    });
+    // The qtest side kept working meanwhile.
+    expect(await child.cmd("endianness")).toBe("OK little");
+    q.close();
+  });
+
+  it("holds a flush at a blkdebug breakpoint until qemu-io resumes it (ide-test /ide/flush)", async () => {
+    const { child, qmpPath } = launch(["-drive", `file=blkdebug::${image()},if=ide,format=raw`]);
+    const q = await negotiated(qmpPath);
+    await pioWrite(child);
+    const hmp = (line: string, id: string) =>
+      q.send(
+        JSON.stringify({ execute: "human-monitor-command", arguments: { "command-line": line }, id }),
+        id,
+      );
+    expect(await hmp('qemu-io ide0-hd0 "break flush_to_os A"', "h1")).toEqual({ return: "", id: "h1" });
+    await child.cmd("outb 0x1f7 0xe7");
+    // Held in flight: BSY|DRDY, and it stays so however long we look (ATA STATUS 0xC0, as QEMU's ide-test wants).
+    for (let i = 0; i < 5; i++) expect((await child.inb(0x1f7)) & 0xc9).toBe(0xc0);
+    expect(await hmp('qemu-io ide0-hd0 "resume B"', "h2")).toEqual({
+      return: "Could not resume request: No such file or directory\r\n",
+      id: "h2",
+    });
+    expect(await hmp('qemu-io ide0-hd0 "resume A"', "h3")).toEqual({ return: "", id: "h3" });
+    expect(await child.settled()).toBe(0x50);
+    expect(await hmp('qemu-io ide0-hd0 "remove_break A"', "h4")).toEqual({
+      return: "Could not remove breakpoint A: No such file or directory\r\n",
+      id: "h4",
+    });
+    q.close();
+  });
+});
+
+describe("QMP media change (ATAPI)", () => {
+  it("ejects and changes a CD's medium, with DEVICE_TRAY_MOVED; a hard disk is not removable", async () => {
+    const cd1 = join(dir, `cd${++seq}.iso`);
+    const cd2 = join(dir, `cd${++seq}.iso`);
+    writeFileSync(cd1, Buffer.alloc(2048 * 16));
+    writeFileSync(cd2, Buffer.alloc(2048 * 32));
+    const { qmpPath } = launch([
+      "-drive",
+      `file=${image()},if=ide,index=0`,
+      "-drive",
+      `if=none,file=${cd1},media=cdrom,format=raw,id=sr0`,
+      "-device",
+      "ide-cd,drive=sr0,bus=ide.1,id=cd0",
+    ]);
+    const q = await negotiated(qmpPath);
+    const from = q.messages.length;
+    expect(await q.send('{"execute":"eject","arguments":{"device":"ide0-hd0"},"id":"e0"}', "e0")).toEqual({
+      error: { class: "GenericError", desc: "Device 'ide0-hd0' is not removable" },
+      id: "e0",
+    });
+    expect(await q.send('{"execute":"eject","arguments":{"id":"cd0"},"id":"e1"}', "e1")).toEqual({
+      return: {},
+      id: "e1",
+    });
+    const moved = await q.next((m) => m.event === "DEVICE_TRAY_MOVED", from);
+    expect(moved.data).toEqual({ device: "sr0", id: "cd0", "tray-open": true });
+    let blocks = (await q.send('{"execute":"query-block","id":"b1"}', "b1")).return as Record<
+      string,
+      unknown
+    >[];
+    expect(blocks[1]).toMatchObject({ device: "sr0", removable: true, tray_open: true });
+    expect(blocks[1]).not.toHaveProperty("inserted");
+    const change = JSON.stringify({
+      execute: "blockdev-change-medium",
+      arguments: { id: "cd0", filename: cd2, format: "raw" },
+      id: "c",
+    });
+    expect(await q.send(change, "c")).toEqual({ return: {}, id: "c" });
+    await q.next(
+      (m) => m.event === "DEVICE_TRAY_MOVED" && (m.data as { "tray-open": boolean })["tray-open"] === false,
+      from,
+    );
+    blocks = (await q.send('{"execute":"query-block","id":"b2"}', "b2")).return as Record<string, unknown>[];
+    expect(blocks[1]).toMatchObject({
+      tray_open: false,
+      inserted: { ro: true, image: { filename: cd2, "virtual-size": 2048 * 32 } },
+    });
+    q.close();
+  });
+});
+
+describe("-qtest-log", () => {
+  it("records requests, replies and IRQ lines in QEMU's format", async () => {
+    const log = join(dir, `qtest${++seq}.log`);
+    const child = new QtestChild(["-qtest-log", log, "-drive", `file=${image()},if=ide`]);
+    children.push(child);
+    expect(await child.cmd("endianness")).toBe("OK little");
+    expect(await child.cmd("irq_intercept_in ioapic")).toBe("OK");
+    await child.cmd("outb 0x1f7 0xec"); // IDENTIFY: raises IRQ 14
+    child.proc.stdin!.end();
+    expect(await child.exited).toEqual({ code: 0, signal: null });
+    const lines = readFileSync(log, "utf8").trimEnd().split("\n");
+    const t = String.raw`\d+\.\d{6}`;
+    expect(lines[0]).toMatch(new RegExp(`^\\[I ${t}\\] OPENED$`));
+    expect(lines[1]).toMatch(new RegExp(`^\\[R \\+${t}\\] endianness$`));
+    expect(lines[2]).toMatch(new RegExp(`^\\[S \\+${t}\\] OK little$`));
+    expect(lines.slice(5, 8).map((l) => l.replace(/ \+[0-9.]+\]/, "]"))).toEqual([
+      "[R] outb 0x1f7 0xec",
+      "[S] IRQ raise 14",
+      "[S] OK",
+    ]);
+    expect(lines[lines.length - 1]).toMatch(new RegExp(`^\\[I \\+${t}\\] CLOSED$`));
+  });
+});
+
+describe("error policy (rerror/werror)", () => {
+  it("werror=stop: BLOCK_IO_ERROR then STOP, the flush stays BSY, cont retries it (ide-test /ide/flush/retry_pci)", async () => {
+    const { child, qmpPath } = launch([
+      "-drive",
+      `file=blkdebug:${flushEioRules()}:${image()},if=ide,cache=writeback,format=raw,rerror=stop,werror=stop`,
+    ]);
+    const q = await negotiated(qmpPath);
+    await pioWrite(child);
+    const from = q.messages.length;
+    await child.cmd("outb 0x1f7 0xe7");
+    const err = await q.next((m) => m.event === "BLOCK_IO_ERROR", from);
+    expect(err.data).toEqual({
+      device: "ide0-hd0",
+      "node-name": expect.any(String),
+      operation: "write",
+      action: "stop",
+      nospace: false,
+      reason: "Input/output error",
+    });
+    const stop = await q.next((m) => m.event === "STOP", from);
+    expect(q.messages.indexOf(stop)).toBeGreaterThan(q.messages.indexOf(err));
+    expect((await child.inb(0x1f7)) & 0xc9).toBe(0xc0);
+    expect((await q.send('{"execute":"query-status","id":"s"}', "s")).return).toMatchObject({
+      status: "io-error",
+    });
+    expect(await q.send('{"execute":"cont","id":"c"}', "c")).toEqual({ return: {}, id: "c" });
+    await q.next((m) => m.event === "RESUME", from);
+    // The retried flush passes flush_to_disk in state 2: no error this time.
+    expect(await child.settled()).toBe(0x50);
+    expect(await child.inb(0x1f1)).toBe(0x00);
+    q.close();
+  });
+
+  it("werror=report: the flush fails with DF|ERR and ABRT; the event says report", async () => {
+    const { child, qmpPath } = launch([
+      "-drive",
+      `file=blkdebug:${flushEioRules()}:${image()},if=ide,werror=report`,
+    ]);
+    const q = await negotiated(qmpPath);
+    await pioWrite(child);
+    const from = q.messages.length;
+    await child.cmd("outb 0x1f7 0xe7");
+    // ERR and ABRT (DF too in the xenide profile, ATA-6 §8.62; QEMU's ide_flush_cb reports ABRT alone).
+    expect((await child.settled()) & 0xc9).toBe(0x41);
+    expect(await child.inb(0x1f1)).toBe(0x04);
+    const err = await q.next((m) => m.event === "BLOCK_IO_ERROR", from);
+    expect(err.data).toMatchObject({ operation: "write", action: "report", reason: "Input/output error" });
+    expect(err.data).not.toHaveProperty("nospace"); // iostatus is off when no action can stop
+    expect((await q.send('{"execute":"query-status","id":"s"}', "s")).return).toMatchObject({
+      status: "running",
+    });
+    q.close();
+  });
+
+  it("werror=ignore: the flush completes as if it had worked; the event says ignore", async () => {
+    const { child, qmpPath } = launch([
+      "-drive",
+      `file=blkdebug:${flushEioRules()}:${image()},if=ide,werror=ignore`,
+    ]);
+    const q = await negotiated(qmpPath);
+    await pioWrite(child);
+    const from = q.messages.length;
+    await child.cmd("outb 0x1f7 0xe7");
+    expect(await child.settled()).toBe(0x50);
+    const err = await q.next((m) => m.event === "BLOCK_IO_ERROR", from);
+    expect(err.data).toMatchObject({ action: "ignore" });
+    q.close();
+  });
+});
+
+/** qemu-img and qemu-io from Debian's qemu-utils: required under CI, else the qcow2 case says why it skips. */
+const qemuImg = ((): string | null => {
+  try {
+    execFileSync("qemu-img", ["--version"], { stdio: "ignore" });
+    execFileSync("qemu-io", ["--version"], { stdio: "ignore" });
+    return null;
+  } catch {
+    return "qemu-img/qemu-io (Debian qemu-utils) not found";
+  }
+})();
+const qcow2It = qemuImg && process.env.CI !== "true" ? it.skip : it;
+
+describe("image formats", () => {
+  qcow2It(
+    `-drive format=qcow2: a guest reads what qemu-io wrote and writes what qemu-img then sees${qemuImg ? ` (${qemuImg})` : ""}`,
+    async () => {
+      const img = join(dir, `disk${++seq}.qcow2`);
+      execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", img, "1M"]);
+      execFileSync("qemu-io", ["-f", "qcow2", "-c", "write -P 0x3c 0 512", img], { stdio: "ignore" });
+      const { child } = launch(["-drive", `file=${img},if=ide,format=qcow2`]);
+      // READ SECTORS LBA 0, one sector: 256 words of 0x3c3c.
+      for (const l of [
+        "outb 0x1f6 0xe0",
+        "outb 0x1f2 0x01",
+        "outb 0x1f3 0x00",
+        "outb 0x1f4 0x00",
+        "outb 0x1f5 0x00",
+      ])
+        await child.cmd(l);
+      await child.cmd("outb 0x1f7 0x20");
+      expect(await child.settled()).toBe(0x58);
+      const words = new Set<string>();
+      for (let i = 0; i < 256; i++) words.add(await child.cmd("inw 0x1f0"));
+      expect([...words]).toEqual(["OK 0x3c3c"]);
+      await pioWrite(child, 5);
+      child.proc.kill("SIGTERM");
+      expect(await child.exited).toEqual({ code: 0, signal: null });
+      execFileSync("qemu-img", ["check", "-q", img]);
+      const out = execFileSync("qemu-io", ["-f", "qcow2", "-c", "read -v 2560 4", img], { encoding: "utf8" });
+      expect(out).toMatch(/^00000a00:\s+00 a5 01 a5/m);
+    },
+  );
+});
+
+describe("process", () => {
+  it("exits 0 on SIGTERM with every acknowledged PIO block on the image", async () => {
+    const img = image();
+    const { child } = launch(["-drive", `file=${img},if=ide,format=raw`]);
+    // WRITE SECTORS LBA 16 count 4; two 256-word blocks written, each acknowledged, then SIGTERM.
+    for (const l of [
+      "outb 0x1f6 0xe0",
+      "outb 0x1f2 0x04",
+      "outb 0x1f3 0x10",
+      "outb 0x1f4 0x00",
+      "outb 0x1f5 0x00",
+    ])
+      await child.cmd(l);
+    await child.cmd("outb 0x1f7 0x30");
+    for (let i = 0; i < 512; i++) await child.cmd("outw 0x1f0 0x5aa5");
+    expect((await child.inb(0x1f7)) & 0x08).toBe(0x08); // DRQ for the third block: two are acknowledged
+    child.proc.kill("SIGTERM");
+    expect(await child.exited).toEqual({ code: 0, signal: null });
+    const data = readFileSync(img);
+    expect(data.subarray(16 * 512, 18 * 512).every((b, i) => b === (i % 2 === 0 ? 0xa5 : 0x5a))).toBe(true);
+    expect(data.subarray(18 * 512, 20 * 512).every((b) => b === 0)).toBe(true);
+  });
+
+  it("exits 0 at the end of its qtest input", async () => {
+    const { child } = launch([]);
+    expect(await child.cmd("endianness")).toBe("OK little");
+    child.proc.stdin!.end();
+    expect(await child.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it("is the xenide system-x86_64 subcommand too, with QEMU's exit statuses", () => {
+    const bad = xenide(["system-x86_64", "-drive", "file=x.img,if=scsi"]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trim().split("\n")).toEqual([
+      "xenide-system-x86_64: -drive: if=scsi: only if=ide and if=none are supported by xenide",
+    ]);
+    const ok = xenide(["system-x86_64", "-qtest", "stdio", "-qtest-log", "none", "-machine", "pc"], {
+      input: Buffer.from("endianness\n"),
+    });
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toBe("OK little\n");
+  });
+
+  it("talks QMP with socat, by literal JSON", async () => {
+    const socat = ["/usr/bin/socat", "/bin/socat"].find((p) => existsSync(p));
+    if (!socat) {
+      if (process.env.CI === "true") throw new Error("socat is missing (required under CI)");
+      console.log("skipped: socat is not installed");
+      return;
+    }
+    const { qmpPath } = launch([]);
+    await (await QmpSocket.connect(qmpPath)).sock.destroy();
+    const out = execFileSync(socat, ["-t", "2", "-", `UNIX-CONNECT:${qmpPath}`], {
+      input: '{"execute":"qmp_capabilities"}\n{"execute":"query-status"}\n',
+      encoding: "utf8",
+      timeout: 10_000,
+    });
+    const lines = out
+      .trim()
+      .split(/\r?\n/)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines[0]).toHaveProperty("QMP");
+    expect(lines[1]).toEqual({ return: {} });
+    expect(lines[2]).toEqual({ return: { status: "running", singlestep: false, running: true } });
+  });
+});

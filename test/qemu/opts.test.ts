@@ -1,0 +1,281 @@
+/**
+ * QEMU's command-line syntax and its mapping: QemuOpts splitting (`,,` escapes, implied keys, bare booleans),
+ * the command lines QEMU 7.2's ide-test launches with (tests/qtest/ide-test.c), and bad lines refused with one
+ * message naming the option, in QEMU's words where QEMU has them.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { planLaunch } from "../../src/qemu/config.ts";
+import { QemuUsageError, parseMemSize, parseOpts } from "../../src/qemu/opts.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "xenide-opts-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const img = join(dir, "a.img");
+const img2 = join(dir, "b.img");
+const rules = join(dir, "rules.ini");
+writeFileSync(img, Buffer.alloc(4096));
+writeFileSync(img2, Buffer.alloc(4096));
+writeFileSync(rules, '[inject-error]\nevent = "flush_to_disk"\nerrno = "5"\nonce = "on"\n');
+
+/** What libqtest puts before a case's options (libqtest.c qtest_init_without_qmp_handshake). */
+const LIBQTEST = [
+  "-qtest",
+  "unix:/tmp/qtest-1.sock",
+  "-qtest-log",
+  "/dev/null",
+  "-chardev",
+  "socket,path=/tmp/qtest-1.qmp,id=char0",
+  "-mon",
+  "chardev=char0,mode=control",
+  "-display",
+  "none",
+  "-machine",
+  "pc",
+];
+
+function refused(argv: string[]): string {
+  try {
+    planLaunch(argv);
+  } catch (e) {
+    expect(e).toBeInstanceOf(QemuUsageError);
+    return (e as Error).message;
+  }
+  throw new Error(`accepted: ${argv.join(" ")}`);
+}
+
+describe("QemuOpts", () => {
+  it("splits on commas, with ,, as a comma and the implied key first", () => {
+    const o = parseOpts("-device", "ide-hd,drive=a,,b,serial=x=y,bus=ide.1", "driver");
+    expect(o.entries).toEqual([
+      ["driver", "ide-hd"],
+      ["drive", "a,b"],
+      ["serial", "x=y"],
+      ["bus", "ide.1"],
+    ]);
+  });
+
+  it("takes a bare key as on and nokey as off; a later key overrides", () => {
+    const o = parseOpts("-chardev", "socket,server,nowait,id=a,id=b", "backend");
+    expect(o.bool("server", false)).toBe(true);
+    expect(o.bool("wait", true)).toBe(false);
+    expect(o.get("id")).toBe("b");
+  });
+
+  it("reads -m sizes with MiB as the default unit", () => {
+    expect(parseMemSize("-m", "128")).toBe(128 << 20);
+    expect(parseMemSize("-m", "1G")).toBe(1 << 30);
+    expect(parseMemSize("-m", "1.5G")).toBe(1.5 * (1 << 30));
+    expect(() => parseMemSize("-m", "12Q")).toThrow(QemuUsageError);
+  });
+});
+
+describe("ide-test's command lines", () => {
+  it("identify: -drive if=ide with -global serial and ver", () => {
+    const plan = planLaunch([
+      ...LIBQTEST,
+      "-drive",
+      `file=${img},if=ide,cache=writeback,format=raw`,
+      "-global",
+      "ide-hd.serial=testdisk",
+      "-global",
+      "ide-hd.ver=version",
+      "-accel",
+      "qtest",
+    ]);
+    expect(plan.qtest).toEqual({
+      id: "qtest",
+      kind: "socket",
+      path: "/tmp/qtest-1.sock",
+      server: false,
+      wait: true,
+    });
+    expect(plan.qtestLog).toBe("/dev/null");
+    expect(plan.monitors).toEqual([
+      { id: "char0", kind: "socket", path: "/tmp/qtest-1.qmp", server: false, wait: true },
+    ]);
+    expect(plan.compat).toBe("qemu-7.2");
+    expect(plan.drives).toHaveLength(1);
+    expect(plan.drives[0]).toMatchObject({
+      position: "primary-master",
+      kind: "hd",
+      image: img,
+      writeCache: true,
+      serial: "testdisk",
+      firmware: "version",
+      blkName: "ide0-hd0",
+      rerror: "report",
+      werror: "enospc",
+    });
+  });
+
+  it("diagnostic: two -blockdev file nodes under -device ide-hd at units 0 and 1", () => {
+    const plan = planLaunch([
+      ...LIBQTEST,
+      "-blockdev",
+      `driver=file,node-name=hda,filename=${img}`,
+      "-blockdev",
+      `driver=file,node-name=hdb,filename=${img2}`,
+      "-device",
+      "ide-hd,drive=hda,bus=ide.0,unit=0",
+      "-device",
+      "ide-hd,drive=hdb,bus=ide.0,unit=1",
+    ]);
+    expect(plan.drives.map((d) => [d.position, d.image, d.blkName, d.nodeName])).toEqual([
+      ["primary-master", img, "", "hda"],
+      ["primary-slave", img2, "", "hdb"],
+    ]);
+  });
+
+  it("retry_pci: blkdebug:CONF:FILE with rerror/werror=stop", () => {
+    const plan = planLaunch([
+      ...LIBQTEST,
+      "-drive",
+      `file=blkdebug:${rules}:${img},if=ide,cache=writeback,format=raw,rerror=stop,werror=stop`,
+    ]);
+    const d = plan.drives[0]!;
+    expect(d.image).toBe(img);
+    expect(d.rerror).toBe("stop");
+    expect(d.werror).toBe("stop");
+    expect(d.blkdebug).toEqual([
+      expect.objectContaining({ kind: "inject-error", event: "flush_to_disk", errno: 5, once: true }),
+    ]);
+  });
+
+  it("cdrom: an if=none drive with media=cdrom under -device ide-cd; an ide-cd without a drive is empty", () => {
+    const plan = planLaunch([
+      ...LIBQTEST,
+      "-drive",
+      `if=none,file=${img},media=cdrom,format=raw,id=sr0,index=0`,
+      "-device",
+      "ide-cd,drive=sr0,bus=ide.0",
+    ]);
+    expect(plan.drives[0]).toMatchObject({
+      position: "primary-master",
+      kind: "cd",
+      image: img,
+      readOnly: true,
+    });
+    expect(planLaunch(["-device", "ide-cd,bus=ide.1"]).drives[0]).toMatchObject({
+      position: "secondary-master",
+      kind: "cd",
+      image: null,
+    });
+  });
+
+  it("places if=ide drives by index, then by bus/unit, then at the first free position", () => {
+    const plan = planLaunch([
+      "-drive",
+      `file=${img},if=ide`,
+      "-drive",
+      `file=${img2},if=ide,index=0`,
+      "-drive",
+      `file=${img},if=ide,bus=1,unit=1,readonly=on`,
+      "-qmp",
+      "unix:/tmp/q.sock,server=on,wait=off",
+      "-S",
+      "-m",
+      "64M",
+    ]);
+    expect(plan.drives.map((d) => [d.position, d.image, d.blkName, d.readOnly])).toEqual([
+      ["primary-master", img2, "ide0-hd0", false],
+      ["primary-slave", img, "ide0-hd1", false],
+      ["secondary-slave", img, "ide1-hd1", true],
+    ]);
+    expect(plan.monitors[0]).toMatchObject({ kind: "socket", server: true, wait: false });
+    expect(plan.startPaused).toBe(true);
+    expect(plan.ram).toBe(64 << 20);
+  });
+
+  it("-compat xenide chooses the standard's profile", () => {
+    expect(planLaunch(["-compat", "xenide"]).compat).toBe("xenide");
+  });
+});
+
+describe("image formats and NBD, as QEMU names them", () => {
+  it("-drive format=qcow2|raw is kept; without format= the image is probed", () => {
+    const plan = planLaunch([
+      "-drive",
+      `file=${img},if=ide,index=0,format=qcow2`,
+      "-drive",
+      `file=${img2},if=ide,index=1,format=raw`,
+      "-drive",
+      `file=${img},if=ide,index=2,readonly=on`,
+    ]);
+    expect(plan.drives.map((d) => d.format)).toEqual(["qcow2", "raw", undefined]);
+  });
+
+  it("QEMU's legacy nbd: file names and -blockdev driver=nbd become NBD URLs", () => {
+    const plan = planLaunch([
+      "-drive",
+      "file=nbd:unix:/run/n.sock:exportname=disk,if=ide,index=0,format=raw",
+      "-drive",
+      "file=nbd:example.org:10810,if=ide,index=1",
+      "-blockdev",
+      "driver=nbd,node-name=n0,server.type=unix,server.path=/run/m.sock,export=vm",
+      "-device",
+      "ide-hd,drive=n0,bus=ide.1,unit=0",
+      "-blockdev",
+      `driver=file,node-name=f0,filename=${img}`,
+      "-blockdev",
+      "driver=qcow2,node-name=q0,file=f0",
+      "-device",
+      "ide-hd,drive=q0,bus=ide.1,unit=1",
+    ]);
+    expect(plan.drives.map((d) => [d.position, d.image, d.format])).toEqual([
+      ["primary-master", "nbd+unix:///disk?socket=/run/n.sock", "raw"],
+      ["primary-slave", "nbd://example.org:10810/", undefined],
+      ["secondary-master", "nbd+unix:///vm?socket=/run/m.sock", "raw"],
+      ["secondary-slave", img, "qcow2"],
+    ]);
+  });
+});
+
+describe("bad command lines: one message naming the option", () => {
+  it.each([
+    [["-foo"], "-foo: invalid option"],
+    [["--bar", "x"], "-bar: invalid option"],
+    [["-drive"], "-drive: requires an argument"],
+    [["-drive", `file=${img},if=scsi`], "-drive: if=scsi: only if=ide and if=none are supported by xenide"],
+    [
+      ["-drive", `file=${img},format=vmdk`],
+      "-drive: format=vmdk: only raw and qcow2 images are supported by xenide",
+    ],
+    [["-drive", "file=nbd:unix:"], "-drive: nbd:unix:: nbd:unix: needs a socket path"],
+    [
+      ["-blockdev", "driver=nbd,node-name=n,server.type=vsock"],
+      "-blockdev: server.type=vsock: xenide's NBD client takes unix or inet",
+    ],
+    [["-drive", `file=${img},bogus=1`], "-drive: Invalid parameter 'bogus'"],
+    [["-drive", `file=${img},werror=maybe`], "-drive: 'maybe' invalid write error action"],
+    [["-drive", `file=${img},rerror=enospc`], "-drive: enospc is not supported as read error action"],
+    [["-drive", `file=${img},index=7`], "-drive: index 7: the PC has IDE positions 0-3 only"],
+    [["-device", "virtio-blk,drive=x"], "-device virtio-blk: 'virtio-blk' is not a valid device model name"],
+    [["-device", "ide-hd,drive=nope"], "-device: Property 'ide-hd.drive' can't find value 'nope'"],
+    [["-machine", "q35"], "-machine q35: only the pc machine (i440FX + PIIX3) is emulated by xenide"],
+    [["-accel", "kvm"], "-accel kvm: accelerator 'kvm' not supported by xenide (qtest, tcg)"],
+    [["-display", "gtk"], "-display gtk: Display 'gtk' is not available"],
+    [["-mon", "chardev=nope,mode=control"], '-mon: chardev "nope" not found'],
+    [["-qmp", "tcp:localhost:4444"], "-qmp tcp:localhost:4444: character device not supported by xenide"],
+    [["-global", "ide-hd.wwn=1"], "-global ide-hd.wwn=1: property 'wwn' not supported by xenide"],
+    [["-compat", "bochs"], "-compat bochs: unknown profile (xenide, qemu-7.2)"],
+    [[img], `give the image with -drive file=${img}`],
+  ])("%j", (argv, message) => {
+    expect(refused(argv as string[])).toContain(message);
+  });
+
+  it("two drives at one position", () => {
+    expect(refused(["-drive", `file=${img},index=1`, "-drive", `file=${img2},index=1`])).toBe(
+      "-drive: IDE position 1 is already in use",
+    );
+  });
+
+  it("a blkdebug rule file QEMU would refuse", () => {
+    const bad = join(dir, "bad.ini");
+    writeFileSync(bad, '[inject-error]\nevent = "no_such_event"\n');
+    expect(refused(["-drive", `file=blkdebug:${bad}:${img}`])).toContain(
+      'Invalid event name "no_such_event"',
+    );
+  });
+});
