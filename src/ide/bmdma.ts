@@ -49,6 +49,8 @@ export class Segments {
   sectorAligned = true;
   /** Segments made of more than one PRD entry, whose view is made by `finish`. */
   private merged: boolean[] = [];
+  /** A view standing for memory that is not there (a void segment: reads as zero, writes are dropped). */
+  private static readonly NOWHERE = new Uint8Array(0);
   reset(): void {
     this.count = 0;
     // pop() rather than `length = 0`, which is a runtime call in V8 and shows in a profile of this path.
@@ -63,7 +65,7 @@ export class Segments {
     const v = mem.view(gpa, len);
     if (isFault(v)) return false;
     const last = this.count - 1;
-    if (last >= 0 && this.gpa[last]! + this.len[last]! === gpa) {
+    if (last >= 0 && this.gpa[last]! >= 0 && this.gpa[last]! + this.len[last]! === gpa) {
       this.len[last] = this.len[last]! + len;
       this.merged[last] = true;
       return true;
@@ -74,6 +76,18 @@ export class Segments {
     this.views.push(v);
     this.count++;
     return true;
+  }
+  /**
+   * Add `len` bytes of memory that is not there (QEMU 7.2's unassigned memory: reads give zeros, writes go
+   * nowhere). The transfer then goes through the bounce buffer, which `gather`/`scatter` fill and drain.
+   */
+  pushVoid(len: number): void {
+    this.gpa[this.count] = -1;
+    this.len[this.count] = len;
+    this.merged[this.count] = false;
+    this.views.push(Segments.NOWHERE);
+    this.count++;
+    this.sectorAligned = false;
   }
   /** Complete the list: one view per merged segment, and whether every segment is whole sectors. */
   finish(mem: GuestMemory): boolean {
@@ -109,10 +123,14 @@ export class BusMaster implements IdeDmaOps {
   /**
    * @param mem guest memory the PRD table and its buffers are in
    * @param busMasterEnabled PCI command register bit 2: may the engine access memory? (PCI §6.2.2)
+   * @param qemu the "qemu-7.2" profile: the engine runs whatever the enable bit says, and memory that is not
+   *   there (or not reachable, with bus mastering off) reads as zeros and drops writes, as QEMU 7.2's DMA to
+   *   unassigned addresses does; PRD base addresses are used with bit 0 (docs/conformance.md C4, D2, D3)
    */
   constructor(
     private readonly mem: GuestMemory,
     private readonly busMasterEnabled: () => boolean,
+    private readonly qemu = false,
   ) {}
 
   get active(): boolean {
@@ -182,7 +200,7 @@ export class BusMaster implements IdeDmaOps {
   /** Run the waiting command if the engine is going: started, and allowed to master the bus. */
   private kick(): void {
     const run = this.run;
-    if (run && this.owner !== null && this.active && this.busMasterEnabled()) run(this.owner);
+    if (run && this.owner !== null && this.active && (this.qemu || this.busMasterEnabled())) run(this.owner);
   }
 
   // ------------------------------------------------------------------------------------------------
@@ -228,7 +246,9 @@ export class BusMaster implements IdeDmaOps {
     if (toMemory) {
       const segs = this.segs;
       if (this.bounce) this.scatter(this.bounce);
-      else for (let i = 0; i < segs.count; i++) this.mem.written(segs.gpa[i]!, segs.len[i]!);
+      else
+        for (let i = 0; i < segs.count; i++)
+          if (segs.gpa[i]! >= 0) this.mem.written(segs.gpa[i]!, segs.len[i]!);
     }
     this.bounce = null;
   }
@@ -262,6 +282,7 @@ export class BusMaster implements IdeDmaOps {
    * ignored), 16-bit byte count (bit 0 ignored, 0 = 64 KiB), bit 15 of the last word = end of table (BMIDE §1.2).
    */
   private walk(need: number): DmaPrepared {
+    if (this.qemu) return this.walkQemu(need);
     const mem = this.mem;
     const out = this.segs;
     out.reset();
@@ -285,12 +306,53 @@ export class BusMaster implements IdeDmaOps {
     return DmaPrepared.Short;
   }
 
+  /**
+   * The walk as QEMU 7.2's bmdma_prepare_buf does it: the base address as written (bit 0 included); an entry
+   * that cannot be fetched reads as zeros (64 KiB, not the last); memory outside guest RAM is void. With bus
+   * mastering disabled every fetch and every access goes nowhere: each entry reads as zeros, so the table never
+   * ends and the transfer "completes" with the engine still active, memory untouched (QEMU 7.2 observations §4.i).
+   */
+  private walkQemu(need: number): DmaPrepared {
+    const mem = this.mem;
+    const out = this.segs;
+    out.reset();
+    this.tableExhausted = false;
+    const enabled = this.busMasterEnabled();
+    let got = 0;
+    for (let i = 0; i < PRD_MAX_ENTRIES; i++) {
+      const at = this.prdt + PRD_ENTRY_BYTES * i;
+      let base = 0;
+      let ctl = 0;
+      if (enabled) {
+        const b = mem.readU32(at);
+        const c = mem.readU32(at + 4);
+        base = isFault(b) ? 0 : b;
+        ctl = isFault(c) ? 0 : c;
+      }
+      const len = ctl & 0xfffe || 0x10000;
+      const take = Math.min(len, need - got);
+      if (take > 0) {
+        const inRam = enabled && base < mem.size ? Math.min(take, mem.size - base) : 0;
+        if (inRam > 0 && !out.push(mem, base, inRam)) out.pushVoid(inRam);
+        if (take > inRam) out.pushVoid(take - inRam);
+      }
+      got += take;
+      if (got >= need) {
+        this.tableExhausted = ((ctl >>> 16) & PRD_EOT) !== 0 && take === len;
+        return out.finish(mem) ? DmaPrepared.Ok : DmaPrepared.Fault;
+      }
+      if ((ctl >>> 16) & PRD_EOT) return DmaPrepared.Short;
+    }
+    return DmaPrepared.Short;
+  }
+
   private gather(dst: Uint8Array): void {
     const segs = this.segs;
     let off = 0;
     for (let i = 0; i < segs.count && off < dst.length; i++) {
       const len = Math.min(segs.len[i]!, dst.length - off);
-      this.mem.read(segs.gpa[i]!, dst.subarray(off, off + len));
+      if (segs.gpa[i]! < 0) dst.fill(0, off, off + len);
+      else this.mem.read(segs.gpa[i]!, dst.subarray(off, off + len));
       off += len;
     }
   }
@@ -300,7 +362,7 @@ export class BusMaster implements IdeDmaOps {
     let off = 0;
     for (let i = 0; i < segs.count && off < src.length; i++) {
       const len = Math.min(segs.len[i]!, src.length - off);
-      this.mem.write(segs.gpa[i]!, src.subarray(off, off + len));
+      if (segs.gpa[i]! >= 0) this.mem.write(segs.gpa[i]!, src.subarray(off, off + len));
       off += len;
     }
   }

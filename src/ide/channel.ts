@@ -9,6 +9,7 @@ import type { AccessSize, PortIoDevice } from "../hypervisor/bus.ts";
 import { type GuestMemory, isFault, type MemoryFault } from "../hypervisor/memory.ts";
 import type { Tracer } from "../hypervisor/trace.ts";
 import {
+  ATA_CMD,
   CTL_HOB,
   CTL_NIEN,
   CTL_SRST,
@@ -29,6 +30,7 @@ import { Drive, type DriveConfig } from "./device.ts";
 import type { IdeDmaOps } from "./dma-ops.ts";
 import { readData16, transferString, writeData16 } from "./pio.ts";
 import { driveKind } from "./registry.ts";
+import type { CompatProfile } from "./compat.ts";
 
 export interface ChannelOptions {
   index: 0 | 1;
@@ -40,6 +42,13 @@ export interface ChannelOptions {
   /** The channel's DMA engine (the PIIX Bus Master, or another implementation). */
   dma: IdeDmaOps;
   tracer?: () => Tracer | null;
+  /** Whose behaviour the channel follows where the standard and QEMU 7.2 differ (default "xenide"). */
+  compat?: CompatProfile;
+  /**
+   * Run work on the host's next main-loop iteration (QEMU's bottom halves): the "qemu-7.2" profile's software
+   * reset. Default: the next turn of the event loop.
+   */
+  defer?: (work: () => void) => void;
 }
 
 /** The control block port (0x3F6/0x376): Alternate Status on read, Device Control on write. */
@@ -75,8 +84,15 @@ export class IdeChannel implements PortIoDevice, AtaBus {
   private lineLevel = false;
   private readonly setIrq: (level: boolean) => void;
   private readonly tracer: () => Tracer | null;
+  readonly compat: CompatProfile;
+  /** The "qemu-7.2" profile (decided once, here). */
+  private readonly qemu: boolean;
+  private readonly defer: (work: () => void) => void;
 
   constructor(opts: ChannelOptions) {
+    this.compat = opts.compat ?? "xenide";
+    this.qemu = this.compat === "qemu-7.2";
+    this.defer = opts.defer ?? ((work) => setImmediate(work));
     this.index = opts.index;
     this.dma = opts.dma;
     this.mem = opts.mem;
@@ -164,7 +180,8 @@ export class IdeChannel implements PortIoDevice, AtaBus {
     const hob = (this.ctl & CTL_HOB) !== 0;
     switch (reg) {
       case REG_ERROR:
-        if (!d.present) return 0;
+        // An absent device does not drive the bus; QEMU 7.2 shows an absent device 0's stale registers (A4).
+        if (!d.present && (d.unit === 1 || !this.qemu)) return 0;
         return hob ? tf.hobFeatures : d.error;
       case REG_SECTOR_COUNT:
         return hob ? tf.hobSectorCount : tf.sectorCount;
@@ -177,7 +194,7 @@ export class IdeChannel implements PortIoDevice, AtaBus {
       case REG_DEVICE:
         return tf.device;
       default: {
-        const st = d.present ? d.status : 0;
+        const st = d.present || (d.unit === 0 && this.qemu) ? d.status : 0;
         this.lowerIrq();
         return st;
       }
@@ -187,7 +204,7 @@ export class IdeChannel implements PortIoDevice, AtaBus {
   altStatus(): number {
     if (this.empty) return 0;
     const d = this.devices[this.unit];
-    return d.present ? d.status : 0;
+    return d.present || (d.unit === 0 && this.qemu) ? d.status : 0;
   }
 
   writeReg(reg: number, v: number): void {
@@ -211,7 +228,8 @@ export class IdeChannel implements PortIoDevice, AtaBus {
   private command(op: number): void {
     const d = this.devices[this.unit];
     if (!d.present) return; // commands to an absent device are ignored (observed on QEMU 7.2)
-    if (d.status & (ST_BSY | ST_DRQ)) return; // ignored while busy (observed on QEMU 7.2)
+    // Ignored while busy (observed on QEMU 7.2), except DEVICE RESET to a PACKET device (ATA-6 §8.7).
+    if (d.status & (ST_BSY | ST_DRQ) && !(op === ATA_CMD.DEVICE_RESET && d.kind!.packet)) return;
     const t = this.tracer();
     if (t)
       t.emit({ ev: "note", text: `ata ch${this.index}.${d.unit} cmd 0x${op.toString(16).padStart(2, "0")}` });
@@ -225,6 +243,10 @@ export class IdeChannel implements PortIoDevice, AtaBus {
   writeControl(v: number): void {
     const old = this.ctl;
     this.ctl = v;
+    if (this.qemu) {
+      if (v & CTL_SRST && !(old & CTL_SRST) && !this.empty) this.qemuSrst();
+      return;
+    }
     if (!this.empty) {
       if (v & CTL_SRST && !(old & CTL_SRST)) this.assertSrst();
       else if (!(v & CTL_SRST) && old & CTL_SRST) this.releaseSrst();
@@ -255,10 +277,33 @@ export class IdeChannel implements PortIoDevice, AtaBus {
   }
 
   /**
+   * QEMU 7.2's software reset (docs/conformance.md B1-B3): the 0->1 edge of SRST only sets BSY; the reset itself
+   * runs on the next main-loop iteration (a bottom half), whether SRST is still 1 or not, and then clears the
+   * SRST bit QEMU keeps, so that the next write with SRST set is a new edge. Each device is reset and runs its
+   * diagnostic, which raises the interrupt; the selected device stays selected.
+   */
+  private qemuSrst(): void {
+    for (const d of this.devices) d.status |= ST_BSY;
+    this.defer(() => {
+      for (const d of this.devices) {
+        if (d.kind) d.cancel();
+        d.reset();
+      }
+      this.raiseIrq();
+      this.ctl &= ~CTL_SRST;
+    });
+  }
+
+  /**
    * EXECUTE DEVICE DIAGNOSTIC (ATA-6 §8.11): both devices run it; each shows the signature and the diagnostic
    * code, and device 0 is selected afterwards (QEMU 7.2 likewise clears DEV).
    */
   executeDiagnostic(): void {
+    if (this.qemu) {
+      // QEMU 7.2: only the executing device; the selected position stays (docs/conformance.md B4).
+      this.devices[this.unit].diagnose();
+      return;
+    }
     for (const d of this.devices) d.diagnose();
     this.unit = 0;
   }

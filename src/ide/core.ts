@@ -10,7 +10,7 @@
  * storage request returns false and the protocol finishes the command.
  */
 
-import type { IoError, IoRequest } from "../storage/types.ts";
+import type { IoEngine, IoError, IoRequest } from "../storage/types.ts";
 import {
   ATA_SIGNATURE,
   ATA_CMD,
@@ -31,6 +31,7 @@ import type { IdeDmaOps } from "./dma-ops.ts";
 import { type IoContinuation, StorageRequests } from "./requests.ts";
 import { DriveSettings, MAX_MULT_SECTORS } from "./settings.ts";
 import { TaskFile } from "./taskfile.ts";
+import type { CompatProfile } from "./compat.ts";
 
 /** What a core needs from its channel (QEMU's IDEBus). */
 export interface AtaBus {
@@ -40,6 +41,8 @@ export interface AtaBus {
   executeDiagnostic(): void;
   /** The channel's DMA engine. */
   readonly dma: IdeDmaOps;
+  /** Whose behaviour the device follows where the standard and QEMU 7.2 differ (default "xenide"). */
+  readonly compat?: CompatProfile;
 }
 
 /** Set DSC in Status when the command completes without error (QEMU's SET_DSC). */
@@ -64,6 +67,14 @@ export interface KindProfile {
   readonly signature: DeviceSignature;
   /** Status after power-on, a reset or EXECUTE DEVICE DIAGNOSTIC. */
   readonly readyStatus: number;
+  /** Status at power-on when it differs from `readyStatus` (a PACKET device shows DRDY only until a reset). */
+  readonly powerOnStatus?: number;
+  /** The PACKET feature set (ATAPI): DEVICE RESET is accepted even while BSY or DRQ is set (ATA-6 §8.7). */
+  readonly packet?: boolean;
+  /** Set up the kind's own state in `core.kindState` (ATAPI: sense data, tray, media events). */
+  attach?(core: AtaCore): void;
+  /** The end of a software reset or DEVICE RESET, after the core's own reset. */
+  reset?(core: AtaCore): void;
 }
 
 /** What happens when the host has moved the last byte of the current DRQ data block. */
@@ -75,6 +86,8 @@ export const enum EndTransfer {
   ReadNext,
   /** PIO data-out: commit the block to the medium. */
   WriteCommit,
+  /** The drive kind's protocol decides (`AtaCore.blockEnd`): the ATAPI packet and its DRQ data blocks. */
+  Kind,
 }
 
 /** Sectors the drive buffers at once for PIO and READ VERIFY: a whole 256-sector LBA28 command (128 KiB). */
@@ -86,16 +99,25 @@ export class AtaCore {
   readonly tf = new TaskFile();
   status = 0;
   error = 0;
+  /** The "qemu-7.2" profile: QEMU 7.2's results where it departs from the standard (docs/conformance.md). */
+  readonly qemu: boolean;
+  /** IDENTIFY data as QEMU 7.2 caches it at the first IDENTIFY ("qemu-7.2" profile only). */
+  identifyCache: Uint16Array | null = null;
 
   // --- The attached drive (an empty position has none and never executes a command).
   readonly present: boolean;
   readonly drive: Drive | null;
   readonly kind: KindProfile | null;
-  /** Highest sector + 1 a command may touch. */
-  readonly sectorCount: number;
-  readonly readOnly: boolean;
+  /** Highest sector + 1 a command may touch (of the medium now inserted, for removable media). */
+  sectorCount: number;
+  readOnly: boolean;
+  /** The drive kind's own state (`KindProfile.attach`), opaque to the core. */
+  kindState: unknown = null;
+  /** What `EndTransfer.Kind` runs when the host has moved the last byte of the DRQ block. */
+  blockEnd: ((d: AtaCore) => void) | null = null;
   readonly settings: DriveSettings;
-  readonly requests: StorageRequests<AtaCore> | null;
+  /** Requests to the medium; null without a drive or when a removable drive holds no medium. */
+  requests: StorageRequests<AtaCore> | null;
 
   // --- PIO data window: the host moves `xfer[dataPtr, dataEnd)` through the data port while DRQ is set.
   xfer: Uint8Array;
@@ -139,6 +161,9 @@ export class AtaCore {
     drive: Drive | null,
     kind: KindProfile | null,
   ) {
+    this.qemu = bus.compat === "qemu-7.2";
+    // QEMU 7.2's empty position holds the state of its reset: READY|SEEK (seen only with device 0 absent, A4).
+    if (this.qemu && !drive) this.status = ST_DRDY | ST_DSC;
     // An empty position never transfers data: no buffer.
     this.buf = new Uint8Array(drive ? IO_BUF_SECTORS * 512 : 0);
     this.xfer = this.buf;
@@ -151,13 +176,29 @@ export class AtaCore {
       drive ? drive.writeCacheDefault : true,
       drive ? drive.defaultGeometry : null,
     );
-    this.requests = drive ? new StorageRequests<AtaCore>(drive.engine, this) : null;
+    this.requests = drive?.engine
+      ? new StorageRequests<AtaCore>(drive.engine, this, drive.errorPolicy)
+      : null;
     if (this.kind) {
       this.tf.setSignature(this.kind.signature);
       // Power-on: the diagnostic ran (ATA-6 §9.1), so the Error register holds its result.
-      this.status = this.kind.readyStatus;
-      this.error = DIAG_PASSED;
+      this.status = this.kind.powerOnStatus ?? this.kind.readyStatus;
+      // QEMU 7.2 leaves 00h there until the first reset or diagnostic (docs/conformance.md A1).
+      this.error = this.qemu ? 0 : DIAG_PASSED;
+      this.kind.attach?.(this);
     }
+  }
+
+  /**
+   * Removable media (a CD drive's eject and insert): the medium under the drive changes. The drive kind
+   * abandons its command first; requests of the old medium still in flight are dropped when they complete.
+   */
+  changeMedium(engine: IoEngine | null): void {
+    this.requests?.abandon();
+    const policy = this.drive?.errorPolicy ?? null;
+    this.requests = engine ? new StorageRequests<AtaCore>(engine, this, policy) : null;
+    this.sectorCount = engine ? engine.backend.sectorCount : 0;
+    this.readOnly = engine ? engine.backend.readOnly : true;
   }
 
   // ------------------------------------------------------------------------------------------------
@@ -213,11 +254,16 @@ export class AtaCore {
    * device did not accept (this is also where QEMU 7.2 leaves it; only its error code, ABRT, differs).
    */
   rangeError(): void {
-    this.fail(ERR_IDNF, -1);
+    this.fail(this.qemu ? ERR_ABRT : ERR_IDNF, -1);
   }
 
   /** Storage failure mapped to ATA: out of range = IDNF, read = UNC, write/flush = device fault + ABRT. */
   failIo(err: IoError, write: boolean, fallbackSector: number): void {
+    if (this.qemu) {
+      // QEMU 7.2's "report" policy: ABRT for any failed request, task file at the start of that request.
+      this.fail(ERR_ABRT, fallbackSector);
+      return;
+    }
     const s = err.sector ?? fallbackSector;
     if (err.code === "ERANGE") this.fail(ERR_IDNF, s);
     else if (write) this.fail(ERR_ABRT, s, ST_DF);
@@ -232,7 +278,7 @@ export class AtaCore {
   }
 
   commandAddress(lba48: boolean): number {
-    return this.tf.commandAddress(lba48, this.settings.currentGeometry);
+    return this.tf.commandAddress(lba48, this.settings.currentGeometry, this.qemu);
   }
 
   setAddress(n: number): void {
@@ -318,14 +364,21 @@ export class AtaCore {
       this.tf.clearForReset();
       this.setSignature();
       this.tf.lbaMid = this.tf.lbaHigh = 0xff;
+      // QEMU 7.2 resets and diagnoses the empty position like a drive (seen only with device 0 absent, A4).
+      if (this.qemu) this.status = ST_DRDY | ST_DSC;
       return;
     }
-    if (s.revertOnReset) s.revert();
+    // QEMU 7.2 reverts only the CHS translation, once (SET FEATURES CCh must be issued again).
+    if (s.revertOnReset) {
+      if (this.qemu) s.revertTranslation();
+      else s.revert();
+    }
     this.tf.clearForReset();
     s.multipleSectors = MAX_MULT_SECTORS;
     this.setSignature();
     s.power = "active";
     this.status = this.kind.readyStatus;
+    this.kind.reset?.(this);
   }
 
   /** EXECUTE DEVICE DIAGNOSTIC on this device, whichever device the command was written to. */

@@ -7,6 +7,7 @@
 import type { BlockBackend, IoEngine } from "../storage/types.ts";
 import { type Geometry, geometryForSize, geometryFromMbr } from "./geometry.ts";
 import { defaultSerial } from "./identify.ts";
+import type { IoErrorPolicy } from "./requests.ts";
 
 /**
  * The drive kinds a configuration may name. A kind's module adds its name here (TypeScript declaration
@@ -14,11 +15,13 @@ import { defaultSerial } from "./identify.ts";
  */
 export interface DriveKindNames {
   hd: true;
+  cd: true;
 }
 export type DriveKindName = keyof DriveKindNames;
 
 export interface DriveConfig {
-  engine: IoEngine;
+  /** The medium's engine; absent: a removable drive with no medium inserted (a CD drive's empty tray). */
+  engine?: IoEngine;
   /** Default "hd", a hard disk. */
   kind?: DriveKindName;
   model?: string;
@@ -26,6 +29,8 @@ export interface DriveConfig {
   firmware?: string;
   /** Volatile write cache enabled at power-on (default true, as QEMU's cache=writeback). */
   writeCache?: boolean;
+  /** What a failed request does (QEMU's rerror/werror); default: report it to the command. */
+  errorPolicy?: IoErrorPolicy;
 }
 
 /** What a drive kind asks of its medium and how its drives name themselves by default. */
@@ -35,13 +40,30 @@ export interface MediumProfile {
   readonly defaultModel: string;
   /** The kind reports a CHS geometry (hard disks), guessed from the MBR or the size. */
   readonly chs: boolean;
+  /** The medium can be absent and changed at run time (a CD drive). */
+  readonly removable?: boolean;
 }
 
 export const DEFAULT_FIRMWARE = "0.1";
 
+/** What an empty removable drive is named and sized by. */
+const EMPTY_MEDIUM: BlockBackend = {
+  sectorSize: 512,
+  sectorCount: 0,
+  readOnly: true,
+  describe: "empty",
+  identity: "empty",
+  read() {},
+  write() {},
+  flush() {},
+  discard() {},
+  close() {},
+};
+
 export class Drive {
-  readonly engine: IoEngine;
-  readonly backend: BlockBackend;
+  /** The medium at power-on; null for a removable drive without one. */
+  readonly engine: IoEngine | null;
+  readonly backend: BlockBackend | null;
   readonly sectorCount: number;
   readonly readOnly: boolean;
   /** IDENTIFY words 1, 3, 6, and the translation a reset with reverting enabled restores; null without CHS. */
@@ -50,15 +72,18 @@ export class Drive {
   readonly serial: string;
   readonly firmware: string;
   readonly writeCacheDefault: boolean;
+  readonly errorPolicy: IoErrorPolicy | null;
 
   constructor(config: DriveConfig, position: string, profile: MediumProfile) {
-    const b = config.engine.backend;
+    if (!config.engine && !profile.removable) throw new RangeError(`the drive at ${position} needs a medium`);
+    // An empty removable drive: identified as one, with no sectors until a medium is inserted.
+    const b = config.engine?.backend ?? EMPTY_MEDIUM;
     if (b.sectorSize !== profile.sectorSize)
       throw new RangeError(
         `IDE disks have ${profile.sectorSize}-byte sectors; ${b.describe} has ${b.sectorSize}`,
       );
-    this.engine = config.engine;
-    this.backend = b;
+    this.engine = config.engine ?? null;
+    this.backend = config.engine?.backend ?? null;
     this.sectorCount = b.sectorCount;
     this.readOnly = b.readOnly;
     let g: Geometry | null = null;
@@ -77,5 +102,6 @@ export class Drive {
     this.firmware = config.firmware ?? DEFAULT_FIRMWARE;
     this.serial = config.serial ?? defaultSerial(`${position}|${b.identity ?? b.describe}|${b.sectorCount}`);
     this.writeCacheDefault = config.writeCache ?? true;
+    this.errorPolicy = config.errorPolicy ?? null;
   }
 }

@@ -30,6 +30,14 @@ export function startDma(d: AtaCore, write: boolean, lba: number, count: number,
 function runDma(d: AtaCore): void {
   if (!d.dmaPending || d.dmaInflight) return;
   const dma = d.bus.dma;
+  if (d.remaining === 0 && d.qemu) {
+    // Only QEMU 7.2's DATA SET MANAGEMENT with Count 0 gets here: ide_dma_cb finds nothing left to do and
+    // ends the command at once (0x50, interrupt, engine inactive), before looking at the PRD table.
+    endDma(d, false);
+    d.status = ST_DRDY | ST_DSC;
+    d.raiseIrq();
+    return;
+  }
   const bytes = d.remaining * 512;
   const prepared = dma.prepare(bytes);
   if (prepared === DmaPrepared.Fault) {
@@ -121,12 +129,16 @@ function runTrim(d: AtaCore): void {
     if (len === 0) continue;
     const lba = (hi & 0xffff) * 0x100000000 + lo;
     if (lba + len > cap) {
-      endDma(d, false);
-      d.abort();
-      d.raiseIrq();
+      trimRefused(d);
       return;
     }
     ranges.push(lba, len);
+  }
+  if (d.qemu) {
+    // QEMU 7.2's -drive default is discard=ignore: every entry is checked, in order, and nothing is discarded
+    // (so the entries before a bad one stay as they were too; docs/conformance.md C8).
+    trimmed(d, undefined);
+    return;
   }
   if (ranges.length === 0) {
     trimmed(d, undefined);
@@ -137,11 +149,24 @@ function runTrim(d: AtaCore): void {
   d.requests!.discard(ranges, trimmed);
 }
 
+/** A range entry beyond the capacity: ABRT, no error bit in the engine (QEMU ide-test /ide/bmdma/trim). */
+function trimRefused(d: AtaCore): void {
+  endDma(d, false);
+  d.abort();
+  d.raiseIrq();
+}
+
 function trimmed(d: AtaCore, err: IoError | undefined): void {
   if (err) {
     endDma(d, false);
-    d.fail(ERR_ABRT, -1, ST_DF);
+    d.fail(ERR_ABRT, -1, d.qemu ? 0 : ST_DF);
     return;
+  }
+  if (d.qemu) {
+    // QEMU 7.2 ends TRIM like a DMA transfer: the task file address moves on by the payload's block count,
+    // in the addressing the last media command used (docs/conformance.md C8).
+    const at = d.tf.commandAddress(d.tf.lba48, d.settings.currentGeometry, true);
+    if (at >= 0) d.setAddress(at + d.remaining);
   }
   d.remaining = 0;
   d.tf.sectorCount = 0;

@@ -1,4 +1,6 @@
 export * from "./bmdma.ts";
+export * from "./cd/kind.ts";
+export * from "./cd/tray.ts";
 export * from "./channel.ts";
 export * from "./core.ts";
 export * from "./device.ts";

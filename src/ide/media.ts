@@ -12,7 +12,7 @@ export function flush(d: AtaCore): void {
   d.status = ST_DRDY | ST_BSY;
   d.io("flush", 0, undefined, (_, err) => {
     if (err) {
-      d.status = ST_DRDY | ST_DF | ST_ERR;
+      d.status = d.qemu ? ST_DRDY | ST_ERR : ST_DRDY | ST_DF | ST_ERR;
       d.error = ERR_ABRT;
       d.raiseIrq();
       return;

@@ -18,6 +18,7 @@ import { BusMaster } from "./bmdma.ts";
 import { IdeChannel } from "./channel.ts";
 import type { DriveConfig } from "./device.ts";
 import { type PciFunction, maskedWrite, put16, put32, readLE } from "../hypervisor/pci-function.ts";
+import { type CompatProfile, DEFAULT_COMPAT } from "./compat.ts";
 
 export const PIIX3_IDE_VENDOR = 0x8086;
 export const PIIX3_IDE_DEVICE = 0x7010;
@@ -46,6 +47,11 @@ export interface PiixIdeOptions {
    * has the block; this is the controller some firmware and old drivers expect. Default true.
    */
   busMaster?: boolean;
+  /**
+   * Whose behaviour the function follows where the standard and QEMU 7.2 differ (default "xenide";
+   * docs/conformance.md). Decided here, once, for the channels, their devices and the Bus Master engines.
+   */
+  compat?: CompatProfile;
 }
 
 export class PiixIde implements PciFunction {
@@ -60,10 +66,15 @@ export class PiixIde implements PciFunction {
   private readonly bmPorts;
   /** The function has a Bus Master block (BAR4); see PiixIdeOptions.busMaster. */
   readonly hasBusMaster: boolean;
+  readonly compat: CompatProfile;
+  /** Work deferred to the next main-loop iteration (QEMU's bottom halves), in order. */
+  private readonly bottomHalves: (() => void)[] = [];
 
   constructor(opts: PiixIdeOptions) {
     this.bus = opts.bus;
     this.hasBusMaster = opts.busMaster ?? true;
+    this.compat = opts.compat ?? DEFAULT_COMPAT;
+    const qemu = this.compat === "qemu-7.2";
     const c = this.config;
     put16(c, 0x00, PIIX3_IDE_VENDOR);
     put16(c, 0x02, PIIX3_IDE_DEVICE);
@@ -98,7 +109,12 @@ export class PiixIde implements PciFunction {
         ? irq
         : (line: number, level: boolean) => (level ? irq.raise(line) : irq.lower(line));
     const bme = () => (this.command & PCI_COMMAND_MASTER) !== 0;
-    this.busMasters = [new BusMaster(opts.mem, bme), new BusMaster(opts.mem, bme)];
+    this.busMasters = [new BusMaster(opts.mem, bme, qemu), new BusMaster(opts.mem, bme, qemu)];
+    const defer = (work: () => void): void => {
+      this.bottomHalves.push(work);
+      // A host that does not run them between its own steps (runBottomHalves) gets them on the next event-loop turn.
+      if (this.bottomHalves.length === 1) setImmediate(() => this.runBottomHalves());
+    };
     const make = (i: 0 | 1) =>
       new IdeChannel({
         index: i,
@@ -108,6 +124,8 @@ export class PiixIde implements PciFunction {
         setIrq: (level) => setLine(LEGACY[i].irq, level),
         dma: this.busMasters[i],
         tracer: opts.tracer,
+        compat: this.compat,
+        defer,
       });
     this.channels = [make(0), make(1)];
     // Legacy ports decode whatever the PCI command register says (QEMU 7.2: status reads 0x50 with CMD 0).
@@ -128,6 +146,17 @@ export class PiixIde implements PciFunction {
         bms[off >> 3 ? 1 : 0].write(off & 7, size, value);
       },
     };
+  }
+
+  /** Deferred device work is waiting for the next main-loop iteration (`runBottomHalves`). */
+  get bottomHalvesPending(): boolean {
+    return this.bottomHalves.length > 0;
+  }
+
+  /** Run the deferred device work now, as QEMU's main loop runs bottom halves between its other events. */
+  runBottomHalves(): void {
+    const q = this.bottomHalves;
+    while (q.length > 0) q.shift()!();
   }
 
   /** Orderly power-down of both channels' drives: held write-cache blocks go to their media. */

@@ -7,7 +7,7 @@
  */
 
 import type { GuestMemory, MemoryFault } from "../hypervisor/memory.ts";
-import { ERR_IDNF, ERR_UNC, ST_BSY, ST_DRDY, ST_DRQ, ST_DSC } from "../spec/ata.ts";
+import { ERR_ABRT, ERR_IDNF, ERR_UNC, ST_BSY, ST_DRDY, ST_DRQ, ST_DSC } from "../spec/ata.ts";
 import { type AtaCore, EndTransfer, IO_BUF_SECTORS } from "./core.ts";
 
 // ------------------------------------------------------------------------------------------------
@@ -71,6 +71,7 @@ function endOfBlock(d: AtaCore): void {
     d.stopTransfer();
     nextBlockIn(d);
   } else if (e === EndTransfer.WriteCommit) commitBlockOut(d);
+  else if (e === EndTransfer.Kind) d.blockEnd!(d);
   else {
     d.stopTransfer();
     d.status = ST_DRDY | ST_DSC;
@@ -135,7 +136,9 @@ function nextBlockIn(d: AtaCore): void {
   if (d.pfError >= lba && d.pfError < lba + n) {
     // The prefetch failed inside this block: the blocks before it were delivered; report the failing sector.
     const code = d.pfErrorCode;
-    d.fail(code === "ERANGE" ? ERR_IDNF : ERR_UNC, d.pfError);
+    // QEMU 7.2 reads block by block and reports ABRT at the start of the block whose request failed.
+    if (d.qemu) d.fail(ERR_ABRT, lba);
+    else d.fail(code === "ERANGE" ? ERR_IDNF : ERR_UNC, d.pfError);
     return;
   }
   // Fetch the rest of the command (up to the buffer) in one storage request.
@@ -209,6 +212,8 @@ function commitBlockOut(d: AtaCore): void {
   const left = d.remaining - n;
   const next = Math.min(d.blockSectors, left);
   if (
+    // QEMU 7.2 writes every block before the next DRQ (no drive buffer): C2, C3 behave as there.
+    !d.qemu &&
     d.settings.writeCache &&
     left > 0 &&
     d.wbCount + next <= IO_BUF_SECTORS &&

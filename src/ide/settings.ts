@@ -38,6 +38,15 @@ export class DriveSettings {
     this.currentGeometry = defaultGeometry ? { ...defaultGeometry } : null;
   }
 
+  /**
+   * What a software reset restores on QEMU 7.2 after SET FEATURES CCh: the CHS translation only, and the
+   * request itself is used up ("qemu-7.2" profile).
+   */
+  revertTranslation(): void {
+    this.currentGeometry = this.defaultGeometry ? { ...this.defaultGeometry } : null;
+    this.revertOnReset = false;
+  }
+
   /** The power-on values, which SET FEATURES CCh asks a software reset to restore. */
   revert(): void {
     this.multipleSectors = MAX_MULT_SECTORS;

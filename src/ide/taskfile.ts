@@ -42,6 +42,8 @@ export class TaskFile {
   hobLbaHigh = 0;
   device = DEV_OBS;
   addrMode: AddrMode = AddrMode.Lba28;
+  /** The last command that addressed the medium was a 48-bit one (QEMU's sticky `lba48`, cleared by a reset). */
+  lba48 = false;
 
   /**
    * A host write to a command block register: the previous value moves to the HOB copy (the two-deep FIFO that
@@ -88,6 +90,7 @@ export class TaskFile {
   clearForReset(): void {
     this.features = 0;
     this.hobFeatures = this.hobSectorCount = this.hobLbaLow = this.hobLbaMid = this.hobLbaHigh = 0;
+    this.lba48 = false;
   }
 
   // ---- Addressing (ATA-6 §6.2: CHS, 28-bit and 48-bit LBA).
@@ -102,8 +105,20 @@ export class TaskFile {
    * The address in the task file, or -1 when it names no sector: a CHS address with sector 0, a head or sector
    * beyond the translation `g`, or no valid translation at all (ATA-6 §8.16: IDNF until one is set). Remembers
    * the addressing for `setAddress`.
+   *
+   * `qemu`: decode as QEMU 7.2's ide_get_sector does: the Device register's LBA bit chooses LBA or CHS for
+   * 48-bit commands too, and a CHS address is not checked against the translation (only a negative result,
+   * sector 0 of cylinder 0 head 0, names no sector). No valid translation stays a refusal (QEMU divides by zero).
    */
-  commandAddress(lba48: boolean, g: Geometry | null): number {
+  commandAddress(lba48: boolean, g: Geometry | null, qemu = false): number {
+    this.lba48 = lba48;
+    if (qemu && !(this.device & DEV_LBA)) {
+      this.addrMode = AddrMode.Chs;
+      if (!g || g.sectors === 0) return -1;
+      const cyl = (this.lbaHigh << 8) | this.lbaMid;
+      const n = (cyl * g.heads + (this.device & DEV_HEAD_MASK)) * g.sectors + this.lbaLow - 1;
+      return n < 0 ? -1 : n;
+    }
     if (lba48) {
       this.addrMode = AddrMode.Lba48;
       return (

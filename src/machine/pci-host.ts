@@ -8,6 +8,7 @@
 
 import type { AccessSize, PortIoDevice } from "../hypervisor/bus.ts";
 import { type PciFunction, maskedWrite, put16, readLE } from "../hypervisor/pci-function.ts";
+import type { CompatProfile } from "../ide/compat.ts";
 
 export type { PciFunction } from "../hypervisor/pci-function.ts";
 
@@ -20,11 +21,21 @@ export function bdf(bus: number, device: number, fn: number): number {
 }
 
 export class PciHost implements PortIoDevice {
-  /** CONFIG_ADDRESS as last written (bits 1:0 read back as 0). */
+  /** CONFIG_ADDRESS as last written (bits 1:0 read back as 0; kept in the "qemu-7.2" profile). */
   address = 0;
   /** PIIX3 Reset Control Register (0xCF9). */
   rcr = 0;
   private readonly functions = new Map<number, PciFunction>();
+  /**
+   * QEMU 7.2's pci_host.c instead of the specification: CONFIG_ADDRESS keeps every bit written, and
+   * CONFIG_DATA reaches register `(CONFIG_ADDRESS | port & 3) & 0xFF`, so bits 1:0 offset the access (libqos
+   * reads the device ID with 0x80000902 and a word read of 0xCFC); the index reads back at any width.
+   */
+  private readonly qemu: boolean;
+
+  constructor(opts: { compat?: CompatProfile } = {}) {
+    this.qemu = opts.compat === "qemu-7.2";
+  }
 
   add(bus: number, device: number, fn: number, f: PciFunction): void {
     const key = bdf(bus, device, fn);
@@ -42,6 +53,7 @@ export class PciHost implements PortIoDevice {
   }
 
   ioRead(port: number, size: AccessSize): number {
+    if (this.qemu) return this.qemuRead(port, size);
     if (port >= PCI_CONFIG_DATA) {
       const f = this.target();
       const off = (this.address & 0xfc) + (port & 3);
@@ -54,6 +66,10 @@ export class PciHost implements PortIoDevice {
   }
 
   ioWrite(port: number, size: AccessSize, value: number): void {
+    if (this.qemu) {
+      this.qemuWrite(port, size, value);
+      return;
+    }
     if (port >= PCI_CONFIG_DATA) {
       const f = this.target();
       if (f) f.configWrite((this.address & 0xfc) + (port & 3), size, value);
@@ -62,6 +78,74 @@ export class PciHost implements PortIoDevice {
     if (port === PCI_CONFIG_ADDRESS && size === 4) this.address = (value & 0x80fffffc) >>> 0;
     else if (port === PCI_CONFIG_ADDRESS + 1 && size === 1) this.rcr = value & 0x02;
   }
+
+  // QEMU 7.2's pci_host_config_* and pci_host_data_* (hw/pci/pci_host.c).
+
+  private qemuRead(port: number, size: AccessSize): number {
+    if (port >= PCI_CONFIG_DATA) {
+      const f = this.target();
+      if (!f) return ones(size);
+      // QEMU's memory core splits an access into naturally aligned pieces, and each piece reaches register
+      // `CONFIG_ADDRESS | (its port & 3)`: with bits 1:0 = 3, `inw 0xCFD` reads register 3 twice.
+      let v = 0;
+      for (let at = port & 3, done = 0; done < size;) {
+        const piece = dataPiece(at, size - done);
+        v += this.qemuDataRead(f, at, piece) * 2 ** (8 * done);
+        at += piece;
+        done += piece;
+      }
+      return v >>> 0;
+    }
+    if (port === PCI_CONFIG_ADDRESS + 1 && size === 1) return this.rcr;
+    // pci-conf-idx returns the whole register whatever the offset; the access width keeps its low bytes.
+    return (this.address & ones(size)) >>> 0;
+  }
+
+  private qemuWrite(port: number, size: AccessSize, value: number): void {
+    if (port >= PCI_CONFIG_DATA) {
+      const f = this.target();
+      if (!f) return;
+      for (let at = port & 3, done = 0; done < size;) {
+        const piece = dataPiece(at, size - done);
+        this.qemuDataWrite(f, at, piece, Math.floor(value / 2 ** (8 * done)) % 2 ** (8 * piece));
+        at += piece;
+        done += piece;
+      }
+      return;
+    }
+    if (port === PCI_CONFIG_ADDRESS && size === 4) this.address = value >>> 0;
+    else if (port === PCI_CONFIG_ADDRESS + 1 && size === 1) this.rcr = value & 0x02;
+  }
+
+  /** One aligned piece at byte `at` (0-3) of CONFIG_DATA; past 0xCFF nothing answers (all ones). */
+  private qemuDataRead(f: PciFunction, at: number, piece: 1 | 2 | 4): number {
+    if (at > 3) return ones(piece);
+    const off = (this.address | at) & 0xff;
+    // The access is cut at the end of the 256-byte space (pci_host_config_read_common).
+    if (off + piece <= 256) return f.configRead(off, piece);
+    let v = 0;
+    for (let i = 0; off + i < 256; i++) v |= f.configRead(off + i, 1) << (8 * i);
+    return v >>> 0;
+  }
+
+  private qemuDataWrite(f: PciFunction, at: number, piece: 1 | 2 | 4, value: number): void {
+    if (at > 3) return;
+    const off = (this.address | at) & 0xff;
+    if (off + piece <= 256) f.configWrite(off, piece, value);
+    else for (let i = 0; off + i < 256; i++) f.configWrite(off + i, 1, (value >>> (8 * i)) & 0xff);
+  }
+}
+
+/** The largest naturally aligned access at byte `at` that `left` bytes allow (QEMU's memory_access_size). */
+function dataPiece(at: number, left: number): 1 | 2 | 4 {
+  if (left >= 4 && at % 4 === 0) return 4;
+  if (left >= 2 && at % 2 === 0) return 2;
+  return 1;
+}
+
+/** All ones of an access of `size` bytes. */
+function ones(size: number): number {
+  return size === 4 ? 0xffffffff : (1 << (size * 8)) - 1;
 }
 
 /**

@@ -8,13 +8,20 @@ import type { CounterKind } from "../hypervisor/accounting.ts";
 import type { Hypervisor } from "../hypervisor/hypervisor.ts";
 import type { Tracer } from "../hypervisor/trace.ts";
 import { buildMachine, type Machine } from "../machine/builder.ts";
-import { type EngineKind, IDE_POSITIONS, type IdeDriveSpec } from "../machine/description.ts";
+import {
+  type EngineKind,
+  IDE_POSITIONS,
+  type IdeDriveSpec,
+  type MachineDescription,
+} from "../machine/description.ts";
 import type { IoEngine } from "../storage/types.ts";
 import { QtestServer } from "./server.ts";
 
 export interface QtestSessionOptions {
   /** Images by QEMU's IDE `index=`: 0 primary master, 1 primary slave, 2 secondary master, 3 secondary slave. */
   images: readonly (string | undefined)[];
+  /** CD-ROM drives by `index=`: an ISO image, or null for an empty drive (a position holds a disk or a CD). */
+  cdroms?: readonly (string | null | undefined)[];
   engine?: EngineKind;
   ramSize?: number;
   readOnly?: boolean;
@@ -24,6 +31,8 @@ export interface QtestSessionOptions {
   firmware?: string;
   costs?: Partial<Record<CounterKind, number>>;
   tracer?: Tracer | null;
+  /** Whose behaviour the devices follow where the standard and QEMU 7.2 differ (default "xenide"). */
+  compat?: MachineDescription["compat"];
 }
 
 export interface QtestSession {
@@ -40,12 +49,18 @@ export function openQtestSession(opts: QtestSessionOptions): QtestSession {
   let serialIdx = 0;
   for (let i = 0; i < 4; i++) {
     const image = opts.images[i];
-    if (!image) continue;
+    const cd = opts.cdroms?.[i];
+    if (!image && cd === undefined) continue;
     const d: IdeDriveSpec = {
       position: IDE_POSITIONS[i]!,
-      medium: { image, readOnly: opts.readOnly === true },
+      medium: image
+        ? { image, readOnly: opts.readOnly === true }
+        : cd
+          ? { image: cd, readOnly: true }
+          : { empty: true },
       engine: opts.engine ?? "sync",
     };
+    if (!image) d.kind = "cd";
     if (opts.model !== undefined) d.model = opts.model;
     const serial = opts.serials?.[serialIdx++];
     if (serial !== undefined) d.serial = serial;
@@ -57,6 +72,7 @@ export function openQtestSession(opts: QtestSessionOptions): QtestSession {
     ram: opts.ramSize ?? 128 * 1024 * 1024,
     ...(opts.costs ? { costs: opts.costs } : {}),
     tracer: opts.tracer ?? null,
+    ...(opts.compat ? { compat: opts.compat } : {}),
     ide: drives,
   });
   const hv = machine.hv;

@@ -13,6 +13,7 @@ import { PassThrough } from "node:stream";
 import { QtestClient } from "../../src/qtest/client.ts";
 import { openQtestSession } from "../../src/qtest/session.ts";
 import { serveStream } from "../../src/qtest/transport.ts";
+import { type CompatProfile, DEFAULT_COMPAT } from "../../src/ide/compat.ts";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const QEMU = process.env.XENIDE_QEMU ?? "qemu-system-x86_64";
@@ -73,12 +74,15 @@ export function startXenide(images: DriveSlots, extra: string[] = []): QtestClie
  * The same xenide qtest machine inside this process (no tsx start-up per instance): for replaying and
  * shrinking failing sequences, where many short sessions are started.
  */
-export function startXenideInProcess(images: DriveSlots): { client: QtestClient; done: Promise<void> } {
+export function startXenideInProcess(
+  images: DriveSlots,
+  compat: CompatProfile = DEFAULT_COMPAT,
+): { client: QtestClient; done: Promise<void> } {
   const serials: string[] = [];
   images.forEach((img) => {
     if (img) serials.push(`QM${String(serials.length + 1).padStart(5, "0")}`);
   });
-  const m = openQtestSession({ images, model: QEMU_MODEL, firmware: QEMU_FIRMWARE, serials });
+  const m = openQtestSession({ images, model: QEMU_MODEL, firmware: QEMU_FIRMWARE, serials, compat });
   const toServer = new PassThrough();
   const fromServer = new PassThrough();
   const done = serveStream(m.server, toServer, fromServer).finally(() => {

@@ -7,6 +7,7 @@ import type { QtestClient } from "../../src/qtest/client.ts";
 import { ImageSet, startQemu, startXenide, startXenideInProcess } from "./harness.ts";
 import { type Op, PCI_SETUP, describeOp, runOp } from "./ops.ts";
 import { type Excuse, Mismatch, Pair, PRIMARY } from "./pair.ts";
+import { type CompatProfile, DEFAULT_COMPAT } from "../../src/ide/compat.ts";
 
 export class Session {
   readonly pair: Pair;
@@ -28,13 +29,14 @@ export class Session {
     contents: (Uint8Array | undefined)[],
     excuses: readonly Excuse[] = [],
     inProcess = false,
+    compat: CompatProfile = DEFAULT_COMPAT,
   ): Promise<Session> {
     const images = new ImageSet(contents);
     const qemu = startQemu(images.qemu);
     let xen: QtestClient;
     let done: Promise<void> | undefined;
-    if (inProcess) ({ client: xen, done } = startXenideInProcess(images.xen));
-    else xen = startXenide(images.xen);
+    if (inProcess) ({ client: xen, done } = startXenideInProcess(images.xen, compat));
+    else xen = startXenide(images.xen, ["--compat", compat]);
     const s = new Session(images, qemu, xen, excuses, done);
     try {
       await s.pair.send(PCI_SETUP, "PCI setup");
@@ -84,8 +86,9 @@ export async function reproduces(
   start: Uint8Array,
   ops: readonly Op[],
   excuses: readonly Excuse[],
+  compat: CompatProfile = DEFAULT_COMPAT,
 ): Promise<Mismatch | null> {
-  const s = await Session.start([start], excuses, true);
+  const s = await Session.start([start], excuses, true, compat);
   try {
     await s.run(ops, "replay");
     s.compareImages("replay");
@@ -107,9 +110,10 @@ export async function shrink(
   ops: readonly Op[],
   excuses: readonly Excuse[],
   budget = 40,
+  compat: CompatProfile = DEFAULT_COMPAT,
 ): Promise<{ ops: Op[]; mismatch: Mismatch } | null> {
   let cur = [...ops];
-  let mismatch = await reproduces(start, cur, excuses);
+  let mismatch = await reproduces(start, cur, excuses, compat);
   if (!mismatch) return null;
   const keep = 3;
   let chunk = Math.max(1, Math.floor((cur.length - keep) / 2));
@@ -118,7 +122,7 @@ export async function shrink(
     for (let i = keep; i < cur.length && budget > 0;) {
       const cand = [...cur.slice(0, i), ...cur.slice(i + chunk)];
       budget--;
-      const m = await reproduces(start, cand, excuses);
+      const m = await reproduces(start, cand, excuses, compat);
       if (m) {
         cur = cand;
         mismatch = m;

@@ -16,12 +16,19 @@ import { MAX_GUEST_RAM, PAGE_SIZE } from "../../hypervisor/memory.ts";
 import { ImageError, parseByteSize } from "../../storage/index.ts";
 import { openTrace } from "../disk-options.ts";
 import { UsageError } from "../errors.ts";
+import { CdMediumError } from "../../ide/cd/tray.ts";
+import { COMPAT_PROFILES, type CompatProfile, DEFAULT_COMPAT } from "../../ide/compat.ts";
 
 interface QtestFlags {
   disk?: string;
   slave?: string;
   secondary?: string;
   secondarySlave?: string;
+  /** A CD-ROM drive: its ISO image, or true for an empty drive. */
+  cdrom?: string | true;
+  slaveCdrom?: string | true;
+  secondaryCdrom?: string | true;
+  secondarySlaveCdrom?: string | true;
   socket?: string;
   connect?: string;
   engine: "sync" | "async";
@@ -32,6 +39,7 @@ interface QtestFlags {
   model?: string;
   serial?: string[];
   firmware?: string;
+  compat: string;
 }
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
@@ -44,6 +52,10 @@ export function register(program: Command): void {
     .option("--slave <image>", "primary slave")
     .option("--secondary <image>", "secondary master")
     .option("--secondary-slave <image>", "secondary slave")
+    .option("--cdrom [iso]", "a CD-ROM drive as primary master, with ISO (2048-byte blocks) or empty")
+    .option("--slave-cdrom [iso]", "a CD-ROM drive as primary slave")
+    .option("--secondary-cdrom [iso]", "a CD-ROM drive as secondary master")
+    .option("--secondary-slave-cdrom [iso]", "a CD-ROM drive as secondary slave")
     .option("--socket <path>", "listen on a unix socket instead of stdin/stdout")
     .option("--connect <path>", "connect to a unix socket the client listens on (as QEMU's -qtest unix:PATH)")
     .option("--engine <kind>", "storage engine: sync or async", "sync")
@@ -59,6 +71,11 @@ export function register(program: Command): void {
     .option("--model <text>", "IDENTIFY model string for every drive")
     .option("--serial <text>", "IDENTIFY serial, once per drive in order (repeatable)", collect, [])
     .option("--firmware <text>", "IDENTIFY firmware revision for every drive")
+    .option(
+      "--compat <profile>",
+      `where the ATA standard and QEMU 7.2 differ, follow: ${COMPAT_PROFILES.join(" or ")} (docs/conformance.md)`,
+      DEFAULT_COMPAT,
+    )
     .addHelpText(
       "after",
       "\nThe vCPU never runs: the client is the guest. Port accesses are exits through the ioreq path;\n" +
@@ -71,6 +88,8 @@ export function register(program: Command): void {
         throw new UsageError(`--engine must be sync or async, got '${flags.engine}'`);
       }
       if (flags.socket && flags.connect) throw new UsageError("--socket and --connect exclude each other");
+      if (!(COMPAT_PROFILES as readonly string[]).includes(flags.compat))
+        throw new UsageError(`--compat must be ${COMPAT_PROFILES.join(" or ")}, got '${flags.compat}'`);
       if (flags.socket) {
         // Only a socket left by an earlier run is replaced; a file or anything else at the path is not ours.
         try {
@@ -92,14 +111,26 @@ export function register(program: Command): void {
         throw new UsageError(
           `--ram ${flags.ram}: guest RAM is a whole number of 4 KiB pages, from 4K to ${MAX_GUEST_RAM / 1024} K (just under 4 GiB)`,
         );
-      const images = [flags.disk, flags.slave, flags.secondary, flags.secondarySlave].filter(
-        (x): x is string => x !== undefined,
-      );
+      const cds = [flags.cdrom, flags.slaveCdrom, flags.secondaryCdrom, flags.secondarySlaveCdrom];
+      const disks = [flags.disk, flags.slave, flags.secondary, flags.secondarySlave];
+      const names = [
+        "--disk/--cdrom",
+        "--slave/--slave-cdrom",
+        "--secondary/--secondary-cdrom",
+        "--secondary-slave/--secondary-slave-cdrom",
+      ];
+      cds.forEach((cd, i) => {
+        if (cd !== undefined && disks[i] !== undefined)
+          throw new UsageError(`${names[i]}: one drive per position (a disk or a CD-ROM)`);
+      });
+      const cdroms = cds.map((cd) => (cd === undefined ? undefined : cd === true ? null : cd));
+      const images = [...disks, ...cdroms].filter((x): x is string => typeof x === "string");
       const tracer = flags.trace ? openTrace(flags.trace, images) : null;
       let machine: QtestSession;
       try {
         machine = openQtestSession({
-          images: [flags.disk, flags.slave, flags.secondary, flags.secondarySlave],
+          images: disks,
+          cdroms,
           engine: flags.engine,
           ramSize: ram,
           readOnly: flags.readOnly === true,
@@ -108,10 +139,11 @@ export function register(program: Command): void {
           firmware: flags.firmware,
           costs,
           tracer,
+          compat: flags.compat as CompatProfile,
         });
       } catch (e) {
         await tracer?.close();
-        if (e instanceof ImageError) throw new UsageError(e.message, 1);
+        if (e instanceof ImageError || e instanceof CdMediumError) throw new UsageError(e.message, 1);
         // SharedArrayBuffer allocation: the host could not give the guest that much memory.
         if (e instanceof RangeError && /allocation failed/i.test(e.message))
           throw new UsageError(

@@ -11,6 +11,8 @@ import {
   DEV_LBA,
   DSM_TRIM,
   ERR_IDNF,
+  ID,
+  ID82_WRITE_CACHE,
   LBA28_LIMIT,
   POWER_ACTIVE_OR_IDLE,
   POWER_STANDBY,
@@ -28,7 +30,7 @@ import { AddrMode } from "../taskfile.ts";
 import { commandTable } from "../kind.ts";
 import { flush, verify } from "../media.ts";
 import { startPioIn, startPioOut, startSingleIn } from "../pio.ts";
-import { MAX_MULT_SECTORS, MWDMA_DEFAULT, type PowerMode, SWDMA_DEFAULT } from "../settings.ts";
+import { MAX_MULT_SECTORS, MWDMA_DEFAULT, type PowerMode, SWDMA_DEFAULT, UDMA_DEFAULT } from "../settings.ts";
 import { buildIdentify } from "./identify.ts";
 
 // ---- Media access.
@@ -36,7 +38,7 @@ import { buildIdentify } from "./identify.ts";
 /** Address and count of a media access command; on an address that names no sector, IDNF and -1. */
 function target(d: AtaCore, lba48: boolean): number {
   const lba = d.commandAddress(lba48);
-  if (lba < 0) d.fail(ERR_IDNF, -1);
+  if (lba < 0) d.rangeError();
   return lba;
 }
 
@@ -55,8 +57,9 @@ function readPio(lba48: boolean, multiple: boolean): CommandHandler {
 
 function writePio(lba48: boolean, multiple: boolean): CommandHandler {
   return (d) => {
-    if ((multiple && d.settings.multipleSectors === 0) || d.readOnly) {
-      d.abort(); // read-only medium: ABRT before any data is requested
+    // A read-only medium: ABRT before any data is requested (QEMU 7.2 takes the block, then fails it: C3).
+    if ((multiple && d.settings.multipleSectors === 0) || (d.readOnly && !d.qemu)) {
+      d.abort();
       return true;
     }
     const count = d.commandCount(lba48);
@@ -68,7 +71,7 @@ function writePio(lba48: boolean, multiple: boolean): CommandHandler {
 
 function dma(lba48: boolean, write: boolean): CommandHandler {
   return (d) => {
-    if (write && d.readOnly) {
+    if (write && d.readOnly && !d.qemu) {
       d.abort();
       return true;
     }
@@ -81,6 +84,11 @@ function dma(lba48: boolean, write: boolean): CommandHandler {
 
 function readVerify(lba48: boolean): CommandHandler {
   return (d) => {
+    if (d.qemu) {
+      // QEMU 7.2's cmd_verify: no range check, no medium access, task file as written (C1, C9).
+      d.tf.lba48 = lba48;
+      return true;
+    }
     const count = d.commandCount(lba48);
     const lba = target(d, lba48);
     if (lba >= 0) verify(d, lba, count);
@@ -89,6 +97,7 @@ function readVerify(lba48: boolean): CommandHandler {
 }
 
 const seek: CommandHandler = (d) => {
+  if (d.qemu) return true; // QEMU 7.2 does not check the address (C1)
   const lba = d.commandAddress(false);
   if (lba < 0 || lba >= d.sectorCount) {
     d.fail(ERR_IDNF, -1);
@@ -100,6 +109,15 @@ const seek: CommandHandler = (d) => {
 /** DATA SET MANAGEMENT (ACS-3 §7.5): TRIM only, payload by DMA; the 48-bit Count is its size in blocks. */
 const dataSetManagement: CommandHandler = (d) => {
   const tf = d.tf;
+  if (d.qemu) {
+    // QEMU 7.2: the 8-bit Count register is the payload size (0: nothing to do), whatever the medium (C8).
+    if (tf.features !== DSM_TRIM) {
+      d.abort();
+      return true;
+    }
+    startDma(d, true, 0, tf.sectorCount, true);
+    return false;
+  }
   const count = (tf.hobSectorCount << 8) | tf.sectorCount;
   if (tf.features !== DSM_TRIM || d.readOnly || count === 0) {
     d.abort();
@@ -117,6 +135,11 @@ const flushCache: CommandHandler = (d) => {
 // ---- Identification and diagnostics.
 
 const identifyDevice: CommandHandler = (d) => {
+  if (d.qemu) {
+    qemuIdentify(d);
+    startSingleIn(d, d.replyBytes);
+    return false;
+  }
   const drive = d.drive!;
   const s = d.settings;
   buildIdentify(
@@ -141,6 +164,41 @@ const identifyDevice: CommandHandler = (d) => {
   return false;
 };
 
+/**
+ * QEMU 7.2's ide_identify: the page is built at the first IDENTIFY (transfer modes at their defaults, whatever
+ * SET FEATURES 03h chose before) and served from that cache afterwards; only SET FEATURES 02h/82h/03h patch
+ * it (docs/conformance.md A2, C7).
+ */
+function qemuIdentify(d: AtaCore): void {
+  let page = d.identifyCache;
+  if (!page) {
+    const drive = d.drive!;
+    const s = d.settings;
+    page = new Uint16Array(256);
+    buildIdentify(
+      {
+        model: drive.model,
+        serial: drive.serial,
+        firmware: drive.firmware,
+        sectorCount: drive.sectorCount,
+        // QEMU's words 1, 3, 4 and 6 show the translation of the moment too (its heads and sectors).
+        geometry: s.currentGeometry ?? drive.defaultGeometry!,
+        current: s.currentGeometry,
+        multipleSectors: s.multipleSectors,
+        writeCache: s.writeCache,
+        smartEnabled: true,
+        swdma: SWDMA_DEFAULT,
+        mwdma: MWDMA_DEFAULT,
+        udma: UDMA_DEFAULT,
+        qemu: true,
+      },
+      page,
+    );
+    d.identifyCache = page;
+  }
+  d.replyWords.set(page);
+}
+
 const executeDeviceDiagnostic: CommandHandler = (d) => {
   d.bus.executeDiagnostic();
   return true;
@@ -158,6 +216,10 @@ function power(mode: PowerMode): CommandHandler {
 }
 
 const checkPowerMode: CommandHandler = (d) => {
+  if (d.qemu) {
+    d.tf.sectorCount = POWER_ACTIVE_OR_IDLE; // QEMU 7.2 has no power states (C6)
+    return true;
+  }
   d.tf.sectorCount = d.settings.power === "standby" ? POWER_STANDBY : POWER_ACTIVE_OR_IDLE;
   return true;
 };
@@ -178,6 +240,17 @@ const setMultipleMode: CommandHandler = (d) => {
  * access then fails with IDNF until a valid one is set.
  */
 const initializeDeviceParameters: CommandHandler = (d) => {
+  if (d.qemu) {
+    // QEMU 7.2's cmd_specify: heads and sectors change, cylinders stay the drive's; it raises the interrupt
+    // once more than the epilogue. Count 0 makes QEMU divide by zero later; here it stays "no translation" (C5).
+    const heads = (d.tf.device & DEV_HEAD_MASK) + 1;
+    const sectors = d.tf.sectorCount;
+    const cylinders = d.drive!.defaultGeometry!.cylinders;
+    // Kept with Count 0 too (IDENTIFY shows it); addressing through it is refused (TaskFile.commandAddress).
+    d.settings.currentGeometry = { cylinders, heads, sectors };
+    d.raiseIrq();
+    return true;
+  }
   const heads = (d.tf.device & DEV_HEAD_MASK) + 1;
   const sectors = d.tf.sectorCount;
   const cylinders = sectors ? Math.min(Math.floor(d.sectorCount / (heads * sectors)), 65535) : 0;
@@ -185,7 +258,35 @@ const initializeDeviceParameters: CommandHandler = (d) => {
   return true;
 };
 
+/**
+ * QEMU 7.2's cmd_read_native_max: the last sector, written back in the addressing the Device register's LBA bit
+ * selects, CHS through the current translation without limiting it to the cylinders IDENTIFY reports (so a
+ * 32-cylinder 16 MiB drive answers cylinder 32, head 8, sector 8), and LBA28 without saturating.
+ */
+function qemuReadNativeMax(d: AtaCore, ext: boolean): boolean {
+  const tf = d.tf;
+  const g = d.settings.currentGeometry;
+  const lbaMode = (tf.device & DEV_LBA) !== 0;
+  if (d.sectorCount === 0 || (!lbaMode && (!g || g.sectors === 0))) {
+    d.abort(); // no medium; or no translation, where QEMU divides by zero
+    return true;
+  }
+  const last = d.sectorCount - 1;
+  tf.lba48 = ext;
+  if (lbaMode && !ext) {
+    tf.addrMode = AddrMode.Lba28;
+    // ide_set_sector ORs sector >> 24 into the Device register (uint8): beyond 28 bits it spills into DEV.
+    d.setAddress(last % LBA28_LIMIT);
+    tf.device = (tf.device | Math.floor(last / 0x1000000)) & 0xff;
+    return true;
+  }
+  tf.addrMode = lbaMode ? AddrMode.Lba48 : AddrMode.Chs;
+  d.setAddress(last);
+  return true;
+}
+
 const readNativeMaxAddress: CommandHandler = (d) => {
+  if (d.qemu) return qemuReadNativeMax(d, false);
   const last = Math.max(0, d.sectorCount - 1);
   if (d.tf.device & DEV_LBA) {
     d.tf.addrMode = AddrMode.Lba28;
@@ -203,6 +304,7 @@ const readNativeMaxAddress: CommandHandler = (d) => {
 };
 
 const readNativeMaxAddressExt: CommandHandler = (d) => {
+  if (d.qemu) return qemuReadNativeMax(d, true);
   d.tf.addrMode = AddrMode.Lba48;
   d.setAddress(Math.max(0, d.sectorCount - 1));
   return true;
@@ -221,14 +323,16 @@ const setFeatures: CommandHandler = (d) => {
   switch (sub) {
     case SET_FEATURES.ENABLE_VOLATILE_WRITE_CACHE:
       s.writeCache = true;
+      if (d.identifyCache) d.identifyCache[ID.COMMAND_SET_ENABLED] = QEMU_WORD85_WCE;
       return true;
     case SET_FEATURES.DISABLE_VOLATILE_WRITE_CACHE:
       // Whatever the cache holds reaches the medium before the command completes.
       s.writeCache = false;
+      if (d.identifyCache) d.identifyCache[ID.COMMAND_SET_ENABLED] = QEMU_WORD85;
       flush(d);
       return false;
     case SET_FEATURES.SET_TRANSFER_MODE:
-      if (!setTransferMode(d)) d.abort();
+      if (!(d.qemu ? qemuSetTransferMode(d) : setTransferMode(d))) d.abort();
       return true;
     case SET_FEATURES.ENABLE_REVERTING_TO_DEFAULTS:
       s.revertOnReset = true;
@@ -292,6 +396,46 @@ function setTransferMode(d: AtaCore): boolean {
   s.swdma = SWDMA_DEFAULT;
   s.mwdma = MWDMA_DEFAULT;
   s.udma = 0x3f;
+  return true;
+}
+
+/** IDENTIFY word 85 as QEMU 7.2's SET FEATURES 82h/02h patch it: NOP and SMART enabled, write cache off/on. */
+const QEMU_WORD85 = (1 << 14) | 1;
+const QEMU_WORD85_WCE = QEMU_WORD85 | ID82_WRITE_CACHE;
+
+/**
+ * QEMU 7.2's SET FEATURES 03h: any mode of transfer types 0/1 (PIO), 2 (single-word DMA), 4 (multiword DMA)
+ * and 8 (Ultra DMA) is accepted, its bit set in the cached IDENTIFY words 62/63/88; before the first IDENTIFY
+ * there is no cache yet and the choice is lost (C7).
+ */
+function qemuSetTransferMode(d: AtaCore): boolean {
+  const count = d.tf.sectorCount;
+  const bit = 1 << ((count & XFER_MODE_MASK) + 8);
+  let sw = 0x07;
+  let mw = 0x07;
+  let udma = 0x3f;
+  switch (count >> XFER_TYPE_SHIFT) {
+    case XFER_TYPE.PIO_DEFAULT:
+    case XFER_TYPE.PIO_FLOW_CONTROL:
+      break;
+    case XFER_TYPE.SINGLE_WORD_DMA:
+      sw |= bit;
+      break;
+    case XFER_TYPE.MULTIWORD_DMA:
+      mw |= bit;
+      break;
+    case XFER_TYPE.ULTRA_DMA:
+      udma |= bit;
+      break;
+    default:
+      return false;
+  }
+  const page = d.identifyCache;
+  if (page) {
+    page[ID.SWDMA_MODES] = sw;
+    page[ID.MWDMA_MODES] = mw;
+    page[ID.UDMA_MODES] = udma;
+  }
   return true;
 }
 

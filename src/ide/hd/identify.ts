@@ -42,6 +42,11 @@ export interface IdentifyState {
   swdma: number;
   mwdma: number;
   udma: number;
+  /**
+   * The page QEMU 7.2 builds ("qemu-7.2" profile): no Power Management bit in words 82/85, no integrity word
+   * (docs/conformance.md A2).
+   */
+  qemu?: boolean;
 }
 
 /** Build the 256 IDENTIFY words into `w` (reused by the drive, no allocation per IDENTIFY). */
@@ -92,7 +97,7 @@ export function buildIdentify(st: IdentifyState, w: Uint16Array): void {
   w[ID.ADDITIONAL_SUPPORTED] = 1 << 14; // deterministic read after TRIM (as QEMU)
   w[ID.MAJOR_VERSION] = 0xf0; // major versions ATA-4..ATA-7
   w[ID.MINOR_VERSION] = 0x16; // minor version
-  const pm = 1 << 3; // Power Management feature set
+  const pm = st.qemu ? 0 : 1 << 3; // Power Management feature set
   // NOP, write cache, power management, SMART supported.
   w[ID.COMMAND_SET_SUPPORTED] = (1 << 14) | ID82_WRITE_CACHE | pm | 1;
   // FLUSH CACHE EXT, FLUSH CACHE, 48-bit.
@@ -113,5 +118,5 @@ export function buildIdentify(st: IdentifyState, w: Uint16Array): void {
   // Word valid; one logical sector per physical sector (bits 3:0 = 0).
   w[ID.PHYSICAL_LOGICAL_SECTOR_SIZE] = (1 << 14) | (1 << 13);
   w[ID.DATA_SET_MANAGEMENT] = 1; // DATA SET MANAGEMENT TRIM supported
-  setIntegrityWord(w);
+  if (!st.qemu) setIntegrityWord(w);
 }
