@@ -390,6 +390,13 @@ export class EventChannels {
     try {
       while (this.runHead < q.length) {
         const d = q[this.runHead++]!;
+        // Everything queued is taken: start the queue over. A chain of requests, each issued from the previous
+        // one's completion, runs inside this one drain for as long as it lasts; without this the queue would
+        // grow by every upcall of the chain (reallocated again and again, new memory touched each time).
+        if (this.runHead === q.length) {
+          while (q.length > 0) q.pop();
+          this.runHead = 0;
+        }
         try {
           this.deliver(d.domid);
         } catch (e) {

@@ -13,7 +13,16 @@
 export const DIRECT_ALIGN = 512;
 
 const WASM_PAGE = 65536;
-const alignedBuffers = new WeakSet<ArrayBufferLike>();
+
+/**
+ * The process's registry of page-aligned buffers. Guest RAM (src/hypervisor/memory.ts) is allocated the same
+ * way and recorded in the same registry, found under this well-known symbol (this layer may not import that
+ * one), so an O_DIRECT read lands in guest pages without a bounce.
+ */
+const ALIGNED_REGISTRY = Symbol.for("xenide.page-aligned-buffers");
+const alignedBuffers: WeakSet<ArrayBufferLike> = ((
+  globalThis as { [ALIGNED_REGISTRY]?: WeakSet<ArrayBufferLike> }
+)[ALIGNED_REGISTRY] ??= new WeakSet<ArrayBufferLike>());
 
 /**
  * A zeroed Uint8Array of `bytes` bytes (rounded up to 64 KiB) whose first byte is page-aligned. Shared (a

@@ -30,7 +30,7 @@ import {
 } from "../hypervisor/grant-table.ts";
 import type { GuestMemory } from "../hypervisor/memory.ts";
 import type { Tracer } from "../hypervisor/trace.ts";
-import type { IoCompletion, IoEngine, IoOp } from "../storage/types.ts";
+import type { IoCompletion, IoEngine, IoOp, IoRequest } from "../storage/types.ts";
 import {
   BLKIF_DISCARD_SECURE,
   BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
@@ -61,11 +61,20 @@ function emptyArray(a: unknown[]): void {
   while (a.length > 0) a.pop();
 }
 
+const NO_MAPS: GrantMapResult[] = [];
+const NO_BUFS: Uint8Array[] = [];
+
 /** Request records kept for reuse (more than any ring set has in flight: 4 queues x 512 slots). */
 const POOL_MAX = 2048;
 
-/** Linux blkback `max_persistent_grants` default. */
+/** Linux blkback `max_persistent_grants` default (xen_blkif_max_pgrants). */
 export const BLKBACK_MAX_PERSISTENT_GRANTS = 1056;
+
+/** Linux blkback LRU_INTERVAL: the persistent grants are looked at for purging at most this often (ms). */
+export const BLKBACK_LRU_INTERVAL_MS = 100;
+
+/** Linux blkback LRU_PERCENT_CLEAN: a purge removes this percentage of max_pgrants, plus any excess. */
+export const BLKBACK_LRU_PERCENT_CLEAN = 5;
 
 export interface BlkbackStats {
   requests: number;
@@ -87,6 +96,8 @@ export interface BlkbackStats {
   merged: number;
   persistentHits: number;
   persistentMaps: number;
+  /** Persistent grants unmapped by the LRU purge (purge_persistent_gnt). */
+  persistentPurged: number;
   /** Rings halted because the frontend overran them. */
   ringsHalted: number;
 }
@@ -108,6 +119,7 @@ export function zeroStats(): BlkbackStats {
     merged: 0,
     persistentHits: 0,
     persistentMaps: 0,
+    persistentPurged: 0,
     ringsHalted: 0,
   };
 }
@@ -119,6 +131,8 @@ interface PersistentGrant {
   gpa: number;
   /** In use by a request right now (a second request using the same gref maps it separately). */
   active: boolean;
+  /** Used since the last purge (Linux PERSISTENT_GNT_WAS_ACTIVE): the purge spares it while it can. */
+  wasActive: boolean;
 }
 
 /** One request between parsing and its response. */
@@ -160,8 +174,16 @@ export class BlkifRing {
   port = 0;
   ringHandles: number[] = [];
   readonly persistent = new Map<number, PersistentGrant>();
+  /** Persistent grants in use by a request (persistent_gnt_in_use). */
+  persistentInUse = 0;
+  /** A grant could not be kept because `persistent` was full (vbd.overflow_max_grants). */
+  overflowMaxGrants = false;
+  /** Earliest time of the next purge (ring->next_lru), in performance.now() milliseconds. */
+  nextLru = 0;
   inflight = 0;
   halted = false;
+  /** Consuming stopped with requests left (no slot for their responses, or a barrier draining). */
+  stalled = false;
   /** A WRITE_BARRIER waiting for this ring's in-flight I/O to drain; no request is consumed meanwhile. */
   barrierWait: PendingReq | null = null;
   /** Private copy of the slot being parsed (never validate the shared page). */
@@ -177,8 +199,14 @@ export class BlkifRing {
   );
   readonly segGpas = new Float64Array(MAX_INDIRECT_SEGMENTS * 2);
   readonly toMap: number[] = [];
-  /** Scratch of the indirect pages' map operations. */
+  /** Scratch of the indirect pages' map operations, and each page's persistent grant or one-off mapping. */
   readonly indirectOps: GrantMapOp[] = [];
+  readonly indirectFound: (PersistentGrant | null)[] = new Array<PersistentGrant | null>(
+    BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+  ).fill(null);
+  readonly indirectPages: (Uint8Array | null)[] = new Array<Uint8Array | null>(
+    BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+  ).fill(null);
   constructor(
     readonly index: number,
     readonly layout: BlkifLayout,
@@ -210,6 +238,8 @@ export interface BlkbackIoOptions {
   readOnly: boolean;
   persistent: boolean;
   maxPersistentGrants?: number;
+  /** Least time between two purges of a ring's persistent grants (default LRU_INTERVAL, 100 ms). */
+  lruIntervalMs?: number;
   maxIndirectSegments?: number;
   merge?: boolean;
   discardSecure?: boolean;
@@ -245,6 +275,7 @@ export class BlkbackIo {
   private readonly onFlushUnsupported: (() => void) | undefined;
   private readonly opts: {
     maxPersistentGrants: number;
+    lruIntervalMs: number;
     maxIndirectSegments: number;
     discardSecure: boolean;
     merge: boolean;
@@ -261,6 +292,11 @@ export class BlkbackIo {
   private pumping = false;
   private again = false;
   private readonly completions: IoCompletion[] = [];
+  /**
+   * The storage request of every read and write, refilled each time: an engine keeps nothing of a request once
+   * `submit` returns (IoEngine's contract), so the I/O path allocates none.
+   */
+  private readonly rwRequest: IoRequest = { op: "read", tag: 0, sector: 0, bufs: NO_BUFS };
   /** Answered request records, reused by the next requests. */
   private readonly freePending: PendingReq[] = [];
   /** Disconnecting: finish what is in flight, consume nothing new. */
@@ -282,6 +318,7 @@ export class BlkbackIo {
     this.onFlushUnsupported = o.onFlushUnsupported;
     this.opts = {
       maxPersistentGrants: o.maxPersistentGrants ?? BLKBACK_MAX_PERSISTENT_GRANTS,
+      lruIntervalMs: o.lruIntervalMs ?? BLKBACK_LRU_INTERVAL_MS,
       maxIndirectSegments: o.maxIndirectSegments ?? MAX_INDIRECT_SEGMENTS,
       discardSecure: o.discardSecure ?? false,
       merge: o.merge ?? false,
@@ -378,6 +415,8 @@ export class BlkbackIo {
     for (const r of this.rings) {
       const handles = [...r.persistent.values()].map((g) => g.handle);
       r.persistent.clear();
+      r.persistentInUse = 0;
+      r.overflowMaxGrants = false;
       if (handles.length) this.grants.unmapBatch(handles);
       this.grants.unmapBatch(r.ringHandles);
       r.ringHandles = [];
@@ -407,7 +446,14 @@ export class BlkbackIo {
       do {
         this.again = false;
         this.reap();
-        if (!this.stopping) for (const r of this.rings) if (!r.halted) this.consume(r);
+        if (!this.stopping) {
+          for (const r of this.rings) {
+            if (r.halted) continue;
+            // xen_blkif_schedule: purge the persistent grants when the table is full, at most every LRU_INTERVAL.
+            if (this.usePersistent && r.persistent.size >= this.opts.maxPersistentGrants) this.lruPurge(r);
+            this.consume(r);
+          }
+        }
         this.submitBatch();
         // The sync engine completed everything inside submit: answer it in this same pass.
         if (this.engine.kind === "sync") this.reap();
@@ -420,6 +466,7 @@ export class BlkbackIo {
   /** __do_block_io_op + RING_FINAL_CHECK_FOR_REQUESTS for one ring. */
   private consume(r: BlkifRing): void {
     const back = r.back;
+    r.stalled = true; // until the ring is found drained below
     for (;;) {
       if (r.barrierWait) return; // draining for a barrier: consume nothing until it has been issued
       const rp = back.sring.reqProd;
@@ -446,7 +493,10 @@ export class BlkbackIo {
         this.dispatch(r, r.req);
         if (r.barrierWait) return;
       }
-      if (back.finalCheckForRequests() === 0) return;
+      if (back.finalCheckForRequests() === 0) {
+        r.stalled = false; // drained, req_event re-armed: the frontend's next push notifies us
+        return;
+      }
     }
   }
 
@@ -554,31 +604,9 @@ export class BlkbackIo {
     ) {
       return this.refuse(r, req, op);
     }
-    // Segments: straight from the request, or copied out of the indirect pages (mapped read-only).
+    // Segments: straight from the request, or copied out of the indirect pages.
     if (indirect) {
-      const pages = Math.min(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, indirectPages(nseg));
-      const ops = r.indirectOps;
-      emptyArray(ops);
-      for (let i = 0; i < pages; i++) {
-        ops.push({
-          dom: this.frontDom,
-          ref: req.indirectGrefs[i]!,
-          flags: GNTMAP_host_map | GNTMAP_readonly,
-        });
-      }
-      const maps = this.grants.mapBatch(ops);
-      const okHandles = r.toMap;
-      emptyArray(okHandles);
-      for (let i = 0; i < pages; i++) if (maps[i]!.status === GNTST_okay) okHandles.push(maps[i]!.handle);
-      if (okHandles.length !== pages) {
-        if (okHandles.length) this.grants.unmapBatch(okHandles);
-        return this.refuse(r, req, op);
-      }
-      for (let i = 0; i < pages; i++) {
-        const n = Math.min(SEGS_PER_INDIRECT_FRAME, nseg - i * SEGS_PER_INDIRECT_FRAME);
-        decodeSegments(maps[i]!.page!, 0, n, r.segGref, r.segFirst, r.segLast, i * SEGS_PER_INDIRECT_FRAME);
-      }
-      this.grants.unmapBatch(okHandles);
+      if (!this.parseIndirect(r, req, nseg)) return this.refuse(r, req, op);
     } else {
       for (let i = 0; i < nseg; i++) {
         r.segGref[i] = req.segGref[i]!;
@@ -654,6 +682,134 @@ export class BlkbackIo {
     this.queue(p);
   }
 
+  /**
+   * xen_blkbk_parse_indirect: copy the segment list out of the indirect pages. Without persistent grants the
+   * pages are mapped read-only for the parse and unmapped after it. With them, as Linux blkback does, the
+   * pages go through the persistent grants like data pages: found mapped, or mapped (writable, as every
+   * persistent mapping) and kept while there is room, so a frontend that reuses its indirect pages costs no
+   * map/unmap pair per request.
+   */
+  private parseIndirect(r: BlkifRing, req: BlkifRequest, nseg: number): boolean {
+    const pages = Math.min(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, indirectPages(nseg));
+    const ops = r.indirectOps;
+    emptyArray(ops);
+    const found = r.indirectFound;
+    const persistent = this.usePersistent;
+    for (let i = 0; i < pages; i++) {
+      const ref = req.indirectGrefs[i]!;
+      const g = persistent ? r.persistent.get(ref) : undefined;
+      if (g && !g.active) {
+        g.active = true;
+        r.persistentInUse++;
+        found[i] = g;
+        this.stats.persistentHits++;
+        continue;
+      }
+      found[i] = null;
+      ops.push({ dom: this.frontDom, ref, flags: GNTMAP_host_map | (persistent ? 0 : GNTMAP_readonly) });
+    }
+    const maps = ops.length ? this.grants.mapBatch(ops) : NO_MAPS;
+    const once = r.toMap;
+    emptyArray(once);
+    let ok = true;
+    for (let i = 0, k = 0; i < pages; i++) {
+      if (found[i] !== null) continue;
+      const m = maps[k++]!;
+      if (m.status !== GNTST_okay) {
+        ok = false;
+        continue;
+      }
+      const g = persistent ? this.keepPersistent(r, ops[k - 1]!.ref, m) : null;
+      if (g) found[i] = g;
+      else {
+        once.push(m.handle);
+        found[i] = null;
+        r.indirectPages[i] = m.page!;
+      }
+    }
+    if (ok) {
+      for (let i = 0; i < pages; i++) {
+        const g = found[i];
+        const page = g ? g.page : r.indirectPages[i]!;
+        const n = Math.min(SEGS_PER_INDIRECT_FRAME, nseg - i * SEGS_PER_INDIRECT_FRAME);
+        decodeSegments(page, 0, n, r.segGref, r.segFirst, r.segLast, i * SEGS_PER_INDIRECT_FRAME);
+      }
+    }
+    // xen_blkbk_unmap at the end of the parse: persistent grants are put back, the others unmapped.
+    for (let i = 0; i < pages; i++) {
+      const g = found[i];
+      if (g) this.putPersistent(r, g);
+      found[i] = null;
+      r.indirectPages[i] = null;
+    }
+    if (once.length) this.grants.unmapBatch(once);
+    return ok;
+  }
+
+  /**
+   * Keep a grant just mapped as persistent when the ring has room (and mark it in use), else note the overflow
+   * (vbd.overflow_max_grants, which lets the purge run) and return null: the caller unmaps it after use.
+   */
+  private keepPersistent(r: BlkifRing, gref: number, m: GrantMapResult): PersistentGrant | null {
+    if (r.persistent.has(gref)) return null; // the same gref twice in one request: the second maps alone
+    if (r.persistent.size >= this.opts.maxPersistentGrants) {
+      r.overflowMaxGrants = true;
+      return null;
+    }
+    const g: PersistentGrant = {
+      handle: m.handle,
+      page: m.page!,
+      gpa: m.gpa,
+      active: true,
+      wasActive: false,
+    };
+    r.persistent.set(gref, g);
+    r.persistentInUse++;
+    this.stats.persistentMaps++;
+    return g;
+  }
+
+  /** put_persistent_gnt: no longer in use, and remembered as used since the last purge. */
+  private putPersistent(r: BlkifRing, g: PersistentGrant): void {
+    g.active = false;
+    g.wasActive = true;
+    r.persistentInUse--;
+  }
+
+  /**
+   * purge_persistent_gnt (Linux xen-blkback's LRU): when the ring holds max_pgrants persistent grants and one
+   * more was wanted (or more than max), unmap LRU_PERCENT_CLEAN percent of max_pgrants plus the excess, taking
+   * first grants neither in use nor used since the last purge, then, if that is not enough, grants not in use;
+   * then clear every survivor's used mark. Nothing is purged when too many are in use. At most once every
+   * LRU_INTERVAL.
+   */
+  private lruPurge(r: BlkifRing): void {
+    const max = this.opts.maxPersistentGrants;
+    const count = r.persistent.size;
+    if (count < max || (count === max && !r.overflowMaxGrants)) return;
+    const now = performance.now();
+    if (now < r.nextLru) return;
+    r.nextLru = now + this.opts.lruIntervalMs;
+    let clean = Math.floor(max / 100) * BLKBACK_LRU_PERCENT_CLEAN;
+    clean = Math.min(count, count - max + clean);
+    if (clean === 0 || clean > count - r.persistentInUse) return;
+    const handles: number[] = [];
+    for (const scanUsed of [false, true]) {
+      for (const [gref, g] of r.persistent) {
+        if (clean === 0) break;
+        if (g.active || (!scanUsed && g.wasActive)) continue;
+        r.persistent.delete(gref);
+        handles.push(g.handle);
+        clean--;
+      }
+      if (clean === 0) break;
+    }
+    for (const g of r.persistent.values()) g.wasActive = false;
+    r.overflowMaxGrants = false;
+    this.stats.persistentPurged += handles.length;
+    if (handles.length) this.grants.unmapBatch(handles);
+  }
+
   /** Map (or find persistently mapped) the data grants of segments 0..nseg-1 into p.bufs. */
   private mapSegments(r: BlkifRing, p: PendingReq, nseg: number, writable: boolean): boolean {
     const pages = r.segPages;
@@ -665,6 +821,7 @@ export class BlkbackIo {
         const g = r.persistent.get(r.segGref[i]!);
         if (g && !g.active) {
           g.active = true;
+          r.persistentInUse++;
           p.persistent.push(g);
           pages[i] = g.page;
           gpas[i] = g.gpa;
@@ -688,17 +845,9 @@ export class BlkbackIo {
         }
         pages[i] = m.page;
         gpas[i] = m.gpa;
-        const gref = r.segGref[i]!;
-        if (
-          this.usePersistent &&
-          !r.persistent.has(gref) &&
-          r.persistent.size < this.opts.maxPersistentGrants
-        ) {
-          const g: PersistentGrant = { handle: m.handle, page: m.page!, gpa: m.gpa, active: true };
-          r.persistent.set(gref, g);
-          p.persistent.push(g);
-          this.stats.persistentMaps++;
-        } else p.handles.push(m.handle);
+        const g = this.usePersistent ? this.keepPersistent(r, r.segGref[i]!, m) : null;
+        if (g) p.persistent.push(g);
+        else p.handles.push(m.handle);
       }
       if (!ok) return false;
     }
@@ -728,8 +877,9 @@ export class BlkbackIo {
   private release(p: PendingReq): void {
     if (p.handles.length) this.grants.unmapBatch(p.handles);
     emptyArray(p.handles);
-    for (const g of p.persistent) g.active = false;
-    emptyArray(p.persistent);
+    const ps = p.persistent;
+    for (let i = 0; i < ps.length; i++) this.putPersistent(p.ring, ps[i]!);
+    emptyArray(ps);
   }
 
   private dispatchDiscard(r: BlkifRing, req: BlkifRequest): void {
@@ -819,7 +969,13 @@ export class BlkbackIo {
           else for (const x of p.bufs) bufs.push(x);
         }
       }
-      this.engine.submit({ op, tag, sector: first.sector, bufs });
+      const req = this.rwRequest;
+      req.op = op;
+      req.tag = tag;
+      req.sector = first.sector;
+      req.bufs = bufs;
+      this.engine.submit(req);
+      req.bufs = NO_BUFS; // keep no reference to the guest's pages
     }
   }
 
@@ -891,14 +1047,17 @@ export class BlkbackIo {
     const r = p.ring;
     r.inflight--;
     this.respond(r, p.idLo, p.idHi, p.rspOp, p.status);
+    let released = false;
     if (r.barrierWait && r.inflight === 1) {
       const b = r.barrierWait;
       r.barrierWait = null;
       this.submit(b.self, b.steps[0]!);
+      released = true;
     }
     this.recycle(p);
-    // Slots freed or a barrier released: look at the ring again.
-    this.again = true;
+    // A barrier released, or slots freed for a ring that stopped consuming with requests left: look again.
+    // A drained ring needs no second look: its req_event is armed, so the next push kicks the backend.
+    if (released || r.stalled) this.again = true;
   }
 
   /** make_response: write id/op/status in place, push, and kick the frontend only if it asked. */

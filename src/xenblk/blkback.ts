@@ -67,6 +67,8 @@ export interface BlkbackOptions {
   /** Offer and use persistent grants (default true). */
   persistent?: boolean;
   maxPersistentGrants?: number;
+  /** Least time between two LRU purges of a ring's persistent grants (default 100 ms, Linux LRU_INTERVAL). */
+  lruIntervalMs?: number;
   /** Merge adjacent reads/writes of a batch into one storage request (default false). */
   merge?: boolean;
   /** Advertise feature-flush-cache (default true: the medium has a write cache to flush). */
@@ -100,6 +102,7 @@ export class Blkback {
     maxIndirectSegments: number;
     persistent: boolean;
     maxPersistentGrants: number;
+    lruIntervalMs: number | undefined;
     merge: boolean;
     flushCache: boolean;
     barrier: boolean;
@@ -140,6 +143,7 @@ export class Blkback {
       ),
       persistent: o.persistent ?? true,
       maxPersistentGrants: o.maxPersistentGrants ?? BLKBACK_MAX_PERSISTENT_GRANTS,
+      lruIntervalMs: o.lruIntervalMs,
       merge: o.merge ?? false,
       flushCache: o.flushCache ?? true,
       barrier: o.barrier ?? true,
@@ -337,6 +341,7 @@ export class Blkback {
       readOnly: !mode.includes("w"),
       persistent,
       maxPersistentGrants: this.opts.maxPersistentGrants,
+      ...(this.opts.lruIntervalMs !== undefined ? { lruIntervalMs: this.opts.lruIntervalMs } : {}),
       maxIndirectSegments: this.opts.maxIndirectSegments,
       merge: this.opts.merge,
       discardSecure: this.opts.discardSecure,

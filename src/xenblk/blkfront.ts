@@ -37,7 +37,7 @@ import type { Domain } from "../hypervisor/domain.ts";
 import type { GuestGrantTable } from "../hypervisor/grant-table.ts";
 import { GuestViews, PAGE_SIZE, type GuestMemory } from "../hypervisor/memory.ts";
 import type { XenHost } from "../hypervisor/xen-host.ts";
-import type { XsHandle } from "../hypervisor/xenstore.ts";
+import type { XsClient } from "../hypervisor/xenstore.ts";
 import {
   BLKIF_DISCARD_SECURE,
   BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
@@ -115,6 +115,11 @@ export interface BlkfrontOptions {
   /** Mini-OS style: go straight to Connected after publishing, skipping Initialised. */
   skipInitialised?: boolean;
   timeoutMs?: number;
+  /**
+   * The guest's xenstore connection (default: an in-process handle for `dom`). A client on the guest's
+   * xenstore ring (`XsRingClient`) negotiates exactly as a real domU's xenbus does.
+   */
+  xs?: XsClient;
 }
 
 /** A request the backend answered with an error status (BLKIF_RSP_ERROR or BLKIF_RSP_EOPNOTSUPP). */
@@ -201,6 +206,9 @@ class Shadow {
    * granted).
    */
   direct = false;
+  /** The caller's pages of a `direct` request: first guest-physical address and page count. */
+  directGpa = -1;
+  directPages = 0;
   readonly directRefs: number[] = [];
   /** A read's destination when it is not `direct`: the pages are copied here once the backend answered OKAY. */
   data: Uint8Array | null = null;
@@ -287,7 +295,7 @@ export class Blkfront {
   /** Called after an online resize (backend rewrote `sectors` and `state`). */
   onResize: ((sectors: number) => void) | null = null;
 
-  private readonly xs: XsHandle;
+  private readonly xs: XsClient;
   private readonly domain: Domain;
   private readonly mem: GuestMemory;
   private gnttab!: GuestGrantTable;
@@ -311,6 +319,18 @@ export class Blkfront {
   private readonly directMax: number;
   /** Set by `directGpa`: how many of the pages of the buffer it looked at take a new grant. */
   private directMisses = 0;
+  /** Live `allocBuffer` buffers (guest-physical address -> pages) and their pages in all. */
+  private readonly buffers = new Map<number, number>();
+  private bufferPages = 0;
+  /** Freed `allocBuffer` ranges, handed out again (first fit) before new guest pages are taken. */
+  private readonly freeRanges: { gpa: number; pages: number }[] = [];
+  /**
+   * Standing grants of freed pages that the backend still had mapped when they were freed (a persistent
+   * grant stays mapped until the backend purges it): kept with the page, not counted against `directPages`.
+   */
+  private orphanGrants = 0;
+  /** The copy-path warning was given (once per driver). */
+  private copyWarned = false;
   /** The buffer behind this domain's memory views, and the byte offset of guest address 0 in it. */
   /** Recognises the caller's buffers that are the guest's own memory (granted as they are). */
   private readonly views: GuestViews;
@@ -328,7 +348,7 @@ export class Blkfront {
     this.dom = o.dom ?? 1;
     this.devid = o.devid ?? XVDA;
     this.nodename = `/local/domain/${this.dom}/device/vbd/${this.devid}`;
-    this.xs = o.host.xs(this.dom);
+    this.xs = o.xs ?? o.host.xs(this.dom);
     this.domain = o.host.domain(this.dom);
     this.mem = this.domain.mem!;
     this.directMax = o.directPages ?? DEFAULT_DIRECT_PAGES;
@@ -510,19 +530,106 @@ export class Blkfront {
   /**
    * `bytes` (rounded up to whole pages) of the guest's own memory, page-aligned, as a kernel's page-cache
    * pages. Reads into and writes from these pages, or any page-aligned view of them, grant the pages
-   * themselves to the backend: no copy on either side. The pages stay the caller's for good (allocate once,
-   * reuse). With persistent grants each such page, once granted, stays granted until shutdown (up to
-   * `directPages` of them), as the driver's own pages do.
+   * themselves to the backend: no copy on either side. With persistent grants each such page, once granted,
+   * stays granted until shutdown or `freeBuffer`, as the driver's own pages do, and the pages of all live
+   * buffers are bounded by `directPages`: past it this throws (BlkfrontError) rather than let I/O on the new
+   * buffer fall back to a copy. Allocate once and reuse; give back with `freeBuffer`.
    */
   allocBuffer(bytes: number): Uint8Array {
     if (!(Number.isSafeInteger(bytes) && bytes > 0)) throw new RangeError(`buffer of ${bytes} bytes`);
-    const gpa = this.domain.pages.alloc(bytes);
+    const pages = Math.ceil(bytes / PAGE_SIZE);
+    if (this.info?.persistent && this.directMax > 0 && this.bufferPages + pages > this.directMax) {
+      throw new BlkfrontError(
+        `allocBuffer: ${pages} more pages would pass directPages = ${this.directMax} ` +
+          `(${this.bufferPages} in live buffers), and I/O on them would be copied; ` +
+          `free buffers with freeBuffer or connect with a larger directPages`,
+      );
+    }
+    const gpa = this.takeRange(pages) ?? this.domain.pages.alloc(bytes);
     const v = this.mem.view(gpa, bytes);
     if (!(v instanceof Uint8Array)) throw new BlkfrontError(v.message);
     if (this.views.gpaOf(v) !== gpa)
       throw new BlkfrontError(`guest memory of domain ${this.dom} gives no views`);
     v.fill(0); // a fresh zeroed page, as the kernel's page allocator gives
+    this.buffers.set(gpa, pages);
+    this.bufferPages += pages;
     return v;
+  }
+
+  /**
+   * Give back a buffer `allocBuffer` made (no request on it may be outstanding). Its standing grants are
+   * revoked where the backend no longer maps them; the pages go to the next `allocBuffer`.
+   */
+  freeBuffer(buf: Uint8Array): void {
+    const gpa = this.views.gpaOf(buf);
+    const pages = gpa >= 0 ? this.buffers.get(gpa) : undefined;
+    if (pages === undefined || Math.ceil(buf.length / PAGE_SIZE) !== pages) {
+      throw new RangeError(`freeBuffer: not a live buffer of this driver's allocBuffer`);
+    }
+    if (this.waiting.length > 0 || this.usesPages(gpa, pages)) {
+      throw new BlkfrontError(`freeBuffer: a request on the buffer at 0x${gpa.toString(16)} is outstanding`);
+    }
+    this.buffers.delete(gpa);
+    this.bufferPages -= pages;
+    this.orphanGrants += this.revokeStanding(gpa, pages);
+    this.freeRanges.push({ gpa, pages });
+  }
+
+  /** Whether an outstanding request has the caller's pages in [gpa, gpa + pages) granted as they are. */
+  private usesPages(gpa: number, pages: number): boolean {
+    const end = gpa + pages * PAGE_SIZE;
+    for (const q of this.queues) {
+      for (const s of q.shadow) {
+        if (s && s.direct && s.directGpa < end && s.directGpa + s.directPages * PAGE_SIZE > gpa) return true;
+      }
+    }
+    return false;
+  }
+
+  /** Revoke the standing grants of pages [gpa, +pages) the backend no longer maps; returns how many remain. */
+  private revokeStanding(gpa: number, pages: number): number {
+    const granted = this.directGrants;
+    if (!granted) return 0;
+    let kept = 0;
+    for (let gfn = gpa / PAGE_SIZE, n = gfn + pages; gfn < n; gfn++) {
+      const ref = granted[gfn]! - 1;
+      if (ref < 0) continue;
+      if (this.gnttab.tryEndAccess(ref)) {
+        granted[gfn] = 0;
+        this.directCount--;
+      } else kept++;
+    }
+    return kept;
+  }
+
+  /** A freed range of at least `pages` pages (first fit, split), or null. Its kept grants count again. */
+  private takeRange(pages: number): number | null {
+    const ranges = this.freeRanges;
+    for (let i = 0; i < ranges.length; i++) {
+      const r = ranges[i]!;
+      if (r.pages < pages) continue;
+      const gpa = r.gpa;
+      if (r.pages === pages) ranges.splice(i, 1);
+      else {
+        r.gpa += pages * PAGE_SIZE;
+        r.pages -= pages;
+      }
+      const granted = this.directGrants;
+      if (granted) {
+        for (let gfn = gpa / PAGE_SIZE, n = gfn + pages; gfn < n; gfn++)
+          if (granted[gfn]! > 0) this.orphanGrants--;
+      }
+      return gpa;
+    }
+    return null;
+  }
+
+  /** Retry revoking the grants freed buffers kept (the backend may have purged them since). */
+  private reclaimOrphans(): void {
+    if (this.orphanGrants === 0) return;
+    let kept = 0;
+    for (const r of this.freeRanges) kept += this.revokeStanding(r.gpa, r.pages);
+    this.orphanGrants = kept;
   }
 
   /**
@@ -678,7 +785,21 @@ export class Blkfront {
     const granted = (this.directGrants ??= new Int32Array(this.mem.size / PAGE_SIZE));
     let misses = 0;
     for (let i = 0; i < nseg; i++) if (granted[gfn + i] === 0) misses++;
-    if (this.directCount + misses > this.directMax) return -1;
+    if (misses > 0 && this.directCount - this.orphanGrants + misses > this.directMax) {
+      this.reclaimOrphans();
+      if (this.directCount - this.orphanGrants + misses > this.directMax) {
+        // Not an allocBuffer buffer (those stay within the budget): say once that such I/O is copied.
+        if (!this.copyWarned) {
+          this.copyWarned = true;
+          process.emitWarning(
+            `${this.nodename}: guest pages past directPages = ${this.directMax} are copied through the ` +
+              `driver's pages, not granted as they are (use allocBuffer/freeBuffer, or a larger directPages)`,
+            { code: "XENIDE_BLKFRONT_COPY" },
+          );
+        }
+        return -1;
+      }
+    }
     this.directMisses = misses;
     return gpa;
   }
@@ -709,6 +830,8 @@ export class Blkfront {
     const refs = s.refs;
     s.npages = 0;
     s.direct = gpa >= 0;
+    s.directGpa = gpa;
+    s.directPages = nseg;
     emptyArray(s.indirect);
     try {
       // encodeRequest writes the whole slot (zeroes where the request has nothing): the template needs its

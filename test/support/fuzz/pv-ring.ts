@@ -145,6 +145,7 @@ const indirectArb: fc.Arbitrary<ReqSpec> = fc
       { weight: 1, arbitrary: fc.constantFrom(0, MAX_INDIRECT_SEGMENTS, MAX_INDIRECT_SEGMENTS + 1) },
       { weight: 1, arbitrary: fc.integer({ min: MAX_INDIRECT_SEGMENTS + 1, max: 0xffff }) },
     ),
+    // "ro": the session's own indirect page (granted read-only; read-write under persistent grants).
     indKind: fc.oneof(
       { weight: 10, arbitrary: fc.constant<GrantKind>("ro") },
       { weight: 1, arbitrary: fc.constantFrom(...BAD_KINDS) },
@@ -373,7 +374,9 @@ export class PvRingWorld {
       revoked: [revoked],
       never: [4000, 4095],
       beyond: [1 << 20, 0xffffffff],
-      ind: gpas.ind.map((g) => f.grant(g, true)),
+      // Indirect pages: read-only, unless persistent grants are on, where Linux blkback maps them as persistent
+      // grants (always writable) and so a read-only grant of one fails; blkfront then grants them read-write.
+      ind: gpas.ind.map((g) => f.grant(g, !cfg.persistent)),
     };
     const s: Session = {
       f,
