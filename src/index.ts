@@ -82,6 +82,17 @@ export {
 export { Tracer, type TraceEvent, type TracePhase, type TraceSink } from "./hypervisor/trace.ts";
 export { GuestRam, type GuestMemory, MemoryFault, isFault } from "./hypervisor/memory.ts";
 export { XenHost } from "./hypervisor/xen-host.ts";
+// xenstored: the store served over the xs_wire protocol, on unix sockets (Xen's own tools) and guest rings.
+export { Xenstored, XenstoredConnection } from "./hypervisor/xenstored.ts";
+export {
+  XenstoredSocketServer,
+  XenstoredSocketError,
+  type XenstoredSocketOptions,
+} from "./hypervisor/xenstored-socket.ts";
+export { HostXenstored, xenstoredOf } from "./hypervisor/xenstored-host.ts";
+
+// Whose behaviour the devices follow where the standard and QEMU 7.2 differ.
+export { COMPAT_PROFILES, DEFAULT_COMPAT, type CompatProfile } from "./ide/compat.ts";
 
 // Media and the engines between devices and media.
 export * from "./storage/index.ts";

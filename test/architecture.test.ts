@@ -25,6 +25,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   hosts: ["spec", "hypervisor", "storage", "ide", "guest", "machine"],
   bench: ["spec", "hypervisor", "storage", "ide", "xenblk", "guest", "machine", "qtest"],
   report: ["bench"],
+  qemu: ["spec", "hypervisor", "storage", "ide", "machine", "qtest"],
   cli: [
     "spec",
     "hypervisor",
@@ -37,6 +38,7 @@ const ALLOWED: Record<string, readonly string[]> = {
     "bench",
     "report",
     "hosts",
+    "qemu",
   ],
   // The library entry point (src/index.ts) re-exports the public API of every layer.
   ".": ["spec", "hypervisor", "storage", "ide", "xenblk", "guest", "machine", "qtest"],

@@ -25,11 +25,18 @@ import {
   openAtaPath,
   openPvPath,
 } from "../machine/disk-path.ts";
-import { ImageError } from "../storage/index.ts";
+import { ImageError, type ImageFormat, isImageFormat } from "../storage/index.ts";
 import type { BlockBackend, IoEngine } from "../storage/types.ts";
 import { UsageError } from "./errors.ts";
+import {
+  addXenstoreOptions,
+  checkXenstoreFlags,
+  holdXenstore,
+  startXenstore,
+  type XenstoreFlags,
+} from "./xenstore-options.ts";
 
-export interface DiskFlags {
+export interface DiskFlags extends XenstoreFlags {
   /** Files the command reads or writes besides the image (an input): never a target for --trace. */
   keep?: readonly string[];
   engine: string;
@@ -37,6 +44,8 @@ export interface DiskFlags {
   cost: string[];
   json?: boolean;
   readOnly?: boolean;
+  /** The image's format, raw or qcow2 (absent: probed, as QEMU probes). */
+  format?: string;
   via: string;
   poll?: boolean;
   lba48?: boolean;
@@ -63,6 +72,10 @@ export function addDiskOptions(cmd: Command, opts: { via: boolean; readOnlyHelp?
     )
     .option("--json", "print a machine-readable result")
     .option("--read-only", opts.readOnlyHelp ?? "open the image read-only")
+    .option(
+      "--format <format>",
+      "the image's format: raw or qcow2 (default: probed from its header, as QEMU)",
+    )
     .option("--poll", "poll BSY with interrupts disabled (nIEN) instead of waiting for IRQ 14");
   if (opts.via) {
     cmd
@@ -73,6 +86,7 @@ export function addDiskOptions(cmd: Command, opts: { via: boolean; readOnlyHelp?
         "--multiple <n>",
         "READ/WRITE MULTIPLE with N sectors per DRQ block (SET MULTIPLE MODE; the drive takes 1, 2, 4, 8 or 16)",
       );
+    addXenstoreOptions(cmd);
   }
   return cmd;
 }
@@ -141,6 +155,11 @@ export async function openDisk(image: string, flags: DiskFlags): Promise<OpenedD
       );
   }
   if (flags.lba48 && flags.lba28) throw new UsageError("--lba48 and --lba28 exclude each other");
+  if (flags.format !== undefined && !isImageFormat(flags.format)) {
+    throw new UsageError(`--format must be raw or qcow2, got '${flags.format}'`);
+  }
+  checkXenstoreFlags(flags);
+  if (flags.xenstoreSocket && via !== "pv") throw new UsageError("--xenstore-socket applies to --via pv");
   const addressing: AtaAddressing = flags.lba48 ? "lba48" : flags.lba28 ? "lba28" : "auto";
   let multiple = 0;
   if (flags.multiple !== undefined) {
@@ -154,7 +173,11 @@ export async function openDisk(image: string, flags: DiskFlags): Promise<OpenedD
   try {
     if (flags.trace) tracer = openTrace(flags.trace, [image, ...(flags.keep ?? [])]);
     const disk = {
-      medium: { image, readOnly: flags.readOnly === true },
+      medium: {
+        image,
+        readOnly: flags.readOnly === true,
+        ...(flags.format !== undefined ? { format: flags.format as ImageFormat } : {}),
+      },
       engine: flags.engine as "sync" | "async",
     };
     try {
@@ -174,8 +197,10 @@ export async function openDisk(image: string, flags: DiskFlags): Promise<OpenedD
     const before = hv.acct.snapshot();
     let path: DiskPath;
     let identity: AtaIdentity | null = null;
-    if (via === "pv") path = await openPvPath(m);
-    else {
+    if (via === "pv") {
+      await startXenstore(m, flags);
+      path = await openPvPath(m);
+    } else {
       let driver: AtaDrive | undefined;
       const ata = await openAtaPath(
         m,
@@ -210,6 +235,7 @@ export async function openDisk(image: string, flags: DiskFlags): Promise<OpenedD
       setup,
       tracer,
       async close() {
+        await holdXenstore(flags);
         await path.close();
         await m.close();
         await t?.close();

@@ -8,8 +8,9 @@
 import { resolve } from "node:path";
 import { Hypervisor } from "../hypervisor/hypervisor.ts";
 import { XenHost } from "../hypervisor/xen-host.ts";
+import { type HostXenstored, xenstoredOf } from "../hypervisor/xenstored-host.ts";
 import type { DriveConfig } from "../ide/device.ts";
-import { makeEngine, openImage } from "../storage/index.ts";
+import { isNbdUrl, makeEngine, openMedium as openImageMedium } from "../storage/index.ts";
 import type { BlockBackend, IoEngine } from "../storage/types.ts";
 import { Blkback } from "../xenblk/blkback.ts";
 import { type VbdPaths, XVDA, toolstackAddDisk } from "../xenblk/xenbus.ts";
@@ -19,17 +20,15 @@ import {
   type IdePosition,
   type MachineDescription,
   type PvDiskSpec,
+  IDE_POSITIONS,
+  MachineConfigError,
   validateDescription,
 } from "./description.ts";
+import { checkIsoImage, forceReadOnly, IdeDrive, type IdeDriveHandle, type MediaHost } from "./ide-drive.ts";
 import { createPc, type Pc } from "./pc.ts";
+import { DEFAULT_COMPAT } from "../ide/compat.ts";
 
-/** A drive the builder attached to the IDE controller. */
-export interface IdeDriveHandle {
-  readonly position: IdePosition;
-  readonly spec: IdeDriveSpec;
-  readonly engine: IoEngine;
-  readonly backend: BlockBackend;
-}
+export { type EjectOptions, type IdeDriveHandle, NoMediumError } from "./ide-drive.ts";
 
 /** A PV disk the builder gave the guest: its backend in dom0, waiting for (or serving) a frontend. */
 export interface PvDiskHandle {
@@ -48,6 +47,12 @@ export interface Machine {
   readonly pc: Pc | null;
   /** The Xen host of the PV disks (created on first use, so an IDE-only machine has none). */
   readonly xen: XenHost | null;
+  /**
+   * xenstored of the Xen host (PV machines): it serves the guests' xenstore rings and, once
+   * `xenstored.listen(path)` is called, a unix socket for Xen's own tools (`XENSTORED_PATH=path xenstore-ls`).
+   * Closed with the machine.
+   */
+  readonly xenstored: HostXenstored | null;
   readonly ide: ReadonlyMap<IdePosition, IdeDriveHandle>;
   readonly pv: readonly PvDiskHandle[];
   /** Every storage engine of the machine, IDE drives first. */
@@ -72,13 +77,15 @@ function openMedium(spec: DiskSpecCommon, forceReadOnly = false): Opened {
   let backend: BlockBackend;
   let owned = false;
   if ("image" in m) {
-    backend = openImage(m.image, {
+    backend = openImageMedium(m.image, {
+      ...(m.format !== undefined ? { format: m.format } : {}),
       readOnly: m.readOnly === true || forceReadOnly,
       ...(m.direct !== undefined ? { direct: m.direct } : {}),
       ...(m.lock !== undefined ? { lock: m.lock } : {}),
     });
     owned = true;
-  } else backend = m.backend;
+  } else if ("backend" in m) backend = m.backend;
+  else throw new MachineConfigError("an empty tray has no medium to open");
   try {
     return { engine: makeEngine(backend, spec.engine ?? "sync", spec.engineOptions), backend, owned };
   } catch (e) {
@@ -87,13 +94,14 @@ function openMedium(spec: DiskSpecCommon, forceReadOnly = false): Opened {
   }
 }
 
-function driveConfig(d: IdeDriveSpec, engine: IoEngine): DriveConfig {
-  const c: DriveConfig = { engine };
+function driveConfig(d: IdeDriveSpec, engine: IoEngine | null): DriveConfig {
+  const c: DriveConfig = engine ? { engine } : {};
   if (d.kind !== undefined) c.kind = d.kind;
   if (d.model !== undefined) c.model = d.model;
   if (d.serial !== undefined) c.serial = d.serial;
   if (d.firmware !== undefined) c.firmware = d.firmware;
   if (d.writeCache !== undefined) c.writeCache = d.writeCache;
+  if (d.errorPolicy !== undefined) c.errorPolicy = d.errorPolicy;
   return c;
 }
 
@@ -110,11 +118,17 @@ export function buildMachine(desc: MachineDescription = {}): Machine {
       });
     const ide = new Map<IdePosition, IdeDriveHandle>();
     const configs = new Map<IdePosition, DriveConfig>();
+    const media: MediaHost = { open: (spec) => openMedium(spec), held: opened, engines: [] };
     for (const d of desc.ide ?? []) {
-      const o = openMedium(d);
-      opened.push(o);
-      ide.set(d.position, { position: d.position, spec: d, engine: o.engine, backend: o.backend });
-      configs.set(d.position, driveConfig(d, o.engine));
+      // A CD drive reads its medium read-only; an empty one has none until the host inserts one.
+      if (d.kind === "cd") checkIsoImage(d.medium);
+      const o =
+        "empty" in d.medium
+          ? null
+          : openMedium(d.kind === "cd" ? { ...d, medium: forceReadOnly(d.medium) } : d);
+      if (o) opened.push(o);
+      ide.set(d.position, new IdeDrive(d.position, d, o, media));
+      configs.set(d.position, driveConfig(d, o?.engine ?? null));
     }
     let pc: Pc | null = null;
     if (desc.pc !== false) {
@@ -132,6 +146,7 @@ export function buildMachine(desc: MachineDescription = {}): Machine {
         secondary: channel("secondary-master", "secondary-slave"),
         busMaster: desc.pc?.busMaster ?? true,
         firmwareInit: desc.pc?.firmwareInit ?? false,
+        compat: desc.compat ?? DEFAULT_COMPAT,
       });
     }
     let xen: XenHost | null = null;
@@ -143,7 +158,10 @@ export function buildMachine(desc: MachineDescription = {}): Machine {
       const devid = d.devid ?? XVDA;
       const frontDom = d.frontDom ?? 1;
       const readOnly = d.readOnly ?? o.backend.readOnly;
-      const params = d.params ?? ("image" in d.medium ? resolve(d.medium.image) : "");
+      // The toolstack's params: a file's absolute path; a URL (an NBD export) as given.
+      const params =
+        d.params ??
+        ("image" in d.medium ? (isNbdUrl(d.medium.image) ? d.medium.image : resolve(d.medium.image)) : "");
       const paths = toolstackAddDisk(xen, { frontDom, devid, mode: readOnly ? "r" : "w", params });
       const back = new Blkback({
         ...d.backend,
@@ -156,20 +174,36 @@ export function buildMachine(desc: MachineDescription = {}): Machine {
       });
       pv.push({ spec: d, devid, frontDom, engine: o.engine, backend: o.backend, back, paths });
     }
-    const engines = opened.map((o) => o.engine);
+    const engines = media.engines;
+    engines.push(...opened.map((o) => o.engine));
+    if (pc) {
+      for (const drive of ide.values()) {
+        const index = IDE_POSITIONS.indexOf(drive.position);
+        (drive as IdeDrive).core = pc.ide.channels[index >> 1]!.devices[index & 1]!;
+      }
+    }
     let closed = false;
+    const xenstored = xen ? xenstoredOf(xen) : null;
     const machine: Machine = {
       hv,
       pc,
       xen,
+      xenstored,
       ide,
       pv,
       engines,
-      busy: () => enginesBusy(engines),
-      settle: () => settleEngines(engines),
+      // Device work deferred to the next main-loop iteration (the "qemu-7.2" software reset) counts as pending
+      // and runs on settling, as QEMU's bottom halves run between its other events.
+      busy: () => enginesBusy(engines) || (pc?.ide.bottomHalvesPending ?? false),
+      settle: async () => {
+        pc?.ide.runBottomHalves();
+        await settleEngines(engines);
+        pc?.ide.runBottomHalves();
+      },
       async close() {
         if (closed) return;
         closed = true;
+        await xenstored?.close();
         // An orderly power-down, as QEMU's bdrv_close_all: drives write back what their caches hold, every
         // request completes, and the writable media the machine opened are flushed before they are closed
         // (media a caller passed in stay the caller's to flush and close).

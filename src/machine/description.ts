@@ -15,8 +15,10 @@ import type { GuestMemory } from "../hypervisor/memory.ts";
 import type { Tracer } from "../hypervisor/trace.ts";
 import type { CompatProfile } from "../ide/compat.ts";
 import type { DriveKindName } from "../ide/device.ts";
+import type { IoErrorPolicy } from "../ide/requests.ts";
 import type { AsyncEngineOptions } from "../storage/engine.ts";
 import type { EngineKind } from "../storage/index.ts";
+import type { ImageFormat } from "../storage/open.ts";
 import type { RawImageOptions } from "../storage/raw.ts";
 import type { BlockBackend, IoEngine } from "../storage/types.ts";
 import type { BlkifAbi } from "../xenblk/abi.ts";
@@ -42,10 +44,19 @@ export function ideIndex(p: IdePosition): 0 | 1 | 2 | 3 {
  * by the caller stays the caller's to close.
  */
 export type MediumSpec =
-  | { image: string; readOnly?: boolean; direct?: boolean; lock?: RawImageOptions["lock"] }
+  | {
+      image: string;
+      /** "raw" or "qcow2"; absent, probed as QEMU probes (see `openMedium`). */
+      format?: ImageFormat;
+      readOnly?: boolean;
+      direct?: boolean;
+      lock?: RawImageOptions["lock"];
+    }
   | { backend: BlockBackend }
   /** An engine the caller made (a wrapped or instrumented one); `engine` in the drive spec is then ignored. */
-  | { engine: IoEngine };
+  | { engine: IoEngine }
+  /** No medium: a removable drive (kind "cd") with an empty tray, until the host inserts one. */
+  | { empty: true };
 
 export type { EngineKind };
 
@@ -67,6 +78,11 @@ export interface IdeDriveSpec extends DiskSpecCommon {
   serial?: string;
   firmware?: string;
   writeCache?: boolean;
+  /**
+   * What a failed storage request does (QEMU's rerror/werror: report it to the command, ignore it, or hold it
+   * for a retry). Default: report.
+   */
+  errorPolicy?: IoErrorPolicy;
 }
 
 /** A PV block device (vbd) the toolstack gives the guest: xenstore entries and blkback in dom0. */
@@ -104,6 +120,11 @@ export interface BlkfrontSettings {
   protocol?: BlkifAbi;
   /** Caller pages kept persistently granted for zero copy (Blkfront's `directPages`). */
   directPages?: number;
+  /**
+   * Negotiate over the guest's xenstore ring (the page and event channel the toolstack gives a domU, served by
+   * the machine's xenstored) instead of an in-process xenstore handle. Default false.
+   */
+  xenstoreRing?: boolean;
 }
 
 export interface PcSpec {
@@ -155,6 +176,10 @@ export function validateDescription(d: MachineDescription): void {
     if (seen.has(drive.position))
       throw new MachineConfigError(`two drives at the ${drive.position} position`);
     seen.add(drive.position);
+    if ("empty" in drive.medium && drive.kind !== "cd")
+      throw new MachineConfigError(
+        `the drive at ${drive.position} needs a medium (only a CD drive can be empty)`,
+      );
   }
   if ((d.ide?.length ?? 0) > 0 && d.pc === false)
     throw new MachineConfigError("IDE drives need the PC (pc: false has no IDE controller)");

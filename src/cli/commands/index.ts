@@ -7,6 +7,7 @@ export type CommandModule = { register(program: Command): void };
 
 export const commandModules: (() => Promise<CommandModule>)[] = [
   () => import("./mkimage.ts"),
+  () => import("./info.ts"),
   () => import("./pv-keys.ts"),
   () => import("./identify.ts"),
   () => import("./read.ts"),
@@ -16,4 +17,6 @@ export const commandModules: (() => Promise<CommandModule>)[] = [
   () => import("./report.ts"),
   () => import("./demo.ts"),
   () => import("./vm.ts"),
+  () => import("./xenstored.ts"),
+  () => import("./system-x86_64.ts"),
 ];
