@@ -1,7 +1,16 @@
 /** The bench's terminal output and the files it leaves for `xenide report` and the README. */
 import { firstPassText, fmtNum } from "./format.ts";
 import { costsText, machineLine, rowsMarkdown, rowsText, targetsText } from "./table.ts";
-import { mdTable } from "./format.ts";
+import { mdTable, textTable } from "./format.ts";
+import {
+  cdLine,
+  cdTable,
+  formatsLine,
+  formatsTable,
+  ideTestLine,
+  ideTestTable,
+  type Table,
+} from "./compare.ts";
 import type { BenchResult } from "./types.ts";
 
 export function benchText(res: BenchResult): string {
@@ -34,6 +43,14 @@ export function benchText(res: BenchResult): string {
         `${fmtNum(d.bareDispatchPerSec.median)}/s; inside a 16-bit PIO read workload ${fmtNum(d.pioWorkloadExitsPerSec)}/s`,
     );
   }
+  if (res.dispatch?.pioWorkloadExitsPerCpuSec) {
+    const p = res.dispatch.pioWorkloadExitsPerCpuSec;
+    out.push(
+      `port exits per CPU-second in a 16-bit PIO read workload (64 KiB commands, null disk): ` +
+        `${fmtNum(p.median)} (${fmtNum(p.min)}-${fmtNum(p.max)})`,
+    );
+  }
+  if (res.startup) out.push(startupText(res.startup));
   if (res.rss) {
     const r = res.rss;
     out.push(
@@ -55,10 +72,47 @@ export function benchText(res: BenchResult): string {
             (q.xenideSeconds ? ` (xenide alone ${q.xenideSeconds.median.toFixed(3)} s)` : ""),
     );
   }
+  out.push(...comparisons(res, (t) => textTable(t.header, t.rows, t.leftCols)));
+  if (res.probes?.length) {
+    out.push("");
+    out.push("why, as measured in this run:");
+    for (const p of res.probes) out.push(`- ${p.id}: ${p.verdict}`);
+  }
   out.push("");
   out.push("targets:");
   out.push(targetsText(res));
   return out.join("\n") + "\n";
+}
+
+/**
+ * The comparisons with qemu-img bench and QEMU's ide-test and the CD-ROM rows, each a line and a table (a
+ * blank line first); nothing for those the run left out.
+ */
+function comparisons(res: BenchResult, table: (t: Table) => string): string[] {
+  const out: string[] = [];
+  if (res.formats) {
+    out.push("", formatsLine(res.formats));
+    if (res.formats.rows.length) out.push(table(formatsTable(res.formats)));
+  }
+  if (res.ideTest) {
+    out.push("", ideTestLine(res.ideTest));
+    if (res.ideTest.launcher.cases.length) out.push(table(ideTestTable(res.ideTest)));
+  }
+  if (res.cd) {
+    out.push("", cdLine(res.cd));
+    if (res.cd.rows.length) out.push(table(cdTable(res.cd)));
+  }
+  return out;
+}
+
+/** Start-up of a fresh process: time to the first request, the first second's rate against the steady one. */
+export function startupText(s: NonNullable<BenchResult["startup"]>): string {
+  if (s.status !== "ok") return `start-up: ${s.status}: ${s.note ?? ""}`;
+  return (
+    `start-up (fresh process importing ${s.entry}, PV 64 KiB sequential reads): first request after ` +
+    `${s.firstRequestMs.toFixed(0)} ms; ${fmtNum(s.firstSecondPerSec)}/s over the first second, ` +
+    `${fmtNum(s.steadyPerSec)}/s steady (${((s.firstSecondPerSec / s.steadyPerSec) * 100).toFixed(0)}%)`
+  );
 }
 
 /** The Markdown summary for the README: machine, targets, and the headline rows. */
@@ -92,5 +146,14 @@ export function benchMarkdown(res: BenchResult): string {
   );
   out.push(rowsMarkdown(headline));
   out.push("");
+  const more = comparisons(res, (t) => mdTable(t.header, t.rows, t.leftCols));
+  if (more.length) out.push(...more.slice(1), "");
+  if (res.probes?.length) {
+    out.push("Why, as measured in this run (`xenide bench` runs these probes):");
+    out.push("");
+    for (const p of res.probes) out.push(`- **${p.id}**: ${p.verdict}`);
+    out.push("");
+  }
+  if (res.startup) out.push(startupText(res.startup), "");
   return out.join("\n");
 }

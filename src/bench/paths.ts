@@ -10,18 +10,22 @@
  *
  * Device models sit on a storage engine (sync or async) over the raw image or the null disk; a counting
  * wrapper around the engine records how many storage requests the guest's I/Os became.
+ *
+ * The emulated paths are built exactly as a user's program builds them, with the public API of the package's
+ * entry point (`buildMachine`, `openAtaPath`, `openPvPath`; test/bench/paths-api.test.ts keeps it so) and the
+ * defaults a user gets: guest RAM is the default (page-aligned) RAM, not memory prepared for the benchmark.
+ * The baselines read into and write from page-aligned buffers too, so neither side gains from alignment.
  */
 import fs from "node:fs";
 
-import { AtaDrive, type AtaVia } from "../guest/ata-driver.ts";
-import { Hypervisor } from "../hypervisor/hypervisor.ts";
-import { GuestRam } from "../hypervisor/memory.ts";
+import type { AtaVia } from "../guest/ata-driver.ts";
+import type { Hypervisor } from "../hypervisor/hypervisor.ts";
+import type { GuestRam } from "../hypervisor/memory.ts";
 import { buildMachine } from "../machine/builder.ts";
-import { allocAligned } from "../storage/aligned.ts";
-import { makeEngine, NullBackend, openImage, TapEngine } from "../storage/index.ts";
+import { openAtaPath, openPvPath } from "../machine/disk-path.ts";
+import { allocAligned, makeEngine, NullBackend, openImage, TapEngine } from "../storage/index.ts";
 import type { BlockBackend } from "../storage/types.ts";
 import type { Blkfront } from "../xenblk/blkfront.ts";
-import { createPvMachine, type PvMachine } from "../machine/pv.ts";
 import { fillPattern, type OffsetSource, SECTOR } from "./offsets.ts";
 import type {
   BackendKind,
@@ -44,6 +48,8 @@ export interface Session {
   write(lba: number, data: Uint8Array, slot: number): void | Promise<void>;
   /** Storage requests submitted so far (after any merging), or null when the path has no engine. */
   storageRequests(): number | null;
+  /** Whether the memory the data lands in starts on a page boundary (guest RAM, or the baseline's buffers). */
+  readonly ramAligned: boolean;
   /** A driver loop of the path's own (the libuv baseline keeps callbacks in flight without promises). */
   loop?(op: "read" | "write", sectors: number, next: OffsetSource, deadline: number): Promise<number>;
   close(): Promise<void>;
@@ -70,8 +76,8 @@ const IDE_VIA: Partial<Record<PathVariant, AtaVia>> = {
 };
 
 const LABELS: Record<PathVariant, string> = {
-  "fs-sync": "node:fs readSync/writeSync",
-  "fs-libuv": "node:fs callbacks (libuv pool)",
+  "fs-sync": "node:fs readSync/writeSync, page-aligned buffers",
+  "fs-libuv": "node:fs callbacks (libuv pool), page-aligned buffers",
   pio16: "IDE PIO 16-bit",
   pio32: "IDE PIO 32-bit",
   rep: "IDE PIO REP INSW/OUTSW",
@@ -118,8 +124,9 @@ export function pathSpec(
   };
 }
 
-function slotBuffers(blockSize: number, qd: number, aligned: boolean): Uint8Array[] {
-  const all = aligned ? allocAligned(blockSize * qd, false) : new Uint8Array(blockSize * qd);
+/** The baseline's buffers: page-aligned (as guest RAM is), so the comparison is not about alignment. */
+function slotBuffers(blockSize: number, qd: number): Uint8Array[] {
+  const all = allocAligned(blockSize * qd, false);
   const bufs: Uint8Array[] = [];
   for (let i = 0; i < qd; i++) {
     bufs.push(fillPattern(all.subarray(i * blockSize, (i + 1) * blockSize), i * (blockSize / SECTOR), 0xb0));
@@ -127,10 +134,9 @@ function slotBuffers(blockSize: number, qd: number, aligned: boolean): Uint8Arra
   return bufs;
 }
 
-/** Guest RAM on page-aligned memory, so O_DIRECT reads land in guest pages without a bounce. */
-function alignedRam(bytes: number): GuestRam {
-  const size = Math.ceil(bytes / 65536) * 65536;
-  return new GuestRam(size, { buffer: allocAligned(size).buffer });
+/** Whether a machine's RAM is known to start on a page boundary (the default RAM is). */
+function ramAligned(hv: Hypervisor): boolean {
+  return (hv.mem as Partial<GuestRam>).pageAligned === true;
 }
 
 function openBackend(image: ImageRef, backend: BackendKind, cache: CacheState): BlockBackend {
@@ -159,11 +165,12 @@ export async function openSession(
 function openBaseline(variant: PathVariant, w: Workload, cache: CacheState, image: ImageRef): Session {
   const direct = cache === "cold";
   const fd = fs.openSync(image.path, fs.constants.O_RDWR | (direct ? fs.constants.O_DIRECT : 0));
-  const bufs = slotBuffers(w.blockSize, w.qd, direct);
+  const bufs = slotBuffers(w.blockSize, w.qd);
   const len = w.blockSize;
   const session: Session = {
     hv: null,
     bufs,
+    ramAligned: true,
     read(lba, sectors, slot) {
       const buf = bufs[slot]!;
       fs.readSync(fd, buf, 0, sectors * SECTOR, lba * SECTOR);
@@ -220,15 +227,13 @@ function openBaseline(variant: PathVariant, w: Workload, cache: CacheState, imag
 }
 
 async function openIde(variant: PathVariant, engine: TapEngine, backend: BlockBackend, w: Workload) {
+  // As a user's program: describe the machine, build it, and let the guest's ATA driver find the drive.
   const m = buildMachine({
-    memory: alignedRam(64 * 1024 * 1024),
     ide: [{ position: "primary-master", medium: { engine } }],
     pc: { firmwareInit: true },
   });
   const hv = m.hv;
-  const drive = new AtaDrive(hv.vcpu(0), { via: IDE_VIA[variant]!, bmBase: m.pc!.bmBase ?? undefined });
-  const id = await drive.probe();
-  if (!id) throw new Error("the IDE drive did not answer the probe");
+  const drive = (await openAtaPath(m, IDE_VIA[variant]!)).drive;
   // A kernel's buffers are in its own RAM: each slot is a DMA-able guest buffer, so the PRDs (or REP INSW's
   // destination) point at it and nothing is copied after the transfer.
   const bufs: Uint8Array[] = [];
@@ -238,6 +243,7 @@ async function openIde(variant: PathVariant, engine: TapEngine, backend: BlockBa
   const session: Session = {
     hv,
     bufs,
+    ramAligned: ramAligned(hv),
     read: async (lba, sectors, slot) => {
       const out = bufs[slot]!.subarray(0, sectors * SECTOR);
       await drive.readInto(lba, out);
@@ -246,6 +252,7 @@ async function openIde(variant: PathVariant, engine: TapEngine, backend: BlockBa
     write: (lba, data) => drive.write(lba, data),
     storageRequests: () => engine.submitted,
     close: async () => {
+      await m.close();
       await engine.drain();
       backend.close();
     },
@@ -254,21 +261,23 @@ async function openIde(variant: PathVariant, engine: TapEngine, backend: BlockBa
 }
 
 async function openPv(pv: PvSettings, engine: TapEngine, backend: BlockBackend, w: Workload) {
-  // The frontend's pages come from 16 MiB up: every slot's buffer (the guest's own pages), and as many again
-  // for the driver's pool pages and indirect pages.
+  // As a user's program: a machine with one PV disk on the engine, and the guest's blkfront connected to it.
+  // The default RAM holds every slot's buffer (the guest's own pages) and the driver's pool and indirect
+  // pages; a deeper queue of larger blocks gets more.
   const slotBytes = w.qd * w.blockSize;
-  const hv = new Hypervisor({ memory: alignedRam(32 * 1024 * 1024 + 2 * slotBytes) });
-  const m: PvMachine = await createPvMachine({
-    engine,
-    hv,
+  const m = buildMachine({
+    pc: false,
+    ...(slotBytes > 8 * 1024 * 1024 ? { ram: 32 * 1024 * 1024 + 2 * slotBytes } : {}),
+    pv: [{ medium: { engine }, persistent: pv.persistent, merge: pv.merge }],
+  });
+  const path = await openPvPath(m, {
     ringPages: pv.ringPages,
     indirect: pv.indirect,
     persistent: pv.persistent,
-    merge: pv.merge,
     // Every slot's pages may stay granted (zero copy), within what one grant table holds beside the pool.
     directPages: Math.min(8192, Math.ceil(slotBytes / 4096)),
   });
-  const front = m.front;
+  const front = path.front;
   // A kernel reads into and writes from pages it owns: each slot's buffer is guest memory, granted as it is.
   const bufs: Uint8Array[] = [];
   for (let i = 0; i < w.qd; i++) {
@@ -277,6 +286,7 @@ async function openPv(pv: PvSettings, engine: TapEngine, backend: BlockBackend, 
   const session: Session = {
     hv: m.hv,
     bufs,
+    ramAligned: ramAligned(m.hv),
     read: async (lba, sectors, slot) => {
       const out = bufs[slot]!.subarray(0, sectors * SECTOR);
       await front.readInto(lba, out);
@@ -286,6 +296,7 @@ async function openPv(pv: PvSettings, engine: TapEngine, backend: BlockBackend, 
     storageRequests: () => engine.submitted,
     loop: (op, sectors, next, deadline) => pvLoop(front, bufs, op, sectors, next, deadline),
     close: async () => {
+      await path.close();
       await m.close();
       await engine.drain();
       backend.close();

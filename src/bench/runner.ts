@@ -82,6 +82,7 @@ export function emptyRow(cell: CellSpec, status: Row["status"], note: string): R
     storagePerIo: null,
     wallSeconds: 0,
     warm: null,
+    ramAligned: null,
   };
 }
 
@@ -212,6 +213,7 @@ export async function runCell(cell: CellSpec, o: RunOptions): Promise<Row> {
       storagePerIo: session.storageRequests() === null ? null : storage / allOps,
       wallSeconds: wall,
       warm,
+      ramAligned: session.ramAligned,
     };
   } finally {
     // A path left broken by a failure may never drain: do not wait for it forever.

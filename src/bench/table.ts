@@ -4,6 +4,8 @@ import type { BenchResult, Row } from "./types.ts";
 
 export const ROW_HEADER = [
   "path",
+  "engine",
+  "RAM",
   "cache",
   "op",
   "pat",
@@ -27,6 +29,8 @@ export function rowCells(r: Row): string[] {
     ok && r.iops.median > 0 ? `±${(((r.iops.max - r.iops.min) / 2 / r.iops.median) * 100).toFixed(0)}%` : "-";
   return [
     r.path,
+    r.engine ?? "-",
+    ramText(r.ramAligned),
     r.cache,
     r.op,
     r.pattern,
@@ -43,6 +47,11 @@ export function rowCells(r: Row): string[] {
     ok && r.family !== "baseline" ? fmtNum(r.cyclesPerIo) : "-",
     ok ? r.wallSeconds.toFixed(2) : "-",
   ];
+}
+
+/** The alignment of the memory a row's data lands in (guest RAM or the baseline's buffers). */
+function ramText(aligned: boolean | null | undefined): string {
+  return aligned === true ? "aligned" : aligned === false ? "UNALIGNED" : "-";
 }
 
 export function rowsText(rows: Row[]): string {

@@ -119,6 +119,11 @@ export interface Row {
   /** Total seconds the measured repeats took. */
   wallSeconds: number;
   warm: WarmInfo | null;
+  /**
+   * Whether the memory the data lands in (guest RAM for the emulated paths, the buffers of the baselines)
+   * starts on a page boundary; null when the row did not run.
+   */
+  ramAligned?: boolean | null;
 }
 
 export interface MachineInfo {
@@ -144,6 +149,11 @@ export interface DispatchResult {
   ioreqExitsPerCpuSec: Spread;
   /** Exits per second inside a real PIO data-in workload (16-bit, null disk), guest driver included. */
   pioWorkloadExitsPerSec: number | null;
+  /**
+   * Exits per second of this process's CPU time inside a real 16-bit PIO READ workload (the guest ATA driver
+   * reading 64 KiB commands from the null disk), measured on its own; absent in older results.
+   */
+  pioWorkloadExitsPerCpuSec?: Spread | null;
 }
 
 export interface RssResult {
@@ -172,6 +182,29 @@ export interface QtestResult {
   firstPass?: { xenide: number; qemu: number | null };
 }
 
+/** One explanation measured in the run (src/bench/probes.ts): what was asked, the figures, the verdict. */
+export interface ProbeResult {
+  id: string;
+  question: string;
+  measured: Record<string, number>;
+  verdict: string;
+}
+
+/** A fresh process importing the package's entry point and reading 64 KiB through PV (src/bench/startup.ts). */
+export interface StartupResult {
+  status: "ok" | "error";
+  note?: string;
+  /** The entry point the child imported. */
+  entry: string | null;
+  /** From process start to the first completed request. */
+  firstRequestMs: number;
+  /** Requests completed in the first second after the first one. */
+  firstSecondPerSec: number;
+  /** Requests per second over a second starting two seconds after the first one. */
+  steadyPerSec: number;
+  importMs?: number;
+}
+
 export interface TargetResult {
   id: string;
   text: string;
@@ -190,6 +223,94 @@ export interface CostRow {
   source: string;
 }
 
+/** A medium of the format comparison (src/bench/formats.ts): the raw image, its qcow2 copy, an NBD export of it. */
+export type FormatMedium = "raw" | "qcow2" | "nbd";
+
+/** One medium at one queue depth: xenide's medium on the async engine next to `qemu-img bench` on the same bytes. */
+export interface FormatRow {
+  medium: FormatMedium;
+  qd: number;
+  blockSize: number;
+  /** Whether xenide opened the file with O_DIRECT (never for NBD: the server owns the file). */
+  direct: boolean;
+  status: "ok" | "unavailable" | "error";
+  note?: string;
+  /** xenide, random reads (the pattern the targets read). */
+  xenideRandIops: Spread | null;
+  /** xenide, sequential reads from offset 0 (the only pattern `qemu-img bench` has). */
+  xenideSeqIops: Spread | null;
+  qemuImgIops: Spread | null;
+  /** xenide random over qemu-img bench (median IOPS). */
+  ratio: number | null;
+  /** xenide sequential over qemu-img bench: like with like. */
+  seqRatio: number | null;
+  /** The qemu-img command line of the last repeat. */
+  qemuImg: string;
+}
+
+export interface FormatsResult {
+  status: "ok" | "unavailable" | "error";
+  note?: string;
+  qemuImgVersion: string | null;
+  qemuNbdVersion?: string;
+  /** Bytes the workloads address. */
+  imageBytes: number;
+  repeats: number;
+  budgetMs: number;
+  rows: FormatRow[];
+  /** Media whose bytes were read back and compared with the image before they were measured. */
+  checked?: FormatMedium[];
+}
+
+/** One case of QEMU's ide-test run against one program. */
+export interface IdeTestCase {
+  name: string;
+  ok: boolean;
+  /** Wall time of the case's process (the median round's when it ran more than once). */
+  seconds: number;
+  /** Each round's seconds, when it ran more than once. */
+  rounds?: number[];
+  /** The last line of its output when it failed. */
+  note?: string;
+}
+
+/** QEMU 7.2's tests/qtest/ide-test against xenide's launcher and against QEMU, case by case, interleaved. */
+export interface IdeTestResult {
+  status: "ok" | "unavailable" | "error";
+  note?: string;
+  /** Cases listed by the binary (each run in its own process). */
+  cases: number;
+  /** Times each case ran against each program (absent: once). */
+  rounds?: number;
+  launcher: { passed: number; seconds: number; cases: IdeTestCase[] };
+  /** null: QEMU was not measured (the reason is `qemuNote`). */
+  qemu: { version: string; passed: number; seconds: number; cases: IdeTestCase[] } | null;
+  qemuNote?: string;
+  /** Cases both programs passed: the ones the ratio compares. */
+  compared: number;
+  /** The launcher's wall time over QEMU's, over the cases both passed (lower is better). */
+  ratio: number | null;
+}
+
+/** CD-ROM reads (READ(10) by PACKET) through PIO and DMA, with the disk's figures beside them. */
+export interface CdRow {
+  device: "cd" | "disk";
+  via: "pio" | "dma";
+  /** Bytes per command. */
+  bytesPerCommand: number;
+  /** Port and MMIO exits per command, per 2 KiB of data, per MiB. */
+  exitsPerCommand: number;
+  exitsPer2KiB: number;
+  exitsPerMiB: number;
+  irqPerCommand: number;
+}
+
+export interface CdResult {
+  status: "ok" | "unavailable" | "error";
+  note?: string;
+  rows: CdRow[];
+}
+
 export interface BenchResult {
   schema: typeof BENCH_SCHEMA;
   startedAt: string;
@@ -206,6 +327,15 @@ export interface BenchResult {
   rss: RssResult | null;
   qtest: QtestResult | null;
   targets: TargetResult[];
+  /** The explanations, each measured in this run (absent in results of older versions). */
+  probes?: ProbeResult[];
+  startup?: StartupResult | null;
+  /** QEMU's ide-test against the launcher and against QEMU (absent in older results; null: not run). */
+  ideTest?: IdeTestResult | null;
+  /** raw, qcow2 and NBD media against `qemu-img bench` (absent in older results; null: not run). */
+  formats?: FormatsResult | null;
+  /** CD-ROM reads by PIO and DMA beside the disk's (absent in older results; null: not run). */
+  cd?: CdResult | null;
   /** Paths that could not run at all, with the reason. */
   unavailable: { path: string; reason: string }[];
   /** Data checks made on every path before it was measured. */

@@ -6,6 +6,15 @@
 import fs from "node:fs";
 import path from "node:path";
 
+import {
+  cdLine,
+  cdTable,
+  formatsLine,
+  formatsTable,
+  ideTestLine,
+  ideTestTable,
+  type Table,
+} from "../bench/compare.ts";
 import { firstPassText, fmtNum, fmtRatio, fmtSize } from "../bench/format.ts";
 import { findRow } from "../bench/targets.ts";
 import { machineLine, ROW_HEADER, rowCells } from "../bench/table.ts";
@@ -87,6 +96,44 @@ export function parseBench(text: string): BenchResult {
     d[k]!.forEach((e: unknown, i: number) => want(isObj(e), `"${k}" entry ${i} is not an object`));
   for (const k of ["dispatch", "rss", "qtest"] as const)
     want(d[k] === undefined || d[k] === null || isObj(d[k]), `"${k}" is neither null nor an object`);
+  // The comparisons are absent in older results; present, they hold what their sections read.
+  const status = (v: Record<string, unknown>) => ["ok", "unavailable", "error"].includes(v.status as string);
+  const f: unknown = d.formats;
+  if (f !== undefined && f !== null) {
+    want(isObj(f) && status(f) && Array.isArray(f.rows), `"formats" lacks its status or rows`);
+    (f as { rows: unknown[] }).rows.forEach((r, i) =>
+      want(
+        isObj(r) && typeof r.medium === "string" && num(r.qd) && typeof r.status === "string",
+        `"formats" row ${i} is not a measured medium`,
+      ),
+    );
+  }
+  const t: unknown = d.ideTest;
+  if (t !== undefined && t !== null) {
+    want(
+      isObj(t) && status(t) && num(t.cases) && isObj(t.launcher) && Array.isArray(t.launcher.cases),
+      `"ideTest" lacks its status, case count or launcher cases`,
+    );
+    const it = t as { launcher: { cases: unknown[] }; qemu: unknown };
+    const q = it.qemu;
+    want(q === null || (isObj(q) && Array.isArray(q.cases)), `"ideTest.qemu" is neither null nor cases`);
+    const qCases = q === null ? [] : (q as { cases: unknown[] }).cases;
+    for (const c of [...it.launcher.cases, ...qCases])
+      want(
+        isObj(c) && typeof c.name === "string" && typeof c.ok === "boolean" && num(c.seconds),
+        `"ideTest" has a case that is not a result`,
+      );
+  }
+  const c: unknown = d.cd;
+  if (c !== undefined && c !== null) {
+    want(isObj(c) && status(c) && Array.isArray(c.rows), `"cd" lacks its status or rows`);
+    (c as { rows: unknown[] }).rows.forEach((r, i) =>
+      want(
+        isObj(r) && typeof r.device === "string" && num(r.exitsPerMiB),
+        `"cd" row ${i} is not a measured read`,
+      ),
+    );
+  }
   return d as BenchResult;
 }
 
@@ -665,6 +712,43 @@ function extrasSection(res: BenchResult): Section {
   return { id: "extras", heading: "Port exits, memory, qtest", paragraphs: p, chart: null };
 }
 
+/**
+ * The comparisons with QEMU's own programs and the CD-ROM rows, one section each, present only when the run
+ * measured them (older results and runs that left them out have none).
+ */
+function comparisonSections(res: BenchResult): Section[] {
+  const out: Section[] = [];
+  const section = (id: string, heading: string, line: string, t: Table | null): Section => ({
+    id,
+    heading,
+    paragraphs: [line],
+    chart: null,
+    ...(t && t.rows.length ? { table: { header: t.header, rows: t.rows } } : {}),
+  });
+  if (res.formats) {
+    out.push(
+      section(
+        "formats",
+        "raw, qcow2 and NBD against qemu-img bench",
+        formatsLine(res.formats),
+        formatsTable(res.formats),
+      ),
+    );
+  }
+  if (res.ideTest) {
+    out.push(
+      section(
+        "ide-test",
+        "QEMU's ide-test: the launcher against QEMU",
+        ideTestLine(res.ideTest),
+        ideTestTable(res.ideTest),
+      ),
+    );
+  }
+  if (res.cd) out.push(section("cd", "CD-ROM reads by PIO and DMA", cdLine(res.cd), cdTable(res.cd)));
+  return out;
+}
+
 function targetsSection(res: BenchResult): Section {
   return {
     id: "targets",
@@ -784,6 +868,7 @@ export function buildSections(res: BenchResult, guests?: GuestFigures): Section[
     syncAsyncSection(res),
     pvVariantsSection(res),
     extrasSection(res),
+    ...comparisonSections(res),
     ...guestSections(guests),
   ];
 }

@@ -1,4 +1,7 @@
-/** The benchmark's progress names only steps it takes: with --no-rss --no-qtest those two never appear. */
+/**
+ * The benchmark's progress names only steps it takes: with --no-rss --no-qtest --no-formats those never
+ * appear, and the ide-test comparison is not a quick run's step unless asked for.
+ */
 import { describe, expect, it } from "vitest";
 import { runBench } from "../../src/bench/index.ts";
 
@@ -12,10 +15,13 @@ describe("bench progress", () => {
       budgetMs: 5,
       rss: false,
       qtest: false,
+      formats: false,
       progress: (d, t, what) => seen.push([d, t, what]),
     });
     expect(seen.length).toBeGreaterThan(2);
-    expect(seen.map(([, , w]) => w).filter((w) => /streaming|qtest/.test(w))).toEqual([]);
+    const steps = seen.map(([, , w]) => w);
+    expect(steps.filter((w) => /streaming|qtest|qemu-img|ide-test/.test(w))).toEqual([]);
+    expect(steps.filter((w) => /CD-ROM/.test(w))).toHaveLength(1);
     const [lastDone, total] = seen[seen.length - 1]!;
     expect(lastDone).toBe(total);
   }, 120_000);

@@ -25,6 +25,9 @@ interface BenchFlags {
   only?: string;
   rss: boolean;
   qtest: boolean;
+  ideTest?: boolean;
+  formats: boolean;
+  cd: boolean;
   threadpool: string;
   save: boolean;
   rssProbe?: string;
@@ -59,6 +62,13 @@ export function register(program: Command): void {
     .option("--only <ids>", "comma-separated substrings of path ids to run (baselines always run)")
     .option("--no-rss", "skip streaming 4 GiB through PV (the memory target)")
     .option("--no-qtest", "skip the qtest comparison with QEMU")
+    .option(
+      "--ide-test",
+      "run QEMU's ide-test against the launcher and against QEMU, side by side (default in full runs, ~2 min)",
+    )
+    .option("--no-ide-test", "skip QEMU's ide-test comparison")
+    .option("--no-formats", "skip the raw/qcow2/NBD comparison with qemu-img bench")
+    .option("--no-cd", "skip the CD-ROM rows (reads by PIO and DMA beside the disk's)")
     .option("--threadpool <n>", "libuv thread pool size for the run (UV_THREADPOOL_SIZE)", "16")
     .addOption(new Option("--rss-probe <bytes>").hideHelp())
     .addHelpText(
@@ -104,6 +114,9 @@ export function register(program: Command): void {
         only,
         rss: flags.rss,
         qtest: flags.qtest,
+        ...(flags.ideTest !== undefined ? { ideTest: flags.ideTest } : {}),
+        formats: flags.formats,
+        cd: flags.cd,
         cli: entry,
         progress: bar.update,
       }).catch((e: unknown) => {

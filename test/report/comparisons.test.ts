@@ -1,0 +1,195 @@
+/**
+ * The report's sections for the comparisons with QEMU's own programs (qemu-img bench, ide-test) and the
+ * CD-ROM rows, and `parseBench` on the result fields behind them: carried through when present, left out
+ * when absent (older results), refused when malformed.
+ */
+import { describe, expect, it } from "vitest";
+
+import { benchMarkdown, benchText } from "../../src/bench/output.ts";
+import { checkTargets } from "../../src/bench/targets.ts";
+import { BENCH_SCHEMA, type BenchResult } from "../../src/bench/types.ts";
+import { COUNTER_KINDS, DEFAULT_COSTS } from "../../src/hypervisor/accounting.ts";
+import { buildSections, parseBench, renderReport, ReportInputError } from "../../src/report/index.ts";
+
+const spread = (m: number) => ({ median: m, min: m, max: m });
+
+/** A result with no cells and the three comparisons filled in (made-up figures the report must carry). */
+function result(): BenchResult {
+  const partial = {
+    rows: [],
+    dispatch: null,
+    rss: null,
+    qtest: null,
+    formats: {
+      status: "ok" as const,
+      qemuImgVersion: "qemu-img version 7.2.22",
+      imageBytes: 64 << 20,
+      repeats: 3,
+      budgetMs: 200,
+      checked: ["raw" as const, "qcow2" as const],
+      rows: [
+        {
+          medium: "qcow2" as const,
+          qd: 32,
+          blockSize: 4096,
+          direct: true,
+          status: "ok" as const,
+          xenideRandIops: spread(21234),
+          xenideSeqIops: spread(22345),
+          qemuImgIops: spread(23456),
+          ratio: 21234 / 23456,
+          seqRatio: 22345 / 23456,
+          qemuImg: "qemu-img bench -f qcow2 -t none -d 32 -s 4K -c 5000 /tmp/x.qcow2",
+        },
+        {
+          medium: "nbd" as const,
+          qd: 1,
+          blockSize: 4096,
+          direct: false,
+          status: "unavailable" as const,
+          note: "qemu-nbd not installed",
+          xenideRandIops: null,
+          xenideSeqIops: null,
+          qemuImgIops: null,
+          ratio: null,
+          seqRatio: null,
+          qemuImg: "",
+        },
+      ],
+    },
+    ideTest: {
+      status: "ok" as const,
+      cases: 1,
+      rounds: 3,
+      launcher: {
+        passed: 1,
+        seconds: 0.35,
+        cases: [{ name: "/x86_64/ide/identify", ok: true, seconds: 0.35 }],
+      },
+      qemu: {
+        version: "QEMU emulator version 7.2.22",
+        passed: 1,
+        seconds: 0.25,
+        cases: [{ name: "/x86_64/ide/identify", ok: true, seconds: 0.25 }],
+      },
+      compared: 1,
+      ratio: 1.4,
+    },
+    cd: {
+      status: "ok" as const,
+      rows: [
+        {
+          device: "cd" as const,
+          via: "dma" as const,
+          bytesPerCommand: 32768,
+          exitsPerCommand: 23,
+          exitsPer2KiB: 23 / 16,
+          exitsPerMiB: 736,
+          irqPerCommand: 1,
+        },
+      ],
+    },
+  };
+  return {
+    schema: BENCH_SCHEMA,
+    startedAt: "2026-01-01T00:00:00.000Z",
+    finishedAt: "2026-01-01T00:10:00.000Z",
+    quick: true,
+    machine: {
+      cpu: "test cpu",
+      cores: 2,
+      memGiB: 4,
+      os: "Linux x64",
+      kernel: "6",
+      node: "20",
+      v8: "11",
+      uvThreadpool: 16,
+      hostname: "h",
+      loadAvg: { start: 0.5, end: 0.5 },
+    },
+    image: { path: "/x", bytes: 1 << 20, workingSetBytes: 1 << 20, directSupported: true },
+    settings: { repeats: 3, budgetMs: 10 },
+    costs: COUNTER_KINDS.map((k) => ({
+      kind: k,
+      cycles: DEFAULT_COSTS[k].cycles,
+      source: DEFAULT_COSTS[k].source,
+    })),
+    modelGHz: 3.5,
+    ...partial,
+    targets: checkTargets(partial),
+    unavailable: [],
+    checks: [],
+  };
+}
+
+describe("report: comparisons with QEMU and CD-ROM rows", () => {
+  it("a section each, with the run's figures in its table", () => {
+    const s = buildSections(parseBench(JSON.stringify(result())));
+    const sec = (id: string) => s.find((x) => x.id === id)!;
+    expect(sec("formats").table!.rows).toEqual([
+      ["qcow2 (O_DIRECT)", "32", "21.2k", "22.3k", "23.5k", "0.91x", "0.95x"],
+      ["nbd", "1", "unavailable: qemu-nbd not installed", "", "", "", ""],
+    ]);
+    expect(sec("formats").paragraphs.join(" ")).toMatch(
+      /qemu-img version 7\.2\.22.*bytes checked through raw, qcow2/,
+    );
+    expect(sec("ide-test").table!.rows).toEqual([["/ide/identify", "pass 0.35 s", "pass 0.25 s", "1.40x"]]);
+    expect(sec("ide-test").paragraphs[0]).toMatch(/median of 3 rounds.*launcher takes 1\.40x QEMU's time/);
+    expect(sec("cd").table!.rows).toEqual([
+      ["CD-ROM, PACKET READ(10)", "DMA", "32K", "23.0", "1.44", "736", "1.00"],
+    ]);
+    // The targets section carries the comparison's verdicts.
+    const targets = sec("targets").table!.rows.map((r) => r[0]);
+    expect(targets.some((t) => /qcow2.*qemu-img bench/.test(t!))).toBe(true);
+    expect(targets.some((t) => /ide-test/.test(t!))).toBe(true);
+  });
+
+  it("the page and its Markdown twin show the tables", async () => {
+    const r = await renderReport(result());
+    for (const text of [r.html, r.markdown]) {
+      expect(text).toContain("raw, qcow2 and NBD against qemu-img bench");
+      expect(text).toContain("ide-test: the launcher against QEMU");
+      expect(text).toContain("CD-ROM reads by PIO and DMA");
+      expect(text).toContain("23.5k");
+    }
+  });
+
+  it("the terminal table and the Markdown summary carry the same three tables", () => {
+    const r = result();
+    const text = benchText(r);
+    expect(text).toMatch(/^qcow2 \(O_DIRECT\) +32 +21\.2k +22\.3k +23\.5k +0\.91x +0\.95x$/m);
+    expect(text).toMatch(/^\/ide\/identify +pass 0\.35 s +pass 0\.25 s +1\.40x$/m);
+    expect(text).toMatch(/^CD-ROM, PACKET READ\(10\) +DMA +32K +23\.0 +1\.44 +736 +1\.00$/m);
+    const md = benchMarkdown(r);
+    expect(md).toContain("| qcow2 (O_DIRECT) | 32 | 21.2k | 22.3k | 23.5k | 0.91x | 0.95x |");
+    expect(md).toContain("| /ide/identify | pass 0.35 s | pass 0.25 s | 1.40x |");
+    expect(md).toContain("| CD-ROM, PACKET READ(10) | DMA | 32K | 23.0 | 1.44 | 736 | 1.00 |");
+  });
+
+  it("an older result without the comparisons has none of their sections", () => {
+    const r = result() as Partial<BenchResult>;
+    delete r.formats;
+    delete r.ideTest;
+    delete r.cd;
+    const ids = buildSections(parseBench(JSON.stringify(r))).map((x) => x.id);
+    for (const id of ["formats", "ide-test", "cd"]) expect(ids).not.toContain(id);
+  });
+
+  it("parseBench refuses a comparison that is not what its section reads", () => {
+    const bad = (edit: (r: Record<string, any>) => void) => {
+      const r = JSON.parse(JSON.stringify(result())) as Record<string, any>;
+      edit(r);
+      return () => parseBench(JSON.stringify(r));
+    };
+    expect(bad((r) => (r.formats.rows = "none"))).toThrow(/"formats" lacks its status or rows/);
+    expect(bad((r) => (r.formats.status = "fine"))).toThrow(ReportInputError);
+    expect(bad((r) => delete r.formats.rows[0].qd)).toThrow(/"formats" row 0/);
+    expect(bad((r) => delete r.ideTest.launcher)).toThrow(/"ideTest" lacks/);
+    expect(bad((r) => (r.ideTest.qemu.cases[0].ok = "yes"))).toThrow(/"ideTest" has a case/);
+    expect(bad((r) => (r.ideTest.qemu = 3))).toThrow(/"ideTest.qemu"/);
+    expect(bad((r) => (r.cd.rows[0].exitsPerMiB = null))).toThrow(/"cd" row 0/);
+    expect(bad((r) => (r.cd = []))).toThrow(/"cd" lacks/);
+    // null is "not run" and passes.
+    expect(bad((r) => ((r.formats = null), (r.ideTest = null), (r.cd = null)))).not.toThrow();
+  });
+});
