@@ -141,11 +141,17 @@ export class BusMaster implements IdeDmaOps {
     return (this.cmd & BM_CMD_READ) !== 0;
   }
 
-  /** PIIX3/QEMU reset values: everything zero. */
+  /**
+   * PIIX3/QEMU reset values (QEMU's bmdma_reset): every register zero, the drive capability bits included, and
+   * the command the engine was serving forgotten (its drive has cancelled it).
+   */
   reset(): void {
     this.cmd = 0;
     this.status = 0;
     this.prdt = 0;
+    this.owner = null;
+    this.run = null;
+    this.bounce = null;
   }
 
   // ------------------------------------------------------------------------------------------------

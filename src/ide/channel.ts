@@ -295,6 +295,20 @@ export class IdeChannel implements PortIoDevice, AtaBus {
   }
 
   /**
+   * A hardware reset of the channel (the machine's RESET; QEMU's ide_bus_reset): device 0 selected, Device
+   * Control cleared (nIEN, SRST, HOB), both positions reset (`AtaCore.hardReset`), and the interrupt line low,
+   * as RESET leaves INTRQ deasserted (ATA-6 §5.2.9). QEMU 7.2 does not lower it: an interrupt raised before the
+   * reset stays asserted until the guest reads Status or writes a command (observed over qtest), so the
+   * "qemu-7.2" profile leaves the line as it is. No interrupt follows. The DMA engine is its owner's to reset.
+   */
+  hardReset(): void {
+    this.unit = 0;
+    this.ctl = 0;
+    for (const d of this.devices) d.hardReset();
+    if (!this.qemu) this.lowerIrq();
+  }
+
+  /**
    * EXECUTE DEVICE DIAGNOSTIC (ATA-6 §8.11): both devices run it; each shows the signature and the diagnostic
    * code, and device 0 is selected afterwards (QEMU 7.2 likewise clears DEV).
    */

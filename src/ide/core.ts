@@ -381,6 +381,31 @@ export class AtaCore {
     this.kind.reset?.(this);
   }
 
+  /**
+   * A hardware reset (the machine's RESET: QEMU's ide_reset from ide_bus_reset; ATA-6 §9.1): the command in
+   * progress is abandoned (blocks already acknowledged still go to the medium, `cancel`), then the software
+   * reset's register state. The medium stays in. "qemu-7.2": no diagnostic runs, so every position, a PACKET
+   * device and an empty one included, shows READY|SEEK (50h) with Error 00h, and the settings a reset keeps
+   * (write cache, transfer modes, cached IDENTIFY data) stay. Otherwise the power-on state: the diagnostic's
+   * Error 01h, the kind's power-on status, and every setting back to its power-on value (ATA-6 §8.37.2: SET
+   * FEATURES settings last until the next power-on or hardware reset).
+   */
+  hardReset(): void {
+    if (this.kind) this.cancel();
+    if (this.qemu) {
+      this.reset();
+      this.status = ST_DRDY | ST_DSC;
+      this.error = 0;
+      return;
+    }
+    const s = this.settings;
+    s.revert();
+    s.revertOnReset = false;
+    s.smartEnabled = true;
+    this.reset();
+    this.status = this.kind ? (this.kind.powerOnStatus ?? this.kind.readyStatus) : 0;
+  }
+
   /** EXECUTE DEVICE DIAGNOSTIC on this device, whichever device the command was written to. */
   diagnose(): void {
     if (!this.kind) {

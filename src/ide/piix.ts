@@ -159,6 +159,33 @@ export class PiixIde implements PciFunction {
     while (q.length > 0) q.shift()!();
   }
 
+  /** Queue `work` for the next main-loop iteration (`runBottomHalves`), after the work already queued. */
+  queueBottomHalf(work: () => void): void {
+    this.bottomHalves.push(work);
+    if (this.bottomHalves.length === 1) setImmediate(() => this.runBottomHalves());
+  }
+
+  /**
+   * The function's part of a machine reset (QEMU's piix_ide_reset and pci_do_device_reset): both channels and
+   * their drives reset (`IdeChannel.hardReset`), then each Bus Master engine (bmdma_reset); the configuration
+   * header back to its reset values — command 0000h (I/O decode and bus mastering off), status 0280h, cache line
+   * size and interrupt line 00h, BAR4 00000001h (unassigned, no longer decoded). The device-specific area
+   * (IDETIM, SIDETIM) keeps its value in the "qemu-7.2" profile, as QEMU 7.2 has no reset for it (observed);
+   * otherwise it returns to 0 (PIIX3 datasheet §2.7: IDETIM and SIDETIM default 0000h/00h on a hard reset).
+   */
+  reset(): void {
+    for (const ch of this.channels) ch.hardReset();
+    for (const bm of this.busMasters) bm.reset();
+    const c = this.config;
+    put16(c, 0x04, 0);
+    put16(c, 0x06, 0x0280);
+    c[0x0c] = 0;
+    c[0x3c] = 0;
+    if (this.hasBusMaster) put32(c, 0x20, 0x00000001);
+    if (this.compat !== "qemu-7.2") c.fill(0, 0x40);
+    this.remapBar4();
+  }
+
   /** Orderly power-down of both channels' drives: held write-cache blocks go to their media. */
   writeBack(): void {
     for (const ch of this.channels) ch.writeBack();

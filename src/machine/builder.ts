@@ -63,6 +63,14 @@ export interface Machine {
   settle(): Promise<void>;
   /** Settle, then close the media the machine opened. Idempotent. */
   close(): Promise<void>;
+  /**
+   * Reset the machine now (QEMU's qemu_system_reset; `Pc.reset`): PCI functions, IDE channels, drives and Bus
+   * Masters back to their reset state, interrupt lines low, media kept. A command in progress is cancelled: PIO
+   * blocks already acknowledged to the guest still go to the medium, and a storage request already submitted
+   * completes on its own but no longer reaches the guest. The PV side is left alone: Xen has no reset of a PV
+   * disk in this sense (a rebooting guest's blkfront closes and reconnects through xenbus).
+   */
+  reset(): void;
 }
 
 interface Opened {
@@ -199,6 +207,9 @@ export function buildMachine(desc: MachineDescription = {}): Machine {
         pc?.ide.runBottomHalves();
         await settleEngines(engines);
         pc?.ide.runBottomHalves();
+      },
+      reset() {
+        pc?.reset();
       },
       async close() {
         if (closed) return;

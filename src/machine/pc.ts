@@ -41,6 +41,15 @@ export interface Pc {
   isaBridge: PlainPciFunction;
   /** BAR4 base when firmwareInit placed it, else null (the guest must assign it). */
   bmBase: number | null;
+  /**
+   * Reset the PC now, as QEMU 7.2's qemu_system_reset does to its devices: Reset Control to 0, every PCI
+   * function's header back to its reset values (the IDE function's BAR4 unassigned, command 0: the state before
+   * firmware ran, whatever `firmwareInit` did), the IDE channels, drives and Bus Masters reset (`PiixIde.reset`).
+   * Media stay inserted.
+   */
+  reset(): void;
+  /** Called after each reset the guest asked for through port 0xCF9 (QEMU's RESET event, "guest-reset"). */
+  onGuestReset: (() => void) | null;
 }
 
 export const BM_BASE_DEFAULT = 0xc000;
@@ -82,13 +91,32 @@ export function createPc(opts: PcOptions = {}): Pc {
     busMaster: opts.busMaster ?? true,
     compat: opts.compat,
   });
+  if (qemu) {
+    // The chipset registers QEMU 7.2 shows at reset (read from QEMU 7.2): the i440FX's DRAM control (57h) and
+    // SMRAM (72h); the PIIX3's as its reset handler writes them (IORT 4Dh, XBCS 0003h, PIRQ routing disabled,
+    // top of memory, motherboard IRQ and DMA routing off, PCSC, SMI control, fast-off timer). A reset restores them.
+    hostBridge.config[0x57] = 0x10;
+    hostBridge.config[0x72] = 0x02;
+    hostBridge.captureResetState();
+    const isa = isaBridge.config;
+    isa.set([0x4d, 0x00, 0x03, 0x00], 0x4c);
+    isa.fill(0x80, 0x60, 0x64);
+    isa[0x69] = 0x02;
+    isa[0x70] = 0x80;
+    isa[0x76] = isa[0x77] = 0x0c;
+    isa[0x78] = 0x02;
+    isa[0xa0] = 0x08;
+    isa[0xa8] = 0x0f;
+    isaBridge.captureResetState();
+  }
   pci.add(0, 0, 0, hostBridge);
   pci.add(0, 1, 0, isaBridge);
   pci.add(0, IDE_PCI_DEVICE, IDE_PCI_FUNCTION, ide);
+  let acpi: PlainPciFunction | null = null;
   if (qemu) {
     // PIIX4 ACPI (00:01.3) as QEMU 7.2 shows it at reset: IDs, status 0280h, class 068000h rev 03h, INTA, the
     // PM base register's I/O indicator. Only its configuration space: the power-management block is not modelled.
-    const acpi = new PlainPciFunction({
+    acpi = new PlainPciFunction({
       vendor: 0x8086,
       device: 0x7113,
       classCode: 0x068000,
@@ -98,6 +126,13 @@ export function createPc(opts: PcOptions = {}): Pc {
     });
     acpi.config[0x3d] = 0x01;
     acpi.config[0x40] = 0x01;
+    // Also as read from QEMU 7.2: DEVRESB, DEVACTB, PMREGMISC/SMBus base indicator and the SMBus host config.
+    acpi.config[0x5f] = 0x10;
+    acpi.config[0x63] = 0x60;
+    acpi.config[0x90] = 0x01;
+    acpi.config[0x91] = 0xb1;
+    acpi.config[0xd2] = 0x09;
+    acpi.captureResetState();
     pci.add(0, 1, 3, acpi);
     // Digital Input Register of the floppy controller QEMU's pc always has: 80h (disk changed), writes ignored.
     hv.bus.register(0x3f7, 1, { ioRead: () => 0x80, ioWrite: () => {} }, "fdc-dir");
@@ -111,5 +146,30 @@ export function createPc(opts: PcOptions = {}): Pc {
     ide.configWrite(0x42, 2, 0x8000); // IDETIM secondary
     if (ide.hasBusMaster) bmBase = BM_BASE_DEFAULT;
   }
-  return { hv, ide, pci, hostBridge, isaBridge, bmBase };
+  const pc: Pc = {
+    hv,
+    ide,
+    pci,
+    hostBridge,
+    isaBridge,
+    bmBase,
+    reset() {
+      pci.reset();
+      // The i440FX has no reset of its own beyond the PCI header; PIIX3's and PIIX4's rewrite their registers.
+      hostBridge.reset(false);
+      isaBridge.reset(true);
+      acpi?.reset(true);
+      ide.reset();
+    },
+    onGuestReset: null,
+  };
+  const guestReset = (): void => {
+    pc.reset();
+    pc.onGuestReset?.();
+  };
+  // QEMU 7.2 only requests the reset (qemu_system_reset_request); its main loop performs it on its next
+  // iteration, so accesses later in the same qtest chunk still see the old state (observed). Real hardware
+  // resets at once.
+  pci.onResetRequest = qemu ? () => ide.queueBottomHalf(guestReset) : guestReset;
+  return pc;
 }

@@ -2,8 +2,9 @@
  * PCI configuration mechanism #1 (PCI Local Bus Specification 2.1 §3.7.4.1): CONFIG_ADDRESS at 0xCF8 (dword
  * accesses only; bit 31 enables, bus 23:16, device 15:11, function 10:8, register 7:2) and CONFIG_DATA at
  * 0xCFC-0xCFF (byte, word and dword accesses, the low two port bits selecting the byte in the dword).
- * Also port 0xCF9, the PIIX3 Reset Control Register (byte access), whose value is kept but whose reset is not
- * modelled.
+ * Also port 0xCF9, the PIIX3 Reset Control Register (byte access; 82371SB datasheet §4.1.5, QEMU 7.2's
+ * rcr_write): bit 1 (System Reset type) is kept and reads back; a write with bit 2 (Reset CPU) set asks for a
+ * machine reset (`onResetRequest`) and stores nothing.
  */
 
 import type { AccessSize, PortIoDevice } from "../hypervisor/bus.ts";
@@ -23,8 +24,13 @@ export function bdf(bus: number, device: number, fn: number): number {
 export class PciHost implements PortIoDevice {
   /** CONFIG_ADDRESS as last written (bits 1:0 read back as 0; kept in the "qemu-7.2" profile). */
   address = 0;
-  /** PIIX3 Reset Control Register (0xCF9). */
+  /** PIIX3 Reset Control Register (0xCF9): bit 1 as last written; 0 after a reset. */
   rcr = 0;
+  /**
+   * A write to 0xCF9 with Reset CPU (bit 2) set: `hard` is bit 1 (full reset rather than CPU-only; both reset
+   * this machine, as in QEMU 7.2, whose shutdown cause is "guest-reset" either way). Null: nothing happens.
+   */
+  onResetRequest: ((hard: boolean) => void) | null = null;
   private readonly functions = new Map<number, PciFunction>();
   /**
    * QEMU 7.2's pci_host.c instead of the specification: CONFIG_ADDRESS keeps every bit written, and
@@ -76,7 +82,18 @@ export class PciHost implements PortIoDevice {
       return;
     }
     if (port === PCI_CONFIG_ADDRESS && size === 4) this.address = (value & 0x80fffffc) >>> 0;
-    else if (port === PCI_CONFIG_ADDRESS + 1 && size === 1) this.rcr = value & 0x02;
+    else if (port === PCI_CONFIG_ADDRESS + 1 && size === 1) this.writeRcr(value);
+  }
+
+  /** Reset Control: Reset CPU (bit 2) asks for the reset and stores nothing; otherwise keep System Reset (bit 1). */
+  private writeRcr(value: number): void {
+    if (value & 0x04) this.onResetRequest?.((value & 0x02) !== 0);
+    else this.rcr = value & 0x02;
+  }
+
+  /** The host's part of a machine reset: Reset Control back to 0 (QEMU's piix3_reset). */
+  reset(): void {
+    this.rcr = 0;
   }
 
   // QEMU 7.2's pci_host_config_* and pci_host_data_* (hw/pci/pci_host.c).
@@ -114,7 +131,7 @@ export class PciHost implements PortIoDevice {
       return;
     }
     if (port === PCI_CONFIG_ADDRESS && size === 4) this.address = value >>> 0;
-    else if (port === PCI_CONFIG_ADDRESS + 1 && size === 1) this.rcr = value & 0x02;
+    else if (port === PCI_CONFIG_ADDRESS + 1 && size === 1) this.writeRcr(value);
   }
 
   /** One aligned piece at byte `at` (0-3) of CONFIG_DATA; past 0xCFF nothing answers (all ones). */
@@ -155,6 +172,8 @@ function ones(size: number): number {
 export class PlainPciFunction implements PciFunction {
   readonly config = new Uint8Array(256);
   readonly wmask = new Uint8Array(256);
+  /** The configuration space a reset restores (`captureResetState`; by default the constructor's). */
+  private resetState: Uint8Array;
 
   constructor(init: {
     vendor: number;
@@ -185,6 +204,21 @@ export class PlainPciFunction implements PciFunction {
     this.wmask[0x0c] = 0xff;
     this.wmask[0x3c] = 0xff;
     this.wmask.fill(0xff, 0x40);
+    this.resetState = c.slice();
+  }
+
+  /** Take the current configuration space as the one a reset restores (after the builder's own settings). */
+  captureResetState(): void {
+    this.resetState = this.config.slice();
+  }
+
+  /**
+   * A reset (QEMU's pci_do_device_reset plus the device's own reset): the header back to its reset values, and
+   * the device-specific area 0x40-0xFF too when `deviceArea` (a function whose reset handler rewrites it, as
+   * QEMU's PIIX3 and PIIX4 do; the i440FX's PAM and SMRAM registers have none and keep their values).
+   */
+  reset(deviceArea: boolean): void {
+    this.config.set(this.resetState.subarray(0, deviceArea ? 256 : 0x40));
   }
 
   configRead(offset: number, size: 1 | 2 | 4): number {

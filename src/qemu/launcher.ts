@@ -169,6 +169,8 @@ class Vm implements QmpHost {
       throw e;
     }
     this.drives = drives;
+    // A reset the guest asks for through PIIX3's Reset Control register (0xCF9).
+    if (this.machine.pc) this.machine.pc.onGuestReset = () => this.resetDone(true, "guest-reset");
     const engines = this.machine.engines;
     const heldCount = (): number => {
       let n = 0;
@@ -222,6 +224,16 @@ class Vm implements QmpHost {
     };
   }
 
+  /**
+   * After a machine reset (QEMU's qemu_system_reset and main_loop_should_exit): the RESET event, and a stopped VM
+   * (paused, io-error) comes back in prelaunch; requests held for `cont` were cancelled with their commands.
+   */
+  private resetDone(guest: boolean, reason: "host-qmp-system-reset" | "guest-reset"): void {
+    this.held.length = 0;
+    this.broadcast("RESET", { guest, reason });
+    if (this.runstate !== "running") this.runstate = "prelaunch";
+  }
+
   private broadcast(event: string, data?: JsonObject): void {
     for (const m of this.monitors) m.event(event, data);
   }
@@ -257,10 +269,10 @@ class Vm implements QmpHost {
       case "quit":
         return {};
       case "system_reset":
-        throw new QmpError(
-          "GenericError",
-          "system_reset is not supported by xenide yet (restart the process)",
-        );
+        // QEMU 7.2 performs the requested reset before the reply goes out: the RESET event comes first (observed).
+        this.machine.reset();
+        this.resetDone(false, "host-qmp-system-reset");
+        return {};
       case "query-block":
         return this.drives.map((d) => this.blockInfo(d));
       case "eject":

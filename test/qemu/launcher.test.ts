@@ -139,6 +139,52 @@ describe("QMP", () => {
   });
 });
 
+describe("machine reset", () => {
+  it("system_reset: the RESET event, then the reply, as QEMU 7.2 sends them; the PC is reset; 0xCF9 resets too", async () => {
+    const { child, qmpPath } = launch(["-S", "-drive", `file=${image()},if=ide,index=0`]);
+    const q = await negotiated(qmpPath);
+    // BAR4 assigned and decoded, device 1 selected, Reset Control bit 1 set: all undone by a reset.
+    await child.cmd("outl 0xcf8 0x80000920");
+    await child.cmd("outl 0xcfc 0xc001");
+    await child.cmd("outl 0xcf8 0x80000904");
+    await child.cmd("outw 0xcfc 0x5");
+    await child.cmd("outb 0xc004 0x40");
+    await child.cmd("outb 0x1f6 0xb0");
+    await child.cmd("outb 0xcf9 0x02");
+    expect(await child.inb(0xc004)).toBe(0x40);
+    const from = q.messages.length;
+    const reply = await q.send('{"execute":"system_reset","id":"r"}', "r");
+    expect(reply).toEqual({ return: {}, id: "r" });
+    // QEMU 7.2 (observed over QMP): {"event": "RESET", "data": {"guest": false, "reason": "host-qmp-system-reset"}}
+    // arrives before the command's reply.
+    const sent = q.messages.slice(from);
+    const reset = sent.findIndex((m) => m.event === "RESET");
+    expect(reset).toBeGreaterThanOrEqual(0);
+    expect(reset).toBeLessThan(sent.indexOf(reply));
+    expect(sent[reset]!.data).toEqual({ guest: false, reason: "host-qmp-system-reset" });
+    expect(sent[reset]!.timestamp).toMatchObject({
+      seconds: expect.any(Number),
+      microseconds: expect.any(Number),
+    });
+    expect((await q.send('{"execute":"query-status","id":"s"}', "s")).return).toMatchObject({
+      status: "prelaunch",
+    });
+    // Reset state: BAR4 unassigned (00000001h) and not decoded, device 0 selected with its signature, RCR 0.
+    await child.cmd("outl 0xcf8 0x80000920");
+    expect(await child.cmd("inl 0xcfc")).toBe("OK 0x0001");
+    expect(await child.inb(0xc004)).toBe(0xff);
+    expect(await child.inb(0x1f6)).toBe(0xa0);
+    expect([await child.inb(0x1f2), await child.inb(0x1f3), await child.inb(0x1f7)]).toEqual([1, 1, 0x50]);
+    expect(await child.inb(0xcf9)).toBe(0);
+    // The guest's reset through PIIX3's Reset Control register: RESET with guest true, reason guest-reset.
+    const from2 = q.messages.length;
+    await child.cmd("outb 0xcf9 0x06");
+    const guest = await q.next((m) => m.event === "RESET", from2);
+    expect(guest.data).toEqual({ guest: true, reason: "guest-reset" });
+    q.close();
+  });
+});
+
 describe("QMP media change (ATAPI)", () => {
   it("ejects and changes a CD's medium, with DEVICE_TRAY_MOVED; a hard disk is not removable", async () => {
     const cd1 = join(dir, `cd${++seq}.iso`);

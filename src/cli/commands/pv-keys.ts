@@ -74,7 +74,9 @@ export function register(program: Command): void {
       }
       try {
         await startXenstore(machine, o);
+        // blkfront negotiates over its xenstore ring page, as a domU's does (the keys are the same either way).
         const front = await connectBlkfront(machine, {
+          xenstoreRing: true,
           ringPages: o.ringPages as number,
           queues: o.queues as number,
           indirect: o.indirect as number,

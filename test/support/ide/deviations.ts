@@ -140,7 +140,8 @@ export const DEVIATIONS: readonly Deviation[] = [
   },
   {
     id: "A5",
-    summary: "No 00:01.3 ACPI function; port 0x3F7 not decoded; 0xCF9 resets nothing",
+    summary:
+      "No 00:01.3 ACPI function; port 0x3F7 not decoded; a 0xCF9 reset happens at once (QEMU: on the next main-loop turn)",
     spec: "scope of the modelled machine",
   },
   {
