@@ -28,7 +28,7 @@ function newest(dir: string): number {
  * sources; otherwise they run the sources, so that they never test a stale bundle.
  */
 export const BUNDLE_FRESH = (() => {
-  const bundle = join(ROOT, "dist", "xenide-system-x86_64.mjs");
+  const bundle = join(ROOT, "dist", "xenide-system-x86_64.cjs");
   return existsSync(bundle) && statSync(bundle).mtimeMs >= newest(join(ROOT, "src"));
 })();
 
