@@ -134,7 +134,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const total =
       cells.length +
       3 +
-      (o.rss === false ? 0 : 1) +
+      (o.rss === false ? 0 : 2) +
       (o.qtest === false ? 0 : 1) +
       (startupOn ? 1 : 0) +
       (ideTestOn ? 1 : 0) +
@@ -238,6 +238,11 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       tick("streaming 4 GiB through PV");
       rss = await runRssProbe(4 * 2 ** 30, o.cli);
     }
+    let rssQcow2: Awaited<ReturnType<typeof runRssProbe>> | null = null;
+    if (o.rss !== false) {
+      tick("streaming 4 GiB of qcow2 through PV");
+      rssQcow2 = await runRssProbe(4 * 2 ** 30, o.cli, "qcow2");
+    }
     let qtest: Awaited<ReturnType<typeof measureQtest>> | null = null;
     if (o.qtest !== false) {
       tick("qtest: xenide vs QEMU");
@@ -276,7 +281,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     for (const [s, n] of strays) {
       unavailable.push({ path: "(between cells)", reason: `uncaught${n > 1 ? ` x${n}` : ""}: ${s}` });
     }
-    const partial = { rows, dispatch, rss, qtest, formats, ideTest, cd };
+    const partial = { rows, dispatch, rss, rssQcow2, qtest, formats, ideTest, cd };
     return {
       schema: BENCH_SCHEMA,
       startedAt,

@@ -51,14 +51,15 @@ export function benchText(res: BenchResult): string {
     );
   }
   if (res.startup) out.push(startupText(res.startup));
-  if (res.rss) {
-    const r = res.rss;
+  for (const r of [res.rss, res.rssQcow2]) {
+    if (!r) continue;
+    const label = r.format === "qcow2" ? "PV streaming (qcow2)" : "PV streaming";
     out.push(
       r.status === "ok"
-        ? `PV streaming: ${fmtNum(r.bytesStreamed / 2 ** 30)} GiB in ${r.seconds.toFixed(1)} s ` +
+        ? `${label}: ${fmtNum(r.bytesStreamed / 2 ** 30)} GiB in ${r.seconds.toFixed(1)} s ` +
             `(${fmtNum(r.bytesStreamed / r.seconds / 1e6)} MB/s), peak RSS ${r.maxRssMiB.toFixed(0)} MiB ` +
             `(${r.startRssMiB.toFixed(0)} MiB at start)`
-        : `PV streaming: ${r.status}: ${r.note ?? ""}`,
+        : `${label}: ${r.status}: ${r.note ?? ""}`,
     );
   }
   if (res.qtest) {

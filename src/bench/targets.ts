@@ -63,7 +63,7 @@ const ratioOf = (a: Row | undefined, b: Row | undefined): number | null =>
 
 export function checkTargets(
   res: Pick<BenchResult, "rows" | "dispatch" | "rss" | "qtest"> &
-    Partial<Pick<BenchResult, "formats" | "ideTest">>,
+    Partial<Pick<BenchResult, "formats" | "ideTest" | "rssQcow2">>,
 ): TargetResult[] {
   const rows = res.rows;
   const w = (
@@ -167,6 +167,23 @@ export function checkTargets(
       true,
     ),
   );
+  const rq = res.rssQcow2;
+  if (rq !== undefined)
+    out.push(
+      verdict(
+        "pv-stream-rss-qcow2",
+        "Streaming 4 GiB through PV from an empty qcow2 image: < 150 MiB RSS",
+        rq && rq.status === "ok" ? rq.maxRssMiB : null,
+        150,
+        " MiB",
+        rq
+          ? rq.status === "ok"
+            ? `${fmtNum(rq.bytesStreamed / 2 ** 30)} GiB in ${rq.seconds.toFixed(1)} s, RSS at start ${rq.startRssMiB.toFixed(0)} MiB`
+            : `failed: ${rq.note ?? ""}`
+          : "streaming probe (qcow2)",
+        true,
+      ),
+    );
   const q = res.qtest;
   out.push(
     verdict(

@@ -158,6 +158,8 @@ export interface DispatchResult {
 
 export interface RssResult {
   status: "ok" | "error";
+  /** The streamed image's format (absent in older results: raw). */
+  format?: "raw" | "qcow2";
   note?: string;
   bytesStreamed: number;
   seconds: number;
@@ -325,6 +327,8 @@ export interface BenchResult {
   rows: Row[];
   dispatch: DispatchResult | null;
   rss: RssResult | null;
+  /** The same stream from an empty qcow2 image (absent in older results; null: not run). */
+  rssQcow2?: RssResult | null;
   qtest: QtestResult | null;
   targets: TargetResult[];
   /** The explanations, each measured in this run (absent in results of older versions). */

@@ -94,7 +94,7 @@ export function parseBench(text: string): BenchResult {
   });
   for (const k of ["targets", "costs", "checks"] as const)
     d[k]!.forEach((e: unknown, i: number) => want(isObj(e), `"${k}" entry ${i} is not an object`));
-  for (const k of ["dispatch", "rss", "qtest"] as const)
+  for (const k of ["dispatch", "rss", "rssQcow2", "qtest"] as const)
     want(d[k] === undefined || d[k] === null || isObj(d[k]), `"${k}" is neither null nor an object`);
   // The comparisons are absent in older results; present, they hold what their sections read.
   const status = (v: Record<string, unknown>) => ["ok", "unavailable", "error"].includes(v.status as string);
@@ -691,13 +691,15 @@ function extrasSection(res: BenchResult): Section {
           : "."),
     );
   }
-  if (res.rss) {
+  for (const r of [res.rss, res.rssQcow2]) {
+    if (!r) continue;
+    const what = r.format === "qcow2" ? "an empty qcow2 image" : "a sparse image";
     p.push(
-      res.rss.status === "ok"
-        ? `Streaming ${fmtNum(res.rss.bytesStreamed / 2 ** 30)} GiB through PV from a sparse image: peak RSS ` +
-            `${res.rss.maxRssMiB.toFixed(0)} MiB (${res.rss.startRssMiB.toFixed(0)} MiB before streaming), ` +
-            `${fmtNum(res.rss.bytesStreamed / res.rss.seconds / 1e6)} MB/s.`
-        : `Streaming probe: ${res.rss.status}${res.rss.note ? `: ${res.rss.note}` : ""}.`,
+      r.status === "ok"
+        ? `Streaming ${fmtNum(r.bytesStreamed / 2 ** 30)} GiB through PV from ${what}: peak RSS ` +
+            `${r.maxRssMiB.toFixed(0)} MiB (${r.startRssMiB.toFixed(0)} MiB before streaming), ` +
+            `${fmtNum(r.bytesStreamed / r.seconds / 1e6)} MB/s.`
+        : `Streaming probe (${r.format ?? "raw"}): ${r.status}${r.note ? `: ${r.note}` : ""}.`,
     );
   }
   if (res.qtest) {

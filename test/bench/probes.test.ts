@@ -15,6 +15,11 @@ describe("probes", () => {
     expect(r.maxRssMiB).toBeGreaterThanOrEqual(r.startRssMiB);
   });
 
+  it("streams an empty qcow2 image through PV the same way (every read through its L1/L2 lookups)", async () => {
+    const r = await streamProbe(16 << 20, undefined, "qcow2");
+    expect(r).toMatchObject({ status: "ok", format: "qcow2", bytesStreamed: 16 << 20 });
+  });
+
   it("measures the port-exit rate through the ioreq path and straight on the bus", () => {
     const d = measureDispatch(1, 5);
     expect(d.ioreqExitsPerSec.median).toBeGreaterThan(0);

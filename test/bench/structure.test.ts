@@ -195,5 +195,17 @@ describe("targets", () => {
       (x) => x.id === "pv-stream-rss",
     )!;
     expect(t2.met).toBe(false);
+    // The qcow2 stream has its own verdict, only when it was part of the run.
+    expect(checkTargets({ rows: [], dispatch: null, rss, qtest: null }).map((x) => x.id)).not.toContain(
+      "pv-stream-rss-qcow2",
+    );
+    const q = checkTargets({
+      rows: [],
+      dispatch: null,
+      rss,
+      rssQcow2: { ...rss, format: "qcow2", maxRssMiB: 151 },
+      qtest: null,
+    }).find((x) => x.id === "pv-stream-rss-qcow2")!;
+    expect(q.met).toBe(false);
   });
 });

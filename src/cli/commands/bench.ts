@@ -31,6 +31,7 @@ interface BenchFlags {
   threadpool: string;
   save: boolean;
   rssProbe?: string;
+  rssFormat?: string;
 }
 
 function positiveInt(v: string | undefined, what: string): number | undefined {
@@ -71,6 +72,7 @@ export function register(program: Command): void {
     .option("--no-cd", "skip the CD-ROM rows (reads by PIO and DMA beside the disk's)")
     .option("--threadpool <n>", "libuv thread pool size for the run (UV_THREADPOOL_SIZE)", "16")
     .addOption(new Option("--rss-probe <bytes>").hideHelp())
+    .addOption(new Option("--rss-format <format>").choices(["raw", "qcow2"]).default("raw").hideHelp())
     .addHelpText(
       "after",
       "\nRun the bundle, not the sources: `npm run bench` (or `npm run bench -- --quick`).\n" +
@@ -79,7 +81,8 @@ export function register(program: Command): void {
     .action(async (flags: BenchFlags) => {
       if (flags.rssProbe !== undefined) {
         const bytes = positiveInt(flags.rssProbe, "--rss-probe")!;
-        process.stdout.write(JSON.stringify(await streamProbe(bytes)) + "\n");
+        const format = flags.rssFormat === "qcow2" ? "qcow2" : "raw";
+        process.stdout.write(JSON.stringify(await streamProbe(bytes, undefined, format)) + "\n");
         return;
       }
       const pool = positiveInt(flags.threadpool, "--threadpool")!;
