@@ -7,7 +7,7 @@
  * Commands complete through their callback, called while the connection parses (inside `pump`); what a caller
  * does there must not wait. Two ways to drive it: `runSync` pumps and sleeps with `Atomics.wait` until a
  * condition holds (the medium's synchronous methods), and `startAsync`/`endAsync` bracket requests driven by the
- * worker's messages from the event loop (the medium's `startIo`). Either way a connection that makes no progress
+ * worker's wake-ups from the event loop (the medium's `startIo`). Either way a connection that makes no progress
  * for `timeoutMs` while requests are outstanding is declared dead: every request fails with EIO and the socket
  * is closed, so nothing waits forever. A server that closes the connection or breaks the protocol ends the same.
  */
@@ -131,14 +131,28 @@ export class NbdConnection {
     const p: Pending = { cmd, handle: this.nextHandle++, sentBytes: 0, received: 0, error: undefined };
     this.inflight.set(p.handle, p);
     this.outQueue.push(p);
-    this.pumpOut();
+    // Into the ring now, onto the socket once the caller's current burst of submissions is over: requests
+    // started together go out in one write (a synchronous caller's `runSync` publishes them at once anyway).
+    this.pumpOut(false);
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(this.flushLater);
+    }
   }
+
+  private flushQueued = false;
+  private readonly flushLater = (): void => {
+    this.flushQueued = false;
+    if (this.deadReason === null) this.pumpOut();
+  };
 
   /** Move bytes both ways as far as the rings allow; completes commands whose replies are in. */
   pump(): void {
     if (this.deadReason !== null) return;
     this.pumpOut();
     this.pumpIn();
+    // Commands the replies' callbacks submitted (a read-modify-write's write) go out before anyone sleeps.
+    if (this.outQueue.length > 0 || !this.link.published()) this.pumpOut();
     if (this.deadReason === null && this.link.state !== "open" && this.link.available() === 0)
       this.fail(this.link.reason || "the connection closed");
   }
@@ -162,7 +176,7 @@ export class NbdConnection {
     }
   }
 
-  /** An asynchronous request begins: keep the process alive and ask the worker for messages until `endAsync`. */
+  /** An asynchronous request begins: keep the process alive and be woken at the worker's changes until `endAsync`. */
   startAsync(): void {
     if (this.asyncCount++ === 0) {
       this.link.ref();
@@ -188,6 +202,7 @@ export class NbdConnection {
       for (;;) {
         const seen = this.link.seq();
         this.pumpOut();
+        this.link.watchRoom();
         if ((this.outQueue.length === 0 && this.link.sent()) || this.link.state !== "open") break;
         const left = deadline - Date.now();
         if (left <= 0) break;
@@ -244,7 +259,7 @@ export class NbdConnection {
         this.watchSeq = s;
         this.watchSince = Date.now();
       }
-      this.pump(); // also covers a message that arrived while a sync call had already taken the bytes
+      this.pump(); // also covers a wake-up that came while a sync call had already taken the bytes
       if (this.inflight.size > 0 && Date.now() - this.watchSince >= this.timeoutMs)
         this.fail(`no answer from the server for ${this.timeoutMs} ms`);
     }, every);
@@ -252,7 +267,20 @@ export class NbdConnection {
 
   // ---- outgoing ----
 
-  private pumpOut(): void {
+  /** Move queued commands into the outgoing ring as far as it has room; `flush` publishes them to the worker. */
+  private pumpOut(flush = true): void {
+    for (;;) {
+      const room = this.fillOut();
+      if (this.outQueue.length === 0) break;
+      // The ring is full: ask to hear when the socket frees some, then look once more (see watchRoom).
+      this.link.watchRoom();
+      if (this.link.room() === room) break;
+    }
+    if (flush) this.link.flush();
+  }
+
+  /** Returns the room left in the ring when it stopped. */
+  private fillOut(): number {
     const link = this.link;
     while (this.outQueue.length > 0) {
       const p = this.outQueue[0]!;
@@ -276,7 +304,7 @@ export class NbdConnection {
       if (p.sentBytes - REQUEST_SIZE < payload) break;
       this.outQueue.shift();
     }
-    link.flush();
+    return link.room();
   }
 
   // ---- incoming ----

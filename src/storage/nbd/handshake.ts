@@ -110,6 +110,8 @@ class SyncStream {
         continue;
       }
       if (this.link.state !== "open") this.fail("closed", `the connection closed: ${this.link.reason}`);
+      this.link.watchRoom();
+      if (this.link.room() > 0) continue;
       const left = deadline - Date.now();
       if (left <= 0)
         this.fail("timeout", `the server did not take the handshake within ${this.timeoutMs} ms`);
