@@ -5,8 +5,9 @@
 //
 // (instructions of the second run - the first) / 20000 = instructions per I/O, start-up cancelled out.
 // --single-threaded makes V8 compile on the main thread, so both runs tier up at the same points. Paths:
-// pv-null (4 KiB PV reads), dma-null (64 KiB IDE DMA reads), pio-null (4 KiB 16-bit PIO reads), all on the null
-// disk, through the package's entry point (dist/index.mjs, or XENIDE_ENTRY).
+// pv-null (4 KiB PV reads), pv64-null (64 KiB PV reads), dma-null (64 KiB IDE DMA reads), pio-null (4 KiB 16-bit
+// PIO reads: about 2,060 port exits each), all on the null disk, through the package's entry point
+// (dist/index.mjs, or XENIDE_ENTRY).
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -14,22 +15,23 @@ const entry = process.env.XENIDE_ENTRY ?? new URL("../dist/index.mjs", import.me
 const x = await import(pathToFileURL(path.resolve(entry)).href);
 const [kind, count] = process.argv.slice(2);
 const n = Number(count);
-if (!["pv-null", "dma-null", "pio-null"].includes(kind) || !(n > 0)) {
-  console.error("usage: node bench/fixed-ops.mjs pv-null|dma-null|pio-null COUNT");
+if (!["pv-null", "pv64-null", "dma-null", "pio-null"].includes(kind) || !(n > 0)) {
+  console.error("usage: node bench/fixed-ops.mjs pv-null|pv64-null|dma-null|pio-null COUNT");
   process.exit(2);
 }
 const SECTORS = 131072;
-if (kind === "pv-null") {
+if (kind === "pv-null" || kind === "pv64-null") {
+  const bs = kind === "pv-null" ? 4096 : 65536;
   const m = x.buildMachine({ pc: false, pv: [{ medium: { backend: new x.NullBackend(SECTORS) } }] });
   const p = await x.openPvPath(m);
-  const buf = p.front.allocBuffer(4096);
+  const buf = p.front.allocBuffer(bs);
   let lba = 0;
   await new Promise((resolve, reject) => {
     let i = 0;
     const done = (e) => {
       if (e) return reject(e);
       if (++i === n) return resolve();
-      lba = (lba + 8) % SECTORS;
+      lba = (lba + bs / 512) % SECTORS;
       p.front.submitRead(lba, buf, done);
     };
     p.front.submitRead(lba, buf, done);

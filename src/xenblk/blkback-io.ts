@@ -7,8 +7,8 @@
  * grant-table and event-channel state of a host (`xenSharedState(host)` / `attachXenShared`), the same data path
  * runs on another thread over the same guest memory.
  *
- * Requests: each request is copied out of the shared ring before it is validated (decodeRequest on a private
- * copy of the slot), checked in Linux's order with Linux's status for each bad input, its grants mapped
+ * Requests: each request is copied out of the shared ring before it is validated (decodeRequest reads each
+ * field of the slot once into a private record), checked in Linux's order with Linux's status for each bad input, its grants mapped
  * (read-only for writes, writable for reads; always writable when persistent), then handed to the storage
  * `IoEngine`. One response per request when its I/O has completed and its data is in the guest's pages,
  * pushed with RING_PUSH_RESPONSES_AND_CHECK_NOTIFY: the event channel is kicked only when the frontend asked
@@ -378,6 +378,8 @@ export class BlkbackIo {
           this.layout.entrySize,
           rspProd,
         );
+    // The ring goes to another thread exactly when this domain's event channels do (xenSharedState).
+    ring.back.sring.sharing = this.evtchn.domain(this.backDom);
     if (ring.back.requestProdOverflow(ring.back.sring.reqProd)) {
       this.grants.unmapBatch(ring.ringHandles);
       throw new BlkbackError(
@@ -487,9 +489,8 @@ export class BlkbackIo {
         // No slot left for the response: wait for completions (they call pump again).
         if (back.requestConsOverflow()) return;
         const off = back.nextRequest();
-        // Copy the request out of the shared page first; everything below looks at the copy only.
-        back.readSlot(off, r.slot);
-        decodeRequest(r.layout, r.slot, 0, r.req);
+        // Take the request out of the shared page first; everything below looks at the copy only.
+        back.readRequest(off, r.layout, r.slot, r.req);
         this.dispatch(r, r.req);
         if (r.barrierWait) return;
       }
@@ -1123,8 +1124,11 @@ export interface ServedRing {
   nextResponse(): number;
   pushResponsesAndCheckNotify(): boolean;
   finalCheckForRequests(): number;
-  /** Copy the entry at ring byte offset `off` into `dst` (its length = the entry size). */
-  readSlot(off: number, dst: Uint8Array): void;
+  /**
+   * Decode the entry at ring byte offset `off` into `out`, each field read once (so `out` is a private copy
+   * a frontend can no longer change); `slot` (entry-sized) is scratch for an entry that must be gathered.
+   */
+  readRequest(off: number, L: BlkifLayout, slot: Uint8Array, out: BlkifRequest): void;
   /** make_response's field-wise write of id, operation and status at ring byte offset `off`. */
   writeResponse(off: number, idLo: number, idHi: number, op: number, status: number): void;
 }
@@ -1134,10 +1138,10 @@ class ViewBackRing extends BackRing implements ServedRing {
   constructor(view: Uint8Array, entrySize: number, pages: number, start: number) {
     super(view, entrySize, pages, start);
   }
-  readSlot(off: number, dst: Uint8Array): void {
-    // Plain loads: a `set` from shared memory is a runtime call, slower than these 112 bytes.
-    const v = this.view;
-    for (let i = 0, n = dst.length; i < n; i++) dst[i] = v[off + i]!;
+  readRequest(off: number, L: BlkifLayout, _slot: Uint8Array, out: BlkifRequest): void {
+    // Straight from the ring: decodeRequest reads each field once, so the decoded record is the private copy
+    // (RING_COPY_REQUEST's purpose) without first copying 112 bytes of shared memory.
+    decodeRequest(L, this.view, off, out);
   }
   writeResponse(off: number, idLo: number, idHi: number, op: number, status: number): void {
     encodeResponse(this.view, off, idLo, idHi, op, status);
@@ -1172,8 +1176,10 @@ class PagedBackRing extends BackRing implements ServedRing {
       done += len;
     }
   }
-  readSlot(off: number, dst: Uint8Array): void {
-    this.span(off, dst, dst.length, true);
+  readRequest(off: number, L: BlkifLayout, slot: Uint8Array, out: BlkifRequest): void {
+    // An entry may straddle two pages: gather it first.
+    this.span(off, slot, slot.length, true);
+    decodeRequest(L, slot, 0, out);
   }
   writeResponse(off: number, idLo: number, idHi: number, op: number, status: number): void {
     // Only bytes 0..7, 8 and 10..11 change: read the 12 bytes, patch them, write them back.

@@ -426,6 +426,8 @@ export class Blkfront {
     if (!(view instanceof Uint8Array)) throw new BlkfrontError(view.message);
     view.fill(0); // a fresh zeroed page, as the kernel's page allocator gives
     const ring = FrontRing.init(view, this.layout.entrySize, pages);
+    // The ring goes to another thread exactly when this domain's event channels do (xenSharedState).
+    ring.sring.sharing = this.host.evtchn.domain(this.dom);
     const ringRefs: number[] = [];
     for (let i = 0; i < pages; i++) {
       ringRefs.push(this.gnttab.grantAccess(this.backendId, ringGpa / PAGE_SIZE + i, false));

@@ -15,7 +15,8 @@
  * gives the barriers ring.h asks for (`wmb` before publishing a producer index: the plain entry writes before
  * an Atomics.store are visible to whoever Atomics.loads that index; `mb` between publishing and reading the
  * peer's event index: SC store then SC load). So a frontend and a backend on different worker threads can
- * share a ring in a SharedArrayBuffer. Entries themselves are plain bytes.
+ * share a ring in a SharedArrayBuffer. Entries themselves are plain bytes. A ring only this thread can reach
+ * (`SharedRing.sharing`) uses plain header accesses: program order is all a single thread needs.
  *
  * A ring is any `Uint8Array` window of memory: the guest's own pages (frontend) or a grant-mapped view of them
  * (backend). A multi-page ring (`ring-page-order`) is a view of its pages made contiguous, page 0 first;
@@ -85,36 +86,61 @@ export function sharedRingInit(view: Uint8Array): void {
   Atomics.store(h, RSP_EVENT, 1);
 }
 
-/** The shared header (`struct *_sring`), each field an Atomics access to guest memory. */
+/**
+ * Who else may touch a ring's memory: while `crossThread` is false only this thread does, and the header words
+ * are read and written as plain elements (one thread's accesses are in program order already, and V8 does not
+ * inline Atomics: each is a builtin call, about ten times a plain access, a dozen per request and response).
+ */
+export interface RingSharing {
+  readonly crossThread: boolean;
+}
+
+/** The default: assume a peer on another thread (a ring whose owner says nothing about threads). */
+export const SHARED_ACROSS_THREADS: RingSharing = Object.freeze({ crossThread: true });
+
+/**
+ * The shared header (`struct *_sring`), each field an Atomics access to guest memory, or a plain one while
+ * `sharing` says no other thread can see the ring. `sharing` is read on every access, so a ring whose memory
+ * is handed to another thread later (the event-channel domain of its owner goes cross-thread with it) switches
+ * to Atomics from then on; everything written before was published by the hand-over itself (postMessage).
+ */
 export class SharedRing {
   /** The four header words (req_prod, req_event, rsp_prod, rsp_event) for Atomics.wait-style uses. */
   readonly words: Uint32Array;
+  sharing: RingSharing = SHARED_ACROSS_THREADS;
   constructor(readonly view: Uint8Array) {
     this.words = headerWords(view);
   }
+  private load(i: number): number {
+    return this.sharing.crossThread ? Atomics.load(this.words, i) : this.words[i]!;
+  }
+  private store(i: number, v: number): void {
+    if (this.sharing.crossThread) Atomics.store(this.words, i, v);
+    else this.words[i] = v;
+  }
   get reqProd(): number {
-    return Atomics.load(this.words, REQ_PROD);
+    return this.load(REQ_PROD);
   }
   set reqProd(v: number) {
-    Atomics.store(this.words, REQ_PROD, v >>> 0);
+    this.store(REQ_PROD, v >>> 0);
   }
   get reqEvent(): number {
-    return Atomics.load(this.words, REQ_EVENT);
+    return this.load(REQ_EVENT);
   }
   set reqEvent(v: number) {
-    Atomics.store(this.words, REQ_EVENT, v >>> 0);
+    this.store(REQ_EVENT, v >>> 0);
   }
   get rspProd(): number {
-    return Atomics.load(this.words, RSP_PROD);
+    return this.load(RSP_PROD);
   }
   set rspProd(v: number) {
-    Atomics.store(this.words, RSP_PROD, v >>> 0);
+    this.store(RSP_PROD, v >>> 0);
   }
   get rspEvent(): number {
-    return Atomics.load(this.words, RSP_EVENT);
+    return this.load(RSP_EVENT);
   }
   set rspEvent(v: number) {
-    Atomics.store(this.words, RSP_EVENT, v >>> 0);
+    this.store(RSP_EVENT, v >>> 0);
   }
 }
 
