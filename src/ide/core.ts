@@ -175,10 +175,12 @@ export class AtaCore {
     this.settings = new DriveSettings(
       drive ? drive.writeCacheDefault : true,
       drive ? drive.defaultGeometry : null,
+      (enabled) => this.requests?.engine.backend.setWriteCache?.(enabled),
     );
     this.requests = drive?.engine
       ? new StorageRequests<AtaCore>(drive.engine, this, drive.errorPolicy)
       : null;
+    this.requests?.engine.backend.setWriteCache?.(this.settings.writeCache);
     if (this.kind) {
       this.tf.setSignature(this.kind.signature);
       // Power-on: the diagnostic ran (ATA-6 §9.1), so the Error register holds its result.
@@ -197,6 +199,7 @@ export class AtaCore {
     this.requests?.abandon();
     const policy = this.drive?.errorPolicy ?? null;
     this.requests = engine ? new StorageRequests<AtaCore>(engine, this, policy) : null;
+    engine?.backend.setWriteCache?.(this.settings.writeCache);
     this.sectorCount = engine ? engine.backend.sectorCount : 0;
     this.readOnly = engine ? engine.backend.readOnly : true;
   }

@@ -19,7 +19,7 @@ export type PowerMode = "active" | "idle" | "standby";
 
 export class DriveSettings {
   multipleSectors = MAX_MULT_SECTORS;
-  writeCache: boolean;
+  private cache: boolean;
   smartEnabled = true;
   /** SET FEATURES CCh/66h: whether a software reset reverts the settings to their power-on values. */
   revertOnReset = false;
@@ -30,11 +30,16 @@ export class DriveSettings {
   udma = UDMA_DEFAULT;
   power: PowerMode = "active";
 
+  /**
+   * `onWriteCache` hears every change of the volatile write cache setting (SET FEATURES 02h/82h, a revert), so
+   * the medium can make single writes durable while it is off (NBD's FUA) instead of being flushed after each.
+   */
   constructor(
     private readonly writeCacheDefault: boolean,
     private readonly defaultGeometry: Geometry | null,
+    private readonly onWriteCache?: (enabled: boolean) => void,
   ) {
-    this.writeCache = writeCacheDefault;
+    this.cache = writeCacheDefault;
     this.currentGeometry = defaultGeometry ? { ...defaultGeometry } : null;
   }
 
@@ -45,6 +50,17 @@ export class DriveSettings {
   revertTranslation(): void {
     this.currentGeometry = this.defaultGeometry ? { ...this.defaultGeometry } : null;
     this.revertOnReset = false;
+  }
+
+  /** The volatile write cache (IDENTIFY word 85 bit 5): off, every write is made durable before it completes. */
+  get writeCache(): boolean {
+    return this.cache;
+  }
+
+  set writeCache(enabled: boolean) {
+    if (enabled === this.cache) return;
+    this.cache = enabled;
+    this.onWriteCache?.(enabled);
   }
 
   /** The power-on values, which SET FEATURES CCh asks a software reset to restore. */

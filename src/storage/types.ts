@@ -71,6 +71,14 @@ export interface BlockBackend {
    */
   startIo?(req: MediumRequest, done: IoCallback): void;
 
+  /**
+   * Optional: the device's volatile write cache was turned on or off (ATA SET FEATURES 02h/82h, its power-on
+   * value). While it is off the device flushes after every write; a medium that can make a single write durable
+   * (NBD's FUA flag) does so and has nothing left for that flush to do, as QEMU's block layer sets BDRV_REQ_FUA
+   * on writes to a device whose cache is off.
+   */
+  setWriteCache?(enabled: boolean): void;
+
   close(): void;
 }
 

@@ -98,7 +98,9 @@ export class NbdBackend implements BlockBackend {
   readonly url: string;
   private readonly minBlock: number;
   private readonly maxPayload: number;
-  private readonly fua: boolean;
+  /** FUA on every write: asked for at open (`fua`), or while the device's write cache is off. */
+  private fua: boolean;
+  private readonly fuaAlways: boolean;
   private readonly discardMode: "zeroes" | "trim";
   /** Something was written without FUA since the last flush. */
   private dirty = false;
@@ -122,7 +124,8 @@ export class NbdBackend implements BlockBackend {
     // Only whole minimum blocks are addressable; a tail beyond the last one is not part of the disk.
     this.sectorCount = (Math.floor(export_.size / this.minBlock) * this.minBlock) / SECTOR_SIZE;
     this.readOnly = (options.readOnly ?? false) || (export_.flags & NBD_FLAG_READ_ONLY) !== 0;
-    this.fua = options.fua ?? false;
+    this.fuaAlways = options.fua ?? false;
+    this.fua = this.fuaAlways;
     this.discardMode = options.discard ?? "zeroes";
     this.describe = `${url}${this.readOnly ? " (ro)" : ""}`;
     this.identity = `nbd:${url}`;
@@ -174,6 +177,14 @@ export class NbdBackend implements BlockBackend {
 
   write(sector: number, bufs: readonly Uint8Array[]): void {
     this.sync((op) => this.writeOp(op, sector * SECTOR_SIZE, bufs));
+  }
+
+  /**
+   * The device's write cache (BlockBackend.setWriteCache): while it is off every write carries NBD_CMD_FLAG_FUA,
+   * so the flush the device then sends after each write has nothing left to do and is not sent.
+   */
+  setWriteCache(enabled: boolean): void {
+    this.fua = this.fuaAlways || !enabled;
   }
 
   flush(): void {

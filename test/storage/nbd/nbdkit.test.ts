@@ -8,6 +8,7 @@ import path from "node:path";
 
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 
+import { buildMachine, openAtaPath } from "../../../src/machine/index.ts";
 import { AsyncEngine, SyncEngine } from "../../../src/storage/engine.ts";
 import { NbdBackend, NbdError, type NbdOptions } from "../../../src/storage/nbd/index.ts";
 import {
@@ -182,6 +183,38 @@ const MiB = 1024 * 1024;
     expect(c2[1]).toMatch(/Flush id=2/);
     // Both connections ended with NBD_CMD_DISC (a soft disconnect).
     expect(lines.filter((l) => / Disconnect transactions=/.test(l))).toHaveLength(2);
+  });
+
+  it("an IDE drive whose write cache is off writes with FUA (no flush after each write); SET FEATURES 02h turns it back on", async () => {
+    const log = path.join(dir, "wce.log");
+    const s = await serve(["--filter=log", "memory", "1M", `logfile=${log}`]);
+    const machine = buildMachine({
+      ide: [{ position: "primary-master", medium: { image: s.url }, writeCache: false }],
+    });
+    try {
+      const pio = await openAtaPath(machine, "pio");
+      await pio.write(1, pattern(2 * S, 5)); // write cache off: WRITE with FUA, the device's flush has nothing to do
+      // SET FEATURES 02h (enable the write cache, ATA-6 §8.37.4) from the guest's vCPU.
+      const cpu = machine.hv.vcpus[0]!;
+      cpu.outb(0x1f1, 0x02);
+      cpu.outb(0x1f6, 0xe0);
+      cpu.outb(0x1f7, 0xef);
+      expect(cpu.inb(0x1f7)).toBe(0x50);
+      await pio.write(8, pattern(2 * S, 6)); // cached: a plain WRITE, made durable by the flush that follows
+      await pio.flush();
+    } finally {
+      await machine.close();
+    }
+    for (let i = 0; i < 100 && !logOf(log).some((l) => / Disconnect /.test(l)); i++) await sleep(20);
+    const ops = logOf(log)
+      .filter((l) => / (Write|Flush) id/.test(l))
+      .map((l) =>
+        / (Write|Flush) id=\d+(?: offset=(0x[0-9a-f]+) count=0x[0-9a-f]+ fua=(\d))?/.exec(l)!.slice(1),
+      )
+      .map(([op, off, fua]) => (op === "Write" ? `write ${off} fua=${fua}` : "flush"));
+    // Cache off, each 512-byte DRQ block is written through before the next (ATA-6 §8.37.4: the device completes
+    // a write only when it is on the medium); cache on, the command's blocks go together and the flush follows.
+    expect(ops).toEqual(["write 0x200 fua=1", "write 0x400 fua=1", "write 0x1000 fua=0", "flush"]);
   });
 
   it("discards as NBD_CMD_WRITE_ZEROES (reads back zeroes) or, with discard: trim, as NBD_CMD_TRIM", async () => {
