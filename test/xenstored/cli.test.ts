@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { cli } from "../cli/in-process.ts";
 import { runXenide } from "../cli/spawn.ts";
+import { createImage } from "../../src/storage/index.ts";
 import { requireTools, runTool, tempDir, toolsMissing } from "./support.ts";
 
 const reason = toolsMissing(false);
@@ -23,6 +24,8 @@ async function until(pred: () => boolean, what: string, ms = 20_000): Promise<vo
 describe("xenstored on the command line: mistakes", () => {
   const tmp = tempDir();
   afterAll(() => tmp.cleanup());
+  const disk = join(tmp.dir, "disk.img");
+  createImage(disk, 1 << 20);
 
   it("refuses bad options in one line with status 2, and a file in the socket's place with status 1", async () => {
     const bad = await cli("xenstored", "--socket", join(tmp.dir, "s"), "--guest-socket", "zero=x");
@@ -35,12 +38,12 @@ describe("xenstored on the command line: mistakes", () => {
     expect(taken.code).toBe(1);
     expect(taken.stderr).toContain("exists and is not a socket");
     expect(readFileSync(file, "utf8")).toBe("keep me");
-    const noSock = await cli("pv-keys", "images/sample.img", "--xenstore-hold");
+    const noSock = await cli("pv-keys", disk, "--xenstore-hold");
     expect(noSock.code).toBe(2);
     expect(noSock.stderr).toContain("--xenstore-hold needs --xenstore-socket");
     const ide = await cli(
       "read",
-      "images/sample.img",
+      disk,
       "--lba",
       "0",
       "--count",
@@ -55,6 +58,9 @@ describe("xenstored on the command line: mistakes", () => {
 
 (reason ? describe.skip : describe)("xenstored on the command line with xenstore-utils", () => {
   const tmp = tempDir();
+  // The test's own image: a clean checkout has no images/ (the demo makes images/sample.img).
+  const disk = join(tmp.dir, "disk.img");
+  createImage(disk, 1 << 20);
   const children: ChildProcess[] = [];
   afterAll(() => {
     for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
@@ -87,15 +93,7 @@ describe("xenstored on the command line: mistakes", () => {
     const sock = join(tmp.dir, "pv.sock");
     let child: ChildProcess | undefined;
     const done = runXenide(
-      [
-        "pv-keys",
-        "images/sample.img",
-        "--read-only",
-        "--xenstore-socket",
-        sock,
-        "--xenstore-wait",
-        "--xenstore-hold",
-      ],
+      ["pv-keys", disk, "--read-only", "--xenstore-socket", sock, "--xenstore-wait", "--xenstore-hold"],
       { onSpawn: (c) => children.push((child = c)) },
     );
     await until(() => existsSync(sock), "the socket");
