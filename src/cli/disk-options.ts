@@ -27,7 +27,7 @@ import {
 } from "../machine/disk-path.ts";
 import { ImageError, type ImageFormat, isImageFormat } from "../storage/index.ts";
 import type { BlockBackend, IoEngine } from "../storage/types.ts";
-import { UsageError } from "./errors.ts";
+import { openFailure, UsageError } from "./errors.ts";
 import {
   addXenstoreOptions,
   checkXenstoreFlags,
@@ -189,7 +189,7 @@ export async function openDisk(image: string, flags: DiskFlags): Promise<OpenedD
           : { ide: [{ position: "primary-master" as const, ...disk }] }),
       });
     } catch (e) {
-      if (e instanceof ImageError) throw new UsageError(e.message, 1);
+      if (e instanceof ImageError) throw openFailure(e);
       throw e;
     }
     const m = machine;

@@ -6,6 +6,7 @@ import { Command, CommanderError } from "commander";
 import { commandModules } from "./commands/index.ts";
 import { AtaError } from "../guest/ata-driver.ts";
 import { ImageError } from "../storage/errors.ts";
+import { NbdError } from "../storage/nbd/url.ts";
 import { IoError } from "../storage/types.ts";
 import { UsageError } from "./errors.ts";
 
@@ -65,8 +66,14 @@ export async function runCli(argv: string[]): Promise<number> {
       return e.exitCode === 0 ? 0 : 2;
     }
     if (e instanceof UsageError) {
-      process.stderr.write(`xenide: ${e.message}\n`);
+      // An empty message: a child process already printed the line (bench re-running itself, say).
+      if (e.message) process.stderr.write(`xenide: ${e.message}\n`);
       return e.exitCode;
+    }
+    if (e instanceof NbdError && e.reason === "url") {
+      // A malformed NBD URL is the user's spelling, not a failed operation.
+      process.stderr.write(`xenide: ${e.message}\n`);
+      return 2;
     }
     if (e instanceof ImageError || e instanceof IoError || e instanceof AtaError) {
       // Problems with the user's image (missing, locked, bad size, I/O failure) or a command the emulated

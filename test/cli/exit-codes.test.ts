@@ -30,6 +30,8 @@ const usage: string[][] = [
   ["vm", img, "--timeout", "abc"],
   ["nosuchcommand"],
   ["read", img, "--no-such-flag"],
+  ["read", "nbd://host:99999/x", "--lba", "0"], // a malformed NBD URL is a malformed value
+  ["info", "nbd://host:99999/x"],
 ];
 
 const failed: string[][] = [
@@ -71,6 +73,16 @@ describe("exit status", () => {
     expect(r.stderr.trim().split("\n")).toEqual([
       `xenide: ${name}: a file name is needed, not an empty string`,
     ]);
+  });
+
+  it("bench with a bad value: one line (not a second from the process it re-runs in), no --out directory made", () => {
+    const out = path.join(dir, "bench-out", "new");
+    const r = xenide(["bench", "--out", out, "--repeats", "0"], { cwd: dir });
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split("\n")).toEqual([
+      "xenide: --repeats must be a positive whole number, got '0'",
+    ]);
+    expect(fs.existsSync(path.join(dir, "bench-out"))).toBe(false);
   });
 
   it("every command's --help states it", () => {

@@ -65,7 +65,7 @@ export function register(program: Command): void {
     .option("--no-qtest", "skip the qtest comparison with QEMU")
     .option(
       "--ide-test",
-      "run QEMU's ide-test against the launcher and against QEMU, side by side (default in full runs, ~2 min)",
+      "run QEMU's ide-test against the launcher and against QEMU, side by side (default in full runs: three rounds of about 30 s)",
     )
     .option("--no-ide-test", "skip QEMU's ide-test comparison")
     .option("--no-formats", "skip the raw/qcow2/NBD comparison with qemu-img bench")
@@ -97,15 +97,18 @@ export function register(program: Command): void {
           stdio: "inherit",
           env: { ...process.env, UV_THREADPOOL_SIZE: String(pool), XENIDE_BENCH_CHILD: "1" },
         });
-        if (r.status !== 0) throw new UsageError(`bench exited with ${r.status ?? r.signal}`, r.status ?? 1);
+        // The child already said what went wrong: pass its status on without a second line.
+        if (r.status !== null && r.status !== 0) throw new UsageError("", r.status);
+        if (r.status === null) throw new UsageError(`bench ended by ${r.signal ?? "a signal"}`, 1);
         return;
       }
       // Where the results go is checked before a run that can take ten minutes.
       const outDir = flags.save && flags.out !== undefined ? flags.out : null;
-      if (outDir !== null) ensureWritableDir(outDir, "--out");
-      if (typeof flags.json === "string") checkWritableFile(flags.json, "--json");
+      // Values first: a usage error must not leave a directory behind.
       const repeats = positiveInt(flags.repeats, "--repeats");
       const budgetMs = positiveInt(flags.budget, "--budget");
+      if (outDir !== null) ensureWritableDir(outDir, "--out");
+      if (typeof flags.json === "string") checkWritableFile(flags.json, "--json");
       const only = flags.only ? flags.only.split(",").filter(Boolean) : undefined;
       const bar = await progressBar();
       const res = await runBench({

@@ -14,7 +14,7 @@ import {
   Qcow2Backend,
   RawImageBackend,
 } from "../../storage/index.ts";
-import { UsageError } from "../errors.ts";
+import { openFailure, UsageError } from "../errors.ts";
 
 export interface LayerInfo {
   image: string;
@@ -55,7 +55,7 @@ export function register(program: Command): void {
       try {
         medium = openMedium(image, { readOnly: true, ...(flags.format ? { format: flags.format } : {}) });
       } catch (e) {
-        if (e instanceof ImageError) throw new UsageError(e.message, 1);
+        if (e instanceof ImageError) throw openFailure(e);
         throw e;
       }
       let chain: LayerInfo[];

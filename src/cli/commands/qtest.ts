@@ -15,7 +15,7 @@ import {
 import { MAX_GUEST_RAM, PAGE_SIZE } from "../../hypervisor/memory.ts";
 import { ImageError, parseByteSize } from "../../storage/index.ts";
 import { openTrace } from "../disk-options.ts";
-import { UsageError } from "../errors.ts";
+import { openFailure, UsageError } from "../errors.ts";
 import { CdMediumError } from "../../ide/cd/tray.ts";
 import { COMPAT_PROFILES, type CompatProfile, DEFAULT_COMPAT } from "../../ide/compat.ts";
 
@@ -143,7 +143,8 @@ export function register(program: Command): void {
         });
       } catch (e) {
         await tracer?.close();
-        if (e instanceof ImageError || e instanceof CdMediumError) throw new UsageError(e.message, 1);
+        if (e instanceof ImageError) throw openFailure(e);
+        if (e instanceof CdMediumError) throw new UsageError(e.message, 1);
         // SharedArrayBuffer allocation: the host could not give the guest that much memory.
         if (e instanceof RangeError && /allocation failed/i.test(e.message))
           throw new UsageError(
