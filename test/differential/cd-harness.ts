@@ -15,7 +15,7 @@ import { QtestClient } from "../../src/qtest/client.ts";
 import { QtestServer } from "../../src/qtest/server.ts";
 import { serveStream } from "../../src/qtest/transport.ts";
 import { DEVIATION_EXCUSES } from "./excuses.ts";
-import { QEMU, QEMU_FIRMWARE, QEMU_MODEL } from "./harness.ts";
+import { QEMU, QEMU_FIRMWARE, QEMU_MODEL, QEMU_ORACLE_ARGS } from "./harness.ts";
 import { PCI_SETUP } from "./ops.ts";
 import { type Excuse, Mismatch, Pair, PRIMARY, SECONDARY, type ChannelPorts } from "./pair.ts";
 
@@ -69,23 +69,7 @@ export class CdSession {
     engine: "sync" | "async" = "sync",
   ): Promise<CdSession> {
     const dir = mkdtempSync(join(tmpdir(), "xenide-cd-"));
-    const qargs = [
-      "-machine",
-      "pc",
-      "-accel",
-      "tcg",
-      "-S",
-      "-qtest",
-      "stdio",
-      "-qtest-log",
-      "none",
-      "-display",
-      "none",
-      "-nodefaults",
-      "-no-reboot",
-      "-m",
-      "128M",
-    ];
+    const qargs = [...QEMU_ORACLE_ARGS];
     const specs: IdeDriveSpec[] = [];
     const files: (string | undefined)[] = [];
     let serial = 0;

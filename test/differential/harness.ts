@@ -34,24 +34,27 @@ export type DriveSlots = (string | undefined)[];
 export const QEMU_MODEL = "QEMU HARDDISK";
 export const QEMU_FIRMWARE = "2.5+";
 
+/** QEMU 7.2 as the oracle: the PC paused (-S) under TCG, qtest on stdio, no default devices. */
+export const QEMU_ORACLE_ARGS: readonly string[] = [
+  "-machine",
+  "pc",
+  "-accel",
+  "tcg",
+  "-S",
+  "-qtest",
+  "stdio",
+  "-qtest-log",
+  "none",
+  "-display",
+  "none",
+  "-nodefaults",
+  "-no-reboot",
+  "-m",
+  "128M",
+];
+
 export function startQemu(images: DriveSlots): QtestClient {
-  const args = [
-    "-machine",
-    "pc",
-    "-accel",
-    "tcg",
-    "-S",
-    "-qtest",
-    "stdio",
-    "-qtest-log",
-    "none",
-    "-display",
-    "none",
-    "-nodefaults",
-    "-no-reboot",
-    "-m",
-    "128M",
-  ];
+  const args = [...QEMU_ORACLE_ARGS];
   images.forEach((img, index) => {
     if (img) args.push("-drive", `file=${img},format=raw,if=ide,index=${index},cache=writeback`);
   });
