@@ -628,6 +628,21 @@ export class Qcow2Backend implements BlockBackend {
     return { offset, sectors, bytes: sectors * SECTOR_SIZE - (offset % SECTOR_SIZE) };
   }
 
+  /**
+   * How many of `left` bytes from guest cluster `vc` (its first `n` bytes at host offset `host`) one host
+   * transfer can cover: the run grows over following guest clusters that are normal, sit right after it in the
+   * file and, for writes (`copied`), have a refcount of exactly one (QCOW_OFLAG_COPIED: safe to write in place).
+   */
+  private contiguousRun(vc: number, host: number, n: number, left: number, copied: boolean): number {
+    const cs = this.clusterSize;
+    for (let next = vc + 1; n < left; next++) {
+      const nm = this.lookup(next);
+      if (nm.kind !== Kind.Normal || (copied && !nm.copied) || nm.host !== host + n) break;
+      n += Math.min(cs, left - n);
+    }
+    return n;
+  }
+
   // ---- reading ----
 
   private readAt(pos: number, buf: Uint8Array): void {
@@ -643,11 +658,7 @@ export class Qcow2Backend implements BlockBackend {
         case Kind.Normal: {
           // Extend over following clusters that lie right after this one in the file: one pread for all.
           const host = m.host + inOff;
-          for (let next = vc + 1; off + n < buf.length; next++) {
-            const nm = this.lookup(next);
-            if (nm.kind !== Kind.Normal || nm.host !== host + n) break;
-            n += Math.min(cs, buf.length - off - n);
-          }
+          n = this.contiguousRun(vc, host, n, buf.length - off, false);
           const part = buf.subarray(off, off + n);
           this.preadInto(host, part, this.dataFd(part));
           break;
@@ -736,11 +747,7 @@ export class Qcow2Backend implements BlockBackend {
       const m = this.lookup(vc);
       if (m.kind === Kind.Normal && m.copied) {
         const host = m.host + inOff;
-        for (let next = vc + 1; off + n < buf.length; next++) {
-          const nm = this.lookup(next);
-          if (nm.kind !== Kind.Normal || !nm.copied || nm.host !== host + n) break;
-          n += Math.min(cs, buf.length - off - n);
-        }
+        n = this.contiguousRun(vc, host, n, buf.length - off, true);
         const part = buf.subarray(off, off + n);
         this.pwriteAll(host, part, this.dataFd(part));
       } else {
