@@ -6,10 +6,9 @@
 import { describe, expect, it } from "vitest";
 
 import { benchMarkdown, benchText } from "../../src/bench/output.ts";
-import { checkTargets } from "../../src/bench/targets.ts";
-import { BENCH_SCHEMA, type BenchResult } from "../../src/bench/types.ts";
-import { COUNTER_KINDS, DEFAULT_COSTS } from "../../src/hypervisor/accounting.ts";
+import { type BenchResult } from "../../src/bench/types.ts";
 import { buildSections, parseBench, renderReport, ReportInputError } from "../../src/report/index.ts";
+import { benchResult } from "../support/bench/result.ts";
 
 const spread = (m: number) => ({ median: m, min: m, max: m });
 
@@ -90,36 +89,7 @@ function result(): BenchResult {
       ],
     },
   };
-  return {
-    schema: BENCH_SCHEMA,
-    startedAt: "2026-01-01T00:00:00.000Z",
-    finishedAt: "2026-01-01T00:10:00.000Z",
-    quick: true,
-    machine: {
-      cpu: "test cpu",
-      cores: 2,
-      memGiB: 4,
-      os: "Linux x64",
-      kernel: "6",
-      node: "20",
-      v8: "11",
-      uvThreadpool: 16,
-      hostname: "h",
-      loadAvg: { start: 0.5, end: 0.5 },
-    },
-    image: { path: "/x", bytes: 1 << 20, workingSetBytes: 1 << 20, directSupported: true },
-    settings: { repeats: 3, budgetMs: 10 },
-    costs: COUNTER_KINDS.map((k) => ({
-      kind: k,
-      cycles: DEFAULT_COSTS[k].cycles,
-      source: DEFAULT_COSTS[k].source,
-    })),
-    modelGHz: 3.5,
-    ...partial,
-    targets: checkTargets(partial),
-    unavailable: [],
-    checks: [],
-  };
+  return benchResult(partial, { quick: true });
 }
 
 describe("report: comparisons with QEMU and CD-ROM rows", () => {

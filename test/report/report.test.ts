@@ -6,7 +6,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { pathSpec } from "../../src/bench/paths.ts";
 import { emptyRow } from "../../src/bench/runner.ts";
-import { checkTargets } from "../../src/bench/targets.ts";
 import {
   BENCH_SCHEMA,
   type BenchResult,
@@ -14,7 +13,6 @@ import {
   type PathVariant,
   type Row,
 } from "../../src/bench/types.ts";
-import { COUNTER_KINDS, DEFAULT_COSTS } from "../../src/hypervisor/accounting.ts";
 import { DASH_SHAPES, PAGE_WIDTH, renderSvg } from "../../src/report/charts.ts";
 import {
   buildSections,
@@ -24,6 +22,7 @@ import {
   renderReport,
   writeReport,
 } from "../../src/report/index.ts";
+import { benchResult } from "../support/bench/result.ts";
 
 /** A small synthetic result: the figures are made up; the report must only carry them through. */
 function synthetic(): BenchResult {
@@ -71,36 +70,7 @@ function synthetic(): BenchResult {
     exitsPerMiB: 526448,
   });
   const partial = { rows, dispatch: null, rss: null, qtest: null };
-  return {
-    schema: BENCH_SCHEMA,
-    startedAt: "2026-01-01T00:00:00.000Z",
-    finishedAt: "2026-01-01T00:10:00.000Z",
-    quick: false,
-    machine: {
-      cpu: "test cpu",
-      cores: 2,
-      memGiB: 4,
-      os: "Linux x64",
-      kernel: "6",
-      node: "20",
-      v8: "11",
-      uvThreadpool: 16,
-      hostname: "h",
-      loadAvg: { start: 0.5, end: 0.5 },
-    },
-    image: { path: "/x", bytes: 1 << 20, workingSetBytes: 1 << 20, directSupported: true },
-    settings: { repeats: 3, budgetMs: 10 },
-    costs: COUNTER_KINDS.map((k) => ({
-      kind: k,
-      cycles: DEFAULT_COSTS[k].cycles,
-      source: DEFAULT_COSTS[k].source,
-    })),
-    modelGHz: 3.5,
-    ...partial,
-    targets: checkTargets(partial),
-    unavailable: [],
-    checks: [{ path: "pv/sync/raw", ok: true, note: "" }],
-  };
+  return benchResult(partial, { quick: false, checks: [{ path: "pv/sync/raw", ok: true, note: "" }] });
 }
 
 let dir = "";
