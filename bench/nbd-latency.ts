@@ -5,10 +5,13 @@
  * measured interleaved in one run so machine load falls on both.
  *
  *   npx tsx bench/nbd-latency.ts [--ms 1500] [--repeats 3] [--qd 1,32] [--against /path/to/other/xenide]
- *                                [--server nbdkit]
+ *                                [--server nbdkit] [--pattern rand|seq] [--worker]
  *
  * Many short repeats (--ms 300 --repeats 15) are steadier than a few long ones on a shared host.
  * --server nbdkit serves `nbdkit memory` instead of qemu-nbd (no disk, so the client's own cost stands out).
+ * --pattern seq reads as `qemu-img bench` does (sequentially from offset 0), the like-for-like comparison; the
+ * default is 4 KiB random reads. --worker also measures this tree with every request on the worker's connection
+ * (the medium's `eventLoopConnection: false`), interleaved with the rest, to compare the two paths of one tree.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -30,6 +33,8 @@ const repeats = Number(opt("repeats", "3"));
 const against = opt("against", "");
 const server = opt("server", "qemu-nbd");
 const depths = opt("qd", "1,32").split(",").map(Number);
+const pattern = opt("pattern", "rand") as "rand" | "seq";
+const withWorker = args.includes("--worker");
 const IMAGE_BYTES = 256 * 1024 * 1024;
 
 async function waitSocket(p: ChildProcess, socket: string): Promise<void> {
@@ -90,6 +95,11 @@ async function main(): Promise<void> {
     const media: { name: string; open: () => BlockBackend }[] = [
       { name: "this tree", open: () => NbdBackend.open(url, { readOnly: true }) },
     ];
+    if (withWorker)
+      media.push({
+        name: "this tree, worker's connection",
+        open: () => NbdBackend.open(url, { readOnly: true, eventLoopConnection: false }),
+      });
     if (against) {
       const mod = (await import(path.resolve(against, "src/storage/nbd/index.ts"))) as {
         NbdBackend: typeof NbdBackend;
@@ -104,14 +114,15 @@ async function main(): Promise<void> {
           const b = m.open();
           try {
             const cpu0 = process.cpuUsage();
-            const a = await runMedium(b, qd, "rand", IMAGE_BYTES, ms);
+            const a = await runMedium(b, qd, pattern, IMAGE_BYTES, ms);
+            const path = "asyncPath" in b ? ` via ${String(b.asyncPath)}` : "";
             const cpu = process.cpuUsage(cpu0);
             const iops = a.ops / a.seconds;
             count = Math.max(count, a.ops);
             (res.get(m.name) ?? res.set(m.name, []).get(m.name)!).push(iops);
             const cpuUs = (cpu.user + cpu.system) / a.ops;
             console.log(
-              `qd${qd} r${r} ${m.name}: ${iops.toFixed(0)} IOPS, ${cpuUs.toFixed(1)} us CPU/IO (process)`,
+              `qd${qd} r${r} ${m.name}${path}: ${iops.toFixed(0)} IOPS, ${cpuUs.toFixed(1)} us CPU/IO (process)`,
             );
           } finally {
             b.close();

@@ -147,15 +147,47 @@ export function awaitConnect(link: SocketLink, url: string, timeoutMs: number): 
   if (link.state === "failed") throw new NbdError("connect", `cannot connect to ${url}: ${link.reason}`, url);
 }
 
+/**
+ * One step of the handshake as the negotiation asks for it: bytes to send, or a number of bytes to receive (the
+ * driver resumes the negotiation with them). The same negotiation runs over the worker's link, blocking
+ * (`handshake`), and over a socket on the event loop (socket-connection.ts).
+ */
+export type HandshakeStep = { readonly send: Uint8Array } | { readonly receive: number };
+export type Negotiation = Generator<HandshakeStep, NbdExportInfo, DataView | undefined>;
+
 /** Run the handshake on a connected link; throws `NbdError` with one line saying what went wrong. */
 export function handshake(link: SocketLink, o: HandshakeOptions): NbdExportInfo {
-  const url = o.url;
-  const fail = (reason: NbdFailure, message: string): never => {
+  const fail = failWith(o.url);
+  const s = new SyncStream(link, o.timeoutMs, fail);
+  const steps = negotiate(o);
+  let input: DataView | undefined;
+  for (;;) {
+    const r = steps.next(input);
+    if (r.done) return r.value;
+    const step = r.value;
+    if ("send" in step) {
+      s.write(step.send);
+      input = undefined;
+    } else input = s.read(step.receive);
+  }
+}
+
+/** A thrower of `NbdError`s about `url`. */
+export function failWith(url: string): (reason: NbdFailure, message: string) => never {
+  return (reason, message) => {
     throw new NbdError(reason, `${url}: ${message}`, url);
   };
-  const s = new SyncStream(link, o.timeoutMs, fail);
+}
 
-  const greeting = s.read(16);
+/** Receive `n` bytes (inside a negotiation). */
+function* receive(n: number): Generator<HandshakeStep, DataView, DataView | undefined> {
+  return (yield { receive: n })!;
+}
+
+/** The negotiation itself, independent of how bytes move; throws `NbdError` as `handshake` does. */
+export function* negotiate(o: HandshakeOptions): Negotiation {
+  const fail = failWith(o.url);
+  const greeting = yield* receive(16);
   if (greeting.getBigUint64(0) !== NBDMAGIC) fail("protocol", "not an NBD server (no NBDMAGIC greeting)");
   const second = greeting.getBigUint64(8);
   if (second === CLISERV_MAGIC)
@@ -164,7 +196,7 @@ export function handshake(link: SocketLink, o: HandshakeOptions): NbdExportInfo 
       "the server uses oldstyle negotiation, which has no export names; xenide needs a newstyle server",
     );
   if (second !== IHAVEOPT) fail("protocol", "not an NBD server (unknown magic after NBDMAGIC)");
-  const serverFlags = s.read(2).getUint16(0);
+  const serverFlags = (yield* receive(2)).getUint16(0);
   const fixed = (serverFlags & NBD_FLAG_FIXED_NEWSTYLE) !== 0;
   const noZeroes = (serverFlags & NBD_FLAG_NO_ZEROES) !== 0;
   const clientFlags = new Uint8Array(4);
@@ -172,22 +204,24 @@ export function handshake(link: SocketLink, o: HandshakeOptions): NbdExportInfo 
     0,
     (fixed ? NBD_FLAG_C_FIXED_NEWSTYLE : 0) | (noZeroes ? NBD_FLAG_C_NO_ZEROES : 0),
   );
-  s.write(clientFlags);
+  yield { send: clientFlags };
 
   // Non-fixed newstyle allows NBD_OPT_EXPORT_NAME only.
-  if (!fixed) return exportName(s, o.exportName, noZeroes, false, fail);
+  if (!fixed) return yield* exportName(o.exportName, noZeroes, false, fail);
 
   /** One option reply: its type and data. */
-  const reply = (option: number): { type: number; data: DataView } => {
-    const h = s.read(20);
+  function* reply(
+    option: number,
+  ): Generator<HandshakeStep, { type: number; data: DataView }, DataView | undefined> {
+    const h = yield* receive(20);
     if (h.getBigUint64(0) !== NBD_REP_MAGIC) fail("protocol", "bad option reply magic");
     if (h.getUint32(8) !== option)
       fail("protocol", `reply to option ${h.getUint32(8)} while waiting for ${option}`);
     const type = h.getUint32(12);
     const len = h.getUint32(16);
     if (len > 64 * 1024) fail("protocol", `option reply of ${len} bytes`);
-    return { type, data: len > 0 ? s.read(len) : new DataView(new ArrayBuffer(0)) };
-  };
+    return { type, data: len > 0 ? yield* receive(len) : new DataView(new ArrayBuffer(0)) };
+  }
   const text = (d: DataView): string =>
     new TextDecoder().decode(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
   const refuse = (option: string, type: number, data: DataView): never => {
@@ -204,8 +238,8 @@ export function handshake(link: SocketLink, o: HandshakeOptions): NbdExportInfo 
 
   let structured = false;
   if (o.structuredReplies ?? true) {
-    s.write(encodeOption(NBD_OPT_STRUCTURED_REPLY));
-    const r = reply(NBD_OPT_STRUCTURED_REPLY);
+    yield { send: encodeOption(NBD_OPT_STRUCTURED_REPLY) };
+    const r = yield* reply(NBD_OPT_STRUCTURED_REPLY);
     if (r.type === NBD_REP_ACK) structured = true;
     else if (r.type === NBD_REP_ERR_TLS_REQD) refuse("NBD_OPT_STRUCTURED_REPLY", r.type, r.data);
     else if ((r.type & NBD_REP_FLAG_ERROR) === 0)
@@ -213,14 +247,14 @@ export function handshake(link: SocketLink, o: HandshakeOptions): NbdExportInfo 
     // Any other error: simple replies.
   }
 
-  s.write(encodeOption(NBD_OPT_GO, encodeGo(o.exportName, [NBD_INFO_BLOCK_SIZE])));
+  yield { send: encodeOption(NBD_OPT_GO, encodeGo(o.exportName, [NBD_INFO_BLOCK_SIZE])) };
   let size: number | undefined;
   let flags = 0;
   let minBlock = 0;
   let preferredBlock = 0;
   let maxPayload = 0;
   for (;;) {
-    const r = reply(NBD_OPT_GO);
+    const r = yield* reply(NBD_OPT_GO);
     if (r.type === NBD_REP_ACK) break;
     if (r.type === NBD_REP_INFO) {
       if (r.data.byteLength < 2) fail("protocol", "empty NBD_REP_INFO");
@@ -239,7 +273,7 @@ export function handshake(link: SocketLink, o: HandshakeOptions): NbdExportInfo 
       // Other information (name, description) is not needed.
       continue;
     }
-    if (r.type === NBD_REP_ERR_UNSUP) return exportName(s, o.exportName, noZeroes, structured, fail);
+    if (r.type === NBD_REP_ERR_UNSUP) return yield* exportName(o.exportName, noZeroes, structured, fail);
     if ((r.type & NBD_REP_FLAG_ERROR) !== 0) refuse("NBD_OPT_GO", r.type, r.data);
     fail("protocol", `unexpected reply ${r.type} to NBD_OPT_GO`);
   }
@@ -251,15 +285,14 @@ export function handshake(link: SocketLink, o: HandshakeOptions): NbdExportInfo 
 }
 
 /** NBD_OPT_EXPORT_NAME: no error reply is possible; a refusing server just closes the connection. */
-function exportName(
-  s: SyncStream,
+function* exportName(
   name: string,
   noZeroes: boolean,
   structured: boolean,
   fail: (reason: NbdFailure, message: string) => never,
-): NbdExportInfo {
-  s.write(encodeOption(NBD_OPT_EXPORT_NAME, new TextEncoder().encode(name)));
-  const r = s.read(10 + (noZeroes ? 0 : EXPORT_NAME_ZEROES));
+): Negotiation {
+  yield { send: encodeOption(NBD_OPT_EXPORT_NAME, new TextEncoder().encode(name)) };
+  const r = yield* receive(10 + (noZeroes ? 0 : EXPORT_NAME_ZEROES));
   const size = safeU64(r, 0);
   if (size === undefined) fail("protocol", "the export is larger than 2^53 bytes");
   return checked(

@@ -1,7 +1,7 @@
 /**
  * The NBD client medium: a disk on an NBD server (qemu-nbd, nbdkit, nbd-server...) behind `BlockBackend`.
  */
-export { NbdBackend, type NbdOptions } from "./backend.ts";
+export { type NbdAsyncPath, NbdBackend, type NbdOptions } from "./backend.ts";
 export type { NbdExportInfo } from "./handshake.ts";
 export {
   formatNbdAddress,

@@ -163,7 +163,7 @@ export function repErrorName(rep: number): string {
   return names[rep] ?? `reply type 0x${(rep >>> 0).toString(16)}`;
 }
 
-/** Write a request header into `out` at `off`. `handle` fits a double exactly (the client counts from 1). */
+/** Write a request header into `out` at `off`. `handle` and `offset` are below 2^53 (the client counts handles from 1). */
 export function encodeRequest(
   out: DataView,
   off: number,
@@ -176,8 +176,11 @@ export function encodeRequest(
   out.setUint32(off, NBD_REQUEST_MAGIC);
   out.setUint16(off + 4, flags);
   out.setUint16(off + 6, type);
-  out.setBigUint64(off + 8, BigInt(handle));
-  out.setBigUint64(off + 16, BigInt(offset));
+  // Both below 2^53: written as two 32-bit halves (no BigInt per request).
+  out.setUint32(off + 8, Math.floor(handle / 0x100000000));
+  out.setUint32(off + 12, handle >>> 0);
+  out.setUint32(off + 16, Math.floor(offset / 0x100000000));
+  out.setUint32(off + 20, offset >>> 0);
   out.setUint32(off + 24, length);
 }
 

@@ -12,20 +12,13 @@ import { afterAll, describe, expect, it } from "vitest";
 
 import type * as Nbd from "../../../src/storage/nbd/index.ts";
 import { pattern } from "../helpers.ts";
-import { missingServers, nbdkit } from "./servers.ts";
+import { describeWithServers, nbdkit } from "./servers.ts";
 
-const reason = missingServers();
-if (reason && process.env.CI === "true") {
-  it("nbdkit and qemu-utils are there (required under CI)", () => {
-    throw new Error(reason);
-  });
-} else if (reason) {
-  console.log(`skipping the NBD bundle tests: ${reason}`);
-}
+const describeNbd = describeWithServers("the NBD bundle tests");
 
 const ENTRY = fileURLToPath(new URL("../../../src/storage/nbd/index.ts", import.meta.url));
 
-(reason ? describe.skip : describe)("the NBD medium, bundled", () => {
+describeNbd("the NBD medium, bundled", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "xenide-nbd-bundle-"));
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 

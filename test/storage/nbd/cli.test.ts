@@ -9,18 +9,11 @@ import { afterAll, describe, expect, it } from "vitest";
 
 import { xenide } from "../../cli/run.ts";
 import { pattern, tempDir } from "../helpers.ts";
-import { missingServers, nbdkit } from "./servers.ts";
+import { describeWithServers, nbdkit } from "./servers.ts";
 
-const reason = missingServers();
-if (reason && process.env.CI === "true") {
-  it("nbdkit and qemu-utils are there (required under CI)", () => {
-    throw new Error(reason);
-  });
-} else if (reason) {
-  console.log(`skipping the NBD command line tests: ${reason}`);
-}
+const describeNbd = describeWithServers("the NBD command line tests");
 
-(reason ? describe.skip : describe)("xenide commands on an NBD URL", () => {
+describeNbd("xenide commands on an NBD URL", () => {
   const dir = tempDir();
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 

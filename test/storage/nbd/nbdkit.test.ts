@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { expect, it } from "vitest";
 
 import { buildMachine, openAtaPath } from "../../../src/machine/index.ts";
 import { AsyncEngine, SyncEngine } from "../../../src/storage/engine.ts";
@@ -18,41 +18,18 @@ import {
   NBD_FLAG_SEND_WRITE_ZEROES,
 } from "../../../src/storage/nbd/protocol.ts";
 import { type IoCompletion, IoError, type IoEngine, type IoRequest } from "../../../src/storage/types.ts";
-import { pattern, run, sameBytes, sleep, tempDir } from "../helpers.ts";
-import { missingServers, nbdkit, nbdkitTcp, type Server } from "./servers.ts";
+import { pattern, run, sameBytes, sleep } from "../helpers.ts";
+import { describeWithServers, serverScope, stopServer } from "./servers.ts";
 
-const reason = missingServers();
-if (reason && process.env.CI === "true") {
-  it("nbdkit and qemu-utils are there (required under CI)", () => {
-    throw new Error(reason);
-  });
-} else if (reason) {
-  console.log(`skipping the nbdkit interop tests: ${reason}`);
-}
+const describeNbd = describeWithServers("the nbdkit interop tests");
 
 const S = 512;
 const MiB = 1024 * 1024;
 
-(reason ? describe.skip : describe)("the NBD medium against nbdkit", () => {
-  const dir = tempDir();
-  const servers: Server[] = [];
-  const media: NbdBackend[] = [];
-  afterEach(async () => {
-    for (const m of media.splice(0)) m.close();
-    for (const s of servers.splice(0)) await s.kill();
-  });
-  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-  async function serve(pluginAndArgs: string[], options: string[] = []): Promise<Server> {
-    const s = await nbdkit(dir, pluginAndArgs, options);
-    servers.push(s);
-    return s;
-  }
-  function open(url: string, o: NbdOptions = {}): NbdBackend {
-    const m = NbdBackend.open(url, o);
-    media.push(m);
-    return m;
-  }
+describeNbd("the NBD medium against nbdkit", () => {
+  const scope = serverScope();
+  const { dir, open } = scope;
+  const serve = scope.nbdkit;
   let fileNo = 0;
   /** A file for nbdkit's file plugin, so the test can look at the bytes without going through NBD. */
   function diskFile(bytes: number): string {
@@ -336,7 +313,7 @@ const MiB = 1024 * 1024;
     const s = await serve(["memory", "1M"]);
     const m = open(s.url, { timeoutMs: 1000 });
     m.write(0, [pattern(S, 5)]);
-    s.proc.kill("SIGSTOP");
+    await stopServer(s);
     try {
       const t0 = Date.now();
       expect(() => m.read(0, [new Uint8Array(S)])).toThrow(/no answer from the server for 1000 ms/);
@@ -345,7 +322,7 @@ const MiB = 1024 * 1024;
 
       const s2 = await serve(["memory", "1M"]);
       const m2 = open(s2.url, { timeoutMs: 1000 });
-      s2.proc.kill("SIGSTOP");
+      await stopServer(s2);
       const e = new AsyncEngine(m2);
       const t1 = Date.now();
       const c = await run(e, { op: "read", tag: 1, sector: 0, bufs: [new Uint8Array(S)] });
@@ -459,8 +436,7 @@ const MiB = 1024 * 1024;
   });
 
   it("connects over loopback TCP (nbd://127.0.0.1:PORT/)", async () => {
-    const s = await nbdkitTcp(["memory", "1M"]);
-    servers.push(s);
+    const s = await scope.nbdkitTcp(["memory", "1M"]);
     const m = open(s.url);
     const data = pattern(8 * S, 9);
     m.write(100, [data]);

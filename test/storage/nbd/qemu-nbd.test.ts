@@ -6,24 +6,24 @@
 import fs from "node:fs";
 import path from "node:path";
 
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { expect, it } from "vitest";
 
 import { buildMachine, openAtaPath, openPvPath } from "../../../src/machine/index.ts";
 import { AsyncEngine, SyncEngine } from "../../../src/storage/engine.ts";
 import { NbdBackend, NbdError } from "../../../src/storage/nbd/index.ts";
 import { openMedium } from "../../../src/storage/open.ts";
 import type { IoCompletion, IoEngine } from "../../../src/storage/types.ts";
-import { pattern, run, sameBytes, tempDir } from "../helpers.ts";
-import { missingServers, qemuImgCheck, qemuImgCreate, qemuImgRaw, qemuNbd, type Server } from "./servers.ts";
+import { pattern, run, sameBytes } from "../helpers.ts";
+import {
+  describeWithServers,
+  qemuImgCheck,
+  qemuImgCreate,
+  qemuImgRaw,
+  type Server,
+  serverScope,
+} from "./servers.ts";
 
-const reason = missingServers();
-if (reason && process.env.CI === "true") {
-  it("qemu-utils and nbdkit are there (required under CI)", () => {
-    throw new Error(reason);
-  });
-} else if (reason) {
-  console.log(`skipping the qemu-nbd interop tests: ${reason}`);
-}
+const describeNbd = describeWithServers("the qemu-nbd interop tests");
 
 const S = 512;
 const MiB = 1024 * 1024;
@@ -35,32 +35,16 @@ function lcg(seed: number): () => number {
   return () => (x = (Math.imul(x, 1664525) + 1013904223) >>> 0) / 2 ** 32;
 }
 
-(reason ? describe.skip : describe)("the NBD medium against qemu-nbd", () => {
-  const dir = tempDir();
-  const servers: Server[] = [];
-  const media: NbdBackend[] = [];
-  afterEach(async () => {
-    for (const m of media.splice(0)) m.close();
-    for (const s of servers.splice(0)) await s.kill();
-  });
-  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-
+describeNbd("the NBD medium against qemu-nbd", () => {
+  const scope = serverScope();
+  const { dir, open } = scope;
   let imageNo = 0;
   function image(format: "raw" | "qcow2", opts: string[] = []): string {
     const f = path.join(dir, `img${imageNo++}.${format}`);
     qemuImgCreate(f, format, String(SIZE), opts);
     return f;
   }
-  async function serve(img: string, o: Parameters<typeof qemuNbd>[2]): Promise<Server> {
-    const s = await qemuNbd(dir, img, o);
-    servers.push(s);
-    return s;
-  }
-  function open(url: string, o: Parameters<typeof NbdBackend.open>[1] = {}): NbdBackend {
-    const m = NbdBackend.open(url, o);
-    media.push(m);
-    return m;
-  }
+  const serve = scope.qemuNbd;
   /** Close the medium and stop qemu-nbd (SIGTERM: it flushes and exits), so qemu-img sees the final image. */
   async function finish(m: NbdBackend, s: Server): Promise<void> {
     m.close();

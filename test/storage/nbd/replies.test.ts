@@ -116,6 +116,53 @@ describe("the NBD reply parser against a scripted server", () => {
     });
   }
 
+  /** A medium on a "multi:MODE" server whose asynchronous requests have moved to the event loop's connection. */
+  async function onEventLoop(mode: string): Promise<{ m: NbdBackend; e: AsyncEngine }> {
+    const m = await open(`multi:${mode}`);
+    const e = new AsyncEngine(m);
+    // The first request starts the second connection (and is answered on the first, correctly).
+    expect(await run(e, { op: "read", tag: 0, sector: 0, bufs: [new Uint8Array(S)] })).toEqual({ tag: 0 });
+    for (let i = 0; i < 200 && m.asyncPath === "connecting"; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(m.asyncPath).toBe("event-loop");
+    return { m, e };
+  }
+
+  for (const mode of ["dribble", "scattered"]) {
+    it(`${mode}, on the event loop's connection: the reply is reassembled into the caller's buffers`, async () => {
+      const { e } = await onEventLoop(mode);
+      const back = new Uint8Array(8 * S);
+      const r = await run(e, {
+        op: "read",
+        tag: 1,
+        sector: 5,
+        bufs: [back.subarray(0, 3 * S), back.subarray(3 * S)],
+      });
+      expect(r).toEqual({ tag: 1 });
+      const want = expected(5 * S, 8 * S);
+      if (mode === "scattered") want.fill(0, 0, 4 * S); // the first half comes as a hole
+      expect(back).toEqual(want);
+    });
+  }
+
+  for (const [mode, message] of [
+    ["bad-magic", /protocol error: the server sent bad reply magic 0xdeadbeef/],
+    ["close-mid-reply", /closed/],
+  ] as const) {
+    it(`${mode}, on the event loop's connection: its request fails with EIO, later ones take the worker's`, async () => {
+      const { m, e } = await onEventLoop(mode);
+      const t0 = Date.now();
+      const r = await run(e, { op: "read", tag: 1, sector: 0, bufs: [new Uint8Array(8 * S)] });
+      expect(r.error?.code).toBe("EIO");
+      expect(r.error?.message).toMatch(message);
+      expect(r.error?.message).not.toContain("\n");
+      expect(Date.now() - t0).toBeLessThan(4000);
+      expect(m.asyncPath).toBe("worker");
+      const back = new Uint8Array(S);
+      expect(await run(e, { op: "read", tag: 2, sector: 1, bufs: [back] })).toEqual({ tag: 2 });
+      expect(back).toEqual(expected(S, S));
+    });
+  }
+
   it("a handshake that ends without the export's size is refused at open", async () => {
     const url = await fake("no-info-export");
     let err: unknown;

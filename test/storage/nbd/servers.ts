@@ -5,7 +5,10 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 
-import { sleep } from "../helpers.ts";
+import { afterAll, afterEach, describe, it } from "vitest";
+
+import { NbdBackend, type NbdOptions } from "../../../src/storage/nbd/index.ts";
+import { sleep, tempDir } from "../helpers.ts";
 
 /** Why the NBD interop tests cannot run here, or undefined. */
 export function missingServers(): string | undefined {
@@ -18,6 +21,65 @@ export function missingServers(): string | undefined {
       return `${program} not found (apt-get install ${pkg})`;
   }
   return undefined;
+}
+
+/**
+ * `describe` for a group of tests that need the NBD servers, or `describe.skip` with a one-line reason when they
+ * are missing; under CI a missing server is a failing test instead.
+ */
+export function describeWithServers(what: string): typeof describe | typeof describe.skip {
+  const reason = missingServers();
+  if (reason && process.env.CI === "true") {
+    it("nbdkit and qemu-utils are there (required under CI)", () => {
+      throw new Error(reason);
+    });
+  } else if (reason) {
+    console.log(`skipping ${what}: ${reason}`);
+  }
+  return reason ? describe.skip : describe;
+}
+
+/**
+ * Servers and media for the tests of one `describe`: started and opened through it, they are closed and stopped
+ * after each test (media first), and its temporary directory is removed after the last.
+ */
+export function serverScope() {
+  const dir = tempDir();
+  const servers: Server[] = [];
+  const media: NbdBackend[] = [];
+  const cleanups: (() => unknown)[] = [];
+  afterEach(async () => {
+    for (const m of media.splice(0)) m.close();
+    for (const s of servers.splice(0)) await s.kill();
+    for (const c of cleanups.splice(0)) await c();
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const kept = <T extends Server>(s: T): T => {
+    servers.push(s);
+    return s;
+  };
+  return {
+    dir,
+    /** nbdkit on a Unix socket in `dir`. */
+    nbdkit: async (pluginAndArgs: string[], options: string[] = []) =>
+      kept(await nbdkit(dir, pluginAndArgs, options)),
+    /** qemu-nbd serving `image` on a Unix socket in `dir`. */
+    qemuNbd: async (image: string, o: Parameters<typeof qemuNbd>[2]) => kept(await qemuNbd(dir, image, o)),
+    /** nbdkit on loopback TCP. */
+    nbdkitTcp: async (pluginAndArgs: string[]) => kept(await nbdkitTcp(pluginAndArgs)),
+    /** A server started some other way, stopped after the test as the others. */
+    keep: kept,
+    /** Open a medium, closed after the test. */
+    open(url: string, o: NbdOptions = {}): NbdBackend {
+      const m = NbdBackend.open(url, o);
+      media.push(m);
+      return m;
+    },
+    /** Something else to undo after the test (after the media and servers). */
+    onCleanup(fn: () => unknown): void {
+      cleanups.push(fn);
+    },
+  };
 }
 
 export interface Server {
@@ -99,6 +161,21 @@ export function qemuNbd(
   if (name) args.push("-x", name);
   args.push(image);
   return started("qemu-nbd", args, socket, `nbd+unix:///${name}?socket=${socket}`, () => net.connect(socket));
+}
+
+/**
+ * SIGSTOP a server and wait until the kernel shows it stopped (state T in /proc/PID/stat), so that nothing sent
+ * after this returns is answered; a thread already running may otherwise still take a request.
+ */
+export async function stopServer(s: Server): Promise<void> {
+  s.proc.kill("SIGSTOP");
+  const stat = `/proc/${s.proc.pid}/stat`;
+  for (let i = 0; i < 500; i++) {
+    const text = fs.existsSync(stat) ? fs.readFileSync(stat, "utf8") : "";
+    // The state follows the command name in parentheses (proc(5)).
+    if (/\) [Tt] /.test(text) || text === "") return;
+    await sleep(2);
+  }
 }
 
 /** A free loopback TCP port (bound and released; good enough for a test that starts its server right away). */
