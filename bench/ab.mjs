@@ -2,10 +2,13 @@
 // the file named by XENIDE_ENTRY): each round times the node:fs baseline and then each path for the same
 // slice, so load on the machine hits both alike, and reports the median of the per-round ratios.
 //
-//   node bench/ab.mjs [--rounds 15] [--slice 100] [--only pv4k,pv64k,dma64k,pio]
+//   node bench/ab.mjs [--rounds 15] [--slice 100] [--only pv4k,pv64k,dma64k,pio,async]
 //
 // Baselines read into page-aligned memory (a WebAssembly.Memory, as guest RAM is); RAM is the default a
 // user gets. The null-disk rows are the protocol alone; "floor" = baseline time + null-disk time per I/O.
+// "async": 4 KiB random O_DIRECT reads, readSync at QD1 against libuv callbacks at QD32 (the floor of the async
+// target: what the disk and libuv give a queue of 32 with no protocol) and PV on the sync and async engines at
+// QD32. libuv runs fs requests on io_uring only when the process starts with UV_USE_IO_URING=1.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -18,7 +21,7 @@ const opt = (k, d) => {
 };
 const ROUNDS = Number(opt("rounds", 15));
 const SLICE = Number(opt("slice", 100));
-const ONLY = opt("only", "pv4k,pv64k,dma64k,pio").split(",");
+const ONLY = opt("only", "pv4k,pv64k,dma64k,pio,async").split(",");
 const entry = process.env.XENIDE_ENTRY ?? new URL("../dist/index.mjs", import.meta.url).pathname;
 const x = await import(pathToFileURL(path.resolve(entry)).href);
 
@@ -198,4 +201,100 @@ if (ONLY.includes("pio")) {
     `\nIDE PIO 16-bit 64 KiB reads, null disk: ${(median(rates) / 1e6).toFixed(2)} M port exits per CPU-second (${(Math.min(...rates) / 1e6).toFixed(1)}-${(Math.max(...rates) / 1e6).toFixed(1)})`,
   );
   await p.close();
+}
+
+if (ONLY.includes("async")) {
+  // 4 KiB random O_DIRECT reads at QD32: the floor (libuv) and the target (PV async against PV sync).
+  const QD = 32;
+  const BS = 4096;
+  const directFd = () => fs.openSync(IMG, fs.constants.O_RDONLY | fs.constants.O_DIRECT);
+  const bufs = (n) => {
+    const all = aligned(n * BS);
+    return Array.from({ length: n }, (_, i) => all.subarray(i * BS, (i + 1) * BS));
+  };
+  /** Keep `qd` reads in flight for `ms`, each issuing the next from its completion; resolves to the count. */
+  const inFlight = (qd, ms, issue) =>
+    new Promise((resolve, reject) => {
+      const end = performance.now() + ms;
+      let n = 0;
+      let active = 0;
+      let stop = false;
+      const start = (slot) => {
+        active++;
+        issue(slot, (e) => {
+          active--;
+          if (e) return reject(e);
+          n++;
+          if (!stop && performance.now() >= end) stop = true;
+          if (!stop) start(slot);
+          else if (active === 0) resolve(n);
+        });
+      };
+      for (let s = 0; s < qd; s++) start(s);
+    });
+  const syncFd = directFd();
+  const syncBuf = bufs(1)[0];
+  const base = {
+    name: "readSync QD1 O_DIRECT",
+    run(ms) {
+      const end = performance.now() + ms;
+      let n = 0;
+      while (performance.now() < end) {
+        fs.readSync(syncFd, syncBuf, 0, BS, lbaRand(BS) * 512);
+        n++;
+      }
+      return n;
+    },
+    close: () => fs.closeSync(syncFd),
+  };
+  const uvFd = directFd();
+  const uvBufs = bufs(QD);
+  const libuv = {
+    name: `fs.read QD${QD} O_DIRECT`,
+    run: (ms) => inFlight(QD, ms, (s, done) => fs.read(uvFd, uvBufs[s], 0, BS, lbaRand(BS) * 512, done)),
+    close: () => fs.closeSync(uvFd),
+  };
+  const pvq = async (engine) => {
+    const m = x.buildMachine({
+      pc: false,
+      pv: [{ medium: { image: IMG, lock: false, readOnly: true, direct: true }, engine }],
+    });
+    const p = await x.openPvPath(m);
+    const views = Array.from({ length: QD }, () => p.front.allocBuffer(BS));
+    return {
+      name: `PV ${engine} QD${QD} O_DIRECT`,
+      ram: m.hv.mem.pageAligned,
+      run: (ms) => inFlight(QD, ms, (s, done) => p.front.submitRead(lbaRand(BS), views[s], done)),
+      close: async () => {
+        await p.close();
+        await m.close();
+      },
+    };
+  };
+  const paths = [base, libuv, await pvq("sync"), await pvq("async")];
+  const us = new Map(paths.map((p) => [p, []]));
+  for (let r = 0; r < 3; r++) for (const p of paths) await p.run(SLICE);
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const p of paths) {
+      const t = performance.now();
+      const n = await p.run(SLICE);
+      us.get(p).push(((performance.now() - t) * 1000) / n);
+    }
+  }
+  const ratio = (a, b) => {
+    const rs = us.get(b).map((v, i) => v / us.get(a)[i]);
+    return `${median(rs).toFixed(2)}x (${Math.min(...rs).toFixed(2)}-${Math.max(...rs).toFixed(2)})`;
+  };
+  const uring = /^[1-9]/.test(process.env.UV_USE_IO_URING ?? "") ? "io_uring" : "thread pool, io_uring off";
+  console.log(
+    `\n4 KiB random O_DIRECT reads (${ROUNDS} interleaved rounds of ${SLICE} ms; libuv: ${uring}, ` +
+      `UV_THREADPOOL_SIZE=${process.env.UV_THREADPOOL_SIZE ?? "4 (default)"}; load ${os.loadavg()[0].toFixed(1)})`,
+  );
+  for (const p of paths) console.log(`  ${p.name.padEnd(26)} ${(1e6 / median(us.get(p))).toFixed(0)} IOPS`);
+  const [, uv, pvS, pvA] = paths;
+  console.log(`  floor: libuv QD${QD} / readSync QD1   ${ratio(uv, base)}`);
+  console.log(`  target: PV async / PV sync        ${ratio(pvA, pvS)}   (goal >= 3x)`);
+  console.log(`  PV async / libuv QD${QD}            ${ratio(pvA, uv)}`);
+  console.log(`  PV sync / readSync QD1           ${ratio(pvS, base)}`);
+  for (const p of paths) await p.close?.();
 }

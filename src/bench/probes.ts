@@ -246,5 +246,65 @@ export function floorProbes(rows: readonly Row[]): ProbeResult[] {
           : `at the floor.`),
     });
   }
+  const asyncFloor = asyncFloorProbe(rows);
+  if (asyncFloor) out.push(asyncFloor);
   return out;
+}
+
+/**
+ * The floor of the async target (PV async >= 3x the sync engine, 4 KiB random O_DIRECT reads at QD32): what
+ * plain `node:fs` gains from the same queue depth on the same file, libuv callbacks at QD32 against `readSync`
+ * at QD1, with no protocol at all. That is what the disk behind the file and libuv's thread pool give a queue
+ * of 32 on this machine; the PV engines are then compared with it (async against libuv, sync against readSync).
+ */
+function asyncFloorProbe(rows: readonly Row[]): ProbeResult | null {
+  const k = { op: "read" as const, pattern: "rand" as const, blockSize: 4096, cache: "cold" as const };
+  const sync1 = findRow(rows, { path: "fs-sync", qd: 1, ...k });
+  const uv32 = findRow(rows, { path: "fs-libuv", qd: 32, ...k });
+  const pvS = findRow(rows, { path: "pv/sync/raw", qd: 32, ...k });
+  const pvA = findRow(rows, { path: "pv/async/raw", qd: 32, ...k });
+  if (!sync1 || !uv32) return null;
+  const goal = 3;
+  const floorRatio = uv32.iops.median / sync1.iops.median;
+  const measured: Record<string, number> = {
+    readSyncIops: sync1.iops.median,
+    libuvQd32Iops: uv32.iops.median,
+    floorRatio,
+  };
+  let tail = ".";
+  if (pvS && pvA) {
+    const ratio = pvA.iops.median / pvS.iops.median;
+    const ofLibuv = pvA.iops.median / uv32.iops.median;
+    const syncOfReadSync = pvS.iops.median / sync1.iops.median;
+    Object.assign(measured, {
+      pvSyncIops: pvS.iops.median,
+      pvAsyncIops: pvA.iops.median,
+      ratio,
+      asyncOfLibuv: ofLibuv,
+      syncOfReadSync,
+    });
+    tail =
+      `; measured ${ratio.toFixed(2)}x (PV async ${ofLibuv.toFixed(2)}x libuv at QD32, PV sync ` +
+      `${syncOfReadSync.toFixed(2)}x readSync): ` +
+      (ofLibuv >= 0.9
+        ? `the async engine is at the floor, and what the target misses beyond it is the disk's.`
+        : `the async engine is ${((1 - ofLibuv) * 100).toFixed(0)}% below the floor, the protocol's own cost at this depth.`);
+  }
+  const pool = process.env.UV_THREADPOOL_SIZE ?? "4 (the default)";
+  // libuv 1.45+ can run fs requests on io_uring instead of its thread pool; Node 20 leaves it off unless the
+  // process starts with UV_USE_IO_URING=1 (read once, before any JavaScript runs).
+  const uring = /^[1-9]/.test(process.env.UV_USE_IO_URING ?? "") ? "io_uring" : "thread pool, io_uring off";
+  return {
+    id: "floor-pv-async",
+    question: "What does a queue of 32 give over QD1 on this file with O_DIRECT, with no protocol at all?",
+    measured,
+    verdict:
+      `O_DIRECT 4 KiB random reads: node:fs callbacks at QD32 (libuv: ${uring}; pool of ${pool} threads) ` +
+      `${fmtNum(uv32.iops.median)} IOPS against readSync at QD1 ${fmtNum(sync1.iops.median)} IOPS, a floor of ` +
+      `${floorRatio.toFixed(2)}x` +
+      (floorRatio < goal
+        ? ` (below the ${goal}x target: the disk and the thread pool alone do not give ${goal}x here)`
+        : "") +
+      tail,
+  };
 }

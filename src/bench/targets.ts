@@ -131,6 +131,7 @@ export function checkTargets(
   const pvA = w("pv/async/raw", "read", "rand", 4096, 32, "cold");
   const pvS = w("pv/sync/raw", "read", "rand", 4096, 32, "cold");
   const uv = w("fs-libuv", "read", "rand", 4096, 32, "cold");
+  const fsCold = w("fs-sync", "read", "rand", 4096, 1, "cold");
   out.push(
     verdict(
       "pv-async-vs-sync",
@@ -138,7 +139,9 @@ export function checkTargets(
       ratioOf(pvA, pvS),
       3,
       "x",
-      "pv/async/raw vs pv/sync/raw, cold",
+      // The floor: what plain node:fs gains from the same depth on the same file (probes.ts, floor-pv-async).
+      "pv/async/raw vs pv/sync/raw, cold" +
+        (uv && fsCold ? `; floor ${fmtRatio(ratioOf(uv, fsCold))} (fs-libuv QD32 vs fs-sync QD1, cold)` : ""),
     ),
   );
   out.push(

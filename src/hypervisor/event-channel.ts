@@ -210,6 +210,9 @@ const waitAsync = (
   Atomics as unknown as { waitAsync: (a: Int32Array, i: number, v: number) => WaitAsyncResult }
 ).waitAsync;
 
+/** Domain ids looked up by array (below) rather than by map: dom0 and the guests a host here runs. */
+const FAST_DOMIDS = 64;
+
 /**
  * The event-channel hypercalls for all domains of one host, and in-process upcall delivery to handlers.
  * `attach` builds the same view on another thread from the domains' shared buffers.
@@ -217,6 +220,12 @@ const waitAsync = (
 export class EventChannels {
   private readonly doms = new Map<number, EventChannelDomain>();
   private readonly handlers = new Map<number, Map<number, EventHandler>>();
+  /**
+   * The same domains and handler maps by domid below FAST_DOMIDS (every domain of a host here), so a send and
+   * an upcall load them from an array instead of hashing into the maps several times per ring round trip.
+   */
+  private readonly domAt = new Array<EventChannelDomain | null>(FAST_DOMIDS).fill(null);
+  private readonly handlersAt = new Array<Map<number, EventHandler> | null>(FAST_DOMIDS).fill(null);
   /** Domains with an upcall scheduled, in order (`runHead` is the next to deliver). */
   private readonly runQueue: EventChannelDomain[] = [];
   private runHead = 0;
@@ -231,21 +240,37 @@ export class EventChannels {
 
   static attach(hv: HypercallSink, shared: ReadonlyMap<number, SharedArrayBuffer>): EventChannels {
     const ev = new EventChannels(hv);
-    for (const [d, sab] of shared) ev.doms.set(d, new EventChannelDomain(d, sab));
+    for (const [d, sab] of shared) ev.putDomain(d, new EventChannelDomain(d, sab));
     return ev;
+  }
+
+  private putDomain(domid: number, d: EventChannelDomain): void {
+    this.doms.set(domid, d);
+    if (domid >= 0 && domid < FAST_DOMIDS) this.domAt[domid] = d;
+  }
+
+  /** The domain `domid`, or undefined. */
+  private find(domid: number): EventChannelDomain | undefined {
+    return domid >= 0 && domid < FAST_DOMIDS ? (this.domAt[domid] ?? undefined) : this.doms.get(domid);
+  }
+
+  private handlersOf(domid: number): Map<number, EventHandler> | undefined {
+    return domid >= 0 && domid < FAST_DOMIDS
+      ? (this.handlersAt[domid] ?? undefined)
+      : this.handlers.get(domid);
   }
 
   addDomain(domid: number): EventChannelDomain {
     let d = this.doms.get(domid);
     if (!d) {
       d = new EventChannelDomain(domid, undefined, false); // this thread's own until shared
-      this.doms.set(domid, d);
+      this.putDomain(domid, d);
     }
     return d;
   }
 
   domain(domid: number): EventChannelDomain {
-    const d = this.doms.get(domid);
+    const d = this.find(domid);
     if (!d) throw new EventChannelError("ESRCH", `no domain ${domid}`);
     return d;
   }
@@ -332,7 +357,7 @@ export class EventChannels {
     if (d.state(port) !== ECS_INTERDOMAIN) return;
     const remDom = d.remoteDom(port);
     this.hv.tracer?.emit({ ev: "evtchn", from: dom, port, to: remDom });
-    const r = this.doms.get(remDom);
+    const r = this.find(remDom);
     if (r) this.raise(r, d.remotePort(port));
   }
 
@@ -394,7 +419,10 @@ export class EventChannels {
   /** bind_evtchn_to_irqhandler: the in-process upcall handler of a port of `dom`. */
   bindHandler(dom: number, port: number, handler: EventHandler): void {
     let m = this.handlers.get(dom);
-    if (!m) this.handlers.set(dom, (m = new Map()));
+    if (!m) {
+      this.handlers.set(dom, (m = new Map()));
+      if (dom >= 0 && dom < FAST_DOMIDS) this.handlersAt[dom] = m;
+    }
     m.set(port, handler);
     // An event may already be pending (bind_interdomain sets it): deliver it.
     const d = this.domain(dom);
@@ -409,7 +437,7 @@ export class EventChannels {
   }
 
   private schedule(d: EventChannelDomain): void {
-    if (d.scheduled || !this.handlers.has(d.domid)) return;
+    if (d.scheduled || !this.handlersOf(d.domid)) return;
     d.scheduled = true;
     this.runQueue.push(d);
     if (this.draining) return; // the running (or queued) drain takes it
@@ -450,9 +478,9 @@ export class EventChannels {
 
   /** evtchn_do_upcall for `dom`: drain pending&~mask, calling each port's handler. */
   deliver(dom: number): void {
-    const d = this.doms.get(dom);
+    const d = this.find(dom);
     if (d) d.scheduled = false;
-    const hs = this.handlers.get(dom);
+    const hs = this.handlersOf(dom);
     if (!d || !hs) return;
     const ports = this.portScratch;
     const base = ports.length;

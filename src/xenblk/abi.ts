@@ -388,16 +388,23 @@ export function encodeRequest(L: BlkifLayout, buf: Uint8Array, off: number, req:
   encodeRequestBytes(L, buf, off, req);
 }
 
+let wordsFor: Uint8Array | null = null;
 let wordsBuffer: ArrayBufferLike | null = null;
 let wordsView: Uint32Array<ArrayBufferLike> = new Uint32Array(0);
 
-/** A 32-bit view of all of `buf`'s buffer, kept for the next call (a ring's requests all go to one memory). */
+/**
+ * A 32-bit view of all of `buf`'s buffer, kept for the next call (a ring's requests all go to one memory).
+ * Keyed first by the view itself: reading `.buffer` of a view on shared or wasm memory is a call into the
+ * runtime (about 150 instructions), and a ring encodes every request through the same view.
+ */
 function wordsOf(buf: Uint8Array): Uint32Array<ArrayBufferLike> {
+  if (buf === wordsFor) return wordsView;
   const b = buf.buffer;
   if (b !== wordsBuffer) {
     wordsView = new Uint32Array(b, 0, b.byteLength >>> 2);
     wordsBuffer = b;
   }
+  wordsFor = buf;
   return wordsView;
 }
 
@@ -555,6 +562,22 @@ export function encodeSegment(
 }
 
 /**
+ * `encodeSegment` through a 32-bit view of the same little-endian bytes, `w[k]` being the segment's first
+ * word: the gref, then first_sect and last_sect with the padding zeroed. Two stores instead of eight byte
+ * stores (an indirect page holds up to 512 segments).
+ */
+export function encodeSegmentWords(
+  w: Uint32Array,
+  k: number,
+  gref: number,
+  firstSect: number,
+  lastSect: number,
+): void {
+  w[k] = gref;
+  w[k + 1] = (firstSect & 0xff) | ((lastSect & 0xff) << 8);
+}
+
+/**
  * Read `count` segment descriptors from `buf[off]` into the arrays at `at..at+count-1` (a backend copies an
  * indirect page's entries out before validating them, as Linux `xen_blkbk_parse_indirect` does).
  */
@@ -571,6 +594,24 @@ export function decodeSegments(
     gref[at + i] = getU32(buf, off);
     first[at + i] = buf[off + 4]!;
     last[at + i] = buf[off + 5]!;
+  }
+}
+
+/** `decodeSegments` through a 32-bit view of the same little-endian bytes, `w[k]` the first segment's first word. */
+export function decodeSegmentsWords(
+  w: Uint32Array,
+  k: number,
+  count: number,
+  gref: Uint32Array,
+  first: Uint8Array,
+  last: Uint8Array,
+  at = 0,
+): void {
+  for (let i = 0; i < count; i++, k += 2) {
+    gref[at + i] = w[k]!;
+    const v = w[k + 1]!;
+    first[at + i] = v & 0xff;
+    last[at + i] = (v >>> 8) & 0xff;
   }
 }
 

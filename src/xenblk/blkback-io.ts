@@ -51,9 +51,11 @@ import {
   SEGS_PER_INDIRECT_FRAME,
   decodeRequest,
   decodeSegments,
+  decodeSegmentsWords,
   encodeResponse,
   indirectPages,
 } from "./abi.ts";
+import { PersistentGrantMap } from "./persistent-grants.ts";
 import { BackRing, RING_PAGE_SIZE, type SharedRing } from "./ring.ts";
 
 /** Empty an array in place. Popping is inlined by V8; assigning `length` is a call into the runtime. */
@@ -133,6 +135,8 @@ interface PersistentGrant {
   active: boolean;
   /** Used since the last purge (Linux PERSISTENT_GNT_WAS_ACTIVE): the purge spares it while it can. */
   wasActive: boolean;
+  /** The page as 32-bit words, made the first time it serves as an indirect page (null until then). */
+  words: Uint32Array | null;
 }
 
 /** One request between parsing and its response. */
@@ -173,7 +177,7 @@ export class BlkifRing {
   back!: ServedRing;
   port = 0;
   ringHandles: number[] = [];
-  readonly persistent = new Map<number, PersistentGrant>();
+  readonly persistent = new PersistentGrantMap<PersistentGrant>();
   /** Persistent grants in use by a request (persistent_gnt_in_use). */
   persistentInUse = 0;
   /** A grant could not be kept because `persistent` was full (vbd.overflow_max_grants). */
@@ -733,7 +737,13 @@ export class BlkbackIo {
         const g = found[i];
         const page = g ? g.page : r.indirectPages[i]!;
         const n = Math.min(SEGS_PER_INDIRECT_FRAME, nseg - i * SEGS_PER_INDIRECT_FRAME);
-        decodeSegments(page, 0, n, r.segGref, r.segFirst, r.segLast, i * SEGS_PER_INDIRECT_FRAME);
+        // A page kept mapped is read by words (made once); a page mapped for this request alone by bytes.
+        if (g && g.words === null && page.byteOffset % 4 === 0 && page.length >= RING_PAGE_SIZE)
+          g.words = new Uint32Array(page.buffer, page.byteOffset, RING_PAGE_SIZE / 4);
+        const words = g ? g.words : null;
+        if (words)
+          decodeSegmentsWords(words, 0, n, r.segGref, r.segFirst, r.segLast, i * SEGS_PER_INDIRECT_FRAME);
+        else decodeSegments(page, 0, n, r.segGref, r.segFirst, r.segLast, i * SEGS_PER_INDIRECT_FRAME);
       }
     }
     // xen_blkbk_unmap at the end of the parse: persistent grants are put back, the others unmapped.
@@ -763,6 +773,7 @@ export class BlkbackIo {
       gpa: m.gpa,
       active: true,
       wasActive: false,
+      words: null,
     };
     r.persistent.set(gref, g);
     r.persistentInUse++;
