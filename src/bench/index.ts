@@ -12,7 +12,7 @@ import { measureDispatch, measurePioWorkload } from "./dispatch.ts";
 import { directSupported, prepareImage } from "./image.ts";
 import { baselineFor, buildMatrix } from "./matrix.ts";
 import type { ImageRef } from "./paths.ts";
-import { floorProbes, probeAlignment, probeSyscallInPv, probeSyscallTlb } from "./probes.ts";
+import { floorProbes, probeAlignment, probeSyscallInPv, probeSyscallTlb, usesIoUring } from "./probes.ts";
 import { runRssProbe } from "./rss.ts";
 import { runStartupProbe } from "./startup.ts";
 import { measureCd } from "./cd.ts";
@@ -78,6 +78,7 @@ export function machineInfo(loadAtStart = os.loadavg()[0]!): MachineInfo {
     node: process.versions.node,
     v8: process.versions.v8,
     uvThreadpool: Number(process.env.UV_THREADPOOL_SIZE ?? 4),
+    uvIoUring: usesIoUring(),
     hostname: os.hostname(),
     loadAvg: { start: loadAtStart, end: os.loadavg()[0]! },
   };

@@ -293,7 +293,7 @@ function asyncFloorProbe(rows: readonly Row[]): ProbeResult | null {
   const pool = process.env.UV_THREADPOOL_SIZE ?? "4 (the default)";
   // libuv 1.45+ can run fs requests on io_uring instead of its thread pool; Node 20 leaves it off unless the
   // process starts with UV_USE_IO_URING=1 (read once, before any JavaScript runs).
-  const uring = /^[1-9]/.test(process.env.UV_USE_IO_URING ?? "") ? "io_uring" : "thread pool, io_uring off";
+  const uring = usesIoUring() ? "io_uring" : "thread pool, io_uring off";
   return {
     id: "floor-pv-async",
     question: "What does a queue of 32 give over QD1 on this file with O_DIRECT, with no protocol at all?",
@@ -307,4 +307,12 @@ function asyncFloorProbe(rows: readonly Row[]): ProbeResult | null {
         : "") +
       tail,
   };
+}
+
+/**
+ * Whether libuv runs this process's file requests on io_uring: libuv 1.45+ can, Node 20 leaves it off unless the
+ * process starts with UV_USE_IO_URING=1 (read once, before any JavaScript runs; `xenide bench --io-uring`).
+ */
+export function usesIoUring(env: NodeJS.ProcessEnv = process.env): boolean {
+  return /^[1-9]/.test(env.UV_USE_IO_URING ?? "");
 }

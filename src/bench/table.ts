@@ -89,6 +89,7 @@ export function machineLine(res: BenchResult): string {
   return (
     `${m.cpu}, ${m.cores} vCPUs, ${m.memGiB} GiB RAM, ${m.os} ${m.kernel}, Node ${m.node} (V8 ${m.v8}), ` +
     `libuv pool ${m.uvThreadpool}` +
+    (m.uvIoUring ? ", file I/O on io_uring" : "") +
     (m.loadAvg
       ? `; load average ${m.loadAvg.start.toFixed(1)} at start, ${m.loadAvg.end.toFixed(1)} at end`
       : "")

@@ -135,6 +135,8 @@ export interface MachineInfo {
   node: string;
   v8: string;
   uvThreadpool: number;
+  /** libuv ran file requests on io_uring (UV_USE_IO_URING=1) rather than its thread pool; absent in older results. */
+  uvIoUring?: boolean;
   hostname: string;
   /** 1-minute load average when the run started and ended: other work on the machine shares its cores. */
   loadAvg: { start: number; end: number };

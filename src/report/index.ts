@@ -500,7 +500,8 @@ function qdSection(res: BenchResult): Section {
     heading: "Throughput against queue depth",
     paragraphs: [
       `4 KiB random reads, every depth each path can keep (IDE: one command per channel; PV: up to the ring's ` +
-        `slots; node:fs through libuv's pool of ${res.machine.uvThreadpool} threads). Warm page cache: solid ` +
+        `slots; node:fs through ${res.machine.uvIoUring ? "io_uring" : `libuv's pool of ${res.machine.uvThreadpool} threads`}). ` +
+        `Warm page cache: solid ` +
         `lines, round points; cold (O_DIRECT): dashed lines, square points.`,
     ],
     chart: data.length

@@ -1,10 +1,11 @@
 import { describe, expect, it } from "vitest";
 
 import { pathSpec } from "../../src/bench/paths.ts";
-import { floorProbes } from "../../src/bench/probes.ts";
+import { floorProbes, usesIoUring } from "../../src/bench/probes.ts";
 import { emptyRow } from "../../src/bench/runner.ts";
 import { checkTargets } from "../../src/bench/targets.ts";
-import type { Row } from "../../src/bench/types.ts";
+import { machineLine } from "../../src/bench/table.ts";
+import type { BenchResult, Row } from "../../src/bench/types.ts";
 
 /** A measured O_DIRECT 4 KiB random-read row of `path` at depth `qd` with `iops`. */
 function cold(p: ReturnType<typeof pathSpec>, qd: number, iops: number): Row {
@@ -58,5 +59,34 @@ describe("the floor of the async target", () => {
     expect(t.measured).toBeCloseTo(2.1);
     expect(t.met).toBe(false);
     expect(t.detail).toMatch(/floor 2\.10x \(fs-libuv QD32 vs fs-sync QD1, cold\)/);
+  });
+});
+
+describe("io_uring", () => {
+  it("is on only when the process started with UV_USE_IO_URING set to a non-zero number", () => {
+    expect(usesIoUring({})).toBe(false);
+    expect(usesIoUring({ UV_USE_IO_URING: "0" })).toBe(false);
+    expect(usesIoUring({ UV_USE_IO_URING: "" })).toBe(false);
+    expect(usesIoUring({ UV_USE_IO_URING: "1" })).toBe(true);
+  });
+
+  it("the bench's machine line says when file I/O ran on io_uring", () => {
+    const machine = {
+      cpu: "c",
+      cores: 2,
+      memGiB: 4,
+      os: "Linux x64",
+      kernel: "6",
+      node: "20",
+      v8: "11",
+      uvThreadpool: 16,
+      hostname: "h",
+      loadAvg: null,
+    };
+    const line = (uvIoUring?: boolean) =>
+      machineLine({ machine: { ...machine, uvIoUring } } as unknown as BenchResult);
+    expect(line(true)).toContain("libuv pool 16, file I/O on io_uring");
+    expect(line(false)).not.toContain("io_uring");
+    expect(line(undefined)).not.toContain("io_uring");
   });
 });
