@@ -1,6 +1,6 @@
 // Builds the QEMU drop-in launcher's start path: dist/xenide-system-x86_64.cjs, one self-contained CommonJS file
 // (no chunks to resolve and link one by one, nothing of the CLI's), and dist/xenide-system-x86_64.cache, the V8
-// code cache that bin/xenide-system-x86_64 hands to vm.Script so that a start compiles nothing it has compiled
+// code cache that bin/xenide-system-x86_64.cjs hands to vm.Script so that a start compiles nothing it has compiled
 // before. A libqtest test starts a machine per test case: parsing and compiling the bundle was the largest part
 // of a start after Node's own.
 //
@@ -37,6 +37,10 @@ export async function bundleLauncher(outDir) {
     platform: "node",
     target: "node20",
     packages: "external",
+    // Without comments and indentation the file is 30% smaller, and pure ASCII (the comments' "§" made the whole
+    // source a two-byte string): every start reads it, compares it with the cache's copy and hands it to V8
+    // (about 10 ms of CPU less a start). Names are kept; the source map gives stack traces their lines.
+    minifyWhitespace: true,
     sourcemap: true,
     logLevel: "warning",
     banner: { js: "// Built by scripts/build-launcher.mjs from src/; do not edit." },

@@ -35,7 +35,7 @@
  * Pass `lock: false` (RawImageOptions) to take neither, for example to inspect an image whose writer is
  * stopped in a debugger. Records are removed on close and when the process exits normally.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 
@@ -78,8 +78,8 @@ function kernelBytes(mode: LockMode): { set: number[]; test: number[] } {
 // "error ERRNO TEXT"; on anything but "ok" it unlocks what it set. struct flock on 64-bit Linux: short l_type,
 // short l_whence, 4 bytes padding, off_t l_start, off_t l_len, pid_t l_pid, 4 bytes padding (32 bytes).
 // F_RDLCK 0, F_WRLCK 1, F_UNLCK 2; EAGAIN 11 and EACCES 13 mean "held by someone else".
+// No `use` at all (not even strict): each module is a file perl finds and compiles at every start.
 const PERL_HELPER = String.raw`
-use strict;
 my $F = "s s x4 q q i x4";
 open(my $fh, "<&=", 3) or do { print "error 9 fd 3: $!\n"; exit 0 };
 my @set = grep { length } split(/,/, $ARGV[0] // "");
@@ -177,42 +177,114 @@ function helperPrograms(setting: string): string[] | string {
 type KernelResult =
   { kind: "ok" } | { kind: "conflict"; byte: number; pid: number } | { kind: "unavailable"; reason: string };
 
-/** Run the helper on `fd`: set the read locks `set` on its description, then test `test`. */
-function runHelper(fd: number, set: number[], test: number[]): KernelResult {
+/** The programs to run for the current setting (the one known to work first), or the verdict without one. */
+function helperCandidates(): { setting: string; programs: string[] } | KernelResult {
   const setting = helperSetting();
   const known = helperChoice.get(setting);
   if (known && !known.helper) return { kind: "unavailable", reason: known.reason };
   const programs = known?.helper ? [known.helper.program] : helperPrograms(setting);
   if (typeof programs === "string") return { kind: "unavailable", reason: programs };
-  let failed: string | undefined;
-  for (const program of programs) {
-    const h = helperFor(program);
-    const r = spawnSync(h.program, [...h.args, set.join(","), test.join(",")], {
-      stdio: ["ignore", "pipe", "pipe", fd],
-      encoding: "utf8",
-      timeout: 20_000,
-      env: helperEnv(),
-    });
-    if ((r.error as NodeJS.ErrnoException | undefined)?.code === "ENOENT") continue;
-    const line = (r.stdout ?? "").split("\n")[0]!.trim();
-    const m = /^(?:(ok)|conflict (\d+) (-?\d+)|error (\d+) ?(.*))$/.exec(line);
-    if (r.error || r.status !== 0 || !m) {
-      const why = r.error?.message ?? ((r.stderr ?? "").trim().split("\n")[0] || `exit status ${r.status}`);
-      failed = `the lock helper ${program} failed (${why})`;
-      continue; // a broken program: try the next one
-    }
-    helperChoice.set(setting, { helper: h });
-    if (m[1] === "ok") return { kind: "ok" };
-    if (m[2] !== undefined) return { kind: "conflict", byte: Number(m[2]), pid: Number(m[3]) };
-    return {
-      kind: "unavailable",
-      reason: `the kernel refused an OFD lock on this file (errno ${m[4]}${m[5] ? `, ${m[5]}` : ""})`,
-    };
+  return { setting, programs };
+}
+
+/** How one helper run ended. */
+interface HelperRun {
+  error?: Error;
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The verdict of a helper run, or why the program is broken (then the next one is tried). */
+function verdictOf(setting: string, h: Helper, r: HelperRun): KernelResult | { broken: string } {
+  const line = r.stdout.split("\n")[0]!.trim();
+  const m = /^(?:(ok)|conflict (\d+) (-?\d+)|error (\d+) ?(.*))$/.exec(line);
+  if (r.error || r.status !== 0 || !m) {
+    const why = r.error?.message ?? (r.stderr.trim().split("\n")[0] || `exit status ${r.status}`);
+    return { broken: `the lock helper ${h.program} failed (${why})` };
   }
+  helperChoice.set(setting, { helper: h });
+  if (m[1] === "ok") return { kind: "ok" };
+  if (m[2] !== undefined) return { kind: "conflict", byte: Number(m[2]), pid: Number(m[3]) };
+  return {
+    kind: "unavailable",
+    reason: `the kernel refused an OFD lock on this file (errno ${m[4]}${m[5] ? `, ${m[5]}` : ""})`,
+  };
+}
+
+/** No program ran: the last one's failure, or that none is installed. */
+function noHelper(setting: string, programs: string[], failed: string | undefined): KernelResult {
   if (failed) return { kind: "unavailable", reason: failed };
   const reason = `no lock helper: ${programs.join(" and ")} ${programs.length > 1 ? "are" : "is"} not on PATH`;
   helperChoice.set(setting, { helper: null, reason });
   return { kind: "unavailable", reason };
+}
+
+const HELPER_TIMEOUT_MS = 20_000;
+
+/** Run the helper on `fd`: set the read locks `set` on its description, then test `test`. */
+function runHelper(fd: number, set: number[], test: number[]): KernelResult {
+  const c = helperCandidates();
+  if ("kind" in c) return c;
+  let failed: string | undefined;
+  for (const program of c.programs) {
+    const h = helperFor(program);
+    const r = spawnSync(h.program, [...h.args, set.join(","), test.join(",")], {
+      stdio: ["ignore", "pipe", "pipe", fd],
+      encoding: "utf8",
+      timeout: HELPER_TIMEOUT_MS,
+      env: helperEnv(),
+    });
+    if ((r.error as NodeJS.ErrnoException | undefined)?.code === "ENOENT") continue;
+    const v = verdictOf(c.setting, h, {
+      ...(r.error ? { error: r.error } : {}),
+      status: r.status,
+      stdout: r.stdout ?? "",
+      stderr: r.stderr ?? "",
+    });
+    if ("broken" in v) {
+      failed = v.broken;
+      continue; // a broken program: try the next one
+    }
+    return v;
+  }
+  return noHelper(c.setting, c.programs, failed);
+}
+
+/** `runHelper` without waiting: the process goes on while the helper starts and runs; `done` gets the verdict. */
+function runHelperAsync(fd: number, set: number[], test: number[], done: (r: KernelResult) => void): void {
+  const c = helperCandidates();
+  if ("kind" in c) return done(c);
+  let failed: string | undefined;
+  const attempt = (i: number): void => {
+    if (i >= c.programs.length) return done(noHelper(c.setting, c.programs, failed));
+    const h = helperFor(c.programs[i]!);
+    const child = spawn(h.program, [...h.args, set.join(","), test.join(",")], {
+      stdio: ["ignore", "pipe", "pipe", fd],
+      env: helperEnv(),
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout!.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), HELPER_TIMEOUT_MS);
+    let ended = false;
+    const end = (error: NodeJS.ErrnoException | undefined, status: number | null): void => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(timer);
+      if (error?.code === "ENOENT") return attempt(i + 1);
+      const v = verdictOf(c.setting, h, { ...(error ? { error } : {}), status, stdout, stderr });
+      if ("broken" in v) {
+        failed = v.broken;
+        return attempt(i + 1);
+      }
+      done(v);
+    };
+    child.once("error", (e) => end(e, null));
+    child.once("close", (status) => end(undefined, status));
+  };
+  attempt(0);
 }
 
 /** Why this process cannot take kernel locks, or undefined when it can (tries the helper on /dev/null). */
@@ -403,20 +475,76 @@ class NoRecord {
   constructor(readonly reason: string) {}
 }
 
+/** What an `ImageLock` holds once taken. */
+interface Taken {
+  kernel: boolean;
+  kernelUnavailable: string | undefined;
+  record: string | null;
+  recordText: string;
+}
+
+/** The open deferral, while one is (see `LockDeferral`). */
+let deferral: LockDeferral | null = null;
+
+/**
+ * Kernel locks taken without waiting for the helper, so that a program's start-up goes on while it runs (the
+ * QEMU launcher builds its machine meanwhile). While a deferral is open, `ImageLock.acquire` on a descriptor
+ * starts the helper and returns at once a lock whose verdict is pending; when the verdict comes, the lock is
+ * taken exactly as `acquire` takes it (the same checks and lock files, the same refusals). `end()` closes the
+ * deferral and resolves once every verdict is in and every lock taken, or rejects with the first refusal, the
+ * error `acquire` would have thrown. Nothing may let a guest use those images before it resolves; after a
+ * refusal the caller closes them (which drops what the helper may have locked).
+ */
+export class LockDeferral {
+  private readonly verdicts: Promise<void>[] = [];
+
+  private constructor() {}
+
+  /** Open a deferral (one at a time). */
+  static begin(): LockDeferral {
+    if (deferral) throw new Error("a lock deferral is already open");
+    deferral = new LockDeferral();
+    return deferral;
+  }
+
+  add(verdict: Promise<void>): void {
+    this.verdicts.push(verdict);
+  }
+
+  /** Close the deferral (later acquires wait for their helper again) and wait for the verdicts. */
+  async end(): Promise<void> {
+    if (deferral === this) deferral = null;
+    for (const r of await Promise.allSettled(this.verdicts)) if (r.status === "rejected") throw r.reason;
+  }
+}
+
 export class ImageLock {
   private released = false;
+  /** Null while the kernel lock's verdict is pending (see `LockDeferral`). */
+  private taken: Taken | null;
 
   private constructor(
     readonly imagePath: string,
     readonly mode: LockMode,
-    /** The kernel lock is held (on the descriptor passed to `acquire`). */
-    readonly kernel: boolean,
-    /** Why there is no kernel lock, when there is none. */
-    readonly kernelUnavailable: string | undefined,
-    /** This holder's lock file, or null where none could be made (a read-only directory, with the kernel lock). */
-    readonly record: string | null,
-    private readonly recordText: string,
-  ) {}
+    taken: Taken | null,
+  ) {
+    this.taken = taken;
+  }
+
+  /** The kernel lock is held (on the descriptor passed to `acquire`). */
+  get kernel(): boolean {
+    return this.taken?.kernel ?? false;
+  }
+
+  /** Why there is no kernel lock, when there is none. */
+  get kernelUnavailable(): string | undefined {
+    return this.taken ? this.taken.kernelUnavailable : "the lock helper's verdict is pending";
+  }
+
+  /** This holder's lock file, or null where none could be made (a read-only directory, with the kernel lock). */
+  get record(): string | null {
+    return this.taken?.record ?? null;
+  }
 
   /** `IMG.lock`, the writer's lock file. */
   get lockPath(): string {
@@ -426,19 +554,40 @@ export class ImageLock {
   /**
    * Take `imagePath` for `mode` or throw `ImageLockedError` naming a live holder. `fd` is the caller's open
    * descriptor of the image, which then carries the kernel lock until it is closed (null: lock files only).
-   * On a throw the caller must close `fd` (that drops whatever kernel lock it got).
+   * On a throw the caller must close `fd` (that drops whatever kernel lock it got). While a `LockDeferral` is
+   * open, the kernel lock's verdict and what follows from it come later, through the deferral.
    */
   static acquire(imagePath: string, fd: number | null, mode: LockMode): ImageLock {
-    const lockPath = lockPathOf(imagePath);
-    let kernel = false;
-    let kernelUnavailable: string | undefined = "no descriptor to lock";
-    if (fd !== null) {
-      const k = kernelBytes(mode);
-      const r = runHelper(fd, k.set, k.test);
-      if (r.kind === "conflict") throw ImageLock.kernelConflict(imagePath, fd, mode, r.byte, r.pid);
-      kernel = r.kind === "ok";
-      kernelUnavailable = r.kind === "unavailable" ? r.reason : undefined;
+    if (fd === null) return new ImageLock(imagePath, mode, ImageLock.take(imagePath, fd, mode, null));
+    const k = kernelBytes(mode);
+    if (deferral) {
+      const lock = new ImageLock(imagePath, mode, null);
+      deferral.add(
+        new Promise<void>((resolve, reject) =>
+          runHelperAsync(fd, k.set, k.test, (r) => {
+            // Released (its descriptor closed) before the verdict: nothing to take any more.
+            if (lock.released) return resolve();
+            try {
+              lock.taken = ImageLock.take(imagePath, fd, mode, r);
+              resolve();
+            } catch (e) {
+              reject(e as Error);
+            }
+          }),
+        ),
+      );
+      return lock;
     }
+    return new ImageLock(imagePath, mode, ImageLock.take(imagePath, fd, mode, runHelper(fd, k.set, k.test)));
+  }
+
+  /** After the kernel lock's verdict `r` (null: no descriptor): refuse, or make the lock file. */
+  private static take(imagePath: string, fd: number | null, mode: LockMode, r: KernelResult | null): Taken {
+    const lockPath = lockPathOf(imagePath);
+    if (r?.kind === "conflict") throw ImageLock.kernelConflict(imagePath, fd!, mode, r.byte, r.pid);
+    const kernel = r?.kind === "ok";
+    const kernelUnavailable =
+      r === null ? "no descriptor to lock" : r.kind === "unavailable" ? r.reason : undefined;
     const text = `${process.pid} ${mode}${kernel ? " kernel" : ""} ${token()}\n`;
     const record =
       mode === "write"
@@ -455,9 +604,9 @@ export class ImageLock {
           imagePath,
         );
       }
-      return new ImageLock(imagePath, mode, kernel, kernelUnavailable, null, text);
+      return { kernel, kernelUnavailable, record: null, recordText: text };
     }
-    return new ImageLock(imagePath, mode, kernel, kernelUnavailable, record, text);
+    return { kernel, kernelUnavailable, record, recordText: text };
   }
 
   /** Link `IMG.lock`, then make sure no live reader has a record; returns the record or why there is none. */
@@ -579,10 +728,11 @@ export class ImageLock {
   release(): void {
     if (this.released) return;
     this.released = true;
-    if (this.record === null) return;
-    held.delete(this.record);
+    const t = this.taken;
+    if (t === null || t.record === null) return;
+    held.delete(t.record);
     // Only remove the record if it is still ours (nobody should have taken it, but do not delete another's).
-    removeIfOurs(this.record, this.recordText);
+    removeIfOurs(t.record, t.recordText);
   }
 }
 

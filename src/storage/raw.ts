@@ -60,6 +60,13 @@ export class RawImageBackend implements BlockBackend {
   private zeroes: Uint8Array | null = null;
   /** Idle `Transfer`s (one per async request in flight at most). */
   private readonly transfers: Transfer[] = [];
+  /**
+   * Writes completed so far, and how many of them the last `flush` covered: as QEMU's write_gen and flushed_gen
+   * (block/io.c, bdrv_co_flush), a flush with nothing written since the last one has nothing to make durable
+   * and skips its fdatasync, the one at close included.
+   */
+  private readonly writes: WriteGeneration = { gen: 0 };
+  private flushedGen = 0;
 
   private constructor(
     readonly path: string,
@@ -131,11 +138,14 @@ export class RawImageBackend implements BlockBackend {
 
   flush(): void {
     if (this.closed) throw this.closedError(0);
+    const gen = this.writes.gen;
+    if (gen === this.flushedGen) return;
     try {
       fs.fdatasyncSync(this.fd);
     } catch (e) {
       throw fsError(e, 0, `flush of ${this.describe}`);
     }
+    this.flushedGen = gen;
   }
 
   /**
@@ -146,6 +156,7 @@ export class RawImageBackend implements BlockBackend {
    */
   discard(sector: number, count: number): void {
     if (this.closed) throw this.closedError(sector);
+    this.writes.gen++;
     if (count === 0 || this.discardTail(sector, count)) return;
     const zeroes = this.zeroChunk();
     for (let s = sector; s < sector + count;) {
@@ -177,6 +188,7 @@ export class RawImageBackend implements BlockBackend {
         return this.transfer().flush(done);
       case "discard": {
         const count = req.count;
+        this.writes.gen++; // the tail's truncation completes here; zero chunks count again when they end
         let finished: boolean;
         try {
           finished = count === 0 || this.discardTail(sector, count);
@@ -210,6 +222,7 @@ export class RawImageBackend implements BlockBackend {
   /** `read`/`write`: one buffer by positional I/O, several by preadv/pwritev (O_DIRECT, unaligned: one by one). */
   private syncIo(write: boolean, sector: number, bufs: readonly Uint8Array[]): void {
     if (this.closed) throw this.closedError(sector);
+    if (write) this.writes.gen++;
     if (bufs.length === 1) return this.syncOne(write, sector, bufs[0]!);
     if (this.direct && !allAligned(bufs)) {
       for (const buf of bufs) {
@@ -285,7 +298,7 @@ export class RawImageBackend implements BlockBackend {
   }
 
   private transfer(): Transfer {
-    return this.transfers.pop() ?? new Transfer(this.fd, this.describe, this.transfers);
+    return this.transfers.pop() ?? new Transfer(this.fd, this.describe, this.transfers, this.writes);
   }
 
   /** A transfer as a promise (for the bounce path). */
@@ -361,6 +374,11 @@ function allAligned(bufs: readonly Uint8Array[]): boolean {
   return true;
 }
 
+/** Writes completed on a backend (a counter shared with its `Transfer`s). */
+interface WriteGeneration {
+  gen: number;
+}
+
 /**
  * One async request in flight: positional `fs.read`/`fs.write` for one buffer, `fs.readv`/`fs.writev` for
  * several, repeated on short transfers; an `fdatasync`; or a discard's zero chunks, written one after the other.
@@ -387,6 +405,8 @@ class Transfer {
     private readonly fd: number,
     private readonly describe: string,
     private readonly pool: Transfer[],
+    /** The backend's write generation: a write counts once it has ended (its data may land until then). */
+    private readonly writes: WriteGeneration,
   ) {
     this.onFs = (e, n) => this.step(e, n);
     this.onSync = (e) => this.end(e ? fsError(e, 0, `flush of ${this.describe}`) : undefined);
@@ -408,6 +428,7 @@ class Transfer {
   }
 
   flush(done: IoCallback): void {
+    this.write = false;
     this.done = done;
     fsFdatasync(this.fd, this.onSync);
   }
@@ -464,6 +485,7 @@ class Transfer {
   }
 
   private end(err: IoError | undefined): void {
+    if (this.write) this.writes.gen++; // failed too: part of it may have reached the file
     const done = this.done!;
     this.done = null;
     this.buf = null;

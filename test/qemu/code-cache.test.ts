@@ -6,11 +6,19 @@
  * checkout's dist/ is never touched.
  */
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BIN, ROOT } from "./launch.ts";
+import { BIN, ROOT, START } from "./launch.ts";
 
 interface BuildLauncher {
   LAUNCHER_BUNDLE: string;
@@ -42,6 +50,7 @@ beforeAll(async () => {
   mkdirSync(join(dir, "dist"));
   bin = join(dir, "bin", "xenide-system-x86_64");
   copyFileSync(BIN, bin);
+  copyFileSync(START, `${bin}.cjs`);
   const m = (await import(join(ROOT, "scripts", "build-launcher.mjs"))) as BuildLauncher;
   await m.buildLauncher(join(dir, "dist"), bin);
   bundle = join(dir, "dist", m.LAUNCHER_BUNDLE);
@@ -146,6 +155,42 @@ describe("the launcher's code cache", () => {
     const r = start(["--version"]);
     expect(r.verdict).toBe("rejected by V8");
     expect(r.status).toBe(0);
+    expect(r.stdout).toContain("QEMU emulator version 7.2");
+  });
+});
+
+describe("bin/xenide-system-x86_64 (a shell script running the start file with Node)", () => {
+  it("finds its start file through the symbolic links npm makes (node_modules/.bin/NAME -> ../pkg/bin/NAME)", () => {
+    restore();
+    // A relative link to a relative link, from another directory, as npm's .bin and a user's own link would be.
+    const links = join(dir, "node_modules", ".bin");
+    mkdirSync(links, { recursive: true });
+    symlinkSync(join("..", "..", "bin", "xenide-system-x86_64"), join(links, "xenide-system-x86_64"));
+    const outer = join(dir, "qemu");
+    symlinkSync(join("node_modules", ".bin", "xenide-system-x86_64"), outer);
+    const r = spawnSync(outer, ["--version"], {
+      encoding: "utf8",
+      env: { ...process.env, XENIDE_FROM_SOURCES: "0", XENIDE_CODE_CACHE_DEBUG: "1" },
+      timeout: 30_000,
+    });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain("QEMU emulator version 7.2");
+    // The copy's own bundle and cache ran (not the checkout's): the cache matched the bundle beside it.
+    expect(r.stderr).toContain("code cache used");
+  });
+
+  it("starts Node without NODE_EXTRA_CA_CERTS (no TLS in the launcher; Node would read the file first)", () => {
+    // Node warns on stderr when it cannot load NODE_EXTRA_CA_CERTS: the warning's absence shows it never looked.
+    const env = {
+      ...process.env,
+      XENIDE_FROM_SOURCES: "0",
+      NODE_EXTRA_CA_CERTS: join(dir, "no-such-certs.pem"),
+    };
+    const plain = spawnSync(process.execPath, ["-e", "0"], { encoding: "utf8", env, timeout: 30_000 });
+    expect(plain.stderr).toContain("extra certs");
+    const r = spawnSync(bin, ["--version"], { encoding: "utf8", env, timeout: 30_000 });
+    expect(r.status).toBe(0);
+    expect(r.stderr).not.toContain("extra certs");
     expect(r.stdout).toContain("QEMU emulator version 7.2");
   });
 });

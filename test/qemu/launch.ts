@@ -11,6 +11,8 @@ import { fileURLToPath } from "node:url";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export const BIN = join(ROOT, "bin", "xenide-system-x86_64");
+/** The launcher's start file, which BIN (a shell script) runs with Node. */
+export const START = join(ROOT, "bin", "xenide-system-x86_64.cjs");
 
 /** The newest modification time of the files under `dir`. */
 function newest(dir: string): number {
@@ -43,7 +45,7 @@ export function launcherPath(): string {
   if (BUNDLE_FRESH) return BIN;
   const dir = mkdtempSync(join(tmpdir(), "xenide-launcher-"));
   const path = join(dir, "xenide-system-x86_64");
-  writeFileSync(path, `#!/bin/sh\nXENIDE_FROM_SOURCES=1 exec "${process.execPath}" "${BIN}" "$@"\n`);
+  writeFileSync(path, `#!/bin/sh\nXENIDE_FROM_SOURCES=1 exec "${process.execPath}" "${START}" "$@"\n`);
   chmodSync(path, 0o755);
   return path;
 }
