@@ -119,6 +119,12 @@ export class BusMaster implements IdeDmaOps {
   private bounce: Uint8Array | null = null;
   /** Kept from command to command; dropped when a cancelled request might still write into it. */
   private bounceBuf: Uint8Array | null = null;
+  /**
+   * The "qemu-7.2" profile: the engine was stopped while its transfer's storage request was in flight. QEMU
+   * drains that request inside the stop write (ide_cancel_dma_sync), so whoever serves the vCPU answers the
+   * write only once device work has settled (`takeDrainRequest`; docs/conformance.md D1).
+   */
+  private drainRequest = false;
 
   /**
    * @param mem guest memory the PRD table and its buffers are in
@@ -152,6 +158,14 @@ export class BusMaster implements IdeDmaOps {
     this.owner = null;
     this.run = null;
     this.bounce = null;
+    this.drainRequest = false;
+  }
+
+  /** Whether a stop write asked for a drain since the last call (and forget it). */
+  takeDrainRequest(): boolean {
+    const r = this.drainRequest;
+    this.drainRequest = false;
+    return r;
   }
 
   // ------------------------------------------------------------------------------------------------
@@ -193,8 +207,12 @@ export class BusMaster implements IdeDmaOps {
       this.kick();
     } else if (!(value & BM_CMD_START) && was) {
       // Stopping the engine while storage is still working does not abort the command (QEMU drains it); the
-      // completion still sets the Interrupt bit and ends the ATA command (docs/conformance.md D1).
+      // completion still sets the Interrupt bit and ends the ATA command (docs/conformance.md D1). QEMU 7.2 does
+      // that before the write returns: the profile asks the vCPU's server to wait for it. A started transfer
+      // whose engine has not ended it (`owner` still set) has its request in flight: in that profile the engine
+      // runs as soon as it is started.
       this.status &= ~BM_ST_ACTIVE;
+      if (this.qemu && this.owner !== null) this.drainRequest = true;
     }
   }
 

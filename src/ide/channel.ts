@@ -28,6 +28,7 @@ import {
 import { type AtaBus, AtaCore } from "./core.ts";
 import { Drive, type DriveConfig } from "./device.ts";
 import type { IdeDmaOps } from "./dma-ops.ts";
+import { attachAbsentDevice0, QEMU_ABSENT_DEVICE0_COMMANDS } from "./hd/absent.ts";
 import { readData16, transferString, writeData16 } from "./pio.ts";
 import { driveKind } from "./registry.ts";
 import type { CompatProfile } from "./compat.ts";
@@ -64,7 +65,13 @@ class ControlPort implements PortIoDevice {
 }
 
 function core(ch: IdeChannel, unit: 0 | 1, config: DriveConfig | undefined, position: string): AtaCore {
-  if (!config) return new AtaCore(unit, ch, null, null);
+  if (!config) {
+    if (unit === 1 || ch.compat !== "qemu-7.2") return new AtaCore(unit, ch, null, null);
+    // QEMU 7.2 runs commands written to an empty device 0 as a hard disk without a backend (A4).
+    const d = new AtaCore(unit, ch, null, null, QEMU_ABSENT_DEVICE0_COMMANDS);
+    attachAbsentDevice0(d);
+    return d;
+  }
   const kind = driveKind(config.kind);
   return new AtaCore(unit, ch, new Drive(config, position, kind.medium), kind);
 }
@@ -72,8 +79,14 @@ function core(ch: IdeChannel, unit: 0 | 1, config: DriveConfig | undefined, posi
 export class IdeChannel implements PortIoDevice, AtaBus {
   readonly index: 0 | 1;
   readonly devices: [AtaCore, AtaCore];
-  /** No drive at all: every register reads 0 and writes do nothing visible (observed on QEMU 7.2). */
+  /** No drive at all: every register reads 0 (observed on QEMU 7.2). */
   readonly empty: boolean;
+  /**
+   * No drive, and nothing runs: writes and commands go nowhere. QEMU 7.2 still runs commands written to an empty
+   * channel's device 0 (A4: interrupts, the Bus Master's Interrupt bit, SMART data through the data port), so
+   * in the "qemu-7.2" profile an empty channel is not inert.
+   */
+  private readonly inert: boolean;
   readonly dma: IdeDmaOps;
   readonly control: PortIoDevice;
   readonly mem: GuestMemory;
@@ -101,6 +114,7 @@ export class IdeChannel implements PortIoDevice, AtaBus {
     const name = opts.index === 0 ? "primary" : "secondary";
     this.devices = [core(this, 0, opts.master, `${name}-master`), core(this, 1, opts.slave, `${name}-slave`)];
     this.empty = !this.devices[0].present && !this.devices[1].present;
+    this.inert = this.empty && !this.qemu;
     this.control = new ControlPort(this);
   }
 
@@ -208,7 +222,7 @@ export class IdeChannel implements PortIoDevice, AtaBus {
   }
 
   writeReg(reg: number, v: number): void {
-    if (this.empty) return;
+    if (this.inert) return;
     if (reg === REG_STATUS) {
       this.ctl &= ~CTL_HOB;
       this.lowerIrq();
@@ -227,9 +241,11 @@ export class IdeChannel implements PortIoDevice, AtaBus {
   /** A command written to the selected device. */
   private command(op: number): void {
     const d = this.devices[this.unit];
-    if (!d.present) return; // commands to an absent device are ignored (observed on QEMU 7.2)
+    // Commands to an absent device are ignored (observed on QEMU 7.2), except QEMU's to an absent device 0,
+    // which has a command table of its own (A4).
+    if (!d.commands) return;
     // Ignored while busy (observed on QEMU 7.2), except DEVICE RESET to a PACKET device (ATA-6 §8.7).
-    if (d.status & (ST_BSY | ST_DRQ) && !(op === ATA_CMD.DEVICE_RESET && d.kind!.packet)) return;
+    if (d.status & (ST_BSY | ST_DRQ) && !(op === ATA_CMD.DEVICE_RESET && d.kind?.packet)) return;
     const t = this.tracer();
     if (t)
       t.emit({ ev: "note", text: `ata ch${this.index}.${d.unit} cmd 0x${op.toString(16).padStart(2, "0")}` });
@@ -244,7 +260,7 @@ export class IdeChannel implements PortIoDevice, AtaBus {
     const old = this.ctl;
     this.ctl = v;
     if (this.qemu) {
-      if (v & CTL_SRST && !(old & CTL_SRST) && !this.empty) this.qemuSrst();
+      if (v & CTL_SRST && !(old & CTL_SRST)) this.qemuSrst();
       return;
     }
     if (!this.empty) {
@@ -326,12 +342,12 @@ export class IdeChannel implements PortIoDevice, AtaBus {
   // Data port.
 
   private readData16(): number {
-    if (this.empty) return 0;
+    if (this.inert) return 0;
     return readData16(this.devices[this.unit]);
   }
 
   private writeData16(v: number): void {
-    if (this.empty) return;
+    if (this.inert) return;
     writeData16(this.devices[this.unit], v);
   }
 
@@ -352,7 +368,7 @@ export class IdeChannel implements PortIoDevice, AtaBus {
     if ((port & 7) !== REG_DATA || size === 1 || df)
       return this.stringSlow(port, size, dir, mem, gpa, count, df);
     const total = count * size;
-    const done = this.empty ? 0 : transferString(this.devices[this.unit], dir === "in", mem, gpa, total);
+    const done = this.inert ? 0 : transferString(this.devices[this.unit], dir === "in", mem, gpa, total);
     if (isFault(done)) return done;
     if (done < total && dir === "in") {
       const v = mem.view(gpa + done, total - done);

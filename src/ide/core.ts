@@ -108,6 +108,11 @@ export class AtaCore {
   readonly present: boolean;
   readonly drive: Drive | null;
   readonly kind: KindProfile | null;
+  /**
+   * The commands this position runs: its kind's table, or for QEMU 7.2's empty device 0 the table of a hard
+   * disk without a backend (hd/absent.ts, docs/conformance.md A4); null where commands are ignored.
+   */
+  readonly commands: CommandTable | null;
   /** Highest sector + 1 a command may touch (of the medium now inserted, for removable media). */
   sectorCount: number;
   readOnly: boolean;
@@ -160,16 +165,18 @@ export class AtaCore {
     readonly bus: AtaBus,
     drive: Drive | null,
     kind: KindProfile | null,
+    absentCommands: CommandTable | null = null,
   ) {
     this.qemu = bus.compat === "qemu-7.2";
     // QEMU 7.2's empty position holds the state of its reset: READY|SEEK (seen only with device 0 absent, A4).
     if (this.qemu && !drive) this.status = ST_DRDY | ST_DSC;
-    // An empty position never transfers data: no buffer.
-    this.buf = new Uint8Array(drive ? IO_BUF_SECTORS * 512 : 0);
+    // An empty position transfers no sectors: at most a SMART page when it runs commands (A4).
+    this.buf = new Uint8Array(drive ? IO_BUF_SECTORS * 512 : absentCommands ? 512 : 0);
     this.xfer = this.buf;
     this.drive = drive;
     this.kind = drive ? kind : null;
     this.present = drive !== null && kind !== null;
+    this.commands = this.kind ? this.kind.commands : absentCommands;
     this.sectorCount = drive ? drive.sectorCount : 0;
     this.readOnly = drive ? drive.readOnly : true;
     this.settings = new DriveSettings(
@@ -209,7 +216,7 @@ export class AtaCore {
 
   /** A command written while the device is present and neither BSY nor DRQ. */
   execute(op: number): void {
-    const entry = this.kind!.commands[op];
+    const entry = this.commands![op];
     this.cmd = op;
     this.error = 0;
     if (!entry) {
@@ -297,8 +304,9 @@ export class AtaCore {
     bufs: Uint8Array[] | undefined,
     cont: CoreContinuation,
     count?: number,
+    restart: ((d: AtaCore) => void) | null = null,
   ): void {
-    this.requests!.submit(op, sector, bufs, cont, count);
+    this.requests!.submit(op, sector, bufs, cont, count, restart);
   }
 
   /** After a write completes: flush as well when the write cache is off (every write reaches the medium). */
@@ -364,6 +372,7 @@ export class AtaCore {
   reset(): void {
     const s = this.settings;
     if (!this.kind) {
+      this.stopTransfer();
       this.tf.clearForReset();
       this.setSignature();
       this.tf.lbaMid = this.tf.lbaHigh = 0xff;

@@ -73,13 +73,25 @@ function runDma(d: AtaCore): void {
   d.dmaCount = valid;
   const bufs = dma.buffers(d.dmaWrite);
   d.dmaInflight = true;
-  if (d.dmaWrite) d.io("write", lba, bufs, dmaWritten);
-  else d.io("read", lba, bufs, dmaDone);
+  if (d.dmaWrite) d.io("write", lba, bufs, dmaWritten, undefined, restartDma);
+  else d.io("read", lba, bufs, dmaDone, undefined, restartDma);
+}
+
+/**
+ * A request of this command failed, the error policy held it ("stop"), and the machine continues: the command
+ * runs again from the start, as QEMU's ide_restart_dma re-runs it (its address and count are still those of the
+ * start: nothing moved the task file). The engine walks the PRD table again from its table register, so a table
+ * or buffer the guest changed while the machine was stopped is used, and a stopped engine is waited for.
+ */
+function restartDma(d: AtaCore): void {
+  d.dmaPending = true;
+  d.dmaInflight = false;
+  d.bus.dma.start(d, runDma);
 }
 
 /** A DMA write reached storage: flush too when the write cache is off, then end the command. */
 function dmaWritten(d: AtaCore, err: IoError | undefined): void {
-  if (!err && !d.settings.writeCache) d.io("flush", 0, undefined, dmaDone);
+  if (!err && !d.settings.writeCache) d.io("flush", 0, undefined, dmaDone, undefined, restartDma);
   else dmaDone(d, err);
 }
 
@@ -146,7 +158,7 @@ function runTrim(d: AtaCore): void {
   }
   d.dmaInflight = true;
   // All discards go out as one batch; the command completes when the last one does.
-  d.requests!.discard(ranges, trimmed);
+  d.requests!.discard(ranges, trimmed, restartDma);
 }
 
 /** A range entry beyond the capacity: ABRT, no error bit in the engine (QEMU ide-test /ide/bmdma/trim). */

@@ -148,6 +148,16 @@ export class PiixIde implements PciFunction {
     };
   }
 
+  /**
+   * A Bus Master stop write asked for its in-flight transfer to be drained before the write is answered
+   * ("qemu-7.2" profile, docs/conformance.md D1); true once per request.
+   */
+  takeDrainRequest(): boolean {
+    const a = this.busMasters[0].takeDrainRequest();
+    const b = this.busMasters[1].takeDrainRequest();
+    return a || b;
+  }
+
   /** Deferred device work is waiting for the next main-loop iteration (`runBottomHalves`). */
   get bottomHalvesPending(): boolean {
     return this.bottomHalves.length > 0;

@@ -20,7 +20,8 @@ export type IoErrorAction = "report" | "ignore" | "stop";
  * A drive's error policy (QEMU's rerror/werror). Without one, every failure is reported to the command (the
  * drive's ATA error). With "ignore" the command goes on as if the request had succeeded; with "stop" the batch
  * is held, the command stays where it was (BSY for a flush or PIO, DRQ for DMA), and `retry` submits the same
- * batch again, as QEMU's ide_restart_cb re-runs the request when the VM continues.
+ * batch again, as QEMU's ide_restart_cb re-runs the request when the VM continues, or, for a batch submitted
+ * with a `restart`, lets the protocol start its command over (DMA: QEMU's ide_restart_dma).
  */
 export interface IoErrorPolicy {
   /** What to do with `err`, which failed a batch of `op` requests (told once per failed batch). */
@@ -43,6 +44,8 @@ export class StorageRequests<O> {
   /** The outstanding batch's op, and its ranges when it is a TRIM (kept for a retry under the error policy). */
   private batchOp: IoRequest["op"] = "read";
   private batchRanges: readonly number[] = [];
+  /** How a held batch is retried from the device's protocol instead of as it was (see `submit`). */
+  private batchRestart: ((owner: O) => void) | null = null;
 
   constructor(
     readonly engine: IoEngine,
@@ -60,15 +63,20 @@ export class StorageRequests<O> {
     return this.cont !== null;
   }
 
-  /** One request as a batch of its own. */
+  /**
+   * One request as a batch of its own. `restart`: what a retry under the error policy runs instead of submitting
+   * the batch again (the DMA protocol re-runs its command, as QEMU's ide_restart_dma does).
+   */
   submit(
     op: IoRequest["op"],
     sector: number,
     bufs: Uint8Array[] | undefined,
     cont: IoContinuation<O>,
     count?: number,
+    restart: ((owner: O) => void) | null = null,
   ): void {
     const tag = ++this.tagSeq;
+    this.batchRestart = restart;
     this.batchFirst = tag;
     this.batchLast = tag;
     this.batchLeft = 1;
@@ -86,8 +94,13 @@ export class StorageRequests<O> {
   }
 
   /** Discards of `ranges` (pairs of sector, count) as one batch; `cont` runs when the last one is done. */
-  discard(ranges: readonly number[], cont: IoContinuation<O>): void {
+  discard(
+    ranges: readonly number[],
+    cont: IoContinuation<O>,
+    restart: ((owner: O) => void) | null = null,
+  ): void {
     const n = ranges.length / 2;
+    this.batchRestart = restart;
     const first = this.tagSeq + 1;
     this.tagSeq += n;
     this.batchFirst = first;
@@ -152,7 +165,12 @@ export class StorageRequests<O> {
   /** Submit a held batch again (QEMU's ide_restart_cb), unless a reset abandoned it meanwhile. */
   private retry(cont: IoContinuation<O>, batch: number): void {
     if (this.cont !== cont || this.batchFirst !== batch) return;
-    if (this.batchOp === "discard") this.discard(this.batchRanges, cont);
+    const restart = this.batchRestart;
+    if (restart) {
+      // The protocol starts its command over and submits a batch of its own.
+      this.abandon();
+      restart(this.owner);
+    } else if (this.batchOp === "discard") this.discard(this.batchRanges, cont);
     else {
       const r = this.req;
       this.submit(r.op, r.sector, r.bufs, cont, r.count);

@@ -61,6 +61,14 @@ export interface Machine {
   busy(): boolean;
   /** Let submitted storage requests complete and reach their devices (bounded, so a stuck one cannot hang). */
   settle(): Promise<void>;
+  /**
+   * Whether the last port write asked to be answered only after device work has settled (and forget the
+   * request): in the "qemu-7.2" profile, stopping a Bus Master whose transfer is in flight, which QEMU 7.2
+   * drains inside the write (docs/conformance.md D1). Whoever serves the vCPU (the qtest server, as a Xen
+   * ioreq server may answer an ioreq later) awaits `settle()` before answering. A caller of the synchronous
+   * vCPU API that does not ask sees the transfer end later, as in the default profile.
+   */
+  takeDrainRequest(): boolean;
   /** Settle, then close the media the machine opened. Idempotent. */
   close(): Promise<void>;
   /**
@@ -203,6 +211,7 @@ export function buildMachine(desc: MachineDescription = {}): Machine {
       // Device work deferred to the next main-loop iteration (the "qemu-7.2" software reset) counts as pending
       // and runs on settling, as QEMU's bottom halves run between its other events.
       busy: () => enginesBusy(engines) || (pc?.ide.bottomHalvesPending ?? false),
+      takeDrainRequest: () => pc?.ide.takeDrainRequest() ?? false,
       settle: async () => {
         pc?.ide.runBottomHalves();
         await settleEngines(engines);

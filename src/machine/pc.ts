@@ -10,6 +10,8 @@ import type { DriveConfig } from "../ide/device.ts";
 import { PCI_CONFIG_ADDRESS, PciHost, PlainPciFunction } from "./pci-host.ts";
 import { PCI_COMMAND_IO, PCI_COMMAND_MASTER, PiixIde } from "../ide/piix.ts";
 import type { CompatProfile } from "../ide/compat.ts";
+import { machineClock, type VirtualClock } from "./clock.ts";
+import { Piix4Pm } from "./piix4-pm.ts";
 
 export type { DriveConfig } from "../ide/device.ts";
 
@@ -39,6 +41,10 @@ export interface Pc {
   pci: PciHost;
   hostBridge: PlainPciFunction;
   isaBridge: PlainPciFunction;
+  /** The PIIX4 power-management function at 00:01.3 ("qemu-7.2" profile only; piix4-pm.ts). */
+  pm: Piix4Pm | null;
+  /** The virtual clock its PM timer counts (qtest `clock_step` moves it). */
+  clock: VirtualClock;
   /** BAR4 base when firmwareInit placed it, else null (the guest must assign it). */
   bmBase: number | null;
   /**
@@ -112,27 +118,12 @@ export function createPc(opts: PcOptions = {}): Pc {
   pci.add(0, 0, 0, hostBridge);
   pci.add(0, 1, 0, isaBridge);
   pci.add(0, IDE_PCI_DEVICE, IDE_PCI_FUNCTION, ide);
-  let acpi: PlainPciFunction | null = null;
+  const clock = machineClock(hv);
+  let acpi: Piix4Pm | null = null;
   if (qemu) {
-    // PIIX4 ACPI (00:01.3) as QEMU 7.2 shows it at reset: IDs, status 0280h, class 068000h rev 03h, INTA, the
-    // PM base register's I/O indicator. Only its configuration space: the power-management block is not modelled.
-    acpi = new PlainPciFunction({
-      vendor: 0x8086,
-      device: 0x7113,
-      classCode: 0x068000,
-      revision: 0x03,
-      status: 0x0280,
-      ...qemuIds,
-    });
-    acpi.config[0x3d] = 0x01;
-    acpi.config[0x40] = 0x01;
-    // Also as read from QEMU 7.2: DEVRESB, DEVACTB, PMREGMISC/SMBus base indicator and the SMBus host config.
-    acpi.config[0x5f] = 0x10;
-    acpi.config[0x63] = 0x60;
-    acpi.config[0x90] = 0x01;
-    acpi.config[0x91] = 0xb1;
-    acpi.config[0xd2] = 0x09;
-    acpi.captureResetState();
+    // PIIX4 power management (00:01.3) as QEMU 7.2 shows it: its configuration space at reset, the ACPI PM I/O
+    // block once PMBA is enabled, the GPE0 block (piix4-pm.ts).
+    acpi = new Piix4Pm(hv.bus, hv.irq, clock, qemuIds);
     pci.add(0, 1, 3, acpi);
     // Digital Input Register of the floppy controller QEMU's pc always has: 80h (disk changed), writes ignored.
     hv.bus.register(0x3f7, 1, { ioRead: () => 0x80, ioWrite: () => {} }, "fdc-dir");
@@ -152,6 +143,8 @@ export function createPc(opts: PcOptions = {}): Pc {
     pci,
     hostBridge,
     isaBridge,
+    pm: acpi,
+    clock,
     bmBase,
     reset() {
       pci.reset();

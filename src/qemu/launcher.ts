@@ -16,6 +16,7 @@ import { serveStream, staleSocketAt } from "../qtest/transport.ts";
 import type { IoErrorPolicy } from "../ide/requests.ts";
 import { BlkdebugBackend, BlkdebugBreakError, ioErrorReason } from "../storage/blkdebug.ts";
 import { openMedium } from "../storage/index.ts";
+import { LockDeferral } from "../storage/lock.ts";
 import type { BlockBackend } from "../storage/types.ts";
 import { type ChardevSpec, type LaunchPlan, type PlannedDrive, planLaunch } from "./config.ts";
 import { QemuUsageError } from "./opts.ts";
@@ -106,6 +107,8 @@ class Vm implements QmpHost {
   private logFd: number | null = null;
   private exit: ((status: number) => void) | null = null;
   private stopping = false;
+  /** The image locks' verdicts (see the constructor): settled before anything is served. */
+  private readonly lockVerdicts: Promise<void>;
 
   constructor(
     private readonly plan: LaunchPlan,
@@ -116,6 +119,10 @@ class Vm implements QmpHost {
     const specs: IdeDriveSpec[] = [];
     const qemuStrings = plan.compat === "qemu-7.2";
     let serialSeq = 0;
+    // Each image's kernel lock is taken by a helper process (storage/lock.ts), which runs while the machine is
+    // built instead of before it; run() waits for the verdicts before serving anything, as QEMU takes its
+    // locks before it connects a character device.
+    const locks = LockDeferral.begin();
     try {
       for (const p of plan.drives) {
         let rt: DriveRuntime;
@@ -167,6 +174,9 @@ class Vm implements QmpHost {
     } catch (e) {
       for (const d of drives) d.own?.close();
       throw e;
+    } finally {
+      this.lockVerdicts = locks.end();
+      this.lockVerdicts.catch(() => {}); // run() reports a refusal; a failed start has closed its media already
     }
     this.drives = drives;
     // A reset the guest asks for through PIIX3's Reset Control register (0xCF9).
@@ -191,6 +201,8 @@ class Vm implements QmpHost {
       settle: async () => {
         for (let i = 0; i < 100_000 && busy(); i++) await new Promise<void>((r) => setImmediate(r));
       },
+      // A Bus Master stopped with its transfer in flight: the write is answered once the request is drained.
+      takeDrainRequest: () => this.machine.takeDrainRequest(),
     });
   }
 
@@ -536,9 +548,13 @@ class Vm implements QmpHost {
         this.io.stderr.write(`${PROGRAM}: ${(e as Error)?.message ?? String(e)}\n`);
         void this.shutdown(1);
       };
-      // libqtest accepts the qtest connection first, then QMP; both sockets listen before we start.
-      if (this.plan.qtest) this.serveQtest(this.plan.qtest).catch(fail);
-      for (const m of this.plan.monitors) this.serveMonitor(m).catch(fail);
+      // A locked image refuses the start (one line naming the holder, status 1) before anything is connected.
+      this.lockVerdicts.then(() => {
+        if (this.stopping) return;
+        // libqtest accepts the qtest connection first, then QMP; both sockets listen before we start.
+        if (this.plan.qtest) this.serveQtest(this.plan.qtest).catch(fail);
+        for (const m of this.plan.monitors) this.serveMonitor(m).catch(fail);
+      }, fail);
     });
   }
 

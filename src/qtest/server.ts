@@ -15,6 +15,7 @@
 import type { Hypervisor, Vcpu } from "../hypervisor/hypervisor.ts";
 import { isFault } from "../hypervisor/memory.ts";
 import { NUM_IRQ_LINES } from "../hypervisor/irq.ts";
+import { machineClock, type VirtualClock } from "../machine/clock.ts";
 import {
   QtestArgError,
   fmtBase64,
@@ -39,6 +40,13 @@ export interface QtestTarget {
    * Without it, a target that has `settle` is taken to be always busy.
    */
   busy?: () => boolean;
+  /**
+   * Whether the request just served asked to be answered only after device work has settled (and forget
+   * the request): `Machine.takeDrainRequest`, QEMU 7.2 draining a stopped Bus Master's transfer inside the
+   * stop write (docs/conformance.md D1). The vCPU then waits for its reply, as for an ioreq a Xen ioreq server
+   * answers later.
+   */
+  takeDrainRequest?: () => boolean;
 }
 
 /** QEMU's qtest_can_read: the chardev hands the protocol at most this many bytes per main-loop dispatch. */
@@ -63,8 +71,8 @@ export class QtestServer {
   private interceptIn = false;
   /** Last level reported per line (QEMU's irq_levels[]): a line is reported only when it changes. */
   private readonly levels = new Uint8Array(NUM_IRQ_LINES);
-  /** Virtual clock in ns (the qtest accelerator's clock: moves only when the client steps it). */
-  private clockNs = 0n;
+  /** The machine's virtual clock (the qtest accelerator's: moves only when the client steps it). */
+  private readonly clock: VirtualClock;
   /** Requests served, for diagnostics. */
   commands = 0;
   /**
@@ -72,8 +80,15 @@ export class QtestServer {
    * what QEMU's `-qtest-log` records. Null (the default) costs one comparison per line.
    */
   traffic: ((dir: "R" | "S", text: string) => void) | null = null;
+  /** The reply of a request that waits for a drain (`QtestTarget.takeDrainRequest`); sent by `settle()`. */
+  private heldReply: string | null = null;
+  /** Lines of a chunk after a held request, still to run (`feed("")` runs them once settled). */
+  private linesWaiting = false;
+  private readonly takeDrainRequest: (() => boolean) | null;
 
   constructor(readonly target: QtestTarget) {
+    this.takeDrainRequest = target.takeDrainRequest ?? null;
+    this.clock = machineClock(target.hv);
     target.hv.irq.onChange((line, level) => {
       if (!this.interceptIn || line >= NUM_IRQ_LINES) return;
       if (this.levels[line] === level) return;
@@ -104,9 +119,17 @@ export class QtestServer {
    * one QEMU main-loop dispatch); the caller then awaits `settle()` before feeding the next chunk.
    */
   feed(chunk: string): void {
+    if (this.heldReply !== null) {
+      // A reply is still held (`settle` sends it): later requests wait behind it, in order.
+      this.pending += chunk;
+      this.linesWaiting = this.pending.includes("\n");
+      return;
+    }
     const buf = this.pending.length > 0 ? this.pending + chunk : chunk;
     let pos = 0;
     this.feeding = true;
+    this.linesWaiting = false;
+    const drain = this.takeDrainRequest;
     try {
       for (;;) {
         const nl = buf.indexOf("\n", pos);
@@ -114,8 +137,14 @@ export class QtestServer {
         // Run first, then append (not `acc += run(...)`, which would read `acc` before the call): an IRQ line
         // the request caused is already in `acc` and goes before its reply.
         const reply = this.run(buf, pos, nl);
-        this.acc += reply;
         pos = nl + 1;
+        if (drain !== null && drain()) {
+          // The vCPU waits for this reply until device work has settled; later lines wait behind it.
+          this.heldReply = reply;
+          this.linesWaiting = buf.indexOf("\n", pos) >= 0;
+          break;
+        }
+        this.acc += reply;
       }
     } finally {
       this.feeding = false;
@@ -126,16 +155,32 @@ export class QtestServer {
     }
   }
 
-  /** Whether `settle()` has work to wait for before the next chunk. */
+  /** Whether `settle()` has work to wait for before the next chunk (a held reply included). */
   busy(): boolean {
+    if (this.heldReply !== null) return true;
     const t = this.target;
     return t.busy ? t.busy() : t.settle !== undefined;
   }
 
-  /** Run device work that became due (storage completions) before the next chunk. */
+  /** Lines of an earlier chunk wait behind a reply that was held; `feed("")` runs them. */
+  get waiting(): boolean {
+    return this.linesWaiting;
+  }
+
+  /**
+   * Run device work that became due (storage completions) before the next chunk. A held reply goes out once
+   * that work is done (interrupts it raised first, as QEMU reports them inside the request).
+   */
   async settle(): Promise<void> {
     await new Promise<void>((r) => setImmediate(r));
-    if (this.target.settle) await this.target.settle();
+    const t = this.target;
+    if (t.settle) await t.settle();
+    const held = this.heldReply;
+    if (held === null) return;
+    // `settle` is bounded; a request that cannot finish (one held at a breakpoint, say) is not waited for.
+    for (let i = 0; i < 100 && t.settle && t.busy?.(); i++) await t.settle();
+    this.heldReply = null;
+    this.out(held);
   }
 
   /** Execute one request line; returns its reply line (with the newline). */
@@ -321,15 +366,20 @@ export class QtestServer {
         return "OK";
       }
       case "clock_step": {
-        // With no timers pending the next deadline is "never", and QEMU leaves the clock where it is.
-        if (w[1] !== undefined) this.clockNs += this.signed(w[1]);
-        return `OK ${this.clockNs}`;
+        // By NS, or to the next timer deadline; with no timer armed that is "never", and QEMU leaves the clock
+        // where it is. Timers the step passes run at their deadlines (qtest_clock_warp).
+        const c = this.clock;
+        if (w[1] !== undefined) c.advanceTo(c.ns + this.signed(w[1]));
+        else {
+          const d = c.nextDeadline();
+          if (d !== null) c.advanceTo(d);
+        }
+        return `OK ${c.ns}`;
       }
       case "clock_set": {
         if (w[1] === undefined) throw new QtestArgError("missing time");
-        const ns = this.signed(w[1]);
-        if (ns > this.clockNs) this.clockNs = ns;
-        return `OK ${this.clockNs}`;
+        this.clock.advanceTo(this.signed(w[1]));
+        return `OK ${this.clock.ns}`;
       }
       default:
         return `FAIL Unknown command '${cmd}'`;

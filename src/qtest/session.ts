@@ -81,6 +81,7 @@ export function openQtestSession(opts: QtestSessionOptions): QtestSession {
     vcpu: hv.vcpu(0),
     settle: () => machine.settle(),
     busy: () => machine.busy(),
+    takeDrainRequest: () => machine.takeDrainRequest(),
   });
   return { hv, machine, server, engines: machine.engines, close: () => machine.close() };
 }

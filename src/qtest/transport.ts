@@ -67,6 +67,15 @@ export function serveStream(server: QtestServer, input: Readable, output: Writab
       try {
         for (;;) {
           if (at >= chunk.length) {
+            if (server.waiting) {
+              // Lines behind a reply that waited for a drain run now, before any newer input.
+              server.feed("");
+              if (server.busy()) {
+                settle();
+                break;
+              }
+              continue;
+            }
             const next = queue.shift();
             if (next === undefined) break;
             chunk = next;

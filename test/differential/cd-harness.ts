@@ -72,13 +72,13 @@ export class CdSession {
     const qargs = [...QEMU_ORACLE_ARGS];
     const specs: IdeDriveSpec[] = [];
     const files: (string | undefined)[] = [];
-    let serial = 0;
     slots.forEach((slot, index) => {
       if (!slot) {
         files.push(undefined);
         return;
       }
-      const sn = `QM${String(++serial).padStart(5, "0")}`;
+      // QEMU numbers every position the PIIX creates (ide_init1), attached or not.
+      const sn = `QM${String(index + 1).padStart(5, "0")}`;
       // Each side has its own copy (the disk is written, and each side locks what it opened).
       let file: string | undefined;
       let xfile: string | undefined;
@@ -124,6 +124,7 @@ export class CdSession {
       vcpu: hv.vcpu(0),
       settle: () => machine.settle(),
       busy: () => machine.busy(),
+      takeDrainRequest: () => machine.takeDrainRequest(),
     });
     const toServer = new PassThrough();
     const fromServer = new PassThrough();

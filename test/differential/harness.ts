@@ -5,7 +5,7 @@
  */
 
 import { execFileSync, spawnSync } from "node:child_process";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -30,7 +30,10 @@ export function qemuStatus(): { ok: true; version: string } | { ok: false; reaso
 /** Drives on the PC's IDE channels, by QEMU `index=` (0 primary master, 1 primary slave, 2, 3 secondary). */
 export type DriveSlots = (string | undefined)[];
 
-/** QEMU's IDENTIFY strings for drive N (serial "QM%05d" of a counter over created drives, from 1). */
+/**
+ * QEMU's IDENTIFY strings. The serial is "QM%05d" of a counter that ide_init1 advances for every device
+ * position the PIIX creates, attached or not: the drive at `index=N` is QM0000(N+1).
+ */
 export const QEMU_MODEL = "QEMU HARDDISK";
 export const QEMU_FIRMWARE = "2.5+";
 
@@ -53,21 +56,36 @@ export const QEMU_ORACLE_ARGS: readonly string[] = [
   "128M",
 ];
 
-export function startQemu(images: DriveSlots): QtestClient {
-  const args = [...QEMU_ORACLE_ARGS];
+/**
+ * Where the qtest accelerator module for the installed QEMU is (Debian's package deletes it;
+ * scripts/build-qemu-accel-qtest.sh builds it into the cache), or null when it is not built. Under that
+ * accelerator QEMU's virtual clock moves with `clock_step`; under the oracle's paused TCG it stands still.
+ */
+export function qtestAccelModules(): string | null {
+  const dir = process.env.XENIDE_QEMU_MODULE_DIR ?? join(ROOT, ".cache/qemu-ide-test/qemu-modules");
+  return existsSync(join(dir, "accel-qtest-x86_64.so")) ? dir : null;
+}
+
+/** QEMU as the oracle; with `accelQtest` (a module directory) under the qtest accelerator instead of TCG. */
+export function startQemu(images: DriveSlots, opts: { accelQtest?: string } = {}): QtestClient {
+  // Under the qtest accelerator the machine runs (no -S, as libqtest starts it): a stopped machine's clock
+  // still moves with clock_step, but its timers do not fire.
+  const args = opts.accelQtest
+    ? QEMU_ORACLE_ARGS.filter((a) => a !== "-S").map((a) => (a === "tcg" ? "qtest" : a))
+    : [...QEMU_ORACLE_ARGS];
   images.forEach((img, index) => {
     if (img) args.push("-drive", `file=${img},format=raw,if=ide,index=${index},cache=writeback`);
   });
-  return QtestClient.spawn(QEMU, args);
+  const env = opts.accelQtest ? { ...process.env, QEMU_MODULE_DIR: opts.accelQtest } : undefined;
+  return QtestClient.spawn(QEMU, args, env ? { env } : {});
 }
 
 export function startXenide(images: DriveSlots, extra: string[] = []): QtestClient {
   const flags = ["--disk", "--slave", "--secondary", "--secondary-slave"];
   const args = ["--import", "tsx", join(ROOT, "src/cli/main.ts"), "qtest", "--ram", "128M"];
   args.push("--model", QEMU_MODEL, "--firmware", QEMU_FIRMWARE);
-  let n = 0;
   images.forEach((img, i) => {
-    if (img) args.push(flags[i]!, img, "--serial", `QM${String(++n).padStart(5, "0")}`);
+    if (img) args.push(flags[i]!, img, "--serial", `QM${String(i + 1).padStart(5, "0")}`);
   });
   args.push(...extra);
   return QtestClient.spawn(process.execPath, args, { cwd: ROOT });
@@ -80,12 +98,13 @@ export function startXenide(images: DriveSlots, extra: string[] = []): QtestClie
 export function startXenideInProcess(
   images: DriveSlots,
   compat: CompatProfile = DEFAULT_COMPAT,
+  engine: "sync" | "async" = "sync",
 ): { client: QtestClient; done: Promise<void> } {
   const serials: string[] = [];
-  images.forEach((img) => {
-    if (img) serials.push(`QM${String(serials.length + 1).padStart(5, "0")}`);
+  images.forEach((img, i) => {
+    if (img) serials.push(`QM${String(i + 1).padStart(5, "0")}`);
   });
-  const m = openQtestSession({ images, model: QEMU_MODEL, firmware: QEMU_FIRMWARE, serials, compat });
+  const m = openQtestSession({ images, model: QEMU_MODEL, firmware: QEMU_FIRMWARE, serials, compat, engine });
   const toServer = new PassThrough();
   const fromServer = new PassThrough();
   const done = serveStream(m.server, toServer, fromServer).finally(() => {

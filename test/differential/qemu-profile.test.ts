@@ -7,9 +7,22 @@
  */
 
 import { afterEach, describe, expect, it } from "vitest";
-import { patternImage, qemuStatus } from "./harness.ts";
-import { bytesFromSeed, type Op, runOp } from "./ops.ts";
-import { Mismatch, PRIMARY } from "./pair.ts";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { QtestClient } from "../../src/qtest/client.ts";
+import { launcherPath, QmpSocket } from "../qemu/launch.ts";
+import {
+  ImageSet,
+  patternImage,
+  QEMU,
+  qemuStatus,
+  qtestAccelModules,
+  startQemu,
+  startXenide,
+} from "./harness.ts";
+import { bytesFromSeed, type Op, PCI_SETUP, runOp } from "./ops.ts";
+import { Mismatch, Pair, PRIMARY } from "./pair.ts";
 import { Session, withStderr } from "./session.ts";
 
 const status = qemuStatus();
@@ -26,7 +39,9 @@ afterEach(async () => {
   for (const s of sessions.splice(0)) await s.stop();
 });
 
-async function qemuSession(drives: Uint8Array[] = [patternImage(SECTORS, 3)]): Promise<Session> {
+async function qemuSession(
+  drives: (Uint8Array | undefined)[] = [patternImage(SECTORS, 3)],
+): Promise<Session> {
   const s = await Session.start(drives, [], false, "qemu-7.2");
   sessions.push(s);
   return s;
@@ -121,6 +136,237 @@ function chs(op: number, cyl: number, head: number, sector: number, count: numbe
 }
 
 const words = (n: number): string[] => Array<string>(n).fill(`inw ${h(C)}`);
+
+/** PCI configuration register `reg` of the PIIX4 PM function (00:01.3) through CONFIG_ADDRESS. */
+const pmCfg = (reg: number): string => `outl 0xcf8 ${h(0x80000b00 + reg)}`;
+
+/** Every port of a 16-port window by bytes, words and dwords. */
+function sweep(base: number): string[] {
+  const l: string[] = [];
+  for (const sz of ["b", "w", "l"]) for (let i = 0; i < 16; i++) l.push(`in${sz} ${h(base + i)}`);
+  l.push(`inl ${h(base + 0x3c)}`, `inw ${h(base + 0x3e)}`);
+  return l;
+}
+
+/**
+ * The PM function's registers on QEMU and xenide: replies compared line by line and the SCI (GSI 9) level after
+ * every step. With `accelQtest` QEMU runs under the qtest accelerator, whose clock `clock_step` moves (the PM timer
+ * and its overflow); otherwise under the paused TCG oracle, where the clock stands at 0 on both sides.
+ */
+async function pmRun(accelQtest: string | null): Promise<void> {
+  const images = new ImageSet([patternImage(4096, 3)]);
+  const q = startQemu(images.qemu, accelQtest ? { accelQtest } : {});
+  const x = startXenide(images.xen, ["--compat", "qemu-7.2"]);
+  const pair = new Pair(q, x);
+  const clock = (lines: string[]): string[] => (accelQtest ? lines : []);
+  const steps: [string, string[]][] = [
+    ["intercept", ["irq_intercept_in ioapic"]],
+    // Before PMBA is enabled nothing decodes the block; GPE0 is there from reset.
+    ["before", [...sweep(0x600), "inb 0xafe0", "inl 0xafe0", "inl 0xafe2"]],
+    ["enable", [pmCfg(0x40), "outl 0xcfc 0x601", pmCfg(0x80), "outb 0xcfc 0x1", pmCfg(0x40), "inl 0xcfc"]],
+    ["block", sweep(0x600)],
+    [
+      "timer",
+      clock([
+        "clock_step 1000000",
+        "inl 0x608",
+        "inw 0x608",
+        "inb 0x608",
+        "inb 0x60a", // the timer answers every access with its count: the low byte here
+        "inw 0x60a",
+        "inl 0x60a",
+        "inw 0x609",
+        "clock_step 279365",
+        "inl 0x608",
+        "clock_step 4686000000", // past bit 23's change: TMR_STS
+        "inl 0x608",
+        "inw 0x600",
+      ]),
+    ],
+    [
+      "PM1 status and enable",
+      [
+        "outw 0x602 0xffff",
+        "inw 0x602",
+        "inb 0x602",
+        "inb 0x603", // byte at an odd port of a 16-bit register: 0
+        "inw 0x601",
+        "outb 0x603 0x5", // dropped
+        "inw 0x602",
+        "outw 0x602 0x0",
+        "outw 0x600 0xffff", // clears TMR_STS: the next overflow is computed
+        "inw 0x600",
+        "outw 0x602 0x1", // TMR_EN: the SCI follows TMR_STS
+        ...clock(["clock_step 1000000000", "inw 0x600", "inl 0x608", "clock_step 2000000000", "inw 0x600"]),
+        "outw 0x600 0x1",
+        "inw 0x600",
+        ...clock(["clock_step 5000000000", "inw 0x600", "inl 0x608"]),
+        "outb 0x600 0x1",
+        "inw 0x600",
+        "outw 0x602 0x0",
+      ],
+    ],
+    [
+      "PM1 control",
+      [
+        "outw 0x604 0x1",
+        "inw 0x604",
+        "inb 0x604",
+        "inb 0x605",
+        "outw 0x604 0x1c01", // SLP_TYP 7 without SLP_EN
+        "inw 0x604",
+        "outb 0x605 0x4", // a byte is the whole register
+        "inw 0x604",
+        "outl 0x604 0xffff0101",
+        "inl 0x604",
+        "inw 0x605",
+      ],
+    ],
+    [
+      "GPE0",
+      [
+        "outb 0xafe2 0xff",
+        "inb 0xafe2",
+        "inl 0xafe0",
+        "outw 0xafe2 0x1234",
+        "inl 0xafe0",
+        "outl 0xafe0 0xffffffff",
+        "inl 0xafe0",
+        "inw 0xafe1",
+        "inl 0xafe1",
+        "outb 0xafe2 0x0",
+        "outb 0xafe3 0x0",
+      ],
+    ],
+    [
+      "moved and switched off",
+      [
+        pmCfg(0x40),
+        "outl 0xcfc 0x1235", // bits 15:6 only: 1200h
+        "inl 0xcfc",
+        "inl 0x608",
+        "inl 0x1208",
+        "inw 0x1204",
+        pmCfg(0x80),
+        "outb 0xcfc 0x0",
+        "inl 0x1208",
+        pmCfg(0x81),
+        "outb 0xcfc 0x1",
+        "inl 0x1208",
+        pmCfg(0x80),
+        "outw 0xcfc 0x101",
+        "inl 0x1204",
+      ],
+    ],
+  ];
+  try {
+    for (const [label, lines] of steps) {
+      if (lines.length > 0) await pair.send(lines, label);
+      expect(`${label}: SCI ${x.irqLevel(9)}`).toBe(`${label}: SCI ${q.irqLevel(9)}`);
+    }
+    const sci = (c: QtestClient): string[] => c.irqEvents.filter((e) => e.endsWith(" 9"));
+    expect(sci(x)).toEqual(sci(q));
+    if (accelQtest) expect(sci(q).length).toBeGreaterThan(0); // the timer's overflow reached the SCI
+  } catch (e) {
+    if (e instanceof Mismatch)
+      expect.fail(`${e.message}\nlast qtest lines:\n  ${e.transcript.slice(-20).join("\n  ")}`);
+    throw e;
+  } finally {
+    await Promise.allSettled([q.close(), x.close()]);
+    images.remove();
+  }
+}
+
+/**
+ * QEMU's rerror=stop against the launcher's: READ DMA of sectors 5-6 fails once (blkdebug read_aio on sector 5),
+ * the machine stops (BLOCK_IO_ERROR, STOP), the guest changes something while it is stopped, `cont` retries. QEMU's
+ * ide_restart_dma re-runs the command: the engine walks the PRD table again from its table register, and waits
+ * when the guest stopped it. Both run under the qtest accelerator (no CPU runs after `cont`).
+ */
+async function retryRun(modules: string, variant: string): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "xenide-retry-"));
+  const rules = join(dir, "rules.ini");
+  writeFileSync(rules, '[inject-error]\nevent = "read_aio"\nerrno = "5"\nsector = "5"\nonce = "on"\n');
+  const prd = (addr: number): string => prdLine([[addr, 1024, true]]);
+  const side = async (who: "qemu" | "xen"): Promise<string[]> => {
+    const img = join(dir, `${who}.img`);
+    writeFileSync(img, patternImage(4096, 7));
+    const qmpPath = join(dir, `${who}.sock`);
+    const args = [
+      ...[
+        "-machine",
+        "pc",
+        "-accel",
+        "qtest",
+        "-qtest",
+        "stdio",
+        "-display",
+        "none",
+        "-nodefaults",
+        "-m",
+        "128M",
+      ],
+      ...["-qmp", `unix:${qmpPath},server=on,wait=off`, "-drive"],
+      `file=blkdebug:${rules}:${img},if=ide,format=raw,cache=writeback,rerror=stop,werror=stop`,
+    ];
+    const c =
+      who === "qemu"
+        ? QtestClient.spawn(QEMU, args, { env: { ...process.env, QEMU_MODULE_DIR: modules } })
+        : QtestClient.spawn(launcherPath(), args);
+    const q = await QmpSocket.connect(qmpPath);
+    const out: string[] = [];
+    const send = async (lines: string[]): Promise<void> => {
+      const r = await c.batch(lines);
+      lines.forEach((l, i) => out.push(`${l.slice(0, 40)} -> ${r[i]}`));
+    };
+    try {
+      await q.next((m) => "QMP" in m);
+      await q.send('{"execute":"qmp_capabilities","id":"cap"}', "cap");
+      await send([...PCI_SETUP, "memset 0x20000 4096 0xa5", "memset 0x30000 4096 0x5a"]);
+      await send([...bmSetup(PRDT, [[BUF, 1024, true]]), ...command(0xc8, 5, 2), `outb ${h(BM)} 0x9`]);
+      await q.next((m) => m.event === "STOP");
+      await send([`inb ${h(BM + 2)}`, `inb ${h(CTL)}`]);
+      if (variant === "PRD entry changed") await send([prd(0x30000)]);
+      if (variant === "table address changed")
+        await send([`outl ${h(BM + 4)} 0x10008`, prdLine([[0x30000, 1024, true]], 0x10008)]);
+      if (variant === "engine stopped") await send([`outb ${h(BM)} 0x0`, `inb ${h(BM + 2)}`]);
+      await q.send('{"execute":"cont","id":"c"}', "c");
+      await q.next((m) => m.event === "RESUME");
+      // Settled: the command ended, or (engine stopped) it waits for the engine with 58h.
+      let r: string[] = [];
+      for (let i = 0; i < 100; i++) {
+        r = await c.batch([`inb ${h(BM + 2)}`, `inb ${h(CTL)}`]);
+        if (r[1] !== "OK 0x0058" && r[1] !== "OK 0x00d8") break;
+        if (variant === "engine stopped" && i > 10) break;
+        await new Promise((res) => setTimeout(res, 10));
+      }
+      out.push(`settled ${r.join(" ")}`);
+      if (variant === "engine stopped") {
+        await send([`outb ${h(BM)} 0x9`]);
+        for (let i = 0; i < 100 && (await c.batch([`inb ${h(CTL)}`]))[0] === "OK 0x0058"; i++)
+          await new Promise((res) => setTimeout(res, 10));
+      }
+      await send([
+        `inb ${h(BM + 2)}`,
+        `inb ${h(CTL)}`,
+        `inb ${h(C + 1)}`,
+        `inb ${h(C + 2)}`,
+        `inb ${h(C + 3)}`,
+      ]);
+      await send([`b64read 0x20000 1024`, `b64read 0x30000 1536`]);
+      return out;
+    } finally {
+      q.close();
+      await c.close();
+    }
+  };
+  try {
+    const [qemu, xen] = await Promise.all([side("qemu"), side("xen")]);
+    expect(xen, variant).toEqual(qemu);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 const suite = status.ok || requireQemu ? describe : describe.skip;
 suite(
@@ -388,6 +634,147 @@ suite(
         ],
         "B4",
       );
+    });
+
+    for (const engine of ["sync", "async"] as const)
+      it(`D1: the Bus Master stopped while its transfer is in flight (${engine} engine)`, async () => {
+        // QEMU drains the request inside the stop write (ide_cancel_dma_sync): the requests after it, in the
+        // same input chunk, see the ended command. With the async engine xenide holds the stop write's reply.
+        const s = await Session.start([patternImage(SECTORS, 3)], [], false, "qemu-7.2", engine);
+        sessions.push(s);
+        const transfer = (op: number, count: number, dir: number): Step[] => [
+          { lines: [...bmSetup(PRDT, [[BUF, count * 512, true]]), `memset ${h(BUF)} 65536 0xa5`] },
+          { lines: command(op, 0x10 + count, count) },
+          {
+            lines: [
+              `outb ${h(BM)} ${h(dir)}`,
+              `outb ${h(BM)} 0x0`,
+              `inb ${h(BM + 2)}`,
+              `inb ${h(CTL)}`,
+              `inb ${h(C + 2)}`,
+              `inb ${h(C + 7)}`,
+              `b64read ${h(BUF)} ${count * 512}`,
+            ],
+          },
+        ];
+        await run(
+          s,
+          [
+            ...RESET,
+            ...transfer(0xc8, 64, 0x9),
+            ...transfer(0xca, 32, 0x1),
+            ...transfer(0xc8, 1, 0x9),
+            // Started in one chunk, stopped in the next.
+            ...transfer(0xc8, 128, 0x9).slice(0, 2),
+            { lines: [`outb ${h(BM)} 0x9`] },
+            { lines: [`outb ${h(BM)} 0x0`, `inb ${h(BM + 2)}`, `inb ${h(CTL)}`] },
+            // Stopped with nothing in flight: no drain, nothing changes.
+            { lines: [`outb ${h(BM)} 0x9`, `outb ${h(BM)} 0x0`, `inb ${h(BM + 2)}`] },
+          ],
+          `D1 ${engine}`,
+        );
+      });
+
+    it("A5: the PIIX4 PM I/O block at PMBA and the GPE0 block, every access width, moved and switched off", async () => {
+      await pmRun(null);
+    });
+
+    const modules = qtestAccelModules();
+    if (!modules && requireQemu) {
+      it("needs QEMU's qtest accelerator module under CI (scripts/build-qemu-accel-qtest.sh)", () => {
+        throw new Error("the qtest accelerator module is not built: run scripts/build-qemu-accel-qtest.sh");
+      });
+    }
+    (modules ? it : it.skip)(
+      modules
+        ? "A5: the ACPI PM timer and its SCI under the qtest accelerator's clock_step"
+        : "A5: the ACPI PM timer under clock_step (skipped: the qtest accelerator module is not built; scripts/build-qemu-accel-qtest.sh)",
+      async () => {
+        await pmRun(modules);
+      },
+    );
+
+    (modules ? it : it.skip)(
+      modules
+        ? "rerror=stop: the held READ DMA is re-run from the IDE level on cont (PRD table, its address, the engine)"
+        : "rerror=stop retry (skipped: the qtest accelerator module is not built; scripts/build-qemu-accel-qtest.sh)",
+      async () => {
+        for (const variant of ["as it was", "PRD entry changed", "table address changed", "engine stopped"])
+          await retryRun(modules!, variant);
+      },
+    );
+
+    it("A4: every opcode 00h-FFh written to the empty device 0 beside a slave, SMART on it, then device 1", async () => {
+      // QEMU's `-drive if=ide,index=1` alone: ide_exec_cmd runs commands to the empty master as IDE_HD without
+      // a backend (hw/ide/core.c): most abort, the medium-free ones succeed, SMART starts disabled.
+      const s = await qemuSession([undefined, patternImage(4096, 4)]);
+      const steps: Step[] = [];
+      for (let op = 0; op < 0x100; op++)
+        steps.push(
+          { k: "srst", sameBatch: true },
+          nondata(op, 0, 1, 0x10),
+          nondata(op, 0, 0, 0x123456789, true),
+        );
+      const smart = (feat: number, lbaLow = 0): Op => nondata(0xb0, feat, 1, 0xc24f00 | lbaLow);
+      steps.push(
+        smart(0xd0), // disabled: aborts
+        smart(0xd8),
+        smart(0xd0),
+        smart(0xd1),
+        smart(0xd2, 0x00),
+        smart(0xd4, 1),
+        smart(0xd4, 2),
+        smart(0xd4, 3),
+        smart(0xd0),
+        smart(0xd5, 6),
+        smart(0xd5, 1),
+        smart(0xd5, 2),
+        smart(0xda),
+        nondata(0xb0, 0xda, 1, 0x123400), // no key
+        smart(0xd9),
+        smart(0xda),
+        nondata(0xc6, 0, 3),
+        nondata(0xc6, 0, 8),
+        nondata(0x90),
+        { k: "dataPoke" },
+        { k: "select", unit: 1 },
+        nondata(0xe7, 0, 0, 0, false),
+        { k: "identify", unit: 1, dword: false },
+        { k: "select", unit: 0 },
+        nondata(0xf8),
+      );
+      await run(s, steps, "A4");
+      // The empty secondary channel: every register reads 0, yet its device 0 runs commands (interrupt 15, the
+      // Bus Master's Interrupt bit, a SMART page through the data port) and SRST raises the interrupt too.
+      const second: string[] = [
+        `inb ${h(BM + 10)}`,
+        "outb 0x176 0xa0",
+        "outb 0x177 0xe7",
+        `inb ${h(BM + 10)}`,
+      ];
+      second.push(
+        "inb 0x177",
+        "inb 0x376",
+        "inb 0x171",
+        "outb 0x175 0xc2",
+        "outb 0x174 0x4f",
+        "outb 0x171 0xd8",
+      );
+      second.push(
+        "outb 0x177 0xb0",
+        "outb 0x171 0xd0",
+        "outb 0x177 0xb0",
+        ...Array<string>(257).fill("inw 0x170"),
+      );
+      second.push(`outb ${h(BM + 10)} 0x4`, "outb 0x376 0x4", "outb 0x376 0x0");
+      await s.pair.send(second, "A4 empty channel");
+      await s.pair.send(
+        [`inb ${h(BM + 10)}`, "inb 0x177", "outb 0x176 0xb0", "outb 0x177 0xe7"],
+        "A4 after SRST",
+      );
+      const irq15 = (c: QtestClient): string[] => c.irqEvents.filter((e) => e.endsWith(" 15"));
+      expect(irq15(s.xen)).toEqual(irq15(s.qemu));
+      expect(irq15(s.qemu).length).toBeGreaterThan(2);
     });
   },
 );

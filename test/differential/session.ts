@@ -30,13 +30,14 @@ export class Session {
     excuses: readonly Excuse[] = [],
     inProcess = false,
     compat: CompatProfile = DEFAULT_COMPAT,
+    engine: "sync" | "async" = "sync",
   ): Promise<Session> {
     const images = new ImageSet(contents);
     const qemu = startQemu(images.qemu);
     let xen: QtestClient;
     let done: Promise<void> | undefined;
-    if (inProcess) ({ client: xen, done } = startXenideInProcess(images.xen, compat));
-    else xen = startXenide(images.xen, ["--compat", compat]);
+    if (inProcess) ({ client: xen, done } = startXenideInProcess(images.xen, compat, engine));
+    else xen = startXenide(images.xen, ["--compat", compat, "--engine", engine]);
     const s = new Session(images, qemu, xen, excuses, done);
     try {
       await s.pair.send(PCI_SETUP, "PCI setup");

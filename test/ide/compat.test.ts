@@ -155,6 +155,53 @@ describe("profile qemu-7.2: register file and IDENTIFY", () => {
     const x = rig("xenide", { positions: ["primary-slave"] });
     expect([x.inb(CTL), x.inb(C + 1)]).toEqual([0x00, 0x00]);
   });
+
+  it("A4: commands to the absent device 0 run as to a hard disk without a backend (QEMU 7.2 core.c, probe)", () => {
+    const r = rig("qemu-7.2", { positions: ["primary-slave"] });
+    const ch = r.m.pc!.ide.channels[0];
+    const run = (op: number, o: { feat?: number; nsect?: number; lba?: number } = {}): number[] => {
+      issue(r, op, { dev: 0xa0, ...o });
+      const irq = ch.irqLevel ? 1 : 0;
+      return [...regs(r), irq];
+    };
+    // ERR NSECT LBAL LBAM LBAH DEV STATUS IRQ
+    expect(run(0x20, { nsect: 1 })).toEqual([0x04, 0x01, 0, 0, 0, 0xa0, 0x41, 1]); // no backend: ABRT
+    expect(run(0xec)).toEqual([0x04, 0, 0, 0, 0, 0xa0, 0x41, 1]);
+    expect(run(0x70, { lba: 0x123456 })).toEqual([0, 0, 0x56, 0x34, 0x12, 0xa0, 0x50, 1]); // SEEK: DSC
+    expect(run(0xe0)).toEqual([0, 0, 0, 0, 0, 0xa0, 0x40, 1]); // STANDBY IMMEDIATE: a no-op without DSC
+    expect(run(0xe5)).toEqual([0, 0xff, 0, 0, 0, 0xa0, 0x50, 1]);
+    expect(run(0xe7)).toEqual([0, 0, 0, 0, 0, 0xa0, 0x50, 1]); // FLUSH CACHE completes at once
+    expect(run(0x90, { nsect: 7, lba: 0x3 })).toEqual([0x01, 0x01, 0x01, 0xff, 0xff, 0xa0, 0x50, 1]);
+    // SMART starts disabled on the empty position; once enabled, READ DATA has a data phase with QEMU's page.
+    expect(run(0xb0, { feat: 0xd0, lba: 0xc24f00 })[6]).toBe(0x41);
+    expect(run(0xb0, { feat: 0xd8, lba: 0xc24f00 })[6]).toBe(0x50);
+    issue(r, 0xb0, { dev: 0xa0, feat: 0xd0, lba: 0xc24f00 });
+    expect(r.inb(CTL)).toBe(0x58);
+    const page: number[] = [];
+    for (let i = 0; i < 256; i++) page.push(r.inw(C));
+    expect(page.slice(0, 3)).toEqual([0x0001, 0x0301, 0x6400]); // revision 1; attribute 01h, flags 0003h, 64h
+    expect(page[181]! & 0xff).toBe(0x02); // byte 362: autosave off on the empty position
+    expect(r.inb(CTL)).toBe(0x50);
+    // Device 1 absent in the default profile: the same commands are ignored.
+    const x = rig("xenide", { positions: ["primary-slave"] });
+    x.outb(C + 6, 0xa0);
+    x.outb(C + 7, 0xe7);
+    expect([x.inb(CTL), x.m.pc!.ide.channels[0].irqLevel]).toEqual([0x00, false]);
+  });
+
+  it("A4: on a channel with no drive at all QEMU's device 0 still runs commands; its registers read 0 (probe)", () => {
+    for (const [profile, raised] of [
+      ["qemu-7.2", true],
+      ["xenide", false],
+    ] as const) {
+      const r = rig(profile); // the secondary channel is empty
+      const ch = r.m.pc!.ide.channels[1];
+      r.outb(0x176, 0xa0);
+      r.outb(0x177, 0xe7); // FLUSH CACHE
+      expect([r.inb(0x376), r.inb(0x171), ch.irqLevel], profile).toEqual([0x00, 0x00, raised]);
+      expect(r.inb(BM + 10) & 0x04, profile).toBe(raised ? 0x04 : 0x00); // the secondary Bus Master's Interrupt bit
+    }
+  });
 });
 
 describe("profile qemu-7.2: resets", () => {

@@ -32,6 +32,7 @@ import { flush, verify } from "../media.ts";
 import { startPioIn, startPioOut, startSingleIn } from "../pio.ts";
 import { MAX_MULT_SECTORS, MWDMA_DEFAULT, type PowerMode, SWDMA_DEFAULT, UDMA_DEFAULT } from "../settings.ts";
 import { buildIdentify } from "./identify.ts";
+import { qemuSmart } from "./qemu-smart.ts";
 
 // ---- Media access.
 
@@ -522,7 +523,7 @@ export const HD_COMMANDS = commandTable([
   [C.IDLE_ALT, "IDLE (old)", 0, power("idle")],
   [C.CHECK_POWER_MODE_ALT, "CHECK POWER MODE (old)", DSC, checkPowerMode],
   [C.SLEEP_ALT, "SLEEP (old)", 0, power("standby")],
-  [C.SMART, "SMART", DSC, smart],
+  [C.SMART, "SMART", DSC, (d) => (d.qemu ? qemuSmart(d) : smart(d))],
   [C.READ_MULTIPLE, "READ MULTIPLE", 0, readPio(false, true)],
   [C.WRITE_MULTIPLE, "WRITE MULTIPLE", 0, writePio(false, true)],
   [C.SET_MULTIPLE_MODE, "SET MULTIPLE MODE", DSC, setMultipleMode],

@@ -1,0 +1,87 @@
+/**
+ * The launcher takes its images' locks while it starts (the lock helper's verdict comes while the machine is
+ * built): a locked image still refuses the start with one line and status 1, before any character device is
+ * connected (QEMU too fails before it connects), and an image that is free is served.
+ */
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { RawImageBackend } from "../../src/storage/raw.ts";
+import { launcherPath } from "./launch.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "xenide-launcher-lock-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const bin = launcherPath();
+
+/** libqtest's side: listen on the qtest and QMP sockets, start the launcher, count the connections it makes. */
+async function start(image: string): Promise<{ status: number | null; stderr: string; connections: number }> {
+  const servers: Server[] = [];
+  let connections = 0;
+  const paths = ["qtest", "qmp"].map((n) => join(dir, `${n}-${process.hrtime.bigint()}.sock`));
+  for (const p of paths) {
+    const srv = createServer((sock) => {
+      connections++;
+      sock.on("error", () => {});
+      if (p === paths[0]) sock.end("endianness\n");
+    });
+    servers.push(srv);
+    await new Promise<void>((resolve) => srv.listen(p, resolve));
+  }
+  const child = spawn(
+    bin,
+    [
+      "-qtest",
+      `unix:${paths[0]}`,
+      "-qtest-log",
+      "/dev/null",
+      "-qmp",
+      `unix:${paths[1]}`,
+      "-machine",
+      "pc",
+      "-accel",
+      "qtest",
+      "-display",
+      "none",
+      "-drive",
+      `file=${image},if=ide,format=raw,cache=writeback`,
+    ],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let stderr = "";
+  child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  const status = await new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  for (const s of servers) s.close();
+  return { status, stderr, connections };
+}
+
+describe("the launcher's image lock", () => {
+  it("refuses a locked image with one line and status 1, connecting nothing", async () => {
+    const image = join(dir, "held.img");
+    writeFileSync(image, Buffer.alloc(1024 * 1024));
+    const holder = RawImageBackend.open(image);
+    const record = readFileSync(`${image}.lock`, "utf8");
+    try {
+      const r = await start(image);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toBe(
+        `xenide-system-x86_64: ${image} is in use: process ${process.pid} (node) holds it for writing\n`,
+      );
+      expect(r.connections).toBe(0);
+      expect(readFileSync(`${image}.lock`, "utf8")).toBe(record); // the holder's lock is untouched
+    } finally {
+      holder.close();
+    }
+  });
+
+  it("serves a free image (both sockets connected) and exits 0 at the end of the qtest input", async () => {
+    const image = join(dir, "free.img");
+    writeFileSync(image, Buffer.alloc(1024 * 1024));
+    const r = await start(image);
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    expect(r.connections).toBe(2);
+  });
+});
