@@ -274,8 +274,9 @@ async function openPv(pv: PvSettings, engine: TapEngine, backend: BlockBackend, 
     ringPages: pv.ringPages,
     indirect: pv.indirect,
     persistent: pv.persistent,
-    // Every slot's pages may stay granted (zero copy), within what one grant table holds beside the pool.
-    directPages: Math.min(8192, Math.ceil(slotBytes / 4096)),
+    // Every slot's pages may stay granted (zero copy), within what one grant table holds beside the pool. Each
+    // slot's buffer takes whole pages of its own (a 512-byte block one page).
+    directPages: Math.min(8192, w.qd * Math.ceil(w.blockSize / 4096)),
   });
   const front = path.front;
   // A kernel reads into and writes from pages it owns: each slot's buffer is guest memory, granted as it is.

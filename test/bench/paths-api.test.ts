@@ -75,5 +75,30 @@ describe("the benchmark's paths use the public API", () => {
         }
       });
     }
+
+    // Each slot's buffer takes whole pages: small blocks at depth need a page per slot granted, not their bytes'
+    // worth (a full run once lost every PV row to 512-byte blocks at QD4).
+    for (const [blockSize, qd] of [
+      [512, 4],
+      [512, 32],
+      [4096, 32],
+    ] as const) {
+      it(`pv: ${blockSize}-byte blocks at QD${qd} open, and every slot reads the file's bytes`, async () => {
+        const s = await openSession(pathSpec("pv", "sync"), { ...w, blockSize, qd }, "warm", image);
+        try {
+          const fd = fs.openSync(image.path, "r");
+          const sectors = blockSize / 512;
+          for (let slot = 0; slot < qd; slot++) {
+            const got = await s.read(slot * sectors, sectors, slot);
+            const want = new Uint8Array(blockSize);
+            fs.readSync(fd, want, 0, blockSize, slot * blockSize);
+            expect(Buffer.compare(Buffer.from(got), Buffer.from(want)), `slot ${slot}`).toBe(0);
+          }
+          fs.closeSync(fd);
+        } finally {
+          await s.close();
+        }
+      });
+    }
   });
 });
