@@ -51,7 +51,11 @@ export function formatsLine(f: FormatsResult): string {
     `4 KiB reads on the async engine, ${f.repeats} repeats of ${f.budgetMs} ms, median; qcow2 made by ` +
     `\`qemu-img convert -O qcow2 -S 0\` (fully allocated), NBD served by \`qemu-nbd -r --cache=none\` on a unix ` +
     `socket. qemu-img bench reads sequentially (its only pattern), so xenide's sequential figure is the like-for-like one` +
-    (f.checked?.length ? `; bytes checked through ${f.checked.join(", ")}` : "")
+    (f.checked?.length ? `; bytes checked through ${f.checked.join(", ")}` : "") +
+    (f.qcow2OfRaw
+      ? `; qcow2 against raw at QD32 in alternating rounds: ${fmtNum(f.qcow2OfRaw.qcow2.median)} vs ` +
+        `${fmtNum(f.qcow2OfRaw.raw.median)} IOPS random, ${fmtRatio(f.qcow2OfRaw.ratio)}`
+      : "")
   );
 }
 

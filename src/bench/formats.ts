@@ -260,6 +260,36 @@ async function measureRow(
   };
 }
 
+/**
+ * qcow2 against raw, 4 KiB random reads at QD32: `repeats` rounds alternating between the two media (each round
+ * opens both again), so a disk whose speed drifts during the run weighs on both alike.
+ */
+async function measureQcow2OfRaw(
+  raw: { target: string; direct: boolean },
+  qcow2: { target: string; direct: boolean },
+  o: FormatsOptions,
+): Promise<NonNullable<FormatsResult["qcow2OfRaw"]>> {
+  const qd = 32;
+  const got = { raw: [] as number[], qcow2: [] as number[] };
+  for (let r = 0; r < o.repeats; r++) {
+    // Alternate which goes first, so neither always follows the other's cache state.
+    const order = r % 2 === 0 ? (["raw", "qcow2"] as const) : (["qcow2", "raw"] as const);
+    for (const m of order) {
+      const spec = m === "raw" ? raw : qcow2;
+      const backend = openMedium(spec.target, { format: m, direct: spec.direct, readOnly: true });
+      try {
+        const a = await runMedium(backend, qd, "rand", o.workingSet, o.budgetMs);
+        got[m].push(a.ops / a.seconds);
+      } finally {
+        backend.close();
+      }
+    }
+  }
+  const rs = spread(got.raw);
+  const qs = spread(got.qcow2);
+  return { raw: rs, qcow2: qs, ratio: qs.median / rs.median };
+}
+
 export async function measureFormats(o: FormatsOptions): Promise<FormatsResult> {
   const base: FormatsResult = {
     status: "unavailable",
@@ -339,12 +369,23 @@ export async function measureFormats(o: FormatsOptions): Promise<FormatsResult> 
       }
       if (bad === null) checks.push(m.medium);
     }
+    const rawM = media.find((m) => m.medium === "raw");
+    const qcow2M = media.find((m) => m.medium === "qcow2");
+    let qcow2OfRaw: FormatsResult["qcow2OfRaw"];
+    if (rawM && qcow2M && checks.includes("raw") && checks.includes("qcow2")) {
+      try {
+        qcow2OfRaw = await measureQcow2OfRaw(rawM, qcow2M, o);
+      } catch {
+        qcow2OfRaw = undefined; // the rows above already carry what failed
+      }
+    }
     return {
       ...base,
       status: "ok",
       ...(nbdVersion ? { qemuNbdVersion: nbdVersion } : {}),
       rows,
       checked: checks,
+      ...(qcow2OfRaw ? { qcow2OfRaw } : {}),
     };
   } catch (e) {
     return { ...base, status: "error", note: (e as Error).message };

@@ -264,6 +264,11 @@ export interface FormatsResult {
   rows: FormatRow[];
   /** Media whose bytes were read back and compared with the image before they were measured. */
   checked?: FormatMedium[];
+  /**
+   * qcow2 against raw at QD32, 4 KiB random reads, O_DIRECT: rounds alternating between the two files so a
+   * disk whose speed drifts during the run weighs on both alike; absent when either medium was not measured.
+   */
+  qcow2OfRaw?: { raw: Spread; qcow2: Spread; ratio: number };
 }
 
 /** One case of QEMU's ide-test run against one program. */

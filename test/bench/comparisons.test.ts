@@ -10,7 +10,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { CD_COMMAND_BYTES, measureCd } from "../../src/bench/cd.ts";
-import { cdTable, formatsTable, ideTestLine, ideTestTable } from "../../src/bench/compare.ts";
+import { cdTable, formatsLine, formatsTable, ideTestLine, ideTestTable } from "../../src/bench/compare.ts";
 import { measureFormats, parseQemuImgBench, qemuImgArgs } from "../../src/bench/formats.ts";
 import {
   casePassed,
@@ -111,6 +111,14 @@ describe("targets from the format and ide-test comparisons", () => {
     expect(by("qcow2-vs-raw")).toMatchObject({ measured: 0.85, threshold: 0.9, met: false });
     expect(by("nbd-vs-qemu-img")).toMatchObject({ measured: 0.7, met: false });
     expect(by("nbd-vs-qemu-img").detail).toMatch(/missed by 13%/);
+  });
+
+  it("qcow2 against raw comes from the alternating rounds when the run has them, not from the two rows", () => {
+    const f = { ...formats(10000, 6000, 7000), qcow2OfRaw: { raw: s(20000), qcow2: s(19000), ratio: 0.95 } };
+    const t = checkTargets({ ...none, formats: f });
+    expect(t.find((x) => x.id === "qcow2-vs-raw")).toMatchObject({ measured: 0.95, met: true });
+    expect(t.find((x) => x.id === "qcow2-vs-raw")!.detail).toMatch(/19\.0k vs raw 20\.0k IOPS.*alternating/);
+    expect(formatsLine(f)).toMatch(/alternating rounds: 19\.0k vs 20\.0k IOPS random, 0\.95x/);
   });
 
   it("a medium that did not run is not measured, with its reason; a run without the comparison says so", () => {
@@ -369,6 +377,10 @@ describe("raw, qcow2 and NBD against qemu-img bench", () => {
         );
       }
       expect(r.rows.find((x) => x.medium === "nbd")!.direct).toBe(false);
+      // qcow2 against raw in alternating rounds, beside the rows.
+      const alt = r.qcow2OfRaw!;
+      expect(alt.raw.median).toBeGreaterThan(0);
+      expect(alt.ratio).toBeCloseTo(alt.qcow2.median / alt.raw.median, 9);
       // The bench image itself is left as it was: the NBD export is read-only and the qcow2 copy is removed.
       expect(fs.statSync(image).size).toBe((8 << 20) + 512);
     },
