@@ -27,6 +27,8 @@ export interface DriveConfig {
   model?: string;
   serial?: string;
   firmware?: string;
+  /** World Wide Name for IDENTIFY words 108-111 (QEMU's `wwn=`); absent or 0: none reported. */
+  wwn?: bigint;
   /** Volatile write cache enabled at power-on (default true, as QEMU's cache=writeback). */
   writeCache?: boolean;
   /** What a failed request does (QEMU's rerror/werror); default: report it to the command. */
@@ -71,6 +73,8 @@ export class Drive {
   readonly model: string;
   readonly serial: string;
   readonly firmware: string;
+  /** The World Wide Name, 0n when the drive reports none. */
+  readonly wwn: bigint;
   readonly writeCacheDefault: boolean;
   readonly errorPolicy: IoErrorPolicy | null;
 
@@ -100,6 +104,7 @@ export class Drive {
     this.defaultGeometry = profile.chs ? (g ?? geometryForSize(b.sectorCount)) : null;
     this.model = config.model ?? profile.defaultModel;
     this.firmware = config.firmware ?? DEFAULT_FIRMWARE;
+    this.wwn = BigInt.asUintN(64, config.wwn ?? 0n);
     this.serial = config.serial ?? defaultSerial(`${position}|${b.identity ?? b.describe}|${b.sectorCount}`);
     this.writeCacheDefault = config.writeCache ?? true;
     this.errorPolicy = config.errorPolicy ?? null;

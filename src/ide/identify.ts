@@ -25,6 +25,15 @@ export function getString(words: Uint16Array, first: number, count: number): str
 }
 
 /**
+ * Words 108-111 (ACS-3 §7.12.7.58): the 64-bit World Wide Name, its most significant word first (NAA in bits
+ * 15:12 of word 108). Nothing is written for 0n (no name).
+ */
+export function putWwn(w: Uint16Array, wwn: bigint): void {
+  if (wwn === 0n) return;
+  for (let i = 0; i < 4; i++) w[ID.WORLD_WIDE_NAME + i] = Number((wwn >> BigInt(48 - 16 * i)) & 0xffffn);
+}
+
+/**
  * Word 255 (ACS-3 §7.12.7): the signature A5h in the low byte, and a high byte that makes the byte sum of all
  * 512 bytes zero modulo 256.
  */

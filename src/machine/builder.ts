@@ -116,6 +116,7 @@ function driveConfig(d: IdeDriveSpec, engine: IoEngine | null): DriveConfig {
   if (d.model !== undefined) c.model = d.model;
   if (d.serial !== undefined) c.serial = d.serial;
   if (d.firmware !== undefined) c.firmware = d.firmware;
+  if (d.wwn !== undefined) c.wwn = d.wwn;
   if (d.writeCache !== undefined) c.writeCache = d.writeCache;
   if (d.errorPolicy !== undefined) c.errorPolicy = d.errorPolicy;
   return c;

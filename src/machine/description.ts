@@ -77,6 +77,8 @@ export interface IdeDriveSpec extends DiskSpecCommon {
   model?: string;
   serial?: string;
   firmware?: string;
+  /** World Wide Name in IDENTIFY words 108-111 (QEMU's `wwn=`); absent or 0: none. */
+  wwn?: bigint;
   writeCache?: boolean;
   /**
    * What a failed storage request does (QEMU's rerror/werror: report it to the command, ignore it, or hold it

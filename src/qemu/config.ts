@@ -77,6 +77,8 @@ export interface PlannedDrive {
   readonly model: string | undefined;
   readonly serial: string | undefined;
   readonly firmware: string | undefined;
+  /** World Wide Name (`wwn=`); undefined: none. */
+  readonly wwn: bigint | undefined;
 }
 
 export interface LaunchPlan {
@@ -236,7 +238,21 @@ interface DeviceOpt {
 }
 
 /** Properties `-global ide-hd.*` and `-device ide-hd` accept. */
-const IDE_HD_PROPS = ["serial", "model", "ver", "write-cache"] as const;
+const IDE_HD_PROPS = ["serial", "model", "ver", "wwn", "write-cache"] as const;
+
+/**
+ * A uint64 property as QEMU 7.2's option parser reads it (qemu_strtou64, base 0: decimal, 0x hex or 0 octal, with
+ * leading blanks and strtoull's wrap of a minus sign), e.g. `wwn=0x5000c50015ea71ac`; anything else, or a value
+ * past 64 bits, is the error QEMU gives ("Parameter 'wwn' expects integer", observed).
+ */
+function parseU64(option: string, name: string, v: string): bigint {
+  const m = /^\s*(-?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$/.exec(v);
+  const digits = m?.[2] ?? "";
+  const n = m ? (/^0[0-7]+$/.test(digits) ? BigInt(`0o${digits.slice(1)}`) : BigInt(digits)) : -1n;
+  if (n < 0n || n > 0xffffffffffffffffn)
+    throw new QemuUsageError(`${option}: Parameter '${name}' expects integer`);
+  return m?.[1] === "-" ? BigInt.asUintN(64, -n) : n;
+}
 
 /** Turn a command line (argv without the program name) into what the launcher builds. */
 export function planLaunch(argv: readonly string[]): LaunchPlan {
@@ -447,13 +463,12 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   const taken = new Map<IdePosition, { dev: DeviceOpt | null; drive: DriveOpt | null }>();
   const devs: DeviceOpt[] = [];
   for (const o of devices) {
-    o.only(["driver", "drive", "bus", "unit", "id", ...IDE_HD_PROPS, "wwn"]);
+    o.only(["driver", "drive", "bus", "unit", "id", ...IDE_HD_PROPS]);
     const driver = o.get("driver");
     if (driver !== "ide-hd" && driver !== "ide-cd")
       throw new QemuUsageError(
         `${o.option} ${driver ?? ""}: '${driver ?? ""}' is not a valid device model name`,
       );
-    if (o.has("wwn")) throw new QemuUsageError(`${o.option}: wwn: not supported by xenide`);
     const ref = o.get("drive");
     let drive: DriveOpt | null = null;
     let medium: Medium | null = null;
@@ -522,6 +537,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     const blkName = drive ? drive.id || `ide${idx >> 1}-${kind}${idx & 1}` : "";
     const devId = t.dev?.opts.get("id");
     const qdev = devId ?? `/machine/unattached/device[${qdevSeq++}]`;
+    const wwn = prop("wwn");
     const wc = prop("write-cache");
     let writeCache = drive ? drive.writeCache : true;
     if (wc === "on") writeCache = true;
@@ -546,6 +562,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
       model: prop("model"),
       serial: prop("serial"),
       firmware: prop("ver"),
+      wwn: wwn === undefined ? undefined : parseU64(t.dev?.opts.option ?? "-global", "wwn", wwn),
     });
   }
   for (const d of drives)

@@ -10,7 +10,7 @@ import { closeSync, openSync, unlinkSync, writeSync } from "node:fs";
 import { type Server, type Socket, connect, createServer } from "node:net";
 import type { Readable, Writable } from "node:stream";
 import { buildMachine, type Machine } from "../machine/builder.ts";
-import type { IdeDriveSpec } from "../machine/description.ts";
+import { ideIndex, type IdeDriveSpec } from "../machine/description.ts";
 import { QtestServer } from "../qtest/server.ts";
 import { serveStream, staleSocketAt } from "../qtest/transport.ts";
 import type { IoErrorPolicy } from "../ide/requests.ts";
@@ -118,7 +118,6 @@ class Vm implements QmpHost {
     const drives: DriveRuntime[] = [];
     const specs: IdeDriveSpec[] = [];
     const qemuStrings = plan.compat === "qemu-7.2";
-    let serialSeq = 0;
     // Each image's kernel lock is taken by a helper process (storage/lock.ts), which runs while the machine is
     // built instead of before it; run() waits for the verdicts before serving anything, as QEMU takes its
     // locks before it connects a character device.
@@ -157,9 +156,10 @@ class Vm implements QmpHost {
           spec.engine = "sync";
         }
         drives.push(rt);
-        // QEMU's ide-hd/ide-cd defaults: "QEMU HARDDISK" or "QEMU DVD-ROM", "QM%05d" numbered in creation
-        // order, firmware "2.5+".
-        serialSeq++;
+        // QEMU's ide-hd/ide-cd defaults: "QEMU HARDDISK" or "QEMU DVD-ROM", firmware "2.5+", and "QM%05d" of
+        // the counter ide_init1 advances for every position the PIIX creates, attached or not: the drive at
+        // index N (bus * 2 + unit) is QM0000(N+1).
+        const serialSeq = ideIndex(p.position) + 1;
         const qemuModel = p.kind === "cd" ? "QEMU DVD-ROM" : "QEMU HARDDISK";
         const model = p.model ?? (qemuStrings ? qemuModel : undefined);
         const serial = p.serial ?? (qemuStrings ? `QM${String(serialSeq).padStart(5, "0")}` : undefined);
@@ -167,6 +167,7 @@ class Vm implements QmpHost {
         if (model !== undefined) spec.model = model;
         if (serial !== undefined) spec.serial = serial;
         if (firmware !== undefined) spec.firmware = firmware;
+        if (p.wwn !== undefined) spec.wwn = p.wwn;
         spec.errorPolicy = this.errorPolicy(rt);
         specs.push(spec);
       }
@@ -181,6 +182,19 @@ class Vm implements QmpHost {
     this.drives = drives;
     // A reset the guest asks for through PIIX3's Reset Control register (0xCF9).
     if (this.machine.pc) this.machine.pc.onGuestReset = () => this.resetDone(true, "guest-reset");
+    // ACPI soft-off (PM1a_CNT SLP_EN with sleep type 0, or S4): QEMU 7.2 requests a shutdown with cause
+    // guest-shutdown and its main loop ends the process after the write is answered. A suspend (S3) is not
+    // modelled: the request is dropped.
+    const pm = this.machine.pc?.pm;
+    if (pm) {
+      pm.onSleepRequest = (kind) => {
+        if (kind !== "shutdown") return;
+        setImmediate(() => {
+          this.broadcast("SHUTDOWN", { guest: true, reason: "guest-shutdown" });
+          void this.shutdown(0);
+        });
+      };
+    }
     const engines = this.machine.engines;
     const heldCount = (): number => {
       let n = 0;

@@ -329,12 +329,16 @@ export const ID = {
   /** Four words: sectors addressable by 48-bit commands. */
   LBA48_CAPACITY: 100,
   PHYSICAL_LOGICAL_SECTOR_SIZE: 106,
+  /** Four words, most significant first: the World Wide Name (ACS-3 §7.12.7.58). */
+  WORLD_WIDE_NAME: 108,
   DATA_SET_MANAGEMENT: 169,
   INTEGRITY: 255,
 } as const;
 export const ID_SERIAL_WORDS = 10;
 export const ID_FIRMWARE_WORDS = 4;
 export const ID_MODEL_WORDS = 20;
+/** Word 84 bit 8 and word 87 bit 8: words 108-111 hold the World Wide Name (ACS-3 §7.12.7.43, §7.12.7.46). */
+export const ID84_WWN = 1 << 8;
 /** Word 83 bit 10 and word 86 bit 10: the 48-bit Address feature set. */
 export const ID83_LBA48 = 1 << 10;
 /** Word 82 bit 5 and word 85 bit 5: the volatile write cache. */

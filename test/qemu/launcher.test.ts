@@ -342,6 +342,98 @@ const qemuImg = ((): string | null => {
 })();
 const qcow2It = qemuImg && process.env.CI !== "true" ? it.skip : it;
 
+describe("ACPI soft-off", () => {
+  it("SLP_EN with sleep type 0 in PM1a_CNT: SHUTDOWN (guest, guest-shutdown) and exit 0, as QEMU 7.2", async () => {
+    const { child, qmpPath } = launch(["-drive", `file=${image()},if=ide,format=raw`]);
+    const q = await negotiated(qmpPath);
+    // PMBA = 600h with PMREGMISC bit 0 (PIIX4 00:01.3 config 40h and 80h), then PM1a_CNT (PMBA + 4) :=
+    // SLP_EN (bit 13) | SLP_TYP 0 (ACPI 6.0 §4.8.3.2.1; QEMU's DSDT gives _S5 type 0).
+    for (const l of ["outl 0xcf8 0x80000b40", "outl 0xcfc 0x601", "outl 0xcf8 0x80000b80", "outb 0xcfc 0x1"])
+      expect(await child.cmd(l)).toBe("OK");
+    expect(await child.cmd("outw 0x604 0x2000")).toBe("OK");
+    const ev = await q.next((m) => m.event === "SHUTDOWN");
+    expect(ev.data).toEqual({ guest: true, reason: "guest-shutdown" });
+    expect(await child.exited).toEqual({ code: 0, signal: null });
+    q.close();
+  });
+});
+
+describe("IDENTIFY", () => {
+  /** IDENTIFY DEVICE (or `command`) at `drive` (0xa0 master, 0xb0 slave) of the primary channel: 256 words. */
+  const identify = (c: QtestChild, drive: number, command = 0xec): Promise<number[]> =>
+    identifyOn(c, 0x1f0, drive, command);
+  /** IDENTIFY on the channel at `base` (0x1f0 primary, 0x170 secondary). */
+  async function identifyOn(c: QtestChild, base: number, drive: number, command: number): Promise<number[]> {
+    await c.cmd(`outb 0x${(base + 6).toString(16)} 0x${drive.toString(16)}`);
+    await c.cmd(`outb 0x${(base + 7).toString(16)} 0x${command.toString(16)}`);
+    expect(await c.settled(base + 7)).toBe(0x58);
+    const w: number[] = [];
+    for (let i = 0; i < 256; i++) w.push(Number((await c.cmd(`inw 0x${base.toString(16)}`)).slice(3)));
+    return w;
+  }
+  /** Words 10-19: the serial (ATA strings put the first character of each pair in the high byte). */
+  const serial = (w: number[]): string =>
+    w
+      .slice(10, 20)
+      .map((x) => String.fromCharCode(x >> 8, x & 0xff))
+      .join("")
+      .trim();
+
+  it("serials are QEMU's QM%05d of the position (bus * 2 + unit + 1), not of the order drives were added", async () => {
+    // QEMU 7.2's ide_init1 numbers every position the PIIX creates, attached or not: a slave alone is QM00002.
+    const { child } = launch([
+      "-device",
+      "ide-hd,drive=d1,bus=ide.0,unit=1",
+      "-drive",
+      `id=d1,if=none,file=${image()},format=raw`,
+    ]);
+    expect(serial(await identify(child, 0xb0))).toBe("QM00002");
+    child.proc.kill("SIGTERM");
+    expect(await child.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it("wwn=: words 84/87 bit 8 and the name in words 108-111, most significant first (QEMU 7.2 ide_identify)", async () => {
+    const { child } = launch([
+      "-device",
+      "ide-hd,drive=d1,bus=ide.0,unit=0,wwn=0x5000c50015ea71ac",
+      "-drive",
+      `id=d1,if=none,file=${image()},format=raw`,
+      "-device",
+      "ide-hd,drive=d2,bus=ide.0,unit=1",
+      "-drive",
+      `id=d2,if=none,file=${image()},format=raw`,
+      "-device",
+      "ide-cd,bus=ide.1,unit=0,wwn=0x5000c50015ea71ad",
+    ]);
+    const w = await identify(child, 0xa0);
+    // hw/ide/core.c: put_le16(p + 84, (1 << 14) | (1 << 8)), the same in 87, then wwn >> 48 .. wwn in 108-111.
+    expect([w[84], w[87]]).toEqual([0x4100, 0x4100]);
+    expect(w.slice(108, 112)).toEqual([0x5000, 0xc500, 0x15ea, 0x71ac]);
+    const plain = await identify(child, 0xb0); // no wwn: bit 14 alone, words 108-111 zero
+    expect([plain[84], plain[87]]).toEqual([0x4000, 0x4000]);
+    expect(plain.slice(108, 112)).toEqual([0, 0, 0, 0]);
+    // IDENTIFY PACKET DEVICE (A1h) on the secondary channel's CD: ide_atapi_identify sets bit 8 alone in 84/87.
+    const cd = await identifyOn(child, 0x170, 0xa0, 0xa1);
+    expect([cd[84], cd[87]]).toEqual([0x0100, 0x0100]);
+    expect(cd.slice(108, 112)).toEqual([0x5000, 0xc500, 0x15ea, 0x71ad]);
+    child.proc.kill("SIGTERM");
+    expect(await child.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it("wwn= takes QEMU's uint64 forms and refuses anything else in QEMU's words", () => {
+    const img = image();
+    const r = xenide([
+      "system-x86_64",
+      "-device",
+      "ide-hd,drive=d1,wwn=0xZZ",
+      "-drive",
+      `id=d1,if=none,file=${img}`,
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe("xenide-system-x86_64: -device: Parameter 'wwn' expects integer");
+  });
+});
+
 describe("image formats", () => {
   qcow2It(
     `-drive format=qcow2: a guest reads what qemu-io wrote and writes what qemu-img then sees${qemuImg ? ` (${qemuImg})` : ""}`,

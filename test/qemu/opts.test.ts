@@ -72,6 +72,23 @@ describe("QemuOpts", () => {
 });
 
 describe("ide-test's command lines", () => {
+  it("wwn: QEMU's uint64 forms (decimal, 0x hex, 0 octal), from -device or -global", () => {
+    const wwn = (...extra: string[]) => planLaunch(["-drive", `file=${img},if=ide`, ...extra]).drives[0]!.wwn;
+    expect(wwn()).toBeUndefined();
+    expect(wwn("-global", "ide-hd.wwn=0x5000c50015ea71ac")).toBe(0x5000c50015ea71acn);
+    expect(wwn("-global", "ide-hd.wwn=18446744073709551615")).toBe(0xffffffffffffffffn);
+    expect(wwn("-global", "ide-hd.wwn=010")).toBe(8n);
+    expect(wwn("-global", "ide-hd.wwn= 5")).toBe(5n);
+    expect(wwn("-global", "ide-hd.wwn=-1")).toBe(0xffffffffffffffffn); // strtoull's wrap, as QEMU accepts it
+    const dev = planLaunch([
+      "-device",
+      "ide-cd,drive=c,wwn=42",
+      "-drive",
+      `id=c,if=none,file=${img},media=cdrom`,
+    ]);
+    expect(dev.drives[0]).toMatchObject({ kind: "cd", wwn: 42n });
+  });
+
   it("identify: -drive if=ide with -global serial and ver", () => {
     const plan = planLaunch([
       ...LIBQTEST,
@@ -258,7 +275,15 @@ describe("bad command lines: one message naming the option", () => {
     [["-display", "gtk"], "-display gtk: Display 'gtk' is not available"],
     [["-mon", "chardev=nope,mode=control"], '-mon: chardev "nope" not found'],
     [["-qmp", "tcp:localhost:4444"], "-qmp tcp:localhost:4444: character device not supported by xenide"],
-    [["-global", "ide-hd.wwn=1"], "-global ide-hd.wwn=1: property 'wwn' not supported by xenide"],
+    [
+      ["-global", "ide-hd.discard_granularity=0"],
+      "-global ide-hd.discard_granularity=0: property 'discard_granularity' not supported by xenide",
+    ],
+    [["-global", "ide-hd.wwn=1e3", "-drive", `file=${img}`], "-global: Parameter 'wwn' expects integer"],
+    [
+      ["-device", "ide-hd,drive=d,wwn=0x10000000000000000", "-drive", `id=d,if=none,file=${img}`],
+      "-device: Parameter 'wwn' expects integer",
+    ],
     [["-compat", "bochs"], "-compat bochs: unknown profile (xenide, qemu-7.2)"],
     [[img], `give the image with -drive file=${img}`],
   ])("%j", (argv, message) => {

@@ -9,6 +9,7 @@
 import {
   ATA_CMD,
   DEV_HEAD_MASK,
+  ID84_WWN,
   PACKET_SIGNATURE,
   SET_FEATURES,
   ST_DRDY,
@@ -18,7 +19,7 @@ import {
   XFER_TYPE_SHIFT,
 } from "../../spec/ata.ts";
 import { type AtaCore, CMD_FLAG_DSC, type CommandHandler } from "../core.ts";
-import { putString, setIntegrityWord } from "../identify.ts";
+import { putString, putWwn, setIntegrityWord } from "../identify.ts";
 import { commandTable, type DriveKind } from "../kind.ts";
 import { startSingleIn } from "../pio.ts";
 import { MWDMA_DEFAULT, SWDMA_DEFAULT } from "../settings.ts";
@@ -73,6 +74,12 @@ export function buildIdentifyPacket(d: AtaCore, w: Uint16Array): void {
   w[71] = 30; // PACKET to bus release, ns
   w[72] = 30; // SERVICE to BSY clear, ns
   w[80] = 0x1e; // ATA/ATAPI-1 to -4
+  if (drive.wwn !== 0n) {
+    // Words 84 and 87 bit 8: words 108-111 hold the World Wide Name (QEMU sets bit 8 alone in both).
+    w[84] = ID84_WWN;
+    w[87] = ID84_WWN;
+    putWwn(w, drive.wwn);
+  }
   w[88] = s.udma;
   setIntegrityWord(w);
 }

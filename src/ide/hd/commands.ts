@@ -148,6 +148,7 @@ const identifyDevice: CommandHandler = (d) => {
       model: drive.model,
       serial: drive.serial,
       firmware: drive.firmware,
+      wwn: drive.wwn,
       sectorCount: drive.sectorCount,
       geometry: drive.defaultGeometry!,
       current: s.currentGeometry,
@@ -181,6 +182,7 @@ function qemuIdentify(d: AtaCore): void {
         model: drive.model,
         serial: drive.serial,
         firmware: drive.firmware,
+        wwn: drive.wwn,
         sectorCount: drive.sectorCount,
         // QEMU's words 1, 3, 4 and 6 show the translation of the moment too (its heads and sectors).
         geometry: s.currentGeometry ?? drive.defaultGeometry!,

@@ -19,10 +19,11 @@ import {
   ID83_FLUSH_CACHE,
   ID83_FLUSH_CACHE_EXT,
   ID83_LBA48,
+  ID84_WWN,
   LBA28_LIMIT,
 } from "../../spec/ata.ts";
 import type { Geometry } from "../geometry.ts";
-import { putString, setIntegrityWord } from "../identify.ts";
+import { putString, putWwn, setIntegrityWord } from "../identify.ts";
 import { MAX_MULT_SECTORS } from "../settings.ts";
 
 /** The live state IDENTIFY reports, gathered from the drive at each IDENTIFY. */
@@ -30,6 +31,8 @@ export interface IdentifyState {
   model: string;
   serial: string;
   firmware: string;
+  /** World Wide Name (words 108-111 and bit 8 of words 84/87); 0n: none. */
+  wwn: bigint;
   sectorCount: number;
   /** Default geometry (words 1, 3, 6). */
   geometry: Geometry;
@@ -102,11 +105,12 @@ export function buildIdentify(st: IdentifyState, w: Uint16Array): void {
   w[ID.COMMAND_SET_SUPPORTED] = (1 << 14) | ID82_WRITE_CACHE | pm | 1;
   // FLUSH CACHE EXT, FLUSH CACHE, 48-bit.
   w[ID.COMMAND_SET_SUPPORTED_2] = (1 << 14) | ID83_FLUSH_CACHE_EXT | ID83_FLUSH_CACHE | ID83_LBA48;
-  w[ID.COMMAND_SET_SUPPORTED_EXT] = 1 << 14;
+  const wwn = st.wwn !== 0n ? ID84_WWN : 0;
+  w[ID.COMMAND_SET_SUPPORTED_EXT] = (1 << 14) | wwn;
   w[ID.COMMAND_SET_ENABLED] =
     (1 << 14) | (st.writeCache ? ID82_WRITE_CACHE : 0) | pm | (st.smartEnabled ? 1 : 0);
   w[ID.COMMAND_SET_ENABLED_2] = ID83_FLUSH_CACHE_EXT | ID83_FLUSH_CACHE | ID83_LBA48;
-  w[ID.COMMAND_SET_DEFAULT] = 1 << 14;
+  w[ID.COMMAND_SET_DEFAULT] = (1 << 14) | wwn;
   w[ID.UDMA_MODES] = st.udma;
   w[ID.HARDWARE_RESET_RESULT] = 0x6001; // hardware reset result, as QEMU reports it for either device
   const lo = n % 0x100000000;
@@ -117,6 +121,7 @@ export function buildIdentify(st: IdentifyState, w: Uint16Array): void {
   w[ID.LBA48_CAPACITY + 3] = (hi >>> 16) & 0xffff;
   // Word valid; one logical sector per physical sector (bits 3:0 = 0).
   w[ID.PHYSICAL_LOGICAL_SECTOR_SIZE] = (1 << 14) | (1 << 13);
+  putWwn(w, st.wwn);
   w[ID.DATA_SET_MANAGEMENT] = 1; // DATA SET MANAGEMENT TRIM supported
   if (!st.qemu) setIntegrityWord(w);
 }
