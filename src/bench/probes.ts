@@ -224,7 +224,10 @@ export function floorProbes(rows: readonly Row[]): ProbeResult[] {
     const k = { op: "read" as const, pattern, blockSize: bs, qd: 1, cache: "warm" as const };
     const base = findRow(rows, { path: "fs-sync", ...k });
     const r = findRow(rows, { path: raw, ...k });
-    const n = findRow(rows, { path: nul, ...k });
+    // The null disk does no storage work, so its pattern changes nothing: a full run measures it sequentially only.
+    const n =
+      findRow(rows, { path: nul, ...k }) ??
+      findRow(rows, { path: nul, ...k, pattern: pattern === "rand" ? "seq" : "rand" });
     if (!base || !r || !n) continue;
     const baseUs = 1e6 / base.iops.median;
     const rawUs = 1e6 / r.iops.median;

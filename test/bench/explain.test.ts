@@ -42,6 +42,12 @@ describe("explanations measured by the benchmark", () => {
     expect(f!.verdict).toMatch(/2(\.00)? us above the floor/);
     // No null-disk row, no floor.
     expect(floorProbes(rows.slice(0, 2))).toEqual([]);
+    // A full run measures the null disk sequentially only: the 4 KiB random floor takes that row (no storage,
+    // so the pattern changes nothing).
+    const seqNull = [...rows.slice(0, 2), row(pathSpec("pv", "sync", "null"), "seq", 4096, 1.5)];
+    const [g] = floorProbes(seqNull);
+    expect(g!.id).toBe("floor-pv-4k");
+    expect(g!.measured.protocolUs).toBeCloseTo(1.5);
   });
 
   it("measures a system call alone, pages touched alone and after one, and says what the kernel runs", () => {
