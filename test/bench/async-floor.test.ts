@@ -5,7 +5,8 @@ import { floorProbes, usesIoUring } from "../../src/bench/probes.ts";
 import { emptyRow } from "../../src/bench/runner.ts";
 import { checkTargets } from "../../src/bench/targets.ts";
 import { machineLine } from "../../src/bench/table.ts";
-import type { BenchResult, Row } from "../../src/bench/types.ts";
+import type { Row } from "../../src/bench/types.ts";
+import { benchResult } from "../support/bench/result.ts";
 
 /** A measured O_DIRECT 4 KiB random-read row of `path` at depth `qd` with `iops`. */
 function cold(p: ReturnType<typeof pathSpec>, qd: number, iops: number): Row {
@@ -71,20 +72,8 @@ describe("io_uring", () => {
   });
 
   it("the bench's machine line says when file I/O ran on io_uring", () => {
-    const machine = {
-      cpu: "c",
-      cores: 2,
-      memGiB: 4,
-      os: "Linux x64",
-      kernel: "6",
-      node: "20",
-      v8: "11",
-      uvThreadpool: 16,
-      hostname: "h",
-      loadAvg: null,
-    };
-    const line = (uvIoUring?: boolean) =>
-      machineLine({ machine: { ...machine, uvIoUring } } as unknown as BenchResult);
+    const res = benchResult({ rows: [], dispatch: null, rss: null, qtest: null }, { quick: true });
+    const line = (uvIoUring?: boolean) => machineLine({ ...res, machine: { ...res.machine, uvIoUring } });
     expect(line(true)).toContain("libuv pool 16, file I/O on io_uring");
     expect(line(false)).not.toContain("io_uring");
     expect(line(undefined)).not.toContain("io_uring");
