@@ -148,7 +148,8 @@ function qemuImgBench(args: string[]): Promise<number> {
     p.stdout!.on("data", (d: Buffer) => (out += d.toString()));
     p.stderr!.on("data", (d: Buffer) => (out += d.toString()));
     p.on("error", reject);
-    p.on("exit", (code) => {
+    // "close": the output is read to its end (at "exit" the pipes can still hold the result line).
+    p.on("close", (code) => {
       const s = parseQemuImgBench(out);
       if (code === 0 && s !== null && s > 0) resolve(s);
       else reject(new Error(`qemu-img ${args.join(" ")}: ${out.trim().split("\n").pop() ?? `exit ${code}`}`));

@@ -104,9 +104,14 @@ function runCase(
         // already gone
       }
     }, CASE_TIMEOUT_MS);
-    p.on("exit", (code) => {
+    // The case's time ends when the process does; its verdict waits for the end of its output ("close": the
+    // pipes can still hold its last lines, the "ok" line among them, when "exit" comes).
+    let seconds = 0;
+    p.on("exit", () => {
       clearTimeout(timer);
-      const seconds = (performance.now() - t0) / 1000;
+      seconds = (performance.now() - t0) / 1000;
+    });
+    p.on("close", (code) => {
       const ok = !timedOut && casePassed(output, name, code);
       const last =
         output

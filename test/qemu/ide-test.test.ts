@@ -96,7 +96,8 @@ function runCase(bin: string, launcher: string, path: string): Promise<CaseResul
         // already gone
       }
     }, CASE_TIMEOUT_MS);
-    p.on("exit", (code) => {
+    // "close", not "exit": the pipes can still hold the case's last lines (its "ok" line) when "exit" comes.
+    p.on("close", (code) => {
       clearTimeout(timer);
       // glib's TAP output: "ok 1 /x86_64/ide/..." for a pass (a skipped case's line ends in "# SKIP ...").
       const line = new RegExp(`^ok \\d+ /x86_64${path.replace(/[/.]/g, "\\$&")}$`, "m");

@@ -52,7 +52,8 @@ async function start(image: string): Promise<{ status: number | null; stderr: st
   );
   let stderr = "";
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-  const status = await new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  // "close": its standard error is read to the end (at "exit" the pipe can still hold the line).
+  const status = await new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
   for (const s of servers) s.close();
   return { status, stderr, connections };
 }
