@@ -73,14 +73,27 @@ export function casePassed(output: string, name: string, code: number | null): b
   return code === 0 && line.test(output) && !/^not ok/m.test(output);
 }
 
-/** Run one case (its sub-paths skipped) with `binary` as QTEST_QEMU_BINARY. */
-function runCase(
+/** One ide-test process's result: its whole output, wall time and verdict. */
+export interface IdeTestRun {
+  ok: boolean;
+  timedOut: boolean;
+  seconds: number;
+  output: string;
+}
+
+/**
+ * Run one case of ide-test (`name`, e.g. /x86_64/ide/identify; the cases of `all` under it skipped, so the
+ * process runs that case alone) with `binary` as QTEST_QEMU_BINARY, killed with what it started after
+ * `timeoutMs` (two cases loop forever on a wrong Bus Master status).
+ */
+export function runIdeTestCase(
   ideTest: string,
   binary: string,
   name: string,
   all: readonly string[],
-  env: NodeJS.ProcessEnv,
-): Promise<IdeTestCase> {
+  env: NodeJS.ProcessEnv = {},
+  timeoutMs = CASE_TIMEOUT_MS,
+): Promise<IdeTestRun> {
   const t0 = performance.now();
   return new Promise((resolve) => {
     // -p runs a path and everything under it: the deeper cases are skipped, so each process runs one case.
@@ -103,7 +116,7 @@ function runCase(
       } catch {
         // already gone
       }
-    }, CASE_TIMEOUT_MS);
+    }, timeoutMs);
     // The case's time ends when the process does; its verdict waits for the end of its output ("close": the
     // pipes can still hold its last lines, the "ok" line among them, when "exit" comes).
     let seconds = 0;
@@ -112,23 +125,29 @@ function runCase(
       seconds = (performance.now() - t0) / 1000;
     });
     p.on("close", (code) => {
-      const ok = !timedOut && casePassed(output, name, code);
-      const last =
-        output
-          .trim()
-          .split("\n")
-          .filter((l) => !l.startsWith("# "))
-          .pop() ?? "";
-      resolve({
-        name,
-        ok,
-        seconds,
-        ...(ok
-          ? {}
-          : { note: timedOut ? `timed out after ${CASE_TIMEOUT_MS / 1000} s` : last.slice(0, 300) }),
-      });
+      resolve({ ok: !timedOut && casePassed(output, name, code), timedOut, seconds, output });
     });
   });
+}
+
+/** One case as the bench reports it: pass or fail, seconds, and the reason of a failure in a line. */
+async function runCase(
+  ideTest: string,
+  binary: string,
+  name: string,
+  all: readonly string[],
+  env: NodeJS.ProcessEnv,
+): Promise<IdeTestCase> {
+  const r = await runIdeTestCase(ideTest, binary, name, all, env);
+  if (r.ok) return { name, ok: true, seconds: r.seconds };
+  const last =
+    r.output
+      .trim()
+      .split("\n")
+      .filter((l) => !l.startsWith("# "))
+      .pop() ?? "";
+  const note = r.timedOut ? `timed out after ${CASE_TIMEOUT_MS / 1000} s` : last.slice(0, 300);
+  return { name, ok: false, seconds: r.seconds, note };
 }
 
 function qemuVersion(): string | null {

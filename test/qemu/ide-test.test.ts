@@ -13,6 +13,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { runIdeTestCase } from "../../src/bench/idetest.ts";
 import { ROOT, launcherPath } from "./launch.ts";
 
 const IDE_TEST = join(ROOT, ".cache", "qemu-ide-test", "build", "tests", "qtest", "ide-test");
@@ -68,45 +69,6 @@ function missingIdeTest(): string | null {
   return existsSync(IDE_TEST) ? null : `scripts/build-ide-test.sh did not produce ${IDE_TEST}`;
 }
 
-interface CaseResult {
-  ok: boolean;
-  output: string;
-  ms: number;
-}
-
-function runCase(bin: string, launcher: string, path: string): Promise<CaseResult> {
-  const t0 = Date.now();
-  return new Promise((resolve) => {
-    // -p runs a path and the paths under it: skip those, so that each process runs one case.
-    const skip = Object.keys(CASES).filter((c) => c.startsWith(path + "/"));
-    const args = ["-p", `/x86_64${path}`, ...skip.flatMap((c) => ["-s", `/x86_64${c}`])];
-    const p = spawn(bin, args, {
-      env: { ...process.env, QTEST_QEMU_BINARY: launcher },
-      stdio: ["ignore", "pipe", "pipe"],
-      detached: true, // its own process group, so a timeout ends the launcher it started too
-    });
-    let output = "";
-    p.stdout!.on("data", (d: Buffer) => (output += d.toString()));
-    p.stderr!.on("data", (d: Buffer) => (output += d.toString()));
-    const timer = setTimeout(() => {
-      output += `\n(timed out after ${CASE_TIMEOUT_MS} ms)`;
-      try {
-        process.kill(-p.pid!, "SIGKILL");
-      } catch {
-        // already gone
-      }
-    }, CASE_TIMEOUT_MS);
-    // "close", not "exit": the pipes can still hold the case's last lines (its "ok" line) when "exit" comes.
-    p.on("close", (code) => {
-      clearTimeout(timer);
-      // glib's TAP output: "ok 1 /x86_64/ide/..." for a pass (a skipped case's line ends in "# SKIP ...").
-      const line = new RegExp(`^ok \\d+ /x86_64${path.replace(/[/.]/g, "\\$&")}$`, "m");
-      const ok = code === 0 && line.test(output) && !/^not ok/m.test(output);
-      resolve({ ok, output, ms: Date.now() - t0 });
-    });
-  });
-}
-
 const missing = missingIdeTest();
 const bin = IDE_TEST;
 
@@ -130,9 +92,11 @@ describe("QEMU 7.2 tests/qtest/ide-test against xenide-system-x86_64", () => {
         console.log(`ide-test ${path}: pending (needs an ATAPI drive: ide-cd is refused)`);
         return;
       }
-      const r = await runCase(bin, launcher, path);
-      console.log(`ide-test ${path}: ${r.ok ? "pass" : "FAIL"} in ${r.ms} ms`);
-      expect(r.ok, r.output.slice(-2000)).toBe(true);
+      const all = Object.keys(CASES).map((c) => `/x86_64${c}`);
+      const r = await runIdeTestCase(bin, launcher, `/x86_64${path}`, all, {}, CASE_TIMEOUT_MS);
+      console.log(`ide-test ${path}: ${r.ok ? "pass" : "FAIL"} in ${Math.round(r.seconds * 1000)} ms`);
+      const why = r.timedOut ? `\n(timed out after ${CASE_TIMEOUT_MS} ms)` : "";
+      expect(r.ok, (r.output + why).slice(-2000)).toBe(true);
     },
     CASE_TIMEOUT_MS + 30_000,
   );
