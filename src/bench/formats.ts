@@ -209,6 +209,11 @@ function emptyRow(
   return row;
 }
 
+/** A medium of the comparison, read-only: a file as `medium` (O_DIRECT when `direct`), or an NBD URL. */
+function openFormatMedium(medium: FormatMedium, target: string, direct: boolean): BlockBackend {
+  return openMedium(target, { ...(medium === "nbd" ? {} : { format: medium, direct }), readOnly: true });
+}
+
 /** Measure one medium at one depth: `repeats` rounds of xenide random, xenide sequential, qemu-img bench. */
 async function measureRow(
   medium: FormatMedium,
@@ -217,17 +222,12 @@ async function measureRow(
   o: FormatsOptions,
   direct: boolean,
 ): Promise<FormatRow> {
-  const open = (): BlockBackend =>
-    openMedium(target, {
-      ...(medium === "nbd" ? {} : { format: medium, direct }),
-      readOnly: true,
-    });
   const rand: number[] = [];
   const seq: number[] = [];
   const qemu: number[] = [];
   let lastArgs: string[] = [];
   for (let r = 0; r < o.repeats; r++) {
-    const backend = open();
+    const backend = openFormatMedium(medium, target, direct);
     let seqOps: number;
     try {
       const a = await runMedium(backend, qd, "rand", o.workingSet, o.budgetMs);
@@ -277,7 +277,7 @@ async function measureQcow2OfRaw(
     const order = r % 2 === 0 ? (["raw", "qcow2"] as const) : (["qcow2", "raw"] as const);
     for (const m of order) {
       const spec = m === "raw" ? raw : qcow2;
-      const backend = openMedium(spec.target, { format: m, direct: spec.direct, readOnly: true });
+      const backend = openFormatMedium(m, spec.target, spec.direct);
       try {
         const a = await runMedium(backend, qd, "rand", o.workingSet, o.budgetMs);
         got[m].push(a.ops / a.seconds);
@@ -343,10 +343,7 @@ export async function measureFormats(o: FormatsOptions): Promise<FormatsResult> 
       let bad = m.note ?? null;
       if (bad === null) {
         try {
-          const b = openMedium(m.target, {
-            ...(m.medium === "nbd" ? {} : { format: m.medium, direct: m.direct }),
-            readOnly: true,
-          });
+          const b = openFormatMedium(m.medium, m.target, m.direct);
           try {
             const mismatch = await checkBytes(b, o.image, (o.workingSet / 2 / SECTOR) | 0);
             if (mismatch) bad = `data check failed: ${mismatch}`;
