@@ -9,6 +9,10 @@
 // "async": 4 KiB random O_DIRECT reads, readSync at QD1 against libuv callbacks at QD32 (the floor of the async
 // target: what the disk and libuv give a queue of 32 with no protocol) and PV on the sync and async engines at
 // QD32. libuv runs fs requests on io_uring only when the process starts with UV_USE_IO_URING=1.
+//
+// `xenide bench` measures the same targets and floors in interleaved rounds of its own (src/bench/interleave.ts,
+// the figures its targets and floor probes print); this script stays a standalone cross-check through the
+// package's entry point, with its rounds and slice on the command line, and adds the PIO exit rate.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";

@@ -3,7 +3,15 @@
  * summaries, shared by the terminal output, the Markdown summary and the report page.
  */
 import { fmtNum, fmtRatio, fmtSize } from "./format.ts";
-import type { CdResult, FormatsResult, IdeTestResult, Spread } from "./types.ts";
+import { median } from "./stats.ts";
+import type {
+  CdResult,
+  FormatsResult,
+  IdeTestResult,
+  InterleavedResult,
+  RoundSpread,
+  Spread,
+} from "./types.ts";
 
 export interface Table {
   header: string[];
@@ -117,4 +125,53 @@ export function cdTable(c: CdResult): Table {
 export function cdLine(c: CdResult): string {
   if (c.status !== "ok") return `CD-ROM reads: ${c.status}: ${c.note ?? ""}`;
   return "CD-ROM reads by PIO and DMA, exits counted exactly (the protocol is deterministic), beside the disk's:";
+}
+
+/**
+ * The targets measured in interleaved rounds: the median of the per-round ratios with their range, the floor
+ * and the gap to it from the same rounds, and each side's time per I/O.
+ */
+export function interleavedTable(il: readonly InterleavedResult[]): Table {
+  const range = (s: RoundSpread) => `${fmtRatio(s.min)}-${fmtRatio(s.max)}`;
+  return {
+    header: [
+      "target",
+      "rounds",
+      "wall s",
+      "ratio",
+      "range",
+      "floor",
+      "floor range",
+      "to the floor",
+      "us/IO (median)",
+    ],
+    leftCols: 1,
+    rows: il.map((x) => [
+      x.id,
+      `${x.rounds} x ${x.sliceMs} ms`,
+      x.seconds.toFixed(1),
+      fmtRatio(x.ratio.median),
+      range(x.ratio),
+      fmtRatio(x.floor.median),
+      range(x.floor),
+      x.gapUs
+        ? `+${fmtNum(x.gapUs.median)} us`
+        : x.asyncOfLibuv
+          ? `${fmtRatio(x.asyncOfLibuv.median)} libuv`
+          : "-",
+      x.sides.map((s) => `${s.path}${s.qd > 1 ? ` QD${s.qd}` : ""} ${fmtNum(median(s.usPerIo))}`).join(", ") +
+        (x.dataMismatch ? `; DATA CHECK FAILED: ${x.dataMismatch}` : ""),
+    ]),
+  };
+}
+
+export function interleavedLine(il: readonly InterleavedResult[]): string {
+  const checks = il.reduce((n, x) => n + x.dataChecks, 0);
+  return (
+    `the targets in interleaved rounds (each round times every side for the same slice, in alternating order; ` +
+    `each figure the median of its per-round values; QD1 floor = baseline / (baseline + null disk), async floor = ` +
+    `libuv QD32 / readSync QD1)` +
+    (checks ? `; ${checks} slices' last blocks checked against the image` : "") +
+    ":"
+  );
 }

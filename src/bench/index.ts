@@ -10,6 +10,7 @@ import path from "node:path";
 import { COUNTER_KINDS, DEFAULT_COSTS } from "../hypervisor/accounting.ts";
 import { measureDispatch, measurePioWorkload } from "./dispatch.ts";
 import { directSupported, prepareImage } from "./image.ts";
+import { comparisons, type InterleaveSettings, interleaveSettings, measureComparison } from "./interleave.ts";
 import { baselineFor, buildMatrix } from "./matrix.ts";
 import type { ImageRef } from "./paths.ts";
 import { floorProbes, probeAlignment, probeSyscallInPv, probeSyscallTlb, usesIoUring } from "./probes.ts";
@@ -25,6 +26,7 @@ import {
   BENCH_SCHEMA,
   type BenchResult,
   type CellSpec,
+  type InterleavedResult,
   type MachineInfo,
   type ProbeResult,
   type Row,
@@ -62,6 +64,11 @@ export interface BenchOptions {
   formats?: boolean;
   /** CD-ROM reads by PIO and DMA beside the disk's (exact counts, about two seconds; default on). */
   cd?: boolean;
+  /**
+   * The PV, DMA and async targets and their floors in interleaved rounds (default: on, with rounds and slices
+   * by the run's kind; `interleaveSettings`); false leaves the targets to the rows.
+   */
+  interleave?: Partial<InterleaveSettings> | false;
   /** The CLI's entry script, for the child processes (the RSS probe, `xenide qtest`). */
   cli?: string;
   progress?: (done: number, total: number, what: string) => void;
@@ -132,8 +139,10 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const ideTestOn = o.ideTest ?? !o.quick;
     const formatsOn = o.formats ?? true;
     const cdOn = o.cd ?? true;
+    const rounds = o.interleave === false ? [] : comparisons(direct, o.only);
     const total =
       cells.length +
+      rounds.length +
       3 +
       (o.rss === false ? 0 : 2) +
       (o.qtest === false ? 0 : 1) +
@@ -204,6 +213,29 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     }
     attachBaselines(rows);
 
+    // The targets again, each in interleaved rounds with its baseline and its null disk: a ratio from rows
+    // measured minutes apart swings with the machine's speed in between.
+    const interleaved: InterleavedResult[] = [];
+    const settings = { ...interleaveSettings(o.quick, budgetMs), ...(o.interleave || {}) };
+    for (const c of rounds) {
+      tick(`interleaved rounds: ${c.id}`);
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        interleaved.push(
+          await Promise.race([
+            measureComparison(c, { ...settings, image, workingSet }),
+            new Promise<never>((_, reject) => {
+              timer = setTimeout(() => reject(new Error("no result after 180 s")), 180_000);
+            }),
+          ]),
+        );
+      } catch (e) {
+        unavailable.push({ path: `(interleaved ${c.id})`, reason: (e as Error).message });
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+
     const pio = rows
       .filter((r) => r.path === "ide-pio16/sync/null" && r.op === "read" && r.status === "ok")
       .sort((a, b) => b.blockSize - a.blockSize)[0];
@@ -223,11 +255,11 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         unavailable.push({ path: "(probe)", reason: (e as Error).message });
       }
     };
-    const rounds = budgetMs < 50 ? 1 : o.quick ? 5 : 9;
-    await probe(() => probeAlignment(imagePath, workingSet, rounds));
-    await probe(() => probeSyscallTlb(128, rounds));
-    await probe(() => probeSyscallInPv(rounds));
-    probes.push(...floorProbes(rows));
+    const probeRounds = budgetMs < 50 ? 1 : o.quick ? 5 : 9;
+    await probe(() => probeAlignment(imagePath, workingSet, probeRounds));
+    await probe(() => probeSyscallTlb(128, probeRounds));
+    await probe(() => probeSyscallInPv(probeRounds));
+    probes.push(...floorProbes(rows, interleaved));
     let startup: BenchResult["startup"] = null;
     if (startupOn) {
       tick("start-up: a fresh process to its first request");
@@ -282,7 +314,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     for (const [s, n] of strays) {
       unavailable.push({ path: "(between cells)", reason: `uncaught${n > 1 ? ` x${n}` : ""}: ${s}` });
     }
-    const partial = { rows, dispatch, rss, rssQcow2, qtest, formats, ideTest, cd };
+    const partial = { rows, dispatch, rss, rssQcow2, qtest, formats, ideTest, cd, interleaved };
     return {
       schema: BENCH_SCHEMA,
       startedAt,

@@ -1,5 +1,6 @@
 /** The bench's terminal output and the files it leaves for `xenide report` and the README. */
-import { firstPassText, fmtNum } from "./format.ts";
+import { firstPassText, fmtNum, fmtRatio } from "./format.ts";
+import { interleavedFor, rangeText } from "./targets.ts";
 import { costsText, machineLine, rowsMarkdown, rowsText, targetsText } from "./table.ts";
 import { mdTable, textTable } from "./format.ts";
 import {
@@ -9,6 +10,8 @@ import {
   formatsTable,
   ideTestLine,
   ideTestTable,
+  interleavedLine,
+  interleavedTable,
   type Table,
 } from "./compare.ts";
 import type { BenchResult } from "./types.ts";
@@ -86,11 +89,15 @@ export function benchText(res: BenchResult): string {
 }
 
 /**
- * The comparisons with qemu-img bench and QEMU's ide-test and the CD-ROM rows, each a line and a table (a
- * blank line first); nothing for those the run left out.
+ * The targets in interleaved rounds, the comparisons with qemu-img bench and QEMU's ide-test and the CD-ROM
+ * rows, each a line and a table (a blank line first); nothing for those the run left out.
  */
 function comparisons(res: BenchResult, table: (t: Table) => string): string[] {
   const out: string[] = [];
+  if (res.interleaved?.length) {
+    out.push("", interleavedLine(res.interleaved));
+    out.push(table(interleavedTable(res.interleaved)));
+  }
   if (res.formats) {
     out.push("", formatsLine(res.formats));
     if (res.formats.rows.length) out.push(table(formatsTable(res.formats)));
@@ -116,13 +123,30 @@ export function startupText(s: NonNullable<BenchResult["startup"]>): string {
   );
 }
 
+/** For a target measured in interleaved rounds: its range, the rounds, and the floor from the same rounds. */
+function roundsNote(res: BenchResult, id: string): string {
+  const x = interleavedFor(res.interleaved, id === "pv-async-vs-libuv" ? "pv-async-vs-sync" : id);
+  if (!x) return "";
+  const s = id === "pv-async-vs-libuv" ? x.asyncOfLibuv : x.ratio;
+  if (!s) return "";
+  return (
+    ` (${rangeText(s)} in ${x.rounds} interleaved rounds of ${x.sliceMs} ms` +
+    (id === "pv-async-vs-libuv" ? ")" : `; floor ${fmtRatio(x.floor.median)}`) +
+    (x.gapUs ? `, ${fmtNum(x.gapUs.median)} us above it)` : id === "pv-async-vs-libuv" ? "" : ")")
+  );
+}
+
 /** The Markdown summary for the README: machine, targets, and the headline rows. */
 export function benchMarkdown(res: BenchResult): string {
   const out: string[] = [];
   out.push(`Measured ${res.finishedAt.slice(0, 16).replace("T", " ")} UTC on ${machineLine(res)}.`);
   out.push(
     `Image ${res.image.bytes / 2 ** 20} MiB raw; ${res.settings.repeats} repeats x ${res.settings.budgetMs} ms per cell; ` +
-      `ratios are against plain node:fs in the same run (readSync/writeSync at QD1, libuv callbacks deeper).`,
+      `ratios are against plain node:fs in the same run (readSync/writeSync at QD1, libuv callbacks deeper)` +
+      (res.interleaved?.length
+        ? `; the PV, DMA and async targets are the medians of per-round ratios from interleaved rounds (each round ` +
+          `times the baseline, the path and its null disk for the same slice), with their range.`
+        : "."),
   );
   out.push("");
   out.push(
@@ -130,7 +154,7 @@ export function benchMarkdown(res: BenchResult): string {
       ["target", "measured", "needed", "met"],
       res.targets.map((t) => [
         t.text,
-        t.measured === null ? "not measured" : `${fmtNum(t.measured)}${t.unit}`,
+        t.measured === null ? "not measured" : `${fmtNum(t.measured)}${t.unit}` + roundsNote(res, t.id),
         `${fmtNum(t.threshold)}${t.unit}`,
         t.met === null ? "n/a" : t.met ? "yes" : `no (${/missed by \d+%/.exec(t.detail)?.[0] ?? "missed"})`,
       ]),

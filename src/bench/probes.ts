@@ -20,13 +20,9 @@ import { openPvPath } from "../machine/disk-path.ts";
 import { allocAligned } from "../storage/aligned.ts";
 import { NullBackend } from "../storage/index.ts";
 import { fmtNum } from "./format.ts";
-import { findRow } from "./targets.ts";
-import type { ProbeResult, Row } from "./types.ts";
-
-const median = (a: number[]): number => {
-  const s = [...a].sort((x, y) => x - y);
-  return s.length ? s[s.length >> 1]! : NaN;
-};
+import { median } from "./stats.ts";
+import { findRow, interleavedFor, rangeText } from "./targets.ts";
+import type { InterleavedResult, InterleavedSide, ProbeResult, Row } from "./types.ts";
 
 /** xorshift32 offsets, as the cells use. */
 function randomBlocks(blocks: number, seed = 0x2545f491): () => number {
@@ -209,18 +205,30 @@ export async function probeSyscallInPv(rounds = 7): Promise<ProbeResult> {
   }
 }
 
+/** The floor probes' ids and the targets (and their interleaved measurements) they explain. */
+const FLOOR_CASES: [string, string, string, string, "rand" | "seq", number, number][] = [
+  ["pv-4k", "pv-4k-random", "pv/sync/raw", "pv/sync/null", "rand", 4096, 0.9],
+  ["pv-64k", "pv-64k-seq", "pv/sync/raw", "pv/sync/null", "seq", 65536, 0.9],
+  ["dma-64k", "ide-dma-64k", "ide-dma/sync/raw", "ide-dma/sync/null", "seq", 65536, 0.8],
+];
+
 /**
  * The floor of each speed target: the baseline's time per I/O plus the protocol's own time on the null disk
- * (the same work with the storage removed, and the storage with the protocol removed), as a ratio.
+ * (the same work with the storage removed, and the storage with the protocol removed), as a ratio. Taken from
+ * the interleaved rounds when the run has them (the baseline, the path and the null disk timed in the same
+ * rounds), else from the rows.
  */
-export function floorProbes(rows: readonly Row[]): ProbeResult[] {
+export function floorProbes(
+  rows: readonly Row[],
+  interleaved: readonly InterleavedResult[] = [],
+): ProbeResult[] {
   const out: ProbeResult[] = [];
-  const cases: [string, string, string, "rand" | "seq", number, number][] = [
-    ["pv-4k", "pv/sync/raw", "pv/sync/null", "rand", 4096, 0.9],
-    ["pv-64k", "pv/sync/raw", "pv/sync/null", "seq", 65536, 0.9],
-    ["dma-64k", "ide-dma/sync/raw", "ide-dma/sync/null", "seq", 65536, 0.8],
-  ];
-  for (const [id, raw, nul, pattern, bs, goal] of cases) {
+  for (const [id, target, raw, nul, pattern, bs, goal] of FLOOR_CASES) {
+    const x = interleavedFor(interleaved, target);
+    if (x) {
+      out.push(floorFromRounds(`floor-${id}`, x, goal));
+      continue;
+    }
     const k = { op: "read" as const, pattern, blockSize: bs, qd: 1, cache: "warm" as const };
     const base = findRow(rows, { path: "fs-sync", ...k });
     const r = findRow(rows, { path: raw, ...k });
@@ -240,18 +248,74 @@ export function floorProbes(rows: readonly Row[]): ProbeResult[] {
       question: `${raw} ${bs / 1024} KiB ${pattern} reads: how close to the floor?`,
       measured: { baselineUs: baseUs, pathUs: rawUs, protocolUs: nullUs, floorUs, floorRatio, restUs: rest },
       verdict:
-        `readSync ${baseUs.toFixed(2)} us + the protocol alone (null disk) ${nullUs.toFixed(2)} us = ` +
-        `${floorUs.toFixed(2)} us, a floor of ${floorRatio.toFixed(2)}x` +
+        `From rows measured apart: readSync ${baseUs.toFixed(2)} us + the protocol alone (null disk) ` +
+        `${nullUs.toFixed(2)} us = ${floorUs.toFixed(2)} us, a floor of ${floorRatio.toFixed(2)}x` +
         (floorRatio < goal ? ` (below the ${goal}x target: the protocol's own time alone misses it)` : "") +
         `; measured ${rawUs.toFixed(2)} us (${(baseUs / rawUs).toFixed(2)}x), ` +
-        (rest > 0
-          ? `${fmtNum(rest)} us above the floor: the storage request costs this path more than it costs readSync.`
-          : `at the floor.`),
+        restText(rest),
     });
   }
-  const asyncFloor = asyncFloorProbe(rows);
+  const xa = interleavedFor(interleaved, "pv-async-vs-sync");
+  const asyncFloor = xa ? asyncFloorFromRounds(xa) : asyncFloorProbe(rows);
   if (asyncFloor) out.push(asyncFloor);
   return out;
+}
+
+function restText(rest: number): string {
+  return rest > 0
+    ? `${fmtNum(rest)} us above the floor: the storage request costs this path more than it costs readSync.`
+    : `at the floor.`;
+}
+
+/** A QD1 floor from interleaved rounds: every figure the median of its per-round values, with their range. */
+function floorFromRounds(id: string, x: InterleavedResult, goal: number): ProbeResult {
+  const [base, path, nul] = x.sides as [InterleavedSide, InterleavedSide, InterleavedSide];
+  const baseUs = median(base.usPerIo);
+  const pathUs = median(path.usPerIo);
+  const nullUs = median(nul.usPerIo);
+  const floorUs = median(base.usPerIo.map((b, i) => b + nul.usPerIo[i]!));
+  const floor = x.floor;
+  const rest = x.gapUs?.median ?? NaN;
+  return {
+    id,
+    question: `${path.path} ${x.blockSize / 1024} KiB ${x.pattern} reads: how close to the floor?`,
+    measured: {
+      baselineUs: baseUs,
+      pathUs,
+      protocolUs: nullUs,
+      floorUs,
+      floorRatio: floor.median,
+      floorRatioMin: floor.min,
+      floorRatioMax: floor.max,
+      restUs: rest,
+      ratio: x.ratio.median,
+      ratioMin: x.ratio.min,
+      ratioMax: x.ratio.max,
+      rounds: x.rounds,
+      sliceMs: x.sliceMs,
+    },
+    verdict:
+      `In ${x.rounds} interleaved rounds of ${x.sliceMs} ms (medians of the per-round figures): readSync ` +
+      `${baseUs.toFixed(2)} us + the protocol alone (null disk) ${nullUs.toFixed(2)} us = ${floorUs.toFixed(2)} us, ` +
+      `a floor of ${floor.median.toFixed(2)}x (${rangeText(floor)})` +
+      (floor.median < goal ? ` (below the ${goal}x target: the protocol's own time alone misses it)` : "") +
+      `; measured ${pathUs.toFixed(2)} us, ${x.ratio.median.toFixed(2)}x (${rangeText(x.ratio)}), ` +
+      restText(rest) +
+      (x.dataMismatch ? ` DATA CHECK FAILED: ${x.dataMismatch}.` : ""),
+  };
+}
+
+interface AsyncFloorFigures {
+  readSyncIops: number;
+  libuvQd32Iops: number;
+  floorRatio: number;
+  pv?: {
+    pvSyncIops: number;
+    pvAsyncIops: number;
+    ratio: number;
+    asyncOfLibuv: number;
+    syncOfReadSync: number;
+  };
 }
 
 /**
@@ -267,28 +331,74 @@ function asyncFloorProbe(rows: readonly Row[]): ProbeResult | null {
   const pvS = findRow(rows, { path: "pv/sync/raw", qd: 32, ...k });
   const pvA = findRow(rows, { path: "pv/async/raw", qd: 32, ...k });
   if (!sync1 || !uv32) return null;
-  const goal = 3;
-  const floorRatio = uv32.iops.median / sync1.iops.median;
-  const measured: Record<string, number> = {
+  const f: AsyncFloorFigures = {
     readSyncIops: sync1.iops.median,
     libuvQd32Iops: uv32.iops.median,
-    floorRatio,
+    floorRatio: uv32.iops.median / sync1.iops.median,
   };
-  let tail = ".";
   if (pvS && pvA) {
-    const ratio = pvA.iops.median / pvS.iops.median;
-    const ofLibuv = pvA.iops.median / uv32.iops.median;
-    const syncOfReadSync = pvS.iops.median / sync1.iops.median;
-    Object.assign(measured, {
+    f.pv = {
       pvSyncIops: pvS.iops.median,
       pvAsyncIops: pvA.iops.median,
-      ratio,
-      asyncOfLibuv: ofLibuv,
-      syncOfReadSync,
-    });
+      ratio: pvA.iops.median / pvS.iops.median,
+      asyncOfLibuv: pvA.iops.median / uv32.iops.median,
+      syncOfReadSync: pvS.iops.median / sync1.iops.median,
+    };
+  }
+  return asyncFloorResult(f, "", {});
+}
+
+/** The async floor from interleaved rounds: readSync, libuv and both engines timed in the same rounds. */
+function asyncFloorFromRounds(x: InterleavedResult): ProbeResult {
+  const iops = (i: number) => 1e6 / median(x.sides[i]!.usPerIo);
+  const f: AsyncFloorFigures = { readSyncIops: iops(0), libuvQd32Iops: iops(1), floorRatio: x.floor.median };
+  if (x.asyncOfLibuv && x.syncOfReadSync)
+    f.pv = {
+      pvSyncIops: iops(2),
+      pvAsyncIops: iops(3),
+      ratio: x.ratio.median,
+      asyncOfLibuv: x.asyncOfLibuv.median,
+      syncOfReadSync: x.syncOfReadSync.median,
+    };
+  return asyncFloorResult(
+    f,
+    `In ${x.rounds} interleaved rounds of ${x.sliceMs} ms (medians of the per-round figures, ranges in brackets): `,
+    {
+      floor: ` (${rangeText(x.floor)})`,
+      ratio: ` (${rangeText(x.ratio)})`,
+      ...(x.asyncOfLibuv ? { asyncOfLibuv: ` (${rangeText(x.asyncOfLibuv)})` } : {}),
+    },
+    {
+      floorRatioMin: x.floor.min,
+      floorRatioMax: x.floor.max,
+      ratioMin: x.ratio.min,
+      ratioMax: x.ratio.max,
+      rounds: x.rounds,
+      sliceMs: x.sliceMs,
+    },
+  );
+}
+
+function asyncFloorResult(
+  f: AsyncFloorFigures,
+  lead: string,
+  ranges: { floor?: string; ratio?: string; asyncOfLibuv?: string },
+  extra: Record<string, number> = {},
+): ProbeResult {
+  const goal = 3;
+  const measured: Record<string, number> = {
+    readSyncIops: f.readSyncIops,
+    libuvQd32Iops: f.libuvQd32Iops,
+    floorRatio: f.floorRatio,
+    ...extra,
+  };
+  let tail = ".";
+  if (f.pv) {
+    const { ratio, asyncOfLibuv: ofLibuv, syncOfReadSync } = f.pv;
+    Object.assign(measured, f.pv);
     tail =
-      `; measured ${ratio.toFixed(2)}x (PV async ${ofLibuv.toFixed(2)}x libuv at QD32, PV sync ` +
-      `${syncOfReadSync.toFixed(2)}x readSync): ` +
+      `; measured ${ratio.toFixed(2)}x${ranges.ratio ?? ""} (PV async ${ofLibuv.toFixed(2)}x libuv at QD32` +
+      `${ranges.asyncOfLibuv ?? ""}, PV sync ${syncOfReadSync.toFixed(2)}x readSync): ` +
       (ofLibuv >= 0.9
         ? `the async engine is at the floor, and what the target misses beyond it is the disk's.`
         : `the async engine is ${((1 - ofLibuv) * 100).toFixed(0)}% below the floor, the protocol's own cost at this depth.`);
@@ -302,10 +412,11 @@ function asyncFloorProbe(rows: readonly Row[]): ProbeResult | null {
     question: "What does a queue of 32 give over QD1 on this file with O_DIRECT, with no protocol at all?",
     measured,
     verdict:
+      lead +
       `O_DIRECT 4 KiB random reads: node:fs callbacks at QD32 (libuv: ${uring}; pool of ${pool} threads) ` +
-      `${fmtNum(uv32.iops.median)} IOPS against readSync at QD1 ${fmtNum(sync1.iops.median)} IOPS, a floor of ` +
-      `${floorRatio.toFixed(2)}x` +
-      (floorRatio < goal
+      `${fmtNum(f.libuvQd32Iops)} IOPS against readSync at QD1 ${fmtNum(f.readSyncIops)} IOPS, a floor of ` +
+      `${f.floorRatio.toFixed(2)}x${ranges.floor ?? ""}` +
+      (f.floorRatio < goal
         ? ` (below the ${goal}x target: the disk and the thread pool alone do not give ${goal}x here)`
         : "") +
       tail,

@@ -186,6 +186,66 @@ export interface QtestResult {
   firstPass?: { xenide: number; qemu: number | null };
 }
 
+/** A figure taken in every round of an interleaved measurement: each round's value, and their median and range. */
+export interface RoundSpread extends Spread {
+  perRound: number[];
+}
+
+/** One path of an interleaved measurement (src/bench/interleave.ts), as a row's path and workload. */
+export interface InterleavedSide {
+  /** Path id, as in the rows ("fs-sync", "pv/sync/raw", "pv/sync/null", ...). */
+  path: string;
+  label: string;
+  qd: number;
+  /** Microseconds per I/O in each measured round. */
+  usPerIo: number[];
+  /** Whether the memory the data lands in starts on a page boundary. */
+  ramAligned: boolean | null;
+}
+
+/**
+ * A speed target measured in interleaved rounds: every round runs each side for the same slice, one after
+ * another (in alternating order), so a machine whose speed drifts over minutes weighs on all sides alike; each
+ * figure is the median of its per-round values.
+ */
+export interface InterleavedResult {
+  /** The target it measures (TargetResult.id): "pv-4k-random", "pv-64k-seq", "ide-dma-64k", "pv-async-vs-sync". */
+  id: string;
+  /** What is compared with what, in words. */
+  what: string;
+  cache: CacheState;
+  op: IoOpKind;
+  pattern: AccessPattern;
+  blockSize: number;
+  /** Measured rounds (after `warmupRounds` unmeasured ones) and the milliseconds each side runs per round. */
+  rounds: number;
+  warmupRounds: number;
+  sliceMs: number;
+  /**
+   * QD1 targets: the baseline, the path on the raw image, the path on the null disk. The async target:
+   * readSync at QD1, libuv callbacks at QD32, PV sync and PV async at QD32.
+   */
+  sides: InterleavedSide[];
+  /** The target's figure: the path against its reference (QD1: baseline us / path us; async: sync us / async us). */
+  ratio: RoundSpread;
+  /**
+   * The same work with the protocol removed. QD1: baseline us / (baseline us + null-disk us); async: readSync
+   * QD1 us / libuv QD32 us (what a queue of 32 gives with no protocol).
+   */
+  floor: RoundSpread;
+  /** QD1 targets: microseconds per I/O the path spends above its floor, per round. */
+  gapUs?: RoundSpread;
+  /** The async target: PV async against libuv at QD32, and PV sync at QD32 against readSync at QD1. */
+  asyncOfLibuv?: RoundSpread;
+  syncOfReadSync?: RoundSpread;
+  /** Slices whose last block was compared with the image file (QD1 raw paths), and the first mismatch. */
+  dataChecks: number;
+  dataMismatch?: string;
+  loadAvg: { start: number; end: number };
+  /** Wall time of the whole measurement (opening the sides, warm-up and measured rounds), in seconds. */
+  seconds: number;
+}
+
 /** One explanation measured in the run (src/bench/probes.ts): what was asked, the figures, the verdict. */
 export interface ProbeResult {
   id: string;
@@ -347,6 +407,11 @@ export interface BenchResult {
   formats?: FormatsResult | null;
   /** CD-ROM reads by PIO and DMA beside the disk's (absent in older results; null: not run). */
   cd?: CdResult | null;
+  /**
+   * The speed targets and their floors measured in interleaved rounds (absent in older results; empty when the
+   * run measured none of them, e.g. `--only` left their paths out).
+   */
+  interleaved?: InterleavedResult[];
   /** Paths that could not run at all, with the reason. */
   unavailable: { path: string; reason: string }[];
   /** Data checks made on every path before it was measured. */
