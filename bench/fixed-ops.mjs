@@ -6,8 +6,9 @@
 // (instructions of the second run - the first) / 20000 = instructions per I/O, start-up cancelled out.
 // --single-threaded makes V8 compile on the main thread, so both runs tier up at the same points. Paths:
 // pv-null (4 KiB PV reads), pv64-null (64 KiB PV reads), dma-null (64 KiB IDE DMA reads), pio-null (4 KiB 16-bit
-// PIO reads: about 2,060 port exits each), all on the null disk, through the package's entry point
-// (dist/index.mjs, or XENIDE_ENTRY).
+// PIO reads: 2,064 port exits each, 2,048 of them data-port reads; divide by 2,064 for instructions per exit),
+// all on the null disk, through the package's entry point (dist/index.mjs, or XENIDE_ENTRY).
+// bench/pio-ab.mjs measures the PIO workload's exits per CPU-second for two builds in alternation.
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 

@@ -68,6 +68,8 @@ export class PortBus {
   /** 1 where writes may be buffered: checked on every OUT, so a flat table rather than a claim lookup. */
   private readonly buffered = new Uint8Array(PORT_SPACE);
   private readonly claims: Claim[] = [];
+  /** The device of each claim by claim index + 1 (`owner`'s values): dispatch is two indexed loads. */
+  private readonly devices: (PortIoDevice | null)[] = [null];
 
   register(
     base: number,
@@ -90,6 +92,7 @@ export class PortBus {
       if (o !== 0) throw new PortConflictError(base, length, this.claims[o - 1]!.name, p);
     }
     this.claims.push({ base, length, device, name, buffered: opts.bufferedWrites === true });
+    this.devices.push(device);
     const id = this.claims.length;
     this.owner.fill(id, base, base + length);
     this.buffered.fill(opts.bufferedWrites === true ? 1 : 0, base, base + length);
@@ -122,14 +125,16 @@ export class PortBus {
   }
 
   read(port: number, size: AccessSize): number {
-    const id = this.owner[port & 0xffff]!;
-    if (id === 0) return sizeMask(size) >>> 0;
-    return (this.claims[id - 1]!.device.ioRead(port, size) & sizeMask(size)) >>> 0;
+    const d = this.devices[this.owner[port & 0xffff]!] as PortIoDevice | null;
+    // Unclaimed: the bus floats high. Else the low `size` bytes, in integer operations (sizeMask(4) is a double).
+    const v = d === null ? -1 : d.ioRead(port, size);
+    return size === 1 ? v & 0xff : size === 2 ? v & 0xffff : v >>> 0;
   }
 
   write(port: number, size: AccessSize, value: number): void {
-    const id = this.owner[port & 0xffff]!;
-    if (id !== 0) this.claims[id - 1]!.device.ioWrite(port, size, (value & sizeMask(size)) >>> 0);
+    const d = this.devices[this.owner[port & 0xffff]!] as PortIoDevice | null;
+    if (d !== null)
+      d.ioWrite(port, size, size === 1 ? value & 0xff : size === 2 ? value & 0xffff : value >>> 0);
   }
 }
 

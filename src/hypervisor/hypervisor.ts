@@ -4,7 +4,7 @@
  * `Vcpu`, so everything they do is an exit that is counted and, when asked, traced.
  */
 
-import { Accounting, CostModel, type CounterKind } from "./accounting.ts";
+import { Accounting, CostModel, type CounterKind, type Counts } from "./accounting.ts";
 import { type AccessSize, MmioBus, type MmioSize, PortBus } from "./bus.ts";
 import { InterruptController } from "./irq.ts";
 import {
@@ -54,6 +54,8 @@ export class Hypervisor {
   /** Guest-physical ranges claimed by devices (BARs of memory type, say); accesses there are MMIO exits. */
   readonly mmio = new MmioBus();
   readonly acct: Accounting;
+  /** `acct.counts`, one load nearer: the exit path increments it on every exit. */
+  private readonly counts: Counts;
   readonly irq: InterruptController;
   readonly ioreqPage = new SharedIoreqPage();
   readonly bufPage = new BufferedIoreqPage();
@@ -70,6 +72,7 @@ export class Hypervisor {
   constructor(opts: HypervisorOptions = {}) {
     this.mem = opts.memory ?? new GuestRam(opts.ramSize ?? 64 * 1024 * 1024);
     this.acct = new Accounting(new CostModel(opts.costs));
+    this.counts = this.acct.counts;
     this.irq = new InterruptController(this.acct);
     this.server = new IoreqServer(this.ioreqPage, this.bufPage, this.bus, this.mem, this.mmio);
     this.bufferedIoreqs = opts.bufferedIoreqs ?? true;
@@ -111,43 +114,74 @@ export class Hypervisor {
 
   /**
    * One port-I/O exit (hvmemul_do_io + hvm_send_ioreq + hvm_wait_for_io): encode the ioreq into the vCPU's
-   * slot, hand it to the device model, take the answer and return the slot to NONE.
+   * slot, hand it to the device model, take the answer and return the slot to NONE. The ioreq constants of this
+   * path are literals (why: the exit path in ioreq.ts).
    */
   pio(vcpu: number, dir: 0 | 1, port: number, size: AccessSize, value: number): number {
+    if (dir === 1 /* IOREQ_READ */) return this.pioIn(vcpu, port, size);
+    this.pioOut(vcpu, port, size, value);
+    return 0;
+  }
+
+  /** IN from a port: one exit, the value the device model answers (the low `size` bytes of the data field). */
+  pioIn(vcpu: number, port: number, size: AccessSize): number {
+    port &= 0xffff;
+    this.counts.pioIn++;
+    const page = this.ioreqPage;
+    page.publishPio(vcpu, port, size, 1 /* IOREQ_READ */, 0);
+    this.serve(vcpu);
+    const result = page.data32(vcpu);
+    page.step(vcpu, 3 /* STATE_IORESP_READY */); // refuses a slot the device model did not answer
+    const t = this._tracer;
+    if (t !== null) this.tracePio(t, vcpu, port, size, "in", result);
+    return result;
+  }
+
+  /**
+   * OUT to a port: through the buffered ioreq page when the port's owner declared its writes fire-and-forget
+   * (and the page has room), else one exit.
+   */
+  pioOut(vcpu: number, port: number, size: AccessSize, value: number): void {
     port &= 0xffff;
     const t = this._tracer;
     if (
-      dir === IOREQ_WRITE &&
       this.bufferedIoreqs &&
       this.bus.isBuffered(port) &&
       this.bufPage.push(IOREQ_TYPE_PIO, port, size, value)
     ) {
-      this.acct.counts.bufferedWrite++;
+      this.counts.bufferedWrite++;
       if (t) t.emit({ ev: "bufioreq", port, size, value });
-      return 0;
+      return;
     }
+    this.counts.pioOut++;
     const page = this.ioreqPage;
-    if (dir === IOREQ_READ) this.acct.counts.pioIn++;
-    else this.acct.counts.pioOut++;
-    page.publish(vcpu, IOREQ_TYPE_PIO, port, dir === IOREQ_READ ? 0 : value, 1, size, dir, false, false);
+    page.publishPio(vcpu, port, size, 0 /* IOREQ_WRITE */, value);
     this.serve(vcpu);
-    const result = this.complete(vcpu, dir === IOREQ_READ);
-    if (t) {
-      t.emit({
-        ev: "ioreq",
-        vcpu,
-        type: IOREQ_TYPE_PIO,
-        port,
-        size,
-        dir: dir === IOREQ_READ ? "in" : "out",
-        value: dir === IOREQ_READ ? result : value,
-        count: 1,
-        dataIsPtr: false,
-        df: false,
-        device: this.bus.nameAt(port) ?? "unclaimed",
-      });
-    }
-    return result;
+    page.step(vcpu, 3 /* STATE_IORESP_READY */);
+    if (t !== null) this.tracePio(t, vcpu, port, size, "out", value);
+  }
+
+  private tracePio(
+    t: Tracer,
+    vcpu: number,
+    port: number,
+    size: AccessSize,
+    dir: "in" | "out",
+    value: number,
+  ): void {
+    t.emit({
+      ev: "ioreq",
+      vcpu,
+      type: IOREQ_TYPE_PIO,
+      port,
+      size,
+      dir,
+      value,
+      count: 1,
+      dataIsPtr: false,
+      df: false,
+      device: this.bus.nameAt(port) ?? "unclaimed",
+    });
   }
 
   /**
@@ -269,22 +303,22 @@ export class Vcpu {
   }
 
   inb(port: number): number {
-    return this.hv.pio(this.id, IOREQ_READ, port, 1, 0);
+    return this.hv.pio(this.id, 1 /* IOREQ_READ */, port, 1, 0);
   }
   inw(port: number): number {
-    return this.hv.pio(this.id, IOREQ_READ, port, 2, 0);
+    return this.hv.pio(this.id, 1 /* IOREQ_READ */, port, 2, 0);
   }
   inl(port: number): number {
-    return this.hv.pio(this.id, IOREQ_READ, port, 4, 0);
+    return this.hv.pio(this.id, 1 /* IOREQ_READ */, port, 4, 0);
   }
   outb(port: number, value: number): void {
-    this.hv.pio(this.id, IOREQ_WRITE, port, 1, value & 0xff);
+    this.hv.pio(this.id, 0 /* IOREQ_WRITE */, port, 1, value & 0xff);
   }
   outw(port: number, value: number): void {
-    this.hv.pio(this.id, IOREQ_WRITE, port, 2, value & 0xffff);
+    this.hv.pio(this.id, 0 /* IOREQ_WRITE */, port, 2, value & 0xffff);
   }
   outl(port: number, value: number): void {
-    this.hv.pio(this.id, IOREQ_WRITE, port, 4, value >>> 0);
+    this.hv.pio(this.id, 0 /* IOREQ_WRITE */, port, 4, value >>> 0);
   }
 
   /** MOV from an MMIO address: one exit to the device model. */
@@ -345,6 +379,15 @@ export class Vcpu {
 
   /** Level of an interrupt line as the guest's interrupt controller sees it (no exit). */
   irqRaised(line: number): boolean {
+    return this.hv.irq.isRaised(line);
+  }
+
+  /**
+   * True when `line` is active now, as `waitIrq` would find it before halting (pending buffered writes land
+   * first): a driver then takes the interrupt at once, without a trip through the event loop.
+   */
+  irqPending(line: number): boolean {
+    this.hv.server.drainBuffered();
     return this.hv.irq.isRaised(line);
   }
 

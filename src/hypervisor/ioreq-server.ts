@@ -11,20 +11,10 @@
 import { type AccessSize, type MmioBus, type PortBus, sizeMask } from "./bus.ts";
 import {
   type BufferedIoreqPage,
-  IOREQ_DATA_IS_PTR,
   IOREQ_DF,
-  IOREQ_DIR_READ_BIT,
-  IOREQ_OFF_ADDR,
-  IOREQ_OFF_COUNT,
-  IOREQ_OFF_FLAGS,
-  IOREQ_OFF_SIZE,
-  IOREQ_OFF_TYPE,
   IOREQ_TYPE_COPY,
   IOREQ_TYPE_PIO,
-  IOREQ_SIZE,
   type SharedIoreqPage,
-  STATE_IOREQ_INPROCESS,
-  STATE_IOREQ_READY,
 } from "./ioreq.ts";
 import { type GuestMemory, isFault, type MemoryFault } from "./memory.ts";
 
@@ -66,48 +56,51 @@ export class IoreqServer {
   handle(vcpu: number): void {
     if (this.bufPage.hasPending()) this.drainBuffered();
     const page = this.page;
-    // The device model must never touch a slot that is not READY (xen-protocol §9.3): step() refuses it.
-    page.step(vcpu, STATE_IOREQ_READY);
-    const o = vcpu * IOREQ_SIZE;
+    // The device model must never touch a slot that is not READY (xen-protocol §9.3): take() refuses it. The
+    // layout constants are literals here (see ioreq.ts: the exit path).
+    const tail = page.take(vcpu);
+    const flags = (tail >>> 16) & 0xff; // byte 30 (IOREQ_OFF_FLAGS)
+    const type = tail >>> 24; // byte 31 (IOREQ_OFF_TYPE)
     const u32 = page.u32;
-    const flags = page.u8[o + IOREQ_OFF_FLAGS]!;
-    const type = page.u8[o + IOREQ_OFF_TYPE]!;
-    const addr = u32[(o + IOREQ_OFF_ADDR) >>> 2]!;
-    const size = u32[(o + IOREQ_OFF_SIZE) >>> 2]!;
-    const isRead = (flags & IOREQ_DIR_READ_BIT) !== 0;
+    const w = vcpu << 3; // vcpu * IOREQ_SIZE / 4
+    const addr = u32[w]!; // IOREQ_OFF_ADDR, low word
+    const size = u32[w + 5]!; // IOREQ_OFF_SIZE
+    const isRead = (flags & 0x20) /* IOREQ_DIR_READ_BIT */ !== 0;
+    const isPtr = (flags & 0x10) /* IOREQ_DATA_IS_PTR */ !== 0;
     try {
-      if (type === IOREQ_TYPE_PIO && (size === 1 || size === 2 || size === 4)) {
-        if (flags & IOREQ_DATA_IS_PTR) {
-          const count = u32[(o + IOREQ_OFF_COUNT) >>> 2]!;
+      if (type === 0 /* IOREQ_TYPE_PIO */ && (size === 1 || size === 2 || size === 4)) {
+        if (isPtr) {
+          const count = u32[w + 4]!; // IOREQ_OFF_COUNT
           this.string(addr & 0xffff, size, isRead, page.data(vcpu), count, (flags & IOREQ_DF) !== 0);
         } else if (isRead) {
-          page.setData(vcpu, this.bus.read(addr & 0xffff, size));
+          // A port read answers at most 32 bits: the bus masks it to the access size.
+          page.setData32(vcpu, this.bus.read(addr & 0xffff, size));
         } else {
-          this.bus.write(addr & 0xffff, size, page.data(vcpu) & sizeMask(size));
+          // The low word holds every bit an access of 4 bytes or fewer can carry; the bus masks it to `size`.
+          this.bus.write(addr & 0xffff, size, page.data32(vcpu));
         }
       } else if (
         type === IOREQ_TYPE_COPY &&
         this.mmio !== null &&
-        !(flags & IOREQ_DATA_IS_PTR) &&
+        !isPtr &&
         (size === 1 || size === 2 || size === 4)
       ) {
         // The 64-bit guest-physical address: low and high words of the slot's addr field.
-        const gpa = addr + u32[((o + IOREQ_OFF_ADDR) >>> 2) + 1]! * 0x1_0000_0000;
+        const gpa = addr + u32[w + 1]! * 0x1_0000_0000;
         if (isRead) page.setData(vcpu, this.mmio.read(gpa, size));
         else this.mmio.write(gpa, size, page.data(vcpu) & sizeMask(size));
-      } else if (isRead && !(flags & IOREQ_DATA_IS_PTR)) {
+      } else if (isRead && !isPtr) {
         // Request types this device model does not serve: reads float high, writes are dropped.
         page.setData(vcpu, sizeMask(Math.min(size, 4)) >>> 0);
       }
     } catch (e) {
       // A device-model bug must not wedge the vCPU: the slot is still answered (a read floats high), and the
       // error goes on to whoever drives the vCPU.
-      if (isRead && !(flags & IOREQ_DATA_IS_PTR))
-        page.setData(vcpu, sizeMask(size === 1 || size === 2 ? size : 4) >>> 0);
+      if (isRead && !isPtr) page.setData(vcpu, sizeMask(size === 1 || size === 2 ? size : 4) >>> 0);
       throw e;
     } finally {
       this.stats.handled++;
-      page.step(vcpu, STATE_IOREQ_INPROCESS);
+      page.step(vcpu, 2 /* STATE_IOREQ_INPROCESS: on to IORESP_READY */);
     }
   }
 

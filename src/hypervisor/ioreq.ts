@@ -21,6 +21,11 @@ export const IOREQ_DATA_IS_PTR = 1 << 4;
 export const IOREQ_DIR_READ_BIT = 1 << 5;
 export const IOREQ_DF = 1 << 6;
 
+// The exit path below (publishPio, take, step, data32, setData32) writes these layout constants as literals,
+// each with the name it stands for: the bundle turns module constants into variables, which optimized code
+// loads and type-checks at every use, tens of millions of times a second. test/hypervisor/ioreq.test.ts checks
+// the bytes they produce against Xen's header.
+
 // ioreq states (hvm/ioreq.h STATE_*)
 export const STATE_IOREQ_NONE = 0;
 export const STATE_IOREQ_READY = 1;
@@ -98,7 +103,7 @@ export class SharedIoreqPage {
    * Use Atomics for the state byte (a device model on another thread). In-process, plain typed-array accesses
    * are already sequentially ordered and several times cheaper, which matters at tens of millions of exits/s.
    */
-  atomic = false;
+  atomic = false; // tested as `=== true` on the exit path: a bare boolean test is a generic truthiness check
   readonly buffer: SharedArrayBuffer;
   readonly u8: Uint8Array;
   /** 32-bit view for the hot path; the ABI is little-endian and so is every host xenide runs on (checked below). */
@@ -135,12 +140,18 @@ export class SharedIoreqPage {
    * transition table, still refusing any slot that is not in `from`.
    */
   step(vcpu: number, from: number): void {
-    const off = vcpu * IOREQ_SIZE + IOREQ_OFF_FLAGS;
-    const byte = this.atomic ? Atomics.load(this.u8, off) : this.u8[off]!;
-    if ((byte & IOREQ_STATE_MASK) !== from || vcpu >= MAX_VCPUS_PER_IOREQ_PAGE) {
+    if (!(vcpu >= 0 && vcpu < 128 /* MAX_VCPUS_PER_IOREQ_PAGE */))
+      throw new RangeError(`no ioreq slot for vCPU ${vcpu}`);
+    const u8 = this.u8;
+    const off = (vcpu << 5) + 30; // vcpu * IOREQ_SIZE + IOREQ_OFF_FLAGS
+    const atomic = this.atomic === true;
+    const byte = atomic ? Atomics.load(u8, off) : u8[off]!;
+    if ((byte & 0x0f) /* IOREQ_STATE_MASK */ !== from)
       throw new IoreqStateError(vcpu, byte & IOREQ_STATE_MASK, (from + 1) & 3);
-    }
-    this.storeState(off, (from + 1) & 3);
+    // Atomics.store orders the preceding field writes before the state change (Xen's wmb before a state change).
+    const v = (byte & 0xf0) | ((from + 1) & 3);
+    if (atomic) Atomics.store(u8, off, v);
+    else u8[off] = v;
   }
 
   private storeState(off: number, to: number): void {
@@ -199,6 +210,64 @@ export class SharedIoreqPage {
       this.u8[flagsOff] = flags;
       Atomics.store(this.u8, flagsOff, flags | STATE_IOREQ_READY);
     } else this.u8[flagsOff] = flags | STATE_IOREQ_READY;
+  }
+
+  /**
+   * `publish` for the commonest exit, an IN or OUT of one item (type PIO, count 1, no pointer, df clear): the
+   * same 32 bytes, written as 32-bit words of small integers. `port` is 16 bits and `data` 32 bits, so both high
+   * words are 0. Bytes 28-31 (_pad0, the flags byte with state READY, type) go in as one word, last: the state
+   * and the fields it guards become visible together.
+   */
+  publishPio(vcpu: number, port: number, size: number, dir: number, data: number): void {
+    if (!(vcpu >= 0 && vcpu < 128 /* MAX_VCPUS_PER_IOREQ_PAGE */))
+      throw new RangeError(`no ioreq slot for vCPU ${vcpu}`);
+    const u32 = this.u32;
+    const w = vcpu << 3; // vcpu * IOREQ_SIZE / 4
+    // Word 7 is bytes 28-31: _pad0 (2 bytes), the flags byte (state in its low 4 bits) at bits 16-23, type.
+    const from = (u32[w + 7]! >>> 16) & 0x0f; // IOREQ_STATE_MASK
+    if (from !== 0 /* STATE_IOREQ_NONE */) throw new IoreqStateError(vcpu, from, STATE_IOREQ_READY);
+    u32[w] = port; // addr
+    u32[w + 1] = 0;
+    u32[w + 2] = data; // data
+    u32[w + 3] = 0;
+    u32[w + 4] = 1; // count
+    u32[w + 5] = size; // size; vp_eport (word 6) stays as Xen set it
+    // Flags: STATE_IOREQ_READY (1), IOREQ_DIR_READ_BIT (0x20) for IN; type IOREQ_TYPE_PIO (0).
+    const tail = dir === 1 /* IOREQ_READ */ ? 0x21 << 16 : 0x01 << 16;
+    if (this.atomic === true) Atomics.store(u32, w + 7, tail);
+    else u32[w + 7] = tail;
+  }
+
+  /**
+   * The device model takes a READY slot (READY -> INPROCESS, refusing any other state) and gets bytes 28-31 of
+   * it as one little-endian word: flags byte (with the state it found) at bits 16-23, type at bits 24-31.
+   */
+  take(vcpu: number): number {
+    if (!(vcpu >= 0 && vcpu < 128 /* MAX_VCPUS_PER_IOREQ_PAGE */))
+      throw new RangeError(`no ioreq slot for vCPU ${vcpu}`);
+    const w = (vcpu << 3) + 7; // bytes 28-31 of the slot
+    const atomic = this.atomic === true;
+    const tail = atomic ? Atomics.load(this.u32, w) : this.u32[w]!;
+    const state = (tail >>> 16) & 0x0f; // IOREQ_STATE_MASK of the flags byte
+    if (state !== 1 /* STATE_IOREQ_READY */) throw new IoreqStateError(vcpu, state, STATE_IOREQ_INPROCESS);
+    const off = (vcpu << 5) + 30; // IOREQ_OFF_FLAGS
+    const v = ((tail >>> 16) & 0xf0) | 2; // STATE_IOREQ_INPROCESS
+    if (atomic) Atomics.store(this.u8, off, v);
+    else this.u8[off] = v;
+    return tail;
+  }
+
+  /** Data of a request whose value fits 32 bits (a port access): the low word of the data field. */
+  data32(vcpu: number): number {
+    return this.u32[(vcpu << 3) + 2]!; // IOREQ_OFF_DATA / 4
+  }
+
+  /** An answer of at most 32 bits (a port read): the data field as a 64-bit value with a zero high word. */
+  setData32(vcpu: number, data: number): void {
+    const w = (vcpu << 3) + 2; // IOREQ_OFF_DATA / 4
+    const u32 = this.u32;
+    u32[w] = data;
+    u32[w + 1] = 0;
   }
 
   /** Decode a slot's bytes. */

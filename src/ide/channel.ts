@@ -342,7 +342,7 @@ export class IdeChannel implements PortIoDevice, AtaBus {
   // Data port.
 
   private readData16(): number {
-    if (this.inert) return 0;
+    if (this.inert === true) return 0; // strict: a bare boolean test is a generic truthiness check
     return readData16(this.devices[this.unit]);
   }
 

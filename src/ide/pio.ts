@@ -15,7 +15,9 @@ import { type AtaCore, EndTransfer, IO_BUF_SECTORS } from "./core.ts";
 
 /** A 16-bit read of the data port: the next word of a data-in block, or 0 outside one. */
 export function readData16(d: AtaCore): number {
-  if (!(d.status & ST_DRQ) || d.dataOut) return 0;
+  // ST_DRQ as a literal and a strict boolean test: in a bundle a module constant is a variable, loaded and
+  // checked at every use, and a bare boolean test compiles to a generic truthiness check.
+  if (!(d.status & 0x08) /* ST_DRQ */ || d.dataOut === true) return 0;
   const p = d.dataPtr;
   if (p + 2 > d.dataEnd) return 0;
   const x = d.xfer;
