@@ -8,6 +8,16 @@ import { lstatSync, unlinkSync } from "node:fs";
 import { type Server, type Socket, connect, createServer } from "node:net";
 import type { Readable, Writable } from "node:stream";
 import { QTEST_CHUNK, type QtestServer } from "./server.ts";
+import { SocketPoller, pollWindowUs, socketFd, writeDirect } from "./socket-poll.ts";
+
+export interface ServeOptions {
+  /**
+   * When the input is a connected socket (the same one as the output): after each batch of replies, poll it this
+   * many microseconds for the client's next command before waiting in the event loop (see socket-poll.ts).
+   * Default `XENIDE_QTEST_POLL_US` or 150; 0 turns it off. Streams that are not sockets are never polled.
+   */
+  pollUs?: number;
+}
 
 /**
  * Serve one client on `input`/`output` until the input ends. Each input chunk is cut into pieces of at most
@@ -15,21 +25,31 @@ import { QTEST_CHUNK, type QtestServer } from "./server.ts";
  * main-loop dispatches, whenever the server has some pending (input waits meanwhile). The replies to one input
  * chunk leave in one write.
  */
-export function serveStream(server: QtestServer, input: Readable, output: Writable): Promise<void> {
+export function serveStream(
+  server: QtestServer,
+  input: Readable,
+  output: Writable,
+  opts: ServeOptions = {},
+): Promise<void> {
   return new Promise<void>((resolve, reject) => {
+    // A socket (input and output the same one) is read and written by its descriptor where that saves time.
+    const fd = (input as unknown) === output ? socketFd(input) : -1;
+    const poller = fd >= 0 ? new SocketPoller(fd, opts.pollUs ?? pollWindowUs()) : null;
+    const send =
+      fd >= 0 ? (s: string) => writeDirect(output, fd, s) : (s: string) => void output.write(s, "latin1");
     let out = "";
     let running = false;
     const flush = (): void => {
       if (out.length > 0) {
         const s = out;
         out = "";
-        output.write(s, "latin1");
+        send(s);
       }
     };
     // Output made while a chunk runs is collected; anything later (an IRQ from a completion) leaves at once.
     server.open((s) => {
       if (running) out += s;
-      else output.write(s, "latin1");
+      else send(s);
     });
     const queue: string[] = [];
     let chunk = "";
@@ -100,7 +120,17 @@ export function serveStream(server: QtestServer, input: Readable, output: Writab
     };
     const onData = (d: string): void => {
       queue.push(d);
-      if (!settling) pump();
+      if (settling) return;
+      pump();
+      // The client's next command usually follows its reply within microseconds: take it here, without a
+      // trip through the event loop, for as long as it keeps coming within the poll window.
+      if (poller === null) return;
+      while (!settling && !done && !ended) {
+        const next = poller.poll();
+        if (next === null) break;
+        queue.push(next);
+        pump();
+      }
     };
     // A socket destroyed without an error closes without "end": the input is over all the same. What was
     // already received still runs (its replies may still reach a half-closed peer).

@@ -1,0 +1,198 @@
+import { once } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
+import { type Socket, connect, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+
+import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
+import { QtestClient } from "../../src/qtest/client.ts";
+import { QtestServer } from "../../src/qtest/server.ts";
+import { SocketPoller, pollWindowUs, socketFd, writeDirect } from "../../src/qtest/socket-poll.ts";
+import { serveStream } from "../../src/qtest/transport.ts";
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+/** A connected pair of unix sockets: `server` is the accepted end, `client` the connecting one. */
+async function socketPair(): Promise<{ server: Socket; client: Socket; close: () => void }> {
+  const dir = mkdtempSync(join(tmpdir(), "xenide-poll-"));
+  dirs.push(dir);
+  const path = join(dir, "s.sock");
+  const srv = createServer();
+  srv.listen(path);
+  await once(srv, "listening");
+  const client = connect(path);
+  const [server] = (await once(srv, "connection")) as [Socket];
+  await once(client, "connect");
+  return {
+    server,
+    client,
+    close: () => {
+      client.destroy();
+      server.destroy();
+      srv.close();
+    },
+  };
+}
+
+describe("socketFd", () => {
+  it("finds the descriptor of a connected socket and none for other streams", async () => {
+    const p = await socketPair();
+    try {
+      expect(socketFd(p.server)).toBeGreaterThan(2);
+      expect(socketFd(p.client)).toBeGreaterThan(2);
+      expect(socketFd({})).toBe(-1);
+      expect(socketFd(null)).toBe(-1);
+    } finally {
+      p.close();
+    }
+  });
+});
+
+describe("pollWindowUs", () => {
+  it("reads XENIDE_QTEST_POLL_US, 0 included, and falls back to the default on anything else", () => {
+    expect(pollWindowUs({})).toBe(150);
+    expect(pollWindowUs({ XENIDE_QTEST_POLL_US: "0" })).toBe(0);
+    expect(pollWindowUs({ XENIDE_QTEST_POLL_US: "200" })).toBe(200);
+    expect(pollWindowUs({ XENIDE_QTEST_POLL_US: "-3" })).toBe(150);
+    expect(pollWindowUs({ XENIDE_QTEST_POLL_US: "soon" })).toBe(150);
+  });
+});
+
+describe("SocketPoller", () => {
+  it("takes bytes already waiting, which the socket's stream then never delivers", async () => {
+    const p = await socketPair();
+    try {
+      const seen: string[] = [];
+      p.server.setEncoding("latin1");
+      p.server.on("data", (d: string) => seen.push(d));
+      const poller = new SocketPoller(socketFd(p.server), 1000);
+      // The client's write reaches the kernel before write() returns (nothing is queued on its stream).
+      p.client.write("inb 0x1f7\n");
+      expect(poller.poll()).toBe("inb 0x1f7\n");
+      expect(poller.hits).toBe(1);
+      p.client.write("after\n");
+      await new Promise((r) => setTimeout(r, 50));
+      expect(seen).toEqual(["after\n"]);
+    } finally {
+      p.close();
+    }
+  });
+
+  it("gives up after its window and then skips 1, 3, 7... round trips while the client keeps missing it", async () => {
+    const p = await socketPair();
+    try {
+      p.server.pause();
+      const poller = new SocketPoller(socketFd(p.server), 200);
+      const t0 = performance.now();
+      expect(poller.poll()).toBeNull();
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(0.2);
+      expect(poller.timeouts).toBe(1);
+      // Skipped: returns at once, even with bytes waiting (the stream takes those).
+      p.client.write("x");
+      expect(poller.poll()).toBeNull();
+      expect(poller.timeouts).toBe(1);
+      expect(poller.poll()).toBe("x");
+      // A hit resets the back-off: the next miss skips one round trip again, the one after three.
+      expect(poller.poll()).toBeNull();
+      expect(poller.poll()).toBeNull(); // skipped
+      expect(poller.timeouts).toBe(2);
+      expect(poller.poll()).toBeNull(); // a second miss in a row
+      expect(poller.timeouts).toBe(3);
+      for (let i = 0; i < 3; i++) expect(poller.poll()).toBeNull();
+      expect(poller.timeouts).toBe(3);
+      expect(poller.poll()).toBeNull();
+      expect(poller.timeouts).toBe(4);
+    } finally {
+      p.close();
+    }
+  });
+
+  it("leaves the end of the stream to the stream", async () => {
+    const p = await socketPair();
+    try {
+      const ended = once(p.server, "end");
+      p.server.resume();
+      const poller = new SocketPoller(socketFd(p.server), 100_000);
+      p.client.end();
+      await new Promise((r) => setTimeout(r, 20));
+      const t0 = performance.now();
+      expect(poller.poll()).toBeNull();
+      // An end of stream is not a wait: the poll returns at once, well inside its 100 ms window.
+      expect(performance.now() - t0).toBeLessThan(50);
+      await ended;
+    } finally {
+      p.close();
+    }
+  });
+
+  it("never polls with a window of 0", async () => {
+    const p = await socketPair();
+    try {
+      p.server.pause();
+      const poller = new SocketPoller(socketFd(p.server), 0);
+      p.client.write("x");
+      await new Promise((r) => setTimeout(r, 20));
+      expect(poller.poll()).toBeNull();
+      expect(poller.hits + poller.timeouts).toBe(0);
+    } finally {
+      p.close();
+    }
+  });
+});
+
+describe("writeDirect", () => {
+  it("keeps the order when the socket takes only part of a write (the rest through the stream)", async () => {
+    const p = await socketPair();
+    try {
+      const fd = socketFd(p.server);
+      // Far more than a unix socket's buffer: write(2) takes part, the stream queues the rest, and the next
+      // write must go behind it, not around it.
+      const big = "ab".repeat(4 << 20);
+      writeDirect(p.server, fd, big);
+      expect(p.server.writableLength).toBeGreaterThan(0);
+      writeDirect(p.server, fd, "tail\n");
+      p.server.end();
+      p.client.setEncoding("latin1");
+      let got = "";
+      p.client.on("data", (d: string) => (got += d));
+      await once(p.client, "end");
+      expect(got.length).toBe(big.length + 5);
+      expect(got.slice(-5)).toBe("tail\n");
+      expect(got.slice(0, big.length) === big).toBe(true);
+    } finally {
+      p.close();
+    }
+  });
+});
+
+describe("serveStream on a socket, polling", () => {
+  it.each([0, 200])("answers a long run of round trips in order (poll window %i us)", async (pollUs) => {
+    const p = await socketPair();
+    try {
+      const hv = new Hypervisor({ ramSize: 1 << 20 });
+      const server = new QtestServer({ hv, vcpu: hv.vcpu(0) });
+      const served = serveStream(server, p.server, p.server, { pollUs });
+      const c = new QtestClient(p.client, p.client);
+      for (let i = 0; i < 500; i++) {
+        const a = 0x1000 + (i % 64) * 4;
+        expect(await c.cmd(`writel 0x${a.toString(16)} 0x${((i * 2654435761) >>> 0).toString(16)}`)).toBe(
+          "OK",
+        );
+        expect(await c.cmd(`readl 0x${a.toString(16)}`)).toBe(
+          `OK 0x${((i * 2654435761) >>> 0).toString(16).padStart(16, "0")}`,
+        );
+      }
+      // Replies are QEMU's "OK 0x%016x". Commands sent together (pipelined) are answered in order too.
+      const replies = await Promise.all([c.cmd("writeb 0x2000 0x5a"), c.cmd("readb 0x2000"), c.cmd("bogus")]);
+      expect(replies).toEqual(["OK", "OK 0x000000000000005a", "FAIL Unknown command 'bogus'"]);
+      p.client.end();
+      await served;
+    } finally {
+      p.close();
+    }
+  });
+});
