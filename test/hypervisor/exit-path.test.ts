@@ -90,15 +90,7 @@ describe("the port-exit encoder against the general one", () => {
   }
 
   it("IN AX, 0x1f0 and OUT 0x1f2, EAX on vCPU 1: the request and response bytes, field by field", () => {
-    const hv = new Hypervisor({ ramSize: 1 << 16, vcpus: 2 });
-    const seen: { request: string; response: string }[] = [];
-    hv.transport = {
-      kick: (v) => {
-        const request = hex(hv.ioreqPage.bytes(v));
-        hv.server.handle(v);
-        seen.push({ request, response: hex(hv.ioreqPage.bytes(v)) });
-      },
-    };
+    const { hv, seen } = recording(1 << 16, 5, 2);
     const dev = new Reg();
     dev.value = 0x12345678; // wider than the access: the bus keeps the low 2 bytes
     hv.bus.register(0x1f0, 8, dev, "ide");

@@ -3,9 +3,12 @@ import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
 
 export const hex = (u: Uint8Array) => Buffer.from(u).toString("hex");
 
-/** A hypervisor whose transport records the slot bytes the device model receives and returns. */
-export function recording(ramSize = 1 << 20, vpEport = 5) {
-  const hv = new Hypervisor({ ramSize });
+/**
+ * A hypervisor whose transport records the slot bytes the device model receives and returns. `vpEport` is
+ * vCPU 0's; the others keep the ports the hypervisor binds them.
+ */
+export function recording(ramSize = 1 << 20, vpEport = 5, vcpus = 1) {
+  const hv = new Hypervisor({ ramSize, vcpus });
   hv.ioreqPage.setVpEport(0, vpEport);
   const seen: { request: string; response: string }[] = [];
   hv.transport = {
