@@ -640,8 +640,11 @@ suite(
       it(`D1: the Bus Master stopped while its transfer is in flight (${engine} engine)`, async () => {
         // QEMU drains the request inside the stop write (ide_cancel_dma_sync): the requests after it, in the
         // same input chunk, see the ended command. With the async engine xenide holds the stop write's reply.
-        const s = await Session.start([patternImage(SECTORS, 3)], [], false, "qemu-7.2", engine);
-        sessions.push(s);
+        const start = async (): Promise<Session> => {
+          const s = await Session.start([patternImage(SECTORS, 3)], [], false, "qemu-7.2", engine);
+          sessions.push(s);
+          return s;
+        };
         const transfer = (op: number, count: number, dir: number): Step[] => [
           { lines: [...bmSetup(PRDT, [[BUF, count * 512, true]]), `memset ${h(BUF)} 65536 0xa5`] },
           { lines: command(op, 0x10 + count, count) },
@@ -657,22 +660,26 @@ suite(
             ],
           },
         ];
-        await run(
-          s,
-          [
-            ...RESET,
-            ...transfer(0xc8, 64, 0x9),
-            ...transfer(0xca, 32, 0x1),
-            ...transfer(0xc8, 1, 0x9),
-            // Started in one chunk, stopped in the next.
-            ...transfer(0xc8, 128, 0x9).slice(0, 2),
-            { lines: [`outb ${h(BM)} 0x9`] },
-            { lines: [`outb ${h(BM)} 0x0`, `inb ${h(BM + 2)}`, `inb ${h(CTL)}`] },
-            // Stopped with nothing in flight: no drain, nothing changes.
-            { lines: [`outb ${h(BM)} 0x9`, `outb ${h(BM)} 0x0`, `inb ${h(BM + 2)}`] },
-          ],
-          `D1 ${engine}`,
-        );
+        const steps: Step[] = [
+          ...RESET,
+          ...transfer(0xc8, 64, 0x9),
+          ...transfer(0xca, 32, 0x1),
+          ...transfer(0xc8, 1, 0x9),
+          // Started in one chunk, stopped in the next.
+          ...transfer(0xc8, 128, 0x9).slice(0, 2),
+          { lines: [`outb ${h(BM)} 0x9`] },
+          { lines: [`outb ${h(BM)} 0x0`, `inb ${h(BM + 2)}`, `inb ${h(CTL)}`] },
+          // Stopped with nothing in flight: no drain, nothing changes.
+          { lines: [`outb ${h(BM)} 0x9`, `outb ${h(BM)} 0x0`, `inb ${h(BM + 2)}`] },
+        ];
+        // Under a loaded CI machine QEMU once answered a stop written right after the start of a one-sector READ
+        // DMA with DRQ still set (alt status 58h, its usual answer 50h): its own timing, while xenide's answer is
+        // fixed. A second pair of fresh machines settles it; a real deviation fails both.
+        try {
+          await run(await start(), steps, `D1 ${engine}`);
+        } catch {
+          await run(await start(), steps, `D1 ${engine} (second attempt)`);
+        }
       });
 
     it("A5: the PIIX4 PM I/O block at PMBA and the GPE0 block, every access width, moved and switched off", async () => {
