@@ -2,7 +2,7 @@
  * The comparisons with QEMU's own programs and the CD-ROM rows as tables (header and cells) and one-line
  * summaries, shared by the terminal output, the Markdown summary and the report page.
  */
-import { fmtNum, fmtRatio, fmtSize } from "./format.ts";
+import { fmtAbove, fmtNum, fmtRatio, fmtSize } from "./format.ts";
 import { median } from "./stats.ts";
 import type {
   CdResult,
@@ -143,6 +143,7 @@ export function interleavedTable(il: readonly InterleavedResult[]): Table {
       "floor",
       "floor range",
       "to the floor",
+      "floor in sequence",
       "us/IO (median)",
     ],
     leftCols: 1,
@@ -159,6 +160,7 @@ export function interleavedTable(il: readonly InterleavedResult[]): Table {
         : x.asyncOfLibuv
           ? `${fmtRatio(x.asyncOfLibuv.median)} libuv`
           : "-",
+      x.floorSeq ? `${fmtRatio(x.floorSeq.median)}, ${fmtAbove(x.gapSeqUs?.median)}` : "-",
       x.sides.map((s) => `${s.path}${s.qd > 1 ? ` QD${s.qd}` : ""} ${fmtNum(median(s.usPerIo))}`).join(", ") +
         (x.dataMismatch ? `; DATA CHECK FAILED: ${x.dataMismatch}` : ""),
     ]),
@@ -169,7 +171,8 @@ export function interleavedLine(il: readonly InterleavedResult[]): string {
   const checks = il.reduce((n, x) => n + x.dataChecks, 0);
   return (
     `the targets in interleaved rounds (each round times every side for the same slice, in alternating order; ` +
-    `each figure the median of its per-round values; QD1 floor = baseline / (baseline + null disk), async floor = ` +
+    `each figure the median of its per-round values; QD1 floor = baseline / (baseline + null disk), in sequence = ` +
+    `baseline / (null disk with the baseline's read before each I/O, one loop), async floor = ` +
     `libuv QD32 / readSync QD1)` +
     (checks ? `; ${checks} slices' last blocks checked against the image` : "") +
     ":"

@@ -20,6 +20,12 @@ export function fmtNum(x: number | null | undefined): string {
   return x.toPrecision(2);
 }
 
+/** Microseconds a path spends beyond a floor: "1.20 us above" or, when it beats it, "0.30 us below". */
+export function fmtAbove(us: number | null | undefined): string {
+  if (us === null || us === undefined || !Number.isFinite(us)) return "- us above";
+  return us >= 0 ? `${fmtNum(us)} us above` : `${fmtNum(-us)} us below`;
+}
+
 export function fmtRatio(x: number | null | undefined): string {
   if (x === null || x === undefined || !Number.isFinite(x)) return "-";
   return `${x >= 10 ? x.toFixed(0) : x >= 1 ? x.toFixed(2) : x.toPrecision(2)}x`;

@@ -1,5 +1,5 @@
 /** The bench's terminal output and the files it leaves for `xenide report` and the README. */
-import { firstPassText, fmtNum, fmtRatio } from "./format.ts";
+import { firstPassText, fmtAbove, fmtNum, fmtRatio } from "./format.ts";
 import { interleavedFor, rangeText } from "./targets.ts";
 import { costsText, machineLine, rowsMarkdown, rowsText, targetsText } from "./table.ts";
 import { mdTable, textTable } from "./format.ts";
@@ -132,7 +132,9 @@ function roundsNote(res: BenchResult, id: string): string {
   return (
     ` (${rangeText(s)} in ${x.rounds} interleaved rounds of ${x.sliceMs} ms` +
     (id === "pv-async-vs-libuv" ? ")" : `; floor ${fmtRatio(x.floor.median)}`) +
-    (x.gapUs ? `, ${fmtNum(x.gapUs.median)} us above it)` : id === "pv-async-vs-libuv" ? "" : ")")
+    (x.gapUs ? `, ${fmtNum(x.gapUs.median)} us above it` : "") +
+    (x.floorSeq ? `; in sequence ${fmtRatio(x.floorSeq.median)}, ${fmtAbove(x.gapSeqUs?.median)} it` : "") +
+    (id === "pv-async-vs-libuv" ? "" : ")")
   );
 }
 

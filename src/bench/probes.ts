@@ -276,6 +276,8 @@ function floorFromRounds(id: string, x: InterleavedResult, goal: number): ProbeR
   const floorUs = median(base.usPerIo.map((b, i) => b + nul.usPerIo[i]!));
   const floor = x.floor;
   const rest = x.gapUs?.median ?? NaN;
+  const seq = x.sides[3];
+  const seqUs = seq ? median(seq.usPerIo) : NaN;
   return {
     id,
     question: `${path.path} ${x.blockSize / 1024} KiB ${x.pattern} reads: how close to the floor?`,
@@ -293,6 +295,15 @@ function floorFromRounds(id: string, x: InterleavedResult, goal: number): ProbeR
       ratioMax: x.ratio.max,
       rounds: x.rounds,
       sliceMs: x.sliceMs,
+      ...(x.floorSeq
+        ? {
+            sequenceUs: seqUs,
+            floorSeqRatio: x.floorSeq.median,
+            floorSeqRatioMin: x.floorSeq.min,
+            floorSeqRatioMax: x.floorSeq.max,
+            restSeqUs: x.gapSeqUs?.median ?? NaN,
+          }
+        : {}),
     },
     verdict:
       `In ${x.rounds} interleaved rounds of ${x.sliceMs} ms (medians of the per-round figures): readSync ` +
@@ -301,8 +312,27 @@ function floorFromRounds(id: string, x: InterleavedResult, goal: number): ProbeR
       (floor.median < goal ? ` (below the ${goal}x target: the protocol's own time alone misses it)` : "") +
       `; measured ${pathUs.toFixed(2)} us, ${x.ratio.median.toFixed(2)}x (${rangeText(x.ratio)}), ` +
       restText(rest) +
+      (x.floorSeq ? seqText(x, seqUs, nullUs, baseUs, goal) : "") +
       (x.dataMismatch ? ` DATA CHECK FAILED: ${x.dataMismatch}.` : ""),
   };
+}
+
+/**
+ * The floor in sequence: the null-disk path with the baseline's readSync before each I/O in one loop. What it
+ * costs beyond the two measured apart is what the system call does to the protocol's own time (its TLB and
+ * caches), which the path pays too.
+ */
+function seqText(x: InterleavedResult, seqUs: number, nullUs: number, baseUs: number, goal: number): string {
+  const f = x.floorSeq!;
+  const rest = x.gapSeqUs?.median ?? NaN;
+  const slower = seqUs - baseUs - nullUs;
+  return (
+    ` In sequence (the null-disk path with the baseline's readSync before each I/O, one loop) the same two ` +
+    `pieces of work take ${seqUs.toFixed(2)} us, ${slower.toFixed(2)} us more than apart: a floor of ` +
+    `${f.median.toFixed(2)}x (${rangeText(f)})` +
+    (f.median < goal ? `, below the ${goal}x target` : "") +
+    `; the path is ${rest >= 0 ? `${rest.toFixed(2)} us above` : `${(-rest).toFixed(2)} us below`} it.`
+  );
 }
 
 interface AsyncFloorFigures {

@@ -5,7 +5,7 @@
  * from the rows (measured minutes apart) when it does not (`--only` left their paths out of the rounds). A
  * target whose figures did not run is reported as not measured, never as met.
  */
-import { fmtNum, fmtRatio } from "./format.ts";
+import { fmtAbove, fmtNum, fmtRatio } from "./format.ts";
 import { median } from "./stats.ts";
 import type {
   AccessPattern,
@@ -93,6 +93,10 @@ function floorDetail(x: InterleavedResult): string {
     `${path!.path} vs ${base!.path}, QD1: ${roundsText(x)}; floor ${fmtRatio(x.floor.median)} ` +
     `(${base!.path} ${us(0)} us + ${nul!.path} ${us(2)} us, same rounds), ` +
     `${fmtNum(x.gapUs?.median)} us above it` +
+    (x.floorSeq && x.sides[3]
+      ? `; in sequence (${x.sides[3].path} ${us(3)} us) ${fmtRatio(x.floorSeq.median)}, ` +
+        `${fmtAbove(x.gapSeqUs?.median)} that`
+      : "") +
     dataText(x)
   );
 }

@@ -222,7 +222,8 @@ export interface InterleavedResult {
   warmupRounds: number;
   sliceMs: number;
   /**
-   * QD1 targets: the baseline, the path on the raw image, the path on the null disk. The async target:
+   * QD1 targets: the baseline, the path on the raw image, the path on the null disk, and (newer results) the
+   * path on the null disk with the baseline's read before each I/O. The async target:
    * readSync at QD1, libuv callbacks at QD32, PV sync and PV async at QD32.
    */
   sides: InterleavedSide[];
@@ -235,6 +236,13 @@ export interface InterleavedResult {
   floor: RoundSpread;
   /** QD1 targets: microseconds per I/O the path spends above its floor, per round. */
   gapUs?: RoundSpread;
+  /**
+   * QD1 targets: the floor in sequence, baseline us / us of the null-disk path with the baseline's read before
+   * each I/O (both in one loop, so the protocol runs after a system call as in the path), and the path's
+   * microseconds per I/O above it (absent in older results).
+   */
+  floorSeq?: RoundSpread;
+  gapSeqUs?: RoundSpread;
   /** The async target: PV async against libuv at QD32, and PV sync at QD32 against readSync at QD1. */
   asyncOfLibuv?: RoundSpread;
   syncOfReadSync?: RoundSpread;

@@ -122,6 +122,21 @@ describe("interleaved rounds: the arithmetic", () => {
     expect(f.gapUs!.median).toBe(0);
   });
 
+  it("the floor in sequence: the baseline over the null disk with the baseline's read in one loop, per round", () => {
+    // The null disk with the baseline's read before each I/O: 6, 7, 12 us, against 4 + 1, 4 + 2, 8 + 2 apart.
+    const f = floorFigures(base, pv, nul, [6, 7, 12]);
+    expect(f.floorSeq!.perRound.map((x) => +x.toFixed(6))).toEqual([
+      +(4 / 6).toFixed(6),
+      +(4 / 7).toFixed(6),
+      +(8 / 12).toFixed(6),
+    ]);
+    expect(f.floorSeq!.median).toBeCloseTo(2 / 3);
+    // The path above it per round: 5 - 6, 8 - 7, 10 - 12.
+    expect(f.gapSeqUs!.perRound).toEqual([-1, 1, -2]);
+    expect(f.gapSeqUs!.median).toBe(-1);
+    expect(floorFigures(base, pv, nul).floorSeq).toBeUndefined();
+  });
+
   it("the async target: sync over async, its floor libuv QD32 over readSync QD1, all per round", () => {
     const f = asyncFigures([100, 100, 120], [50, 40, 60], [110, 100, 130], [50, 50, 40]);
     expect(f.ratio.perRound).toEqual([2.2, 2, 3.25]);
@@ -219,6 +234,35 @@ describe("interleaved rounds: the arithmetic", () => {
     expect(md).toMatch(
       /\| 0\.80x \(0\.50-0\.80x in 3 interleaved rounds of 100 ms; floor 0\.80x, 0 us above it\) \|/,
     );
+
+    // With the floor in sequence (a fourth side: the null disk with the baseline's read before each I/O).
+    const seq = floorResult("pv-64k-seq", ["fs-sync", "pv/sync/raw", "pv/sync/null"], {
+      ...floorFigures(base, pv, nul, [6, 7, 12]),
+    });
+    seq.sides.push({
+      path: "pv/sync/null+readSync",
+      label: "",
+      qd: 1,
+      usPerIo: [6, 7, 12],
+      ramAligned: true,
+    });
+    const res2 = benchResult(
+      { rows: [], dispatch: null, rss: null, qtest: null, interleaved: [seq] },
+      { quick: true },
+    );
+    const t = checkTargets(res2).find((x) => x.id === "pv-64k-seq")!;
+    expect(t.detail).toMatch(
+      /0 us above it; in sequence \(pv\/sync\/null\+readSync 7\.00 us\) 0\.67x, 1\.00 us below that;/,
+    );
+    expect(benchText(res2)).toMatch(/\+0 us\s+0\.67x, 1\.00 us below\s+fs-sync 4\.00/);
+    expect(benchMarkdown(res2)).toMatch(
+      /floor 0\.80x, 0 us above it; in sequence 0\.67x, 1\.00 us below it\) \|/,
+    );
+    const [p] = floorProbes([], [seq]);
+    expect(p!.measured).toMatchObject({ sequenceUs: 7, restSeqUs: -1 });
+    expect(p!.verdict).toMatch(
+      /take 7\.00 us, 1\.00 us more than apart: a floor of 0\.67x \(0\.57-0\.67x\), below the 0\.9x target; the path is 1\.00 us below it\./,
+    );
   });
 
   it("runs the comparisons whose measured path --only names, and the async one only with O_DIRECT", () => {
@@ -232,7 +276,7 @@ describe("interleaved rounds: the arithmetic", () => {
     const cost = (quick: boolean) => {
       const s = interleaveSettings(quick, quick ? 80 : 150);
       const per = (slice: number, sides: number) => ((s.rounds + s.warmupRounds) * sides * slice) / 1000;
-      return 3 * per(s.sliceMs, 3) + per(s.asyncSliceMs, 4);
+      return 3 * per(s.sliceMs, 4) + per(s.asyncSliceMs, 4);
     };
     expect(cost(false)).toBeLessThan(50);
     expect(cost(true)).toBeLessThan(12);
@@ -263,7 +307,9 @@ describe("interleaved rounds: for real, on a tiny budget", () => {
       });
       expect(x.id).toBe(c.id);
       expect(x.rounds).toBe(3);
-      expect(x.sides.map((s) => s.path)).toEqual(c.sides.map((s) => s.spec.id));
+      expect(x.sides.map((s) => s.path)).toEqual(
+        c.sides.map((s) => (s.withBaselineRead ? `${s.spec.id}+readSync` : s.spec.id)),
+      );
       for (const s of x.sides) {
         expect(s.usPerIo).toHaveLength(3);
         for (const u of s.usPerIo) expect(u).toBeGreaterThan(0);
@@ -281,6 +327,10 @@ describe("interleaved rounds: for real, on a tiny budget", () => {
         expect(x.floor.max).toBeLessThanOrEqual(1);
         expect(x.gapUs!.perRound).toHaveLength(3);
         expect(x.ratio.perRound[0]).toBeCloseTo(x.sides[0]!.usPerIo[0]! / x.sides[1]!.usPerIo[0]!);
+        // The fourth side is the null disk with the baseline's read before each I/O: the floor in sequence.
+        expect(x.sides[3]!.path).toBe(`${x.sides[2]!.path}+readSync`);
+        expect(x.floorSeq!.perRound[1]).toBeCloseTo(x.sides[0]!.usPerIo[1]! / x.sides[3]!.usPerIo[1]!);
+        expect(x.gapSeqUs!.perRound[2]).toBeCloseTo(x.sides[1]!.usPerIo[2]! - x.sides[3]!.usPerIo[2]!);
         // The raw path's last block is checked after every slice, warm-up included.
         expect(x.dataChecks).toBe(4);
       } else {
