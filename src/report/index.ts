@@ -13,6 +13,8 @@ import {
   formatsTable,
   ideTestLine,
   ideTestTable,
+  interleavedLine,
+  interleavedTable,
   type Table,
 } from "../bench/compare.ts";
 import { firstPassText, fmtNum, fmtRatio, fmtSize } from "../bench/format.ts";
@@ -131,6 +133,27 @@ export function parseBench(text: string): BenchResult {
       want(
         isObj(r) && typeof r.device === "string" && num(r.exitsPerMiB),
         `"cd" row ${i} is not a measured read`,
+      ),
+    );
+  }
+  const il: unknown = d.interleaved;
+  if (il !== undefined && il !== null) {
+    want(Array.isArray(il), `"interleaved" is not a list`);
+    // A figure of rounds that measured nothing is NaN in the run, null in its JSON.
+    const spreadOk = (v: unknown) =>
+      isObj(v) && ["median", "min", "max"].every((k) => v[k] === null || typeof v[k] === "number");
+    (il as unknown[]).forEach((x, i) =>
+      want(
+        isObj(x) &&
+          typeof x.id === "string" &&
+          num(x.rounds) &&
+          num(x.sliceMs) &&
+          num(x.seconds) &&
+          spreadOk(x.ratio) &&
+          spreadOk(x.floor) &&
+          Array.isArray(x.sides) &&
+          x.sides.every((s: unknown) => isObj(s) && typeof s.path === "string" && Array.isArray(s.usPerIo)),
+        `"interleaved" entry ${i} is not a measured target`,
       ),
     );
   }
@@ -716,8 +739,8 @@ function extrasSection(res: BenchResult): Section {
 }
 
 /**
- * The comparisons with QEMU's own programs and the CD-ROM rows, one section each, present only when the run
- * measured them (older results and runs that left them out have none).
+ * The speed targets in interleaved rounds, the comparisons with QEMU's own programs and the CD-ROM rows, one
+ * section each, present only when the run measured them (older results and runs that left them out have none).
  */
 function comparisonSections(res: BenchResult): Section[] {
   const out: Section[] = [];
@@ -728,6 +751,16 @@ function comparisonSections(res: BenchResult): Section[] {
     chart: null,
     ...(t && t.rows.length ? { table: { header: t.header, rows: t.rows } } : {}),
   });
+  if (res.interleaved && res.interleaved.length > 0) {
+    out.push(
+      section(
+        "interleaved",
+        "The speed targets in interleaved rounds, with their floors",
+        interleavedLine(res.interleaved),
+        interleavedTable(res.interleaved),
+      ),
+    );
+  }
   if (res.formats) {
     out.push(
       section(

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 
+import { floorFigures } from "../../src/bench/interleave.ts";
 import { benchMarkdown, benchText } from "../../src/bench/output.ts";
 import { type BenchResult } from "../../src/bench/types.ts";
 import { buildSections, parseBench, renderReport, ReportInputError } from "../../src/report/index.ts";
@@ -74,6 +75,35 @@ function result(): BenchResult {
       compared: 1,
       ratio: 1.4,
     },
+    interleaved: [
+      {
+        id: "ide-dma-64k",
+        what: "IDE DMA 64 KiB sequential reads, sync engine, warm",
+        cache: "warm" as const,
+        op: "read" as const,
+        pattern: "seq" as const,
+        blockSize: 65536,
+        rounds: 3,
+        warmupRounds: 1,
+        sliceMs: 100,
+        sides: [
+          ["fs-sync", [5, 5, 6]],
+          ["ide-dma/sync/raw", [8, 9, 9]],
+          ["ide-dma/sync/null", [2, 2, 2]],
+          ["ide-dma/sync/null+readSync", [7.5, 8, 8.5]],
+        ].map(([p, us]) => ({
+          path: p as string,
+          label: "",
+          qd: 1,
+          usPerIo: us as number[],
+          ramAligned: true,
+        })),
+        ...floorFigures([5, 5, 6], [8, 9, 9], [2, 2, 2], [7.5, 8, 8.5]),
+        dataChecks: 4,
+        loadAvg: { start: 0, end: 0 },
+        seconds: 1.6,
+      },
+    ],
     cd: {
       status: "ok" as const,
       rows: [
@@ -108,6 +138,24 @@ describe("report: comparisons with QEMU and CD-ROM rows", () => {
     expect(sec("cd").table!.rows).toEqual([
       ["CD-ROM, PACKET READ(10)", "DMA", "32K", "23.0", "1.44", "736", "1.00"],
     ]);
+    // Per round: ratio 5/8, 5/9, 6/9; floor 5/7, 5/7, 6/8; above it 1, 2, 1 us; in sequence 5/7.5, 5/8, 6/8.5,
+    // the path 0.5, 1, 0.5 us above that. Each printed figure is the median of its rounds.
+    const il = sec("interleaved");
+    expect(il.paragraphs[0]).toMatch(/^the targets in interleaved rounds .*in sequence = baseline/);
+    expect(il.table!.rows).toEqual([
+      [
+        "ide-dma-64k",
+        "3 x 100 ms",
+        "1.6",
+        "0.63x",
+        "0.56x-0.67x",
+        "0.71x",
+        "0.71x-0.75x",
+        "+1.00 us",
+        "0.67x, 0.50 us above",
+        "fs-sync 5.00, ide-dma/sync/raw 9.00, ide-dma/sync/null 2.00, ide-dma/sync/null+readSync 8.00",
+      ],
+    ]);
     // The targets section carries the comparison's verdicts.
     const targets = sec("targets").table!.rows.map((r) => r[0]);
     expect(targets.some((t) => /qcow2.*qemu-img bench/.test(t!))).toBe(true);
@@ -141,8 +189,9 @@ describe("report: comparisons with QEMU and CD-ROM rows", () => {
     delete r.formats;
     delete r.ideTest;
     delete r.cd;
+    delete r.interleaved;
     const ids = buildSections(parseBench(JSON.stringify(r))).map((x) => x.id);
-    for (const id of ["formats", "ide-test", "cd"]) expect(ids).not.toContain(id);
+    for (const id of ["formats", "ide-test", "cd", "interleaved"]) expect(ids).not.toContain(id);
   });
 
   it("parseBench refuses a comparison that is not what its section reads", () => {
@@ -159,6 +208,13 @@ describe("report: comparisons with QEMU and CD-ROM rows", () => {
     expect(bad((r) => (r.ideTest.qemu = 3))).toThrow(/"ideTest.qemu"/);
     expect(bad((r) => (r.cd.rows[0].exitsPerMiB = null))).toThrow(/"cd" row 0/);
     expect(bad((r) => (r.cd = []))).toThrow(/"cd" lacks/);
+    expect(bad((r) => (r.interleaved = {}))).toThrow(/"interleaved" is not a list/);
+    expect(bad((r) => delete r.interleaved[0].floor)).toThrow(
+      /"interleaved" entry 0 is not a measured target/,
+    );
+    expect(bad((r) => (r.interleaved[0].sides[1].usPerIo = "9"))).toThrow(/"interleaved" entry 0/);
+    // A figure whose rounds measured nothing is null in the JSON: still a result.
+    expect(bad((r) => (r.interleaved[0].ratio.median = null))).not.toThrow();
     // null is "not run" and passes.
     expect(bad((r) => ((r.formats = null), (r.ideTest = null), (r.cd = null)))).not.toThrow();
   });
