@@ -18,14 +18,12 @@ import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
+import { takeOption } from "./options.mjs";
+
 const args = process.argv.slice(2);
-const opt = (k, d) => {
-  const i = args.indexOf(`--${k}`);
-  return i >= 0 ? args[i + 1] : d;
-};
-const ROUNDS = Number(opt("rounds", 15));
-const SLICE = Number(opt("slice", 100));
-const ONLY = opt("only", "pv4k,pv64k,dma64k,pio,async").split(",");
+const ROUNDS = Number(takeOption(args, "rounds", 15));
+const SLICE = Number(takeOption(args, "slice", 100));
+const ONLY = takeOption(args, "only", "pv4k,pv64k,dma64k,pio,async").split(",");
 const entry = process.env.XENIDE_ENTRY ?? new URL("../dist/index.mjs", import.meta.url).pathname;
 const x = await import(pathToFileURL(path.resolve(entry)).href);
 

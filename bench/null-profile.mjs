@@ -12,16 +12,11 @@ import { Session } from "node:inspector/promises";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
+import { takeOption } from "./options.mjs";
+
 const args = process.argv.slice(2);
-const opt = (k, d) => {
-  const i = args.indexOf(`--${k}`);
-  if (i < 0) return d;
-  const v = args[i + 1];
-  args.splice(i, 2);
-  return v;
-};
-const IOS = Number(opt("ios", 1_000_000));
-const TOP = Number(opt("top", 25));
+const IOS = Number(takeOption(args, "ios", 1_000_000));
+const TOP = Number(takeOption(args, "top", 25));
 const which = args[0] ?? "pv";
 if (which !== "pv" && which !== "dma") {
   console.error("null-profile: the path is pv or dma");

@@ -12,16 +12,11 @@
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
+import { takeOption } from "./options.mjs";
+
 const args = process.argv.slice(2);
-const opt = (k, d) => {
-  const i = args.indexOf(`--${k}`);
-  if (i < 0) return d;
-  const v = args[i + 1];
-  args.splice(i, 2);
-  return v;
-};
-const ROUNDS = Number(opt("rounds", 10));
-const SLICE = Number(opt("slice", 300));
+const ROUNDS = Number(takeOption(args, "rounds", 10));
+const SLICE = Number(takeOption(args, "slice", 300));
 const entries = args.length ? args : [new URL("../dist/index.mjs", import.meta.url).pathname];
 
 const median = (a) => {
