@@ -37,6 +37,8 @@ export interface ChardevSpec {
   readonly server: boolean;
   /** With server=on: wait for the first client before going on (QEMU's default). */
   readonly wait: boolean;
+  /** The option that made it, as written ("-qmp unix:/tmp/q,server=on"): QEMU's messages about it lead with it. */
+  readonly origin?: string;
 }
 
 /** A medium as the block layer stack names it: an image, possibly under blkdebug. */
@@ -105,7 +107,14 @@ export function parseChardevCompat(option: string, id: string, spec: string): Ch
     const o = parseOpts(option, spec.slice("unix:".length), "path").only(["path", "server", "wait"]);
     const path = o.get("path");
     if (!path) throw new QemuUsageError(`${option} ${spec}: a socket path is needed`);
-    return { id, kind: "socket", path, server: o.bool("server", false), wait: o.bool("wait", true) };
+    return {
+      id,
+      kind: "socket",
+      path,
+      server: o.bool("server", false),
+      wait: o.bool("wait", true),
+      origin: `${option} ${spec}`,
+    };
   }
   throw new QemuUsageError(
     `${option} ${spec}: character device not supported by xenide (use unix:PATH[,server=on,wait=off] or stdio)`,
@@ -130,7 +139,14 @@ function parseChardev(arg: string): ChardevSpec {
   o.only(["backend", "id", "path", "server", "wait", "reconnect"]);
   const path = o.get("path");
   if (!path) throw new QemuUsageError("-chardev socket: only unix sockets (path=) are supported by xenide");
-  return { id, kind: "socket", path, server: o.bool("server", false), wait: o.bool("wait", true) };
+  return {
+    id,
+    kind: "socket",
+    path,
+    server: o.bool("server", false),
+    wait: o.bool("wait", true),
+    origin: `-chardev ${arg}`,
+  };
 }
 
 function onError(o: QemuOpts, key: "rerror" | "werror"): OnError {

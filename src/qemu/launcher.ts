@@ -47,8 +47,9 @@ const HELP = `usage: ${PROGRAM} [options]
 QEMU's command line for xenide's PC (i440FX + PIIX3 IDE), without a guest CPU: the vCPU is the qtest client.
   -machine pc  -accel qtest|tcg  -m SIZE  -display none  -nodefaults  -S
   -qtest unix:PATH|stdio  -qtest-log FILE|none
-  -chardev socket,id=ID,path=PATH[,server=on|off][,wait=off]   -mon chardev=ID,mode=control
-  -qmp unix:PATH[,server=on|off][,wait=off]|stdio
+  -chardev socket,id=ID,path=PATH[,server=on|off][,wait=on|off]   -mon chardev=ID,mode=control
+  -qmp unix:PATH[,server=on|off][,wait=on|off]|stdio
+         (server=on listens; with wait=on, its default, nothing starts until the first client connects)
   -drive file=[blkdebug:[CONF]:]FILE,if=ide|none,index=N|bus=B,unit=U,id=ID,media=disk|cdrom,format=raw,
          cache=MODE,readonly=on|off,rerror=report|ignore|stop,werror=report|ignore|stop|enospc
   -blockdev driver=file|raw|blkdebug,node-name=N,...   -hda..-hdd FILE
@@ -105,6 +106,8 @@ class Vm implements QmpHost {
   private readonly servers: Server[] = [];
   /** The listening socket of each server chardev, by id. */
   private readonly serverOf = new Map<string, Server>();
+  /** The first client of each chardev that waited for one before anything was served (`waitForClients`). */
+  private readonly accepted = new Map<string, Socket>();
   private readonly sockets: Socket[] = [];
   private logFd: number | null = null;
   private exit: ((status: number) => void) | null = null;
@@ -466,9 +469,54 @@ class Vm implements QmpHost {
 
   // ---- character devices ----
 
+  /**
+   * Listening chardevs with wait=on (QEMU's default for server=on), in the order QEMU creates them: the
+   * monitors' (-chardev, -qmp) before the qtest one. QEMU blocks on each until its first client connects, saying
+   * so on stderr in its own words (scripts wait for that line before they connect), and nothing else is
+   * connected or served meanwhile.
+   */
+  private async waitForClients(): Promise<void> {
+    for (const c of [...this.plan.monitors, ...(this.plan.qtest ? [this.plan.qtest] : [])]) {
+      if (c.kind !== "socket" || !c.server || !c.wait || this.stopping) continue;
+      const srv = await this.listen(c);
+      this.io.stderr.write(
+        `${PROGRAM}: ${c.origin ?? c.path}: info: QEMU waiting for connection on: ` +
+          `disconnected:unix:${c.path},server=on\n`,
+      );
+      this.accepted.set(c.id, await this.accept(srv));
+    }
+  }
+
+  /** Listen at a chardev's path (a stale socket file there is replaced). */
+  private async listen(c: ChardevSpec): Promise<Server> {
+    const path = c.path!;
+    if (staleSocketAt(path)) unlinkSync(path);
+    const srv = createServer();
+    this.servers.push(srv);
+    this.serverOf.set(c.id, srv);
+    await new Promise<void>((resolve, reject) => {
+      srv.once("error", reject);
+      srv.listen(path, () => resolve());
+    });
+    return srv;
+  }
+
+  /** The next client of a listening chardev. */
+  private async accept(srv: Server): Promise<Socket> {
+    const sock = await new Promise<Socket>((resolve) => srv.once("connection", resolve));
+    this.sockets.push(sock);
+    sock.on("error", () => sock.destroy());
+    return sock;
+  }
+
   /** Open a chardev: resolves with its stream once connected (a listening one: once its first client is). */
   private async open(c: ChardevSpec): Promise<{ input: Readable; output: Writable }> {
     if (c.kind === "stdio") return { input: this.io.stdin, output: this.io.stdout };
+    const waited = this.accepted.get(c.id);
+    if (waited) {
+      this.accepted.delete(c.id);
+      return { input: waited, output: waited };
+    }
     const path = c.path!;
     if (!c.server) {
       const sock = connect(path);
@@ -484,17 +532,7 @@ class Vm implements QmpHost {
       sock.on("error", () => sock.destroy());
       return { input: sock, output: sock };
     }
-    if (staleSocketAt(path)) unlinkSync(path);
-    const srv = createServer();
-    this.servers.push(srv);
-    this.serverOf.set(c.id, srv);
-    await new Promise<void>((resolve, reject) => {
-      srv.once("error", reject);
-      srv.listen(path, () => resolve());
-    });
-    const sock = await new Promise<Socket>((resolve) => srv.once("connection", resolve));
-    this.sockets.push(sock);
-    sock.on("error", () => sock.destroy());
+    const sock = await this.accept(await this.listen(c));
     return { input: sock, output: sock };
   }
 
@@ -507,10 +545,7 @@ class Vm implements QmpHost {
       this.monitors.splice(this.monitors.indexOf(mon), 1);
       // A listening monitor takes the next client when one goes (as QEMU's server socket chardev does).
       if (c.kind !== "socket" || !c.server || this.stopping) break;
-      const srv = this.serverOf.get(c.id)!;
-      const sock = await new Promise<Socket>((resolve) => srv.once("connection", resolve));
-      this.sockets.push(sock);
-      sock.on("error", () => sock.destroy());
+      const sock = await this.accept(this.serverOf.get(c.id)!);
       first = { input: sock, output: sock };
     }
     // The end of a monitor on stdio is the end of its user; a socket monitor can go without stopping the VM.
@@ -565,12 +600,15 @@ class Vm implements QmpHost {
         void this.shutdown(1);
       };
       // A locked image refuses the start (one line naming the holder, status 1) before anything is connected.
-      this.lockVerdicts.then(() => {
-        if (this.stopping) return;
-        // libqtest accepts the qtest connection first, then QMP; both sockets listen before we start.
-        if (this.plan.qtest) this.serveQtest(this.plan.qtest).catch(fail);
-        for (const m of this.plan.monitors) this.serveMonitor(m).catch(fail);
-      }, fail);
+      this.lockVerdicts
+        .then(() => this.waitForClients())
+        .then(() => {
+          if (this.stopping) return;
+          // libqtest accepts the qtest connection first, then QMP; both sockets listen before we start.
+          if (this.plan.qtest) this.serveQtest(this.plan.qtest).catch(fail);
+          for (const m of this.plan.monitors) this.serveMonitor(m).catch(fail);
+        })
+        .catch(fail);
     });
   }
 

@@ -68,6 +68,28 @@ afterEach(async () => {
 });
 
 describe("QMP", () => {
+  it("server=on with wait=on (its default) serves nothing until the first QMP client connects, as QEMU", async () => {
+    const qmpPath = join(dir, `qmp${++seq}.sock`);
+    const child = new QtestChild(["-drive", `file=${image()},if=ide`, "-qmp", `unix:${qmpPath},server=on`]);
+    children.push(child);
+    // QEMU 7.2 says so on stderr, led by the option, and scripts wait for that line.
+    for (let i = 0; i < 400 && !child.stderr.includes("waiting"); i++)
+      await new Promise((r) => setTimeout(r, 25));
+    expect(child.stderr).toBe(
+      `xenide-system-x86_64: -qmp unix:${qmpPath},server=on: info: QEMU waiting for connection on: ` +
+        `disconnected:unix:${qmpPath},server=on\n`,
+    );
+    // The qtest channel is not served meanwhile (QEMU connects its qtest chardev after the monitors').
+    let answered = false;
+    const reply = child.cmd("endianness").then((r) => ((answered = true), r));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(answered).toBe(false);
+    const q = await QmpSocket.connect(qmpPath);
+    expect(await q.next((m) => "QMP" in m)).toMatchObject({ QMP: { version: { qemu: { major: 7 } } } });
+    expect(await reply).toBe("OK little");
+    q.sock.destroy();
+  });
+
   it("greets, refuses commands before negotiation, and answers as QEMU shapes replies", async () => {
     const { child, qmpPath } = launch(["-drive", `file=${image()},if=ide`]);
     const q = await QmpSocket.connect(qmpPath);

@@ -107,10 +107,18 @@ describe("ide-test's command lines", () => {
       path: "/tmp/qtest-1.sock",
       server: false,
       wait: true,
+      origin: "-qtest unix:/tmp/qtest-1.sock",
     });
     expect(plan.qtestLog).toBe("/dev/null");
     expect(plan.monitors).toEqual([
-      { id: "char0", kind: "socket", path: "/tmp/qtest-1.qmp", server: false, wait: true },
+      {
+        id: "char0",
+        kind: "socket",
+        path: "/tmp/qtest-1.qmp",
+        server: false,
+        wait: true,
+        origin: "-chardev socket,path=/tmp/qtest-1.qmp,id=char0",
+      },
     ]);
     expect(plan.compat).toBe("qemu-7.2");
     expect(plan.drives).toHaveLength(1);
