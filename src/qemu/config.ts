@@ -65,6 +65,8 @@ export interface PlannedDrive {
   readonly readOnly: boolean;
   readonly direct: boolean;
   readonly writeCache: boolean;
+  /** cache=unsafe: the guest's flushes complete without reaching the image (QEMU's cache.no-flush). */
+  readonly noFlush: boolean;
   /** Rules of a blkdebug layer over the image; null: none. */
   readonly blkdebug: BlkdebugRule[] | null;
   readonly rerror: OnError;
@@ -160,19 +162,20 @@ function onError(o: QemuOpts, key: "rerror" | "werror"): OnError {
   return v as OnError;
 }
 
-/** -drive cache=: (direct, write cache on). */
-function cacheMode(o: QemuOpts): { direct: boolean; writeCache: boolean } {
+/** -drive cache=: (direct, write cache on, flushes ignored), as QEMU's cache modes set them. */
+function cacheMode(o: QemuOpts): { direct: boolean; writeCache: boolean; noFlush: boolean } {
   const v = o.get("cache") ?? "writeback";
   switch (v) {
     case "writeback":
+      return { direct: false, writeCache: true, noFlush: false };
     case "unsafe":
-      return { direct: false, writeCache: true };
+      return { direct: false, writeCache: true, noFlush: true };
     case "none":
-      return { direct: true, writeCache: true };
+      return { direct: true, writeCache: true, noFlush: false };
     case "writethrough":
-      return { direct: false, writeCache: false };
+      return { direct: false, writeCache: false, noFlush: false };
     case "directsync":
-      return { direct: true, writeCache: false };
+      return { direct: true, writeCache: false, noFlush: false };
     default:
       throw new QemuUsageError(`${o.option}: invalid cache option`);
   }
@@ -239,6 +242,7 @@ interface DriveOpt {
   cdrom: boolean;
   used: boolean;
   writeCache: boolean;
+  noFlush: boolean;
   rerror: OnError;
   werror: OnError;
 }
@@ -346,6 +350,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
       cdrom: media === "cdrom",
       used: false,
       writeCache: cache.writeCache,
+      noFlush: cache.noFlush,
       rerror: onError(o, "rerror"),
       werror: onError(o, "werror"),
     };
@@ -568,6 +573,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
       readOnly: kind === "cd" || (medium?.readOnly ?? false),
       direct: medium?.direct ?? false,
       writeCache,
+      noFlush: drive?.noFlush ?? false,
       blkdebug: medium?.blkdebug ?? null,
       rerror: drive ? drive.rerror : "report",
       werror: drive ? drive.werror : "enospc",

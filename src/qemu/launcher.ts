@@ -15,7 +15,7 @@ import { QtestServer } from "../qtest/server.ts";
 import { serveStream, staleSocketAt } from "../qtest/transport.ts";
 import type { IoErrorPolicy } from "../ide/requests.ts";
 import { BlkdebugBackend, BlkdebugBreakError, ioErrorReason } from "../storage/blkdebug.ts";
-import { openMedium } from "../storage/index.ts";
+import { NoFlushBackend, openMedium } from "../storage/index.ts";
 import { LockDeferral } from "../storage/lock.ts";
 import type { BlockBackend } from "../storage/types.ts";
 import { type ChardevSpec, type LaunchPlan, type PlannedDrive, planLaunch } from "./config.ts";
@@ -140,16 +140,29 @@ class Vm implements QmpHost {
           rt = { plan: p, blkdebug: null, own: null, image: p.image, iostatus: "ok" };
           spec.engine = "sync";
         } else if (p.blkdebug) {
-          const inner = openMedium(p.image, {
+          const image = openMedium(p.image, {
             ...(p.format !== undefined ? { format: p.format } : {}),
             readOnly: p.readOnly,
             direct: p.direct,
           });
+          const inner = p.noFlush ? new NoFlushBackend(image) : image;
           const bd = new BlkdebugBackend(inner, p.blkdebug);
           rt = { plan: p, blkdebug: bd, own: bd, image: p.image, iostatus: "ok" };
           spec.medium = { backend: bd };
           // A request held at a breakpoint completes later: only the async engine can wait for it.
           spec.engine = "async";
+        } else if (p.noFlush) {
+          // cache=unsafe: the guest's flushes go nowhere; the image is still flushed when the launcher ends.
+          const own = new NoFlushBackend(
+            openMedium(p.image, {
+              ...(p.format !== undefined ? { format: p.format } : {}),
+              readOnly: p.readOnly,
+              direct: p.direct,
+            }),
+          );
+          rt = { plan: p, blkdebug: null, own, image: p.image, iostatus: "ok" };
+          spec.medium = { backend: own };
+          spec.engine = "sync";
         } else {
           rt = { plan: p, blkdebug: null, own: null, image: p.image, iostatus: "ok" };
           spec.medium = {
@@ -622,7 +635,9 @@ class Vm implements QmpHost {
       await this.machine.close();
       for (const d of this.drives) {
         if (!d.own) continue;
-        const inner = (d.own as BlkdebugBackend).inner;
+        // The image itself, under blkdebug and cache=unsafe's wrapper: its acknowledged writes are flushed.
+        let inner = (d.own as BlkdebugBackend | NoFlushBackend).inner;
+        if (inner instanceof NoFlushBackend) inner = inner.inner;
         if (!inner.readOnly) inner.flush();
         d.own.close();
       }

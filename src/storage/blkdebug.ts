@@ -29,6 +29,7 @@
  */
 import { readFileSync } from "node:fs";
 import { performSync } from "./engine.ts";
+import { NoFlushBackend } from "./no-flush.ts";
 import {
   type BlockBackend,
   type IoCallback,
@@ -420,7 +421,11 @@ export class BlkdebugBackend implements BlockBackend {
       case "write":
         return ["write_aio", "pwritev"];
       case "flush":
-        return this.dirty ? ["flush_to_os", "flush_to_disk"] : ["flush_to_os"];
+        // QEMU's bdrv_co_flush: flush_to_os always; flush_to_disk only when something was written since the
+        // last flush, and never with cache=unsafe (BDRV_O_NO_FLUSH), whose flushes stop at the OS.
+        return this.dirty && !(this.inner instanceof NoFlushBackend)
+          ? ["flush_to_os", "flush_to_disk"]
+          : ["flush_to_os"];
       case "discard":
         return [];
     }

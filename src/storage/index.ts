@@ -12,6 +12,7 @@ export { ImageLock, type LockMode, kernelLockUnavailable, lockHolder, lockPathOf
 export { RawImageBackend, type RawImageOptions } from "./raw.ts";
 export { MemoryBackend, type MemoryBackendOptions } from "./memory-backend.ts";
 export { NullBackend } from "./null.ts";
+export { NoFlushBackend } from "./no-flush.ts";
 export { FaultInjectingBackend, type ArmedRule, type FaultCounts, type FaultRule } from "./fault.ts";
 export { AsyncEngine, type AsyncEngineOptions, SyncEngine, performSync, validateRequest } from "./engine.ts";
 export { createImage, parseByteSize, parseSize, type CreateImageOptions } from "./image.ts";

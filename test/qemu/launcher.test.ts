@@ -336,6 +336,29 @@ describe("error policy (rerror/werror)", () => {
     q.close();
   });
 
+  it("cache=unsafe: a guest's flush stops at the OS (flush_to_disk never fires), the writes still reach the image", async () => {
+    const img = image();
+    const { child, qmpPath } = launch([
+      "-drive",
+      `file=blkdebug:${flushEioRules()}:${img},if=ide,werror=report,cache=unsafe`,
+    ]);
+    const q = await negotiated(qmpPath);
+    await pioWrite(child);
+    const from = q.messages.length;
+    await child.cmd("outb 0x1f7 0xe7");
+    // QEMU's bdrv_co_flush skips flush_to_disk with BDRV_O_NO_FLUSH: the rule that fails it never arms.
+    expect(await child.settled()).toBe(0x50);
+    expect((await q.send('{"execute":"query-status","id":"s"}', "s")).return).toMatchObject({
+      status: "running",
+    });
+    expect(q.messages.slice(from).some((m) => m.event === "BLOCK_IO_ERROR")).toBe(false);
+    q.close();
+    child.proc.kill("SIGTERM");
+    expect((await child.exited).code).toBe(0);
+    // The sector written by PIO (words 0xa500, 0xa501, ...) is on the image after an orderly exit.
+    expect([...readFileSync(img).subarray(512, 516)]).toEqual([0x00, 0xa5, 0x01, 0xa5]);
+  });
+
   it("werror=ignore: the flush completes as if it had worked; the event says ignore", async () => {
     const { child, qmpPath } = launch([
       "-drive",

@@ -127,6 +127,7 @@ describe("ide-test's command lines", () => {
       kind: "hd",
       image: img,
       writeCache: true,
+      noFlush: false,
       serial: "testdisk",
       firmware: "version",
       blkName: "ide0-hd0",
@@ -211,6 +212,21 @@ describe("ide-test's command lines", () => {
     expect(plan.monitors[0]).toMatchObject({ kind: "socket", server: true, wait: false });
     expect(plan.startPaused).toBe(true);
     expect(plan.ram).toBe(64 << 20);
+  });
+
+  it("-drive cache= sets O_DIRECT, the write cache and no-flush as QEMU's cache modes do", () => {
+    const img = join(dir, "cache.img");
+    writeFileSync(img, Buffer.alloc(1 << 20));
+    const mode = (cache: string) => {
+      const d = planLaunch(["-drive", `file=${img},if=ide,cache=${cache}`]).drives[0]!;
+      return [d.direct, d.writeCache, d.noFlush];
+    };
+    expect(mode("writeback")).toEqual([false, true, false]);
+    expect(mode("unsafe")).toEqual([false, true, true]);
+    expect(mode("none")).toEqual([true, true, false]);
+    expect(mode("writethrough")).toEqual([false, false, false]);
+    expect(mode("directsync")).toEqual([true, false, false]);
+    expect(() => mode("sometimes")).toThrow(/invalid cache option/);
   });
 
   it("-compat xenide chooses the standard's profile", () => {
