@@ -109,14 +109,7 @@ export function parseChardevCompat(option: string, id: string, spec: string): Ch
     const o = parseOpts(option, spec.slice("unix:".length), "path").only(["path", "server", "wait"]);
     const path = o.get("path");
     if (!path) throw new QemuUsageError(`${option} ${spec}: a socket path is needed`);
-    return {
-      id,
-      kind: "socket",
-      path,
-      server: o.bool("server", false),
-      wait: o.bool("wait", true),
-      origin: `${option} ${spec}`,
-    };
+    return socketSpec(id, path, o, `${option} ${spec}`);
   }
   throw new QemuUsageError(
     `${option} ${spec}: character device not supported by xenide (use unix:PATH[,server=on,wait=off] or stdio)`,
@@ -141,14 +134,12 @@ function parseChardev(arg: string): ChardevSpec {
   o.only(["backend", "id", "path", "server", "wait", "reconnect"]);
   const path = o.get("path");
   if (!path) throw new QemuUsageError("-chardev socket: only unix sockets (path=) are supported by xenide");
-  return {
-    id,
-    kind: "socket",
-    path,
-    server: o.bool("server", false),
-    wait: o.bool("wait", true),
-    origin: `-chardev ${arg}`,
-  };
+  return socketSpec(id, path, o, `-chardev ${arg}`);
+}
+
+/** A unix socket chardev: a client unless server=on; a server waits for its first client unless wait=off. */
+function socketSpec(id: string, path: string, o: QemuOpts, origin: string): ChardevSpec {
+  return { id, kind: "socket", path, server: o.bool("server", false), wait: o.bool("wait", true), origin };
 }
 
 function onError(o: QemuOpts, key: "rerror" | "werror"): OnError {

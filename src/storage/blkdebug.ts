@@ -30,6 +30,7 @@
 import { readFileSync } from "node:fs";
 import { performSync } from "./engine.ts";
 import { NoFlushBackend } from "./no-flush.ts";
+import { WrappedMedium } from "./wrapped.ts";
 import {
   type BlockBackend,
   type IoCallback,
@@ -285,7 +286,7 @@ interface Suspended {
 
 const NO_BUFFERS: readonly Uint8Array[] = [];
 
-export class BlkdebugBackend implements BlockBackend {
+export class BlkdebugBackend extends WrappedMedium implements BlockBackend {
   /** The state machine (QEMU starts it at 1). */
   state = 1;
   private rules: BlkdebugRule[];
@@ -298,22 +299,11 @@ export class BlkdebugBackend implements BlockBackend {
   /** Errors injected so far. */
   injected = 0;
 
-  constructor(
-    readonly inner: BlockBackend,
-    rules: readonly BlkdebugRule[] = [],
-  ) {
+  constructor(inner: BlockBackend, rules: readonly BlkdebugRule[] = []) {
+    super(inner);
     this.rules = [...rules];
   }
 
-  get sectorSize(): number {
-    return this.inner.sectorSize;
-  }
-  get sectorCount(): number {
-    return this.inner.sectorCount;
-  }
-  get readOnly(): boolean {
-    return this.inner.readOnly;
-  }
   get describe(): string {
     return `blkdebug(${this.inner.describe})`;
   }
@@ -450,16 +440,16 @@ export class BlkdebugBackend implements BlockBackend {
     if (err) throw err;
   }
 
-  read(sector: number, bufs: readonly Uint8Array[]): void {
+  override read(sector: number, bufs: readonly Uint8Array[]): void {
     this.syncIo({ op: "read", sector, count: 0, bufs });
   }
-  write(sector: number, bufs: readonly Uint8Array[]): void {
+  override write(sector: number, bufs: readonly Uint8Array[]): void {
     this.syncIo({ op: "write", sector, count: 0, bufs });
   }
-  flush(): void {
+  override flush(): void {
     this.syncIo({ op: "flush", sector: 0, count: 0, bufs: NO_BUFFERS });
   }
-  discard(sector: number, count: number): void {
+  override discard(sector: number, count: number): void {
     this.syncIo({ op: "discard", sector, count, bufs: NO_BUFFERS });
   }
 
@@ -495,7 +485,7 @@ export class BlkdebugBackend implements BlockBackend {
     setImmediate(step);
   }
 
-  close(): void {
+  override close(): void {
     this.inner.close();
   }
 }

@@ -18,6 +18,7 @@
  * has one, else to its sync methods (from the event loop, never inside `startIo`).
  */
 import { performSync } from "./engine.ts";
+import { WrappedMedium } from "./wrapped.ts";
 import {
   type BlockBackend,
   type IoCallback,
@@ -56,7 +57,7 @@ interface Decision {
   fail?: { sector: number; code: IoErrorCode };
 }
 
-export class FaultInjectingBackend implements BlockBackend {
+export class FaultInjectingBackend extends WrappedMedium implements BlockBackend {
   private armed: ArmedRule[] = [];
   private nextId = 1;
   /** Injected failures per op (delays are counted in `delayed`). */
@@ -64,22 +65,11 @@ export class FaultInjectingBackend implements BlockBackend {
   delayed = 0;
   private sleeper: Int32Array | null = null;
 
-  constructor(
-    readonly inner: BlockBackend,
-    rules: FaultRule[] = [],
-  ) {
+  constructor(inner: BlockBackend, rules: FaultRule[] = []) {
+    super(inner);
     for (const r of rules) this.addRule(r);
   }
 
-  get sectorSize(): number {
-    return this.inner.sectorSize;
-  }
-  get sectorCount(): number {
-    return this.inner.sectorCount;
-  }
-  get readOnly(): boolean {
-    return this.inner.readOnly;
-  }
   get describe(): string {
     return `fault(${this.inner.describe})`;
   }
@@ -112,19 +102,19 @@ export class FaultInjectingBackend implements BlockBackend {
 
   // ---- sync I/O ----
 
-  read(sector: number, bufs: readonly Uint8Array[]): void {
+  override read(sector: number, bufs: readonly Uint8Array[]): void {
     this.syncIo({ op: "read", sector, count: 0, bufs });
   }
 
-  write(sector: number, bufs: readonly Uint8Array[]): void {
+  override write(sector: number, bufs: readonly Uint8Array[]): void {
     this.syncIo({ op: "write", sector, count: 0, bufs });
   }
 
-  flush(): void {
+  override flush(): void {
     this.syncIo({ op: "flush", sector: 0, count: 0, bufs: NO_BUFFERS });
   }
 
-  discard(sector: number, count: number): void {
+  override discard(sector: number, count: number): void {
     this.syncIo({ op: "discard", sector, count, bufs: NO_BUFFERS });
   }
 
@@ -153,7 +143,7 @@ export class FaultInjectingBackend implements BlockBackend {
     else void RESOLVED.then(go);
   }
 
-  close(): void {
+  override close(): void {
     this.inner.close();
   }
 

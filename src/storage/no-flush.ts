@@ -6,24 +6,17 @@
  * `inner` itself when it closes it.
  */
 import type { BlockBackend, IoCallback, MediumRequest } from "./types.ts";
+import { WrappedMedium } from "./wrapped.ts";
 
 const RESOLVED = Promise.resolve();
 
-export class NoFlushBackend implements BlockBackend {
-  constructor(readonly inner: BlockBackend) {
+export class NoFlushBackend extends WrappedMedium implements BlockBackend {
+  constructor(inner: BlockBackend) {
+    super(inner);
     // The async path only where the medium has one: without it every engine runs the sync methods.
     if (!inner.startIo) this.startIo = undefined;
   }
 
-  get sectorSize(): number {
-    return this.inner.sectorSize;
-  }
-  get sectorCount(): number {
-    return this.inner.sectorCount;
-  }
-  get readOnly(): boolean {
-    return this.inner.readOnly;
-  }
   get describe(): string {
     return `${this.inner.describe} (flushes ignored)`;
   }
@@ -31,16 +24,7 @@ export class NoFlushBackend implements BlockBackend {
     return this.inner.identity;
   }
 
-  read(sector: number, bufs: readonly Uint8Array[]): void {
-    this.inner.read(sector, bufs);
-  }
-  write(sector: number, bufs: readonly Uint8Array[]): void {
-    this.inner.write(sector, bufs);
-  }
-  flush(): void {}
-  discard(sector: number, count: number): void {
-    this.inner.discard(sector, count);
-  }
+  override flush(): void {}
 
   startIo?(req: MediumRequest, done: IoCallback): void {
     // A flush completes later, as `startIo` promises, and never reaches the medium.
@@ -50,9 +34,5 @@ export class NoFlushBackend implements BlockBackend {
 
   setWriteCache(enabled: boolean): void {
     this.inner.setWriteCache?.(enabled);
-  }
-
-  close(): void {
-    this.inner.close();
   }
 }
