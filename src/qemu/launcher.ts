@@ -25,7 +25,7 @@ import { type Json, type JsonObject, QmpError, type QmpHost, QmpMonitor } from "
 export const PROGRAM = "xenide-system-x86_64";
 
 /** QEMU's RunState names that the launcher goes through. */
-type RunState = "prelaunch" | "running" | "paused" | "io-error" | "shutdown";
+type RunState = "prelaunch" | "running" | "paused" | "io-error" | "suspended" | "shutdown";
 
 interface DriveRuntime {
   readonly plan: PlannedDrive;
@@ -201,13 +201,20 @@ class Vm implements QmpHost {
     // A reset the guest asks for through PIIX3's Reset Control register (0xCF9).
     if (this.machine.pc) this.machine.pc.onGuestReset = () => this.resetDone(true, "guest-reset");
     // ACPI soft-off (PM1a_CNT SLP_EN with sleep type 0, or S4): QEMU 7.2 requests a shutdown with cause
-    // guest-shutdown and its main loop ends the process after the write is answered. A suspend (S3) is not
-    // modelled: the request is dropped.
+    // guest-shutdown and its main loop ends the process after the write is answered. S3 (type 1): its main loop
+    // suspends the VM (runstate suspended, the SUSPEND event) until QMP's system_wakeup; the devices keep their
+    // state meanwhile and qtest still reaches them (observed).
     const pm = this.machine.pc?.pm;
     if (pm) {
       pm.onSleepRequest = (kind) => {
-        if (kind !== "shutdown") return;
         setImmediate(() => {
+          if (this.stopping) return;
+          if (kind === "suspend") {
+            if (this.runstate === "suspended") return;
+            this.runstate = "suspended";
+            this.broadcast("SUSPEND");
+            return;
+          }
           this.broadcast("SHUTDOWN", { guest: true, reason: "guest-shutdown" });
           void this.shutdown(0);
         });
@@ -283,6 +290,8 @@ class Vm implements QmpHost {
   }
 
   private vmStop(state: "paused" | "io-error"): void {
+    // A suspended VM stays suspended (QEMU 7.2 answers `stop` with {} and no STOP event: observed).
+    if (this.runstate === "suspended") return;
     if (this.runstate === "running") {
       this.runstate = state;
       this.broadcast("STOP");
@@ -299,7 +308,8 @@ class Vm implements QmpHost {
         this.vmStop("paused");
         return {};
       case "cont": {
-        if (this.runstate === "running") return {};
+        // Suspended, `cont` changes nothing: only system_wakeup ends a suspend (observed).
+        if (this.runstate === "running" || this.runstate === "suspended") return {};
         this.runstate = "running";
         for (const d of this.drives) d.iostatus = "ok";
         this.broadcast("RESUME");
@@ -311,6 +321,16 @@ class Vm implements QmpHost {
         return {};
       }
       case "quit":
+        return {};
+      case "system_wakeup":
+        // QEMU's qemu_system_wakeup_request, then its main loop: the machine is reset (no RESET event: the reset's
+        // cause is none), runs again, and WAKEUP goes out before the reply (observed).
+        if (this.runstate !== "suspended")
+          throw new QmpError("GenericError", "Unable to wake up: guest is not in suspended state");
+        this.machine.reset();
+        this.held.length = 0;
+        this.runstate = "running";
+        this.broadcast("WAKEUP");
         return {};
       case "system_reset":
         // QEMU 7.2 performs the requested reset before the reply goes out: the RESET event comes first (observed).

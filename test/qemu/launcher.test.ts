@@ -403,6 +403,49 @@ describe("ACPI soft-off", () => {
   });
 });
 
+describe("ACPI S3", () => {
+  it("SLP_EN with sleep type 1: SUSPEND, suspended until system_wakeup (a reset, then WAKEUP), as QEMU 7.2", async () => {
+    const { child, qmpPath } = launch(["-drive", `file=${image()},if=ide,format=raw`]);
+    const q = await negotiated(qmpPath);
+    let n = 0;
+    // Each query its own id: QmpSocket.send finds the first reply with the id.
+    const status = async () => {
+      const id = `s${++n}`;
+      return (await q.send(`{"execute":"query-status","id":"${id}"}`, id)).return as Record<string, unknown>;
+    };
+    // A task file register to see the devices keep their state while suspended, and lose it on wakeup.
+    expect(await child.cmd("outb 0x1f2 0x55")).toBe("OK");
+    expect((await q.send('{"execute":"system_wakeup","id":"w0"}', "w0")).error).toEqual({
+      class: "GenericError",
+      desc: "Unable to wake up: guest is not in suspended state",
+    });
+    // PM enabled as for soft-off (PMBA 600h, PMREGMISC bit 0), then PM1a_CNT := SLP_EN | SLP_TYP 1 (QEMU's _S3).
+    for (const l of ["outl 0xcf8 0x80000b40", "outl 0xcfc 0x601", "outl 0xcf8 0x80000b80", "outb 0xcfc 0x1"])
+      expect(await child.cmd(l)).toBe("OK");
+    const from = q.messages.length;
+    expect(await child.cmd("outw 0x604 0x2400")).toBe("OK");
+    const ev = await q.next((m) => m.event === "SUSPEND", from);
+    expect(ev).not.toHaveProperty("data");
+    expect(await status()).toEqual({ status: "suspended", singlestep: false, running: false });
+    // Suspended: qtest still reaches the devices, which kept their state; stop and cont change nothing.
+    expect(await child.cmd("inb 0x1f2")).toBe("OK 0x0055");
+    expect((await q.send('{"execute":"stop","id":"p"}', "p")).return).toEqual({});
+    expect((await q.send('{"execute":"cont","id":"c"}', "c")).return).toEqual({});
+    expect((await status()).status).toBe("suspended");
+    expect(q.messages.slice(from).some((m) => m.event === "STOP" || m.event === "RESUME")).toBe(false);
+    // system_wakeup: WAKEUP before the reply, no RESET event, running again, the machine reset (IDE's sector
+    // count back to 01h, the PM I/O space off again: PM1a_CNT floats).
+    const w = q.messages.length;
+    expect(await q.send('{"execute":"system_wakeup","id":"w"}', "w")).toEqual({ return: {}, id: "w" });
+    const after = q.messages.slice(w).map((m) => m.event ?? "reply");
+    expect(after).toEqual(["WAKEUP", "reply"]);
+    expect(await status()).toEqual({ status: "running", singlestep: false, running: true });
+    expect(await child.cmd("inb 0x1f2")).toBe("OK 0x0001");
+    expect(await child.cmd("inw 0x604")).toBe("OK 0xffff");
+    q.close();
+  });
+});
+
 describe("IDENTIFY", () => {
   /** IDENTIFY DEVICE (or `command`) at `drive` (0xa0 master, 0xb0 slave) of the primary channel: 256 words. */
   const identify = (c: QtestChild, drive: number, command = 0xec): Promise<number[]> =>
