@@ -49,6 +49,8 @@ interface Medium {
   format: ImageFormat | undefined;
   readOnly: boolean;
   direct: boolean;
+  /** cache.no-flush=on on this node or one below it (-blockdev; -drive says it with cache=unsafe). */
+  noFlush?: boolean;
   blkdebug: BlkdebugRule[] | null;
   nodeName: string;
 }
@@ -564,7 +566,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
       readOnly: kind === "cd" || (medium?.readOnly ?? false),
       direct: medium?.direct ?? false,
       writeCache,
-      noFlush: drive?.noFlush ?? false,
+      noFlush: (drive?.noFlush ?? false) || (medium?.noFlush ?? false),
       blkdebug: medium?.blkdebug ?? null,
       rerror: drive ? drive.rerror : "report",
       werror: drive ? drive.werror : "enospc",
@@ -620,7 +622,17 @@ function addBlockdev(o: QemuOpts, nodes: Map<string, Medium>, drives: readonly D
   };
   switch (driver) {
     case "file": {
-      o.only(["driver", "node-name", "filename", "read-only", "cache.direct", "aio", "discard", "locking"]);
+      o.only([
+        "driver",
+        "node-name",
+        "filename",
+        "read-only",
+        "cache.direct",
+        "cache.no-flush",
+        "aio",
+        "discard",
+        "locking",
+      ]);
       const filename = o.get("filename");
       if (!filename) throw new QemuUsageError(`${o.option}: Parameter 'filename' is missing`);
       const aio = o.get("aio");
@@ -635,6 +647,7 @@ function addBlockdev(o: QemuOpts, nodes: Map<string, Medium>, drives: readonly D
         format: "raw",
         readOnly: ro,
         direct: o.bool("cache.direct", false),
+        noFlush: o.bool("cache.no-flush", false),
         blkdebug: null,
         nodeName: node,
       });
@@ -642,11 +655,17 @@ function addBlockdev(o: QemuOpts, nodes: Map<string, Medium>, drives: readonly D
     }
     case "raw":
     case "qcow2": {
-      o.only(["driver", "node-name", "file", "read-only"]);
+      o.only(["driver", "node-name", "file", "read-only", "cache.no-flush"]);
       const m = child("file");
       if (m.blkdebug !== null && driver === "qcow2")
         throw new QemuUsageError(`${o.option}: a qcow2 node over blkdebug is not supported by xenide`);
-      nodes.set(node, { ...m, format: driver, readOnly: m.readOnly || ro, nodeName: node });
+      nodes.set(node, {
+        ...m,
+        format: driver,
+        readOnly: m.readOnly || ro,
+        noFlush: (m.noFlush ?? false) || o.bool("cache.no-flush", false),
+        nodeName: node,
+      });
       return;
     }
     case "nbd": {

@@ -227,6 +227,19 @@ describe("ide-test's command lines", () => {
     expect(mode("writethrough")).toEqual([false, false, false]);
     expect(mode("directsync")).toEqual([true, false, false]);
     expect(() => mode("sometimes")).toThrow(/invalid cache option/);
+    // -blockdev says it per node: cache.no-flush=on on the file node or the format node above it.
+    const node = (fileOpts: string, rawOpts: string) =>
+      planLaunch([
+        "-blockdev",
+        `driver=file,node-name=f,filename=${img}${fileOpts}`,
+        "-blockdev",
+        `driver=raw,node-name=r,file=f${rawOpts}`,
+        "-device",
+        "ide-hd,drive=r,bus=ide.0",
+      ]).drives[0]!.noFlush;
+    expect(node("", "")).toBe(false);
+    expect(node(",cache.no-flush=on", "")).toBe(true);
+    expect(node("", ",cache.no-flush=on")).toBe(true);
   });
 
   it("-compat xenide chooses the standard's profile", () => {
