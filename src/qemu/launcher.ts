@@ -106,8 +106,8 @@ class Vm implements QmpHost {
   private readonly servers: Server[] = [];
   /** The listening socket of each server chardev, by id. */
   private readonly serverOf = new Map<string, Server>();
-  /** The first client of each chardev that waited for one before anything was served (`waitForClients`). */
-  private readonly accepted = new Map<string, Socket>();
+  /** The socket of each chardev connected before anything was served (`connectChardevs`). */
+  private readonly connected = new Map<string, Socket>();
   private readonly sockets: Socket[] = [];
   private logFd: number | null = null;
   private exit: ((status: number) => void) | null = null;
@@ -124,8 +124,8 @@ class Vm implements QmpHost {
     const specs: IdeDriveSpec[] = [];
     const qemuStrings = plan.compat === "qemu-7.2";
     // Each image's kernel lock is taken by a helper process (storage/lock.ts), which runs while the machine is
-    // built instead of before it; run() waits for the verdicts before serving anything, as QEMU takes its
-    // locks before it connects a character device.
+    // built instead of before it; run() waits for the verdicts after connecting the character devices and
+    // before serving anything (QEMU 7.2 connects its chardevs, then fails on a locked image: observed).
     const locks = LockDeferral.begin();
     try {
       for (const p of plan.drives) {
@@ -503,21 +503,41 @@ class Vm implements QmpHost {
   // ---- character devices ----
 
   /**
-   * Listening chardevs with wait=on (QEMU's default for server=on), in the order QEMU creates them: the
-   * monitors' (-chardev, -qmp) before the qtest one. QEMU blocks on each until its first client connects, saying
-   * so on stderr in its own words (scripts wait for that line before they connect), and nothing else is
-   * connected or served meanwhile.
+   * Connect the socket chardevs as QEMU 7.2 creates them, before it opens any image (so before a locked image
+   * refuses the start, as observed): the monitors' (-chardev, -qmp) first, then the qtest one. A client connects;
+   * a listening one with wait=on (QEMU's default for server=on) blocks until its first client connects, saying
+   * so on stderr in QEMU's words (scripts wait for that line before they connect). Nothing is served yet.
    */
-  private async waitForClients(): Promise<void> {
+  private async connectChardevs(): Promise<void> {
     for (const c of [...this.plan.monitors, ...(this.plan.qtest ? [this.plan.qtest] : [])]) {
-      if (c.kind !== "socket" || !c.server || !c.wait || this.stopping) continue;
-      const srv = await this.listen(c);
-      this.io.stderr.write(
-        `${PROGRAM}: ${c.origin ?? c.path}: info: QEMU waiting for connection on: ` +
-          `disconnected:unix:${c.path},server=on\n`,
-      );
-      this.accepted.set(c.id, await this.accept(srv));
+      if (c.kind !== "socket" || this.stopping) continue;
+      if (!c.server) {
+        this.connected.set(c.id, await this.connectTo(c.path!));
+      } else if (c.wait) {
+        const srv = await this.listen(c);
+        this.io.stderr.write(
+          `${PROGRAM}: ${c.origin ?? c.path}: info: QEMU waiting for connection on: ` +
+            `disconnected:unix:${c.path},server=on\n`,
+        );
+        this.connected.set(c.id, await this.accept(srv));
+      }
     }
+  }
+
+  /** Connect to a listening socket (libqtest's, say) as a client. */
+  private async connectTo(path: string): Promise<Socket> {
+    const sock = connect(path);
+    this.sockets.push(sock);
+    await new Promise<void>((resolve, reject) => {
+      sock.once("connect", resolve);
+      sock.once("error", (e) =>
+        reject(
+          new Error(`Failed to connect to '${path}': ${(e as NodeJS.ErrnoException).code ?? e.message}`),
+        ),
+      );
+    });
+    sock.on("error", () => sock.destroy());
+    return sock;
   }
 
   /** Listen at a chardev's path (a stale socket file there is replaced). */
@@ -545,27 +565,12 @@ class Vm implements QmpHost {
   /** Open a chardev: resolves with its stream once connected (a listening one: once its first client is). */
   private async open(c: ChardevSpec): Promise<{ input: Readable; output: Writable }> {
     if (c.kind === "stdio") return { input: this.io.stdin, output: this.io.stdout };
-    const waited = this.accepted.get(c.id);
-    if (waited) {
-      this.accepted.delete(c.id);
-      return { input: waited, output: waited };
+    const early = this.connected.get(c.id);
+    if (early) {
+      this.connected.delete(c.id);
+      return { input: early, output: early };
     }
-    const path = c.path!;
-    if (!c.server) {
-      const sock = connect(path);
-      this.sockets.push(sock);
-      await new Promise<void>((resolve, reject) => {
-        sock.once("connect", resolve);
-        sock.once("error", (e) =>
-          reject(
-            new Error(`Failed to connect to '${path}': ${(e as NodeJS.ErrnoException).code ?? e.message}`),
-          ),
-        );
-      });
-      sock.on("error", () => sock.destroy());
-      return { input: sock, output: sock };
-    }
-    const sock = await this.accept(await this.listen(c));
+    const sock = c.server ? await this.accept(await this.listen(c)) : await this.connectTo(c.path!);
     return { input: sock, output: sock };
   }
 
@@ -632,9 +637,10 @@ class Vm implements QmpHost {
         this.io.stderr.write(`${PROGRAM}: ${(e as Error)?.message ?? String(e)}\n`);
         void this.shutdown(1);
       };
-      // A locked image refuses the start (one line naming the holder, status 1) before anything is connected.
-      this.lockVerdicts
-        .then(() => this.waitForClients())
+      // The character devices first, then the image locks: a locked image refuses the start (one line naming
+      // the holder, status 1) with the sockets connected and nothing served, as QEMU 7.2 fails after connecting.
+      this.connectChardevs()
+        .then(() => this.lockVerdicts)
         .then(() => {
           if (this.stopping) return;
           // libqtest accepts the qtest connection first, then QMP; both sockets listen before we start.
