@@ -19,7 +19,7 @@ import { buildMachine } from "../machine/builder.ts";
 import { openPvPath } from "../machine/disk-path.ts";
 import { allocAligned } from "../storage/aligned.ts";
 import { NullBackend } from "../storage/index.ts";
-import { fmtNum } from "./format.ts";
+import { fmtAbove, fmtNum } from "./format.ts";
 import { median } from "./stats.ts";
 import { findRow, interleavedFor, rangeText } from "./targets.ts";
 import type { InterleavedResult, InterleavedSide, ProbeResult, Row } from "./types.ts";
@@ -331,7 +331,7 @@ function seqText(x: InterleavedResult, seqUs: number, nullUs: number, baseUs: nu
     `pieces of work take ${seqUs.toFixed(2)} us, ${slower.toFixed(2)} us more than apart: a floor of ` +
     `${f.median.toFixed(2)}x (${rangeText(f)})` +
     (f.median < goal ? `, below the ${goal}x target` : "") +
-    `; the path is ${rest >= 0 ? `${rest.toFixed(2)} us above` : `${(-rest).toFixed(2)} us below`} it.`
+    `; the path is ${fmtAbove(rest)} it.`
   );
 }
 

@@ -30,8 +30,11 @@ type RunState = "prelaunch" | "running" | "paused" | "io-error" | "suspended" | 
 interface DriveRuntime {
   readonly plan: PlannedDrive;
   readonly blkdebug: BlkdebugBackend | null;
-  /** The medium the launcher opened itself (under blkdebug), to flush and close after the machine. */
-  readonly own: BlockBackend | null;
+  /**
+   * What the launcher opened itself when it layers something over the image (blkdebug's rules, cache=unsafe's
+   * no-flush): the top medium, closed after the machine, and the image under it, flushed first.
+   */
+  readonly own: { readonly top: BlockBackend; readonly image: BlockBackend } | null;
   /** The image in the drive now (a CD's changes), or null for none. */
   image: string | null;
   iostatus: "ok" | "failed" | "nospace";
@@ -139,30 +142,20 @@ class Vm implements QmpHost {
         if (p.image === null) {
           rt = { plan: p, blkdebug: null, own: null, image: p.image, iostatus: "ok" };
           spec.engine = "sync";
-        } else if (p.blkdebug) {
+        } else if (p.blkdebug || p.noFlush) {
           const image = openMedium(p.image, {
             ...(p.format !== undefined ? { format: p.format } : {}),
             readOnly: p.readOnly,
             direct: p.direct,
           });
-          const inner = p.noFlush ? new NoFlushBackend(image) : image;
-          const bd = new BlkdebugBackend(inner, p.blkdebug);
-          rt = { plan: p, blkdebug: bd, own: bd, image: p.image, iostatus: "ok" };
-          spec.medium = { backend: bd };
+          // cache=unsafe: the guest's flushes go nowhere (the image is still flushed when the launcher ends).
+          const base = p.noFlush ? new NoFlushBackend(image) : image;
+          const bd = p.blkdebug ? new BlkdebugBackend(base, p.blkdebug) : null;
+          const top = bd ?? base;
+          rt = { plan: p, blkdebug: bd, own: { top, image }, image: p.image, iostatus: "ok" };
+          spec.medium = { backend: top };
           // A request held at a breakpoint completes later: only the async engine can wait for it.
-          spec.engine = "async";
-        } else if (p.noFlush) {
-          // cache=unsafe: the guest's flushes go nowhere; the image is still flushed when the launcher ends.
-          const own = new NoFlushBackend(
-            openMedium(p.image, {
-              ...(p.format !== undefined ? { format: p.format } : {}),
-              readOnly: p.readOnly,
-              direct: p.direct,
-            }),
-          );
-          rt = { plan: p, blkdebug: null, own, image: p.image, iostatus: "ok" };
-          spec.medium = { backend: own };
-          spec.engine = "sync";
+          spec.engine = bd ? "async" : "sync";
         } else {
           rt = { plan: p, blkdebug: null, own: null, image: p.image, iostatus: "ok" };
           spec.medium = {
@@ -191,7 +184,7 @@ class Vm implements QmpHost {
       }
       this.machine = buildMachine({ ram: plan.ram, compat: plan.compat, ide: specs });
     } catch (e) {
-      for (const d of drives) d.own?.close();
+      for (const d of drives) d.own?.top.close();
       throw e;
     } finally {
       this.lockVerdicts = locks.end();
@@ -661,11 +654,9 @@ class Vm implements QmpHost {
       await this.machine.close();
       for (const d of this.drives) {
         if (!d.own) continue;
-        // The image itself, under blkdebug and cache=unsafe's wrapper: its acknowledged writes are flushed.
-        let inner = (d.own as BlkdebugBackend | NoFlushBackend).inner;
-        if (inner instanceof NoFlushBackend) inner = inner.inner;
-        if (!inner.readOnly) inner.flush();
-        d.own.close();
+        // The image itself, under its layers: its acknowledged writes are flushed.
+        if (!d.own.image.readOnly) d.own.image.flush();
+        d.own.top.close();
       }
     } catch (e) {
       this.io.stderr.write(`${PROGRAM}: ${(e as Error)?.message ?? String(e)}\n`);

@@ -484,8 +484,4 @@ export class BlkdebugBackend extends WrappedMedium implements BlockBackend {
     // Never complete inside startIo: the first step runs from the event loop.
     setImmediate(step);
   }
-
-  override close(): void {
-    this.inner.close();
-  }
 }

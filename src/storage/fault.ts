@@ -143,10 +143,6 @@ export class FaultInjectingBackend extends WrappedMedium implements BlockBackend
     else void RESOLVED.then(go);
   }
 
-  override close(): void {
-    this.inner.close();
-  }
-
   // ---- rules ----
 
   /** Which rules fire for `req`; consumes their `times`. */
