@@ -111,6 +111,46 @@ describe("SocketPoller", () => {
     }
   });
 
+  it("delays its first read by 1 us more after an empty one and 1/8 us less after a full one, up to half the window", async () => {
+    const p = await socketPair();
+    try {
+      p.server.pause();
+      const poller = new SocketPoller(socketFd(p.server), 1000);
+      expect(poller.delayUs).toBe(0);
+      expect(poller.poll()).toBeNull(); // a miss: its first read found nothing
+      expect(poller.delayUs).toBe(1);
+      expect(poller.poll()).toBeNull(); // skipped: no read, the delay stays
+      expect(poller.delayUs).toBe(1);
+      p.client.write("inb 0x1f7\n");
+      expect(poller.poll()).toBe("inb 0x1f7\n");
+      expect(poller.delayUs).toBe(0.875);
+      for (let i = 0; i < 10; i++) {
+        p.client.write("x");
+        expect(poller.poll()).toBe("x");
+      }
+      expect(poller.delayUs).toBe(0);
+
+      // A 4 us window: the delay stops at 2 us however often the first read finds nothing.
+      const short = new SocketPoller(socketFd(p.server), 4);
+      for (let i = 0; i < 20; i++) expect(short.poll()).toBeNull();
+      expect(short.timeouts).toBeGreaterThanOrEqual(3);
+      expect(short.delayUs).toBe(2);
+
+      // A client that keeps missing the window drives the delay up to its cap (30 us); the wait is spent
+      // before the first read, which then finds what came meanwhile.
+      const slow = new SocketPoller(socketFd(p.server), 200);
+      for (let i = 0; i < 2000 && slow.delayUs < 30; i++) slow.poll();
+      expect(slow.delayUs).toBe(30);
+      for (let i = 0; i < 64 && slow.poll() === null; i++) p.client.write("y"); // out of the back-off
+      p.client.write("z");
+      const t0 = process.hrtime.bigint();
+      expect(slow.poll()).toBe("z");
+      expect(process.hrtime.bigint() - t0).toBeGreaterThanOrEqual(29_000n); // 30 us less the last hit's 1/8
+    } finally {
+      p.close();
+    }
+  });
+
   it("leaves the end of the stream to the stream", async () => {
     const p = await socketPair();
     try {
