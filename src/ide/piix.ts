@@ -97,10 +97,11 @@ export class PiixIde implements PciFunction {
     this.wmask[0x3c] = 0xff; // interrupt line
     this.wmask.fill(0xff, 0x40); // IDETIM 40h/42h, SIDETIM 44h and the rest of the device area are stored
 
-    // Each drive reaps its engine's completions and owns its tags: two drives cannot share one engine.
+    // Each drive reaps its engine's completions and owns its tags: two drives cannot share one engine. (A CD
+    // drive with an empty tray has none yet.)
     const engines = [opts.primary?.master, opts.primary?.slave, opts.secondary?.master, opts.secondary?.slave]
-      .filter((c) => c !== undefined)
-      .map((c) => c.engine);
+      .map((c) => c?.engine)
+      .filter((e) => e !== undefined);
     if (new Set(engines).size !== engines.length)
       throw new RangeError("each IDE drive needs its own IoEngine");
     const irq = opts.irq;

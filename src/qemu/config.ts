@@ -98,6 +98,11 @@ export interface LaunchPlan {
   /** QMP monitors (`-mon mode=control`, `-qmp`). */
   readonly monitors: readonly ChardevSpec[];
   readonly drives: readonly PlannedDrive[];
+  /**
+   * Why the machine cannot start although the command line is valid, as QEMU 7.2 reports it when it realizes
+   * the devices (after connecting the character devices): e.g. a hard disk on a read-only or empty drive.
+   */
+  readonly startError: string | null;
   /** One line each, for stderr (options accepted that do nothing here). */
   readonly warnings: readonly string[];
   /** -version / -help was asked. */
@@ -187,7 +192,7 @@ function mediumFromFile(
   try {
     parsed = parseBlkdebugFilename(file);
   } catch (e) {
-    throw new QemuUsageError(`${option} file=${file}: ${(e as Error).message}`);
+    throw new QemuUsageError(`${option}: ${(e as Error).message}`);
   }
   if (!parsed)
     return { image: nbdName(option, file), format, readOnly, direct, blkdebug: null, nodeName: node };
@@ -212,7 +217,7 @@ function formatOpt(option: string, format: string | undefined): ImageFormat | un
   if (format === undefined) return undefined;
   if (!isImageFormat(format))
     throw new QemuUsageError(
-      `${option}: format=${format}: only raw and qcow2 images are supported by xenide`,
+      `${option}: only raw and qcow2 images are supported by xenide (format=${format})`,
     );
   return format;
 }
@@ -228,7 +233,8 @@ function readRules(option: string, path: string): BlkdebugRule[] {
 
 interface DriveOpt {
   opts: QemuOpts;
-  medium: Medium;
+  /** null: no file= (an empty drive: a CD drive's empty tray; a hard disk refuses to start on it, as QEMU's). */
+  medium: Medium | null;
   id: string;
   /** if=ide: the position it asked for (index, or bus/unit), else null (first free). */
   ide: { index: number | null } | null;
@@ -258,12 +264,12 @@ const IDE_HD_PROPS = ["serial", "model", "ver", "wwn", "write-cache"] as const;
  * leading blanks and strtoull's wrap of a minus sign), e.g. `wwn=0x5000c50015ea71ac`; anything else, or a value
  * past 64 bits, is the error QEMU gives ("Parameter 'wwn' expects integer", observed).
  */
-function parseU64(option: string, name: string, v: string): bigint {
+function parseU64(option: string, name: string, v: string, expects = "integer"): bigint {
   const m = /^\s*(-?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$/.exec(v);
   const digits = m?.[2] ?? "";
   const n = m ? (/^0[0-7]+$/.test(digits) ? BigInt(`0o${digits.slice(1)}`) : BigInt(digits)) : -1n;
   if (n < 0n || n > 0xffffffffffffffffn)
-    throw new QemuUsageError(`${option}: Parameter '${name}' expects integer`);
+    throw new QemuUsageError(`${option}: Parameter '${name}' expects ${expects}`);
   return m?.[1] === "-" ? BigInt.asUintN(64, -n) : n;
 }
 
@@ -282,6 +288,8 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   const nodes = new Map<string, Medium>();
   const devices: QemuOpts[] = [];
   const globals = new Map<string, string>();
+  /** Each global as QEMU names it when it cannot apply one (`ide-hd.wwn=1e3`). */
+  const globalText = new Map<string, string>();
   let info: LaunchPlan["info"] = null;
   let autoNode = 0;
   const nextNode = (): string => `#block${(++autoNode * 100 + 19).toString()}`;
@@ -305,23 +313,23 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
       "node-name",
     ]);
     const file = o.get("file");
-    if (!file)
-      throw new QemuUsageError(`${o.option}: an empty drive is not supported by xenide (give file=)`);
     const format = formatOpt(o.option, o.get("format"));
     const aio = o.get("aio");
     if (aio !== undefined && aio !== "threads")
-      throw new QemuUsageError(`${o.option}: aio=${aio}: not supported by xenide (threads)`);
+      throw new QemuUsageError(`${o.option}: aio=${aio} is not supported by xenide (aio=threads is)`);
     const media = o.get("media") ?? "disk";
     if (media !== "disk" && media !== "cdrom")
       throw new QemuUsageError(`${o.option}: '${media}' invalid media`);
     const iface = o.get("if") ?? "ide";
     if (iface !== "ide" && iface !== "none")
-      throw new QemuUsageError(`${o.option}: if=${iface}: only if=ide and if=none are supported by xenide`);
+      throw new QemuUsageError(`${o.option}: only if=ide and if=none are supported by xenide (if=${iface})`);
     const cache = cacheMode(o);
-    const node = o.get("node-name") ?? nextNode();
     // A CD is read-only whatever the option says (QEMU opens media=cdrom read-only).
     const readOnly = o.bool("readonly", false) || media === "cdrom";
-    const medium = mediumFromFile(o.option, file, format, readOnly, cache.direct, node);
+    // An empty drive has no block node, so it takes no automatic node name.
+    const medium = file
+      ? mediumFromFile(o.option, file, format, readOnly, cache.direct, o.get("node-name") ?? nextNode())
+      : null;
     let index: number | null = null;
     const idx = o.uint("index");
     const bus = o.uint("bus");
@@ -428,7 +436,25 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
       case "hdb":
       case "hdc":
       case "hdd":
-        addDrive(parseOpts(option, `file=${arg.replace(/,/g, ",,")},index=${"abcd".indexOf(name[2]!)}`));
+        addDrive(
+          parseOpts(
+            option,
+            `file=${arg.replace(/,/g, ",,")},index=${"abcd".indexOf(name[2]!)}`,
+            undefined,
+            `${option} ${arg}`,
+          ),
+        );
+        break;
+      case "cdrom":
+        // QEMU's -cdrom FILE: the CD drive at index 2 (secondary master).
+        addDrive(
+          parseOpts(
+            option,
+            `file=${arg.replace(/,/g, ",,")},index=2,media=cdrom`,
+            undefined,
+            `${option} ${arg}`,
+          ),
+        );
         break;
       case "blockdev":
         addBlockdev(parseOpts(option, arg), nodes, drives);
@@ -457,7 +483,9 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
         if (!(IDE_HD_PROPS as readonly string[]).includes(prop))
           throw new QemuUsageError(`${option} ${arg}: property '${prop}' not supported by xenide`);
         // ide-drive (QEMU's older name) and ide-hd set the hard disks' properties.
-        globals.set(`${driver === "ide-cd" ? "ide-cd" : "ide-hd"}.${prop}`, value);
+        const gkey = `${driver === "ide-cd" ? "ide-cd" : "ide-hd"}.${prop}`;
+        globals.set(gkey, value);
+        globalText.set(gkey, `${key}=${value}`);
         break;
       }
       case "trace":
@@ -480,9 +508,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     o.only(["driver", "drive", "bus", "unit", "id", ...IDE_HD_PROPS]);
     const driver = o.get("driver");
     if (driver !== "ide-hd" && driver !== "ide-cd")
-      throw new QemuUsageError(
-        `${o.option} ${driver ?? ""}: '${driver ?? ""}' is not a valid device model name`,
-      );
+      throw new QemuUsageError(`${o.option}: '${driver ?? ""}' is not a valid device model name`);
     const ref = o.get("drive");
     let drive: DriveOpt | null = null;
     let medium: Medium | null = null;
@@ -501,7 +527,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
         drive.used = true;
         medium = drive.medium;
       }
-      if (driver === "ide-cd") medium = { ...medium, readOnly: true };
+      if (driver === "ide-cd" && medium) medium = { ...medium, readOnly: true };
     }
     let bus: number | null = null;
     const b = o.get("bus");
@@ -538,6 +564,8 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     if (!dev.position) claim((dev.position = firstFree(dev.bus)), dev, dev.drive, dev.opts.option);
 
   const planned: PlannedDrive[] = [];
+  let startError: string | null = null;
+  let deviceError: { at: number; text: string } | null = null;
   let qdevSeq = 0;
   for (const p of IDE_POSITIONS) {
     const t = taken.get(p);
@@ -577,11 +605,30 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
       model: prop("model"),
       serial: prop("serial"),
       firmware: prop("ver"),
-      wwn: wwn === undefined ? undefined : parseU64(t.dev?.opts.option ?? "-global", "wwn", wwn),
+      wwn:
+        wwn === undefined
+          ? undefined
+          : t.dev?.opts.get("wwn") !== undefined
+            ? parseU64(t.dev.opts.option, "wwn", wwn)
+            : parseU64(`can't apply global ${globalText.get(`ide-${kind}.wwn`)}`, "wwn", wwn, "uint64"),
     });
+    // What QEMU 7.2's ide_init_drive (and the permission check before it) refuse when the device is realized,
+    // after the character devices are connected: a hard disk needs a medium it can write. A drive the board
+    // made (-drive if=ide) is realized with no option as its location; a -device leads with its own.
+    if (kind === "hd" && (!medium || medium.readOnly)) {
+      const why = !medium ? "Device needs media, but drive is empty" : "Block node is read-only";
+      if (!t.dev) startError ??= why;
+      else {
+        const at = devs.indexOf(t.dev);
+        if (!deviceError || at < deviceError.at) deviceError = { at, text: `${t.dev.opts.option}: ${why}` };
+      }
+    }
   }
+  // The board's drives are realized with the machine (in position order), the -device ones after it, in
+  // command-line order.
+  startError ??= deviceError?.text ?? null;
   for (const d of drives)
-    if (!d.ide && !d.used) warnings.push(`${d.opts.option} id=${d.id}: drive not attached to any device`);
+    if (!d.ide && !d.used) warnings.push(`${d.opts.option}: drive not attached to any device`);
 
   return {
     compat,
@@ -591,6 +638,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     qtestLog,
     monitors,
     drives: planned,
+    startError,
     warnings,
     info,
   };
@@ -609,7 +657,7 @@ function addBlockdev(o: QemuOpts, nodes: Map<string, Medium>, drives: readonly D
   const node = o.get("node-name");
   if (!driver) throw new QemuUsageError(`${o.option}: Parameter 'driver' is missing`);
   if (!node) throw new QemuUsageError(`${o.option}: A top-level blockdev needs a node-name`);
-  if (nodes.has(node) || drives.some((d) => d.medium.nodeName === node))
+  if (nodes.has(node) || drives.some((d) => d.medium?.nodeName === node))
     throw new QemuUsageError(`${o.option}: Duplicate nodes with node-name='${node}'`);
   const ro = o.bool("read-only", false);
   const child = (key: string): Medium => {
@@ -637,7 +685,7 @@ function addBlockdev(o: QemuOpts, nodes: Map<string, Medium>, drives: readonly D
       if (!filename) throw new QemuUsageError(`${o.option}: Parameter 'filename' is missing`);
       const aio = o.get("aio");
       if (aio !== undefined && aio !== "threads")
-        throw new QemuUsageError(`${o.option}: aio=${aio}: not supported by xenide (threads)`);
+        throw new QemuUsageError(`${o.option}: aio=${aio} is not supported by xenide (aio=threads is)`);
       const locking = o.get("locking");
       if (locking === "off")
         throw new QemuUsageError(`${o.option}: locking=off: xenide always takes QEMU's image locks`);
@@ -692,12 +740,10 @@ function addBlockdev(o: QemuOpts, nodes: Map<string, Medium>, drives: readonly D
         if (!host) throw new QemuUsageError(`${o.option}: Parameter 'server.host' is missing`);
         const port = Number(o.get("server.port") ?? "10809");
         if (!Number.isInteger(port) || port < 1 || port > 65535)
-          throw new QemuUsageError(`${o.option}: server.port=${o.get("server.port")}: not a port number`);
+          throw new QemuUsageError(`${o.option}: server.port ${o.get("server.port")} is not a port number`);
         url = formatNbdAddress({ target: { transport: "tcp", host, port }, exportName });
       } else {
-        throw new QemuUsageError(
-          `${o.option}: server.type=${type ?? ""}: xenide's NBD client takes unix or inet`,
-        );
+        throw new QemuUsageError(`${o.option}: xenide's NBD client takes server.type unix or inet`);
       }
       nodes.set(node, {
         image: url,
@@ -724,7 +770,7 @@ function addBlockdev(o: QemuOpts, nodes: Map<string, Medium>, drives: readonly D
     }
     default:
       throw new QemuUsageError(
-        `${o.option}: driver=${driver}: not supported by xenide (file, raw, qcow2, nbd, blkdebug)`,
+        `${o.option}: driver ${driver} is not supported by xenide (file, raw, qcow2, nbd, blkdebug)`,
       );
   }
 }

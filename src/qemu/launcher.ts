@@ -55,7 +55,8 @@ QEMU's command line for xenide's PC (i440FX + PIIX3 IDE), without a guest CPU: t
          (server=on listens; with wait=on, its default, nothing starts until the first client connects)
   -drive file=[blkdebug:[CONF]:]FILE,if=ide|none,index=N|bus=B,unit=U,id=ID,media=disk|cdrom,format=raw,
          cache=MODE,readonly=on|off,rerror=report|ignore|stop,werror=report|ignore|stop|enospc
-  -blockdev driver=file|raw|blkdebug,node-name=N,...   -hda..-hdd FILE
+         (without file= a CD drive's tray is empty)
+  -blockdev driver=file|raw|blkdebug,node-name=N,...   -hda..-hdd FILE   -cdrom FILE
   -device ide-hd|ide-cd,drive=ID,bus=ide.N,unit=U,id=ID,serial=S,model=M,ver=V,write-cache=on|off|auto
           (an ide-cd without drive= has an empty tray)
   -global ide-hd|ide-cd.serial|model|ver|write-cache=VALUE   -trace ...
@@ -132,6 +133,8 @@ class Vm implements QmpHost {
     const locks = LockDeferral.begin();
     try {
       for (const p of plan.drives) {
+        // A hard disk without a medium: the start fails (plan.startError) once the chardevs are connected.
+        if (p.kind === "hd" && p.image === null) continue;
         let rt: DriveRuntime;
         const spec: IdeDriveSpec = {
           position: p.position,
@@ -632,9 +635,11 @@ class Vm implements QmpHost {
       };
       // The character devices first, then the image locks: a locked image refuses the start (one line naming
       // the holder, status 1) with the sockets connected and nothing served, as QEMU 7.2 fails after connecting.
+      // A device QEMU would refuse to realize (a hard disk on a read-only drive) fails the start the same way.
       this.connectChardevs()
         .then(() => this.lockVerdicts)
         .then(() => {
+          if (this.plan.startError !== null) throw new Error(this.plan.startError);
           if (this.stopping) return;
           // libqtest accepts the qtest connection first, then QMP; both sockets listen before we start.
           if (this.plan.qtest) this.serveQtest(this.plan.qtest).catch(fail);

@@ -18,7 +18,10 @@ export class QemuUsageError extends Error {
 /** One option argument's keys in order (a key given twice keeps both; `get` returns the last, as QemuOpts). */
 export class QemuOpts {
   constructor(
-    /** The option as written (`-drive`), for messages. */
+    /**
+     * The option and its argument as written (`-drive file=a.img,if=ide`): QEMU's messages about an option lead
+     * with this (its error location), e.g. `-device ide-hd,drive=d0: Block node is read-only`.
+     */
     readonly option: string,
     readonly entries: readonly (readonly [string, string])[],
   ) {}
@@ -67,7 +70,12 @@ export class QemuOpts {
  * Split an option argument into keys and values (QEMU's opts_do_parse): `,,` escapes a comma; `implied` names
  * the key of a first element without `=`; a later element without `=` is `key=on` (`nokey` is `key=off`).
  */
-export function parseOpts(option: string, arg: string, implied?: string): QemuOpts {
+export function parseOpts(
+  option: string,
+  arg: string,
+  implied?: string,
+  where = arg === "" ? option : `${option} ${arg}`,
+): QemuOpts {
   const parts: string[] = [];
   let cur = "";
   for (let i = 0; i < arg.length; i++) {
@@ -90,18 +98,18 @@ export function parseOpts(option: string, arg: string, implied?: string): QemuOp
     const eq = p.indexOf("=");
     if (eq >= 0) {
       const key = p.slice(0, eq);
-      if (key === "") throw new QemuUsageError(`${option}: Invalid parameter ''`);
+      if (key === "") throw new QemuUsageError(`${where}: Invalid parameter ''`);
       entries.push([key, p.slice(eq + 1)]);
     } else if (i === 0 && implied !== undefined) {
       entries.push([implied, p]);
     } else if (p === "") {
       if (i !== parts.length - 1 || parts.length === 1)
-        throw new QemuUsageError(`${option}: Invalid parameter ''`);
+        throw new QemuUsageError(`${where}: Invalid parameter ''`);
     } else if (p.startsWith("no") && p.length > 2) {
       entries.push([p.slice(2), "off"]);
     } else entries.push([p, "on"]);
   });
-  return new QemuOpts(option, entries);
+  return new QemuOpts(where, entries);
 }
 
 /**
@@ -146,6 +154,7 @@ const OPTIONS: Readonly<Record<string, OptionDef>> = {
   hdb: { arg: true },
   hdc: { arg: true },
   hdd: { arg: true },
+  cdrom: { arg: true },
   compat: { arg: true },
   version: { arg: false },
   h: { arg: false },

@@ -518,7 +518,9 @@ describe("IDENTIFY", () => {
       `id=d1,if=none,file=${img}`,
     ]);
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toBe("xenide-system-x86_64: -device: Parameter 'wwn' expects integer");
+    expect(r.stderr.trim()).toBe(
+      "xenide-system-x86_64: -device ide-hd,drive=d1,wwn=0xZZ: Parameter 'wwn' expects integer",
+    );
   });
 });
 
@@ -588,7 +590,7 @@ describe("process", () => {
     const bad = xenide(["system-x86_64", "-drive", "file=x.img,if=scsi"]);
     expect(bad.code).toBe(1);
     expect(bad.stderr.trim().split("\n")).toEqual([
-      "xenide-system-x86_64: -drive: if=scsi: only if=ide and if=none are supported by xenide",
+      "xenide-system-x86_64: -drive file=x.img,if=scsi: only if=ide and if=none are supported by xenide (if=scsi)",
     ]);
     const ok = xenide(["system-x86_64", "-qtest", "stdio", "-qtest-log", "none", "-machine", "pc"], {
       input: Buffer.from("endianness\n"),

@@ -190,6 +190,61 @@ describe("ide-test's command lines", () => {
     });
   });
 
+  it("a -drive without file= is an empty CD drive; -cdrom FILE is the CD at index 2 (QEMU's aliases)", () => {
+    // Observed with QEMU 7.2: -drive if=ide,index=2,media=cdrom and -drive if=none,id=e1 under -device ide-cd
+    // both start, query-block listing "ide1-cd0" and "e1" with no medium inserted.
+    const plan = planLaunch([
+      "-drive",
+      "if=ide,index=2,media=cdrom",
+      "-drive",
+      "if=none,id=e1",
+      "-device",
+      "ide-cd,drive=e1,bus=ide.0",
+    ]);
+    expect(plan.startError).toBeNull();
+    expect(plan.drives.map((d) => [d.position, d.kind, d.image, d.blkName, d.nodeName])).toEqual([
+      ["primary-master", "cd", null, "e1", ""],
+      ["secondary-master", "cd", null, "ide1-cd0", ""],
+    ]);
+    expect(planLaunch(["-cdrom", img]).drives).toMatchObject([
+      { position: "secondary-master", kind: "cd", image: img, readOnly: true, blkName: "ide1-cd0" },
+    ]);
+  });
+
+  it("a hard disk QEMU would not realize fails the start (after the chardevs), the board's drives first", () => {
+    // Observed with QEMU 7.2 (the messages, and that -device ones lead with the option).
+    expect(planLaunch(["-drive", "if=ide"]).startError).toBe("Device needs media, but drive is empty");
+    expect(planLaunch(["-drive", `file=${img},readonly=on`]).startError).toBe("Block node is read-only");
+    expect(planLaunch(["-drive", `file=${img},readonly=on,media=cdrom`]).startError).toBeNull();
+    expect(planLaunch(["-drive", `file=${img}`]).startError).toBeNull();
+    const two = planLaunch([
+      "-drive",
+      `if=none,id=a,file=${img},readonly=on`,
+      "-drive",
+      `if=none,id=b,file=${img2},readonly=on`,
+      "-device",
+      "ide-hd,drive=a,bus=ide.1",
+      "-device",
+      "ide-hd,drive=b,bus=ide.0",
+    ]);
+    // Command-line order, not position order: the first -device is the one QEMU realizes (and refuses) first.
+    expect(two.startError).toBe("-device ide-hd,drive=a,bus=ide.1: Block node is read-only");
+    expect(
+      planLaunch([
+        "-drive",
+        `if=none,id=a,file=${img},readonly=on`,
+        "-device",
+        "ide-hd,drive=a",
+        "-drive",
+        "if=ide,index=3",
+      ]).startError,
+    ).toBe("Device needs media, but drive is empty");
+    // An ide-cd on a read-only drive is what a CD is.
+    expect(
+      planLaunch(["-drive", `if=none,id=a,file=${img},readonly=on`, "-device", "ide-cd,drive=a"]).startError,
+    ).toBeNull();
+  });
+
   it("places if=ide drives by index, then by bus/unit, then at the first free position", () => {
     const plan = planLaunch([
       "-drive",
@@ -291,22 +346,44 @@ describe("bad command lines: one message naming the option", () => {
     [["-foo"], "-foo: invalid option"],
     [["--bar", "x"], "-bar: invalid option"],
     [["-drive"], "-drive: requires an argument"],
-    [["-drive", `file=${img},if=scsi`], "-drive: if=scsi: only if=ide and if=none are supported by xenide"],
+    // QEMU's messages lead with the option and its argument as written (its error location).
+    [
+      ["-drive", `file=${img},if=scsi`],
+      `-drive file=${img},if=scsi: only if=ide and if=none are supported by xenide (if=scsi)`,
+    ],
     [
       ["-drive", `file=${img},format=vmdk`],
-      "-drive: format=vmdk: only raw and qcow2 images are supported by xenide",
+      `-drive file=${img},format=vmdk: only raw and qcow2 images are supported by xenide (format=vmdk)`,
     ],
-    [["-drive", "file=nbd:unix:"], "-drive: nbd:unix:: nbd:unix: needs a socket path"],
+    [["-drive", "file=nbd:unix:"], "-drive file=nbd:unix:: nbd:unix:: nbd:unix: needs a socket path"],
     [
       ["-blockdev", "driver=nbd,node-name=n,server.type=vsock"],
-      "-blockdev: server.type=vsock: xenide's NBD client takes unix or inet",
+      "-blockdev driver=nbd,node-name=n,server.type=vsock: xenide's NBD client takes server.type unix or inet",
     ],
-    [["-drive", `file=${img},bogus=1`], "-drive: Invalid parameter 'bogus'"],
-    [["-drive", `file=${img},werror=maybe`], "-drive: 'maybe' invalid write error action"],
-    [["-drive", `file=${img},rerror=enospc`], "-drive: enospc is not supported as read error action"],
-    [["-drive", `file=${img},index=7`], "-drive: index 7: the PC has IDE positions 0-3 only"],
-    [["-device", "virtio-blk,drive=x"], "-device virtio-blk: 'virtio-blk' is not a valid device model name"],
-    [["-device", "ide-hd,drive=nope"], "-device: Property 'ide-hd.drive' can't find value 'nope'"],
+    [["-drive", `file=${img},bogus=1`], `-drive file=${img},bogus=1: Invalid parameter 'bogus'`],
+    // Observed with QEMU 7.2: "-drive file=ro.img,format=raw,werror=maybe: 'maybe' invalid write error action".
+    [
+      ["-drive", `file=${img},werror=maybe`],
+      `-drive file=${img},werror=maybe: 'maybe' invalid write error action`,
+    ],
+    [
+      ["-drive", `file=${img},rerror=enospc`],
+      `-drive file=${img},rerror=enospc: enospc is not supported as read error action`,
+    ],
+    [
+      ["-drive", `file=${img},index=7`],
+      `-drive file=${img},index=7: index 7: the PC has IDE positions 0-3 only`,
+    ],
+    // Observed: "-device foo,bus=x: 'foo' is not a valid device model name".
+    [
+      ["-device", "virtio-blk,drive=x"],
+      "-device virtio-blk,drive=x: 'virtio-blk' is not a valid device model name",
+    ],
+    // Observed: "-device ide-hd,drive=nope: Property 'ide-hd.drive' can't find value 'nope'".
+    [
+      ["-device", "ide-hd,drive=nope"],
+      "-device ide-hd,drive=nope: Property 'ide-hd.drive' can't find value 'nope'",
+    ],
     [["-machine", "q35"], "-machine q35: only the pc machine (i440FX + PIIX3) is emulated by xenide"],
     [["-accel", "kvm"], "-accel kvm: accelerator 'kvm' not supported by xenide (qtest, tcg)"],
     [["-display", "gtk"], "-display gtk: Display 'gtk' is not available"],
@@ -316,10 +393,15 @@ describe("bad command lines: one message naming the option", () => {
       ["-global", "ide-hd.discard_granularity=0"],
       "-global ide-hd.discard_granularity=0: property 'discard_granularity' not supported by xenide",
     ],
-    [["-global", "ide-hd.wwn=1e3", "-drive", `file=${img}`], "-global: Parameter 'wwn' expects integer"],
+    // Observed: "can't apply global ide-hd.wwn=1e3: Parameter 'wwn' expects uint64".
+    [
+      ["-global", "ide-hd.wwn=1e3", "-drive", `file=${img}`],
+      "can't apply global ide-hd.wwn=1e3: Parameter 'wwn' expects uint64",
+    ],
+    // Observed: "-device ide-hd,drive=d,wwn=1e3: Parameter 'wwn' expects integer".
     [
       ["-device", "ide-hd,drive=d,wwn=0x10000000000000000", "-drive", `id=d,if=none,file=${img}`],
-      "-device: Parameter 'wwn' expects integer",
+      "-device ide-hd,drive=d,wwn=0x10000000000000000: Parameter 'wwn' expects integer",
     ],
     [["-compat", "bochs"], "-compat bochs: unknown profile (xenide, qemu-7.2)"],
     [[img], `give the image with -drive file=${img}`],
@@ -329,7 +411,7 @@ describe("bad command lines: one message naming the option", () => {
 
   it("two drives at one position", () => {
     expect(refused(["-drive", `file=${img},index=1`, "-drive", `file=${img2},index=1`])).toBe(
-      "-drive: IDE position 1 is already in use",
+      `-drive file=${img2},index=1: IDE position 1 is already in use`,
     );
   });
 
