@@ -12,6 +12,7 @@ import { PCI_COMMAND_IO, PCI_COMMAND_MASTER, PiixIde } from "../ide/piix.ts";
 import type { CompatProfile } from "../ide/compat.ts";
 import { machineClock, type VirtualClock } from "./clock.ts";
 import { Piix4Pm } from "./piix4-pm.ts";
+import { FwCfg } from "./fw-cfg.ts";
 
 export type { DriveConfig } from "../ide/device.ts";
 
@@ -30,7 +31,8 @@ export interface PcOptions {
   /**
    * Whose behaviour the PC follows where the standard and QEMU 7.2 differ (default "xenide"; src/ide/compat.ts).
    * "qemu-7.2" also completes the machine as QEMU's pc shows it: the PIIX4 ACPI function at 00:01.3, the
-   * bridges' subsystem IDs and the floppy controller's DIR at 0x3F7 (docs/conformance.md A5).
+   * bridges' subsystem IDs, the floppy controller's DIR at 0x3F7 and the fw_cfg device at 0x510
+   * (docs/conformance.md A5).
    */
   compat?: CompatProfile;
 }
@@ -120,6 +122,7 @@ export function createPc(opts: PcOptions = {}): Pc {
   pci.add(0, IDE_PCI_DEVICE, IDE_PCI_FUNCTION, ide);
   const clock = machineClock(hv);
   let acpi: Piix4Pm | null = null;
+  let fwCfg: FwCfg | null = null;
   if (qemu) {
     // PIIX4 power management (00:01.3) as QEMU 7.2 shows it: its configuration space at reset, the ACPI PM I/O
     // block once PMBA is enabled, the GPE0 block (piix4-pm.ts).
@@ -127,6 +130,9 @@ export function createPc(opts: PcOptions = {}): Pc {
     pci.add(0, 1, 3, acpi);
     // Digital Input Register of the floppy controller QEMU's pc always has: 80h (disk changed), writes ignored.
     hv.bus.register(0x3f7, 1, { ioRead: () => 0x80, ioWrite: () => {} }, "fdc-dir");
+    // QEMU's firmware configuration device at 0x510 (fw-cfg.ts): the RAM size libqos's allocator reads, and more.
+    fwCfg = new FwCfg({ ramSize: hv.mem.size, mem: hv.mem });
+    fwCfg.attach(hv.bus);
   }
   let bmBase: number | null = null;
   if (opts.firmwareInit) {
@@ -152,6 +158,7 @@ export function createPc(opts: PcOptions = {}): Pc {
       hostBridge.reset(false);
       isaBridge.reset(true);
       acpi?.reset(true);
+      fwCfg?.reset();
       ide.reset();
     },
     onGuestReset: null,

@@ -402,6 +402,60 @@ suite(
       await run(s, [{ lines }], "pci");
     });
 
+    it("fw_cfg at 0x510: its items, every access width, DMA (the file directory: QEMU's entries for the files listed)", async () => {
+      const s = await qemuSession();
+      const item = (key: number, n: number): string[] => [
+        `outw 0x510 ${h(key)}`,
+        ...Array(n).fill("inb 0x511"),
+      ];
+      const dmaRun = (control: number, len: number, addr: number): string[] => [
+        `write 0x2000 16 0x${control.toString(16).padStart(8, "0")}${len.toString(16).padStart(8, "0")}${addr.toString(16).padStart(16, "0")}`,
+        "outl 0x514 0x0",
+        "outl 0x518 0x00200000",
+        "read 0x2000 4",
+      ];
+      const lines = ["inb 0x511", "inb 0x510"];
+      for (const k of [0, 1, 2, 3, 4, 5, 6, 0xe, 0xf, 0x8000, 0x8001, 0x8002, 0x8003, 0x8004, 0x7777, 0x4000])
+        lines.push(...item(k, 24));
+      for (const k of [0xc002, 0x40, 0x3f, 0x20, 0x21, 0x24, 0x25, 0x28, 0x2a]) lines.push(...item(k, 48));
+      lines.push("outw 0x510 0x0", "inb 0x510", "inw 0x510", "inl 0x510", "inw 0x511", "inl 0x511");
+      lines.push("outb 0x510 0x1", "outl 0x510 0x19", "outw 0x511 0x19", "inb 0x511");
+      for (const p of [0x512, 0x513, 0x514, 0x515, 0x518, 0x51b, 0x51c]) lines.push(`inb ${h(p)}`);
+      lines.push("inw 0x514", "inw 0x51a", "inl 0x514", "inl 0x518");
+      lines.push("write 0x1000 0x40 0x" + "aa".repeat(0x40));
+      lines.push(...dmaRun(0x0000000a, 6, 0x10ff), "read 0x10f0 32");
+      lines.push(...dmaRun(0x0003000a, 12, 0x1020), "read 0x1020 16");
+      lines.push(
+        ...dmaRun(0x00250008, 0, 0),
+        ...dmaRun(0x00000004, 20, 0),
+        ...dmaRun(0x00000002, 20, 0x1000),
+      );
+      lines.push(
+        "read 0x1000 24",
+        ...dmaRun(0x00030010, 8, 0x1000),
+        ...dmaRun(0x0000000a, 4, 0x7fffff0 + 0x20),
+      );
+      lines.push(...dmaRun(0x00000001, 4, 0x1000), "outl 0x514 0x01000000", ...dmaRun(0x0000000a, 4, 0x1000));
+      await run(s, [{ lines }, { memory: [0x1000, 0x200] }], "fw_cfg");
+      // The directory: QEMU lists 12 files, this machine the 6 it gives exactly; each of those is QEMU's entry.
+      const dir = async (c: QtestClient): Promise<Map<string, string>> => {
+        await c.cmd("outw 0x510 0x19");
+        const bytes: number[] = [];
+        for (let i = 0; i < 4 + 12 * 64; i++) bytes.push(Number((await c.cmd("inb 0x511")).slice(3)));
+        const b = Buffer.from(bytes);
+        const out = new Map<string, string>();
+        for (let i = 0; i < b.readUInt32BE(0); i++) {
+          const e = b.subarray(4 + i * 64, 4 + (i + 1) * 64);
+          out.set(e.toString("latin1", 8).replace(/\0+$/, ""), e.subarray(0, 8).toString("hex"));
+        }
+        return out;
+      };
+      const [q, x] = [await dir(s.pair.qemu), await dir(s.pair.xen)];
+      expect(q.size).toBe(12);
+      expect(x.size).toBe(6);
+      for (const [name, entry] of x) expect([name, q.get(name)]).toEqual([name, entry]);
+    });
+
     it("power-on Error register, IDENTIFY words, CHECK POWER MODE after STANDBY, READ VERIFY and SEEK beyond the end", async () => {
       const s = await qemuSession();
       await run(
