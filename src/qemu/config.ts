@@ -78,6 +78,8 @@ export interface PlannedDrive {
   readonly nodeName: string;
   /** The device's id (`-device id=`), or its QOM path when it has none. */
   readonly qdev: string;
+  /** Where QEMU's query-block lists this drive's BlockBackend (ascending). */
+  readonly blockOrder: number;
   /** Every name HMP's qemu-io and QMP's device arguments accept for this drive. */
   readonly names: readonly string[];
   readonly model: string | undefined;
@@ -287,6 +289,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   const drives: DriveOpt[] = [];
   const nodes = new Map<string, Medium>();
   const devices: QemuOpts[] = [];
+  let defaults = true;
   const globals = new Map<string, string>();
   /** Each global as QEMU names it when it cannot apply one (`ide-hd.wwn=1e3`). */
   const globalText = new Map<string, string>();
@@ -396,7 +399,10 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
         break;
       }
       case "nodefaults":
-        break; // the launcher adds no default devices anyway (no NIC, serial, VGA, CD)
+        // Of QEMU's default devices only the CD-ROM drive is on the IDE controller (below); the others (NIC,
+        // serial and parallel ports, VGA, floppy drive, monitor) are not part of xenide's PC.
+        defaults = false;
+        break;
       case "S":
         startPaused = true;
         break;
@@ -560,13 +566,36 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     if (d.ide && d.ide.index !== null) claim(IDE_POSITIONS[d.ide.index]!, null, d, d.opts.option);
   for (const dev of devs) if (dev.position) claim(dev.position, dev, dev.drive, dev.opts.option);
   for (const d of drives) if (d.ide && d.ide.index === null) claim(firstFree(null), null, d, d.opts.option);
+  // QEMU's default CD-ROM drive (vl.c default_drive): without -nodefaults, and unless a -device ide-hd or ide-cd
+  // is given, an empty CD drive "ide1-cd0" goes to index 2 (the secondary master) once the -drive options are
+  // placed, if none of them is there.
+  if (defaults && devs.length === 0 && !taken.has(IDE_POSITIONS[2]!)) {
+    const cd: DriveOpt = {
+      opts: parseOpts("-drive", "media=cdrom"),
+      medium: null,
+      id: "",
+      ide: { index: 2 },
+      cdrom: true,
+      used: false,
+      writeCache: true,
+      noFlush: false,
+      rerror: "report",
+      werror: "enospc",
+    };
+    drives.push(cd);
+    claim(IDE_POSITIONS[2]!, null, cd, "-drive media=cdrom");
+  }
   for (const dev of devs)
     if (!dev.position) claim((dev.position = firstFree(dev.bus)), dev, dev.drive, dev.opts.option);
 
   const planned: PlannedDrive[] = [];
   let startError: string | null = null;
   let deviceError: { at: number; text: string } | null = null;
-  let qdevSeq = 0;
+  // QOM paths as QEMU 7.2's pc gives them (observed in query-block): the drives the board creates are
+  // /machine/unattached/device[N] from 18 (23 with the default devices) in position order; a -device without
+  // id= is /machine/peripheral-anon/device[N], N counting those in command-line order.
+  let boardSeq = defaults ? 23 : 18;
+  const anon = devs.filter((d) => d.opts.get("id") === undefined);
   for (const p of IDE_POSITIONS) {
     const t = taken.get(p);
     if (!t) continue;
@@ -578,7 +607,9 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
       t.dev?.opts.get(k) ?? globals.get(`ide-${kind}.${k}`);
     const blkName = drive ? drive.id || `ide${idx >> 1}-${kind}${idx & 1}` : "";
     const devId = t.dev?.opts.get("id");
-    const qdev = devId ?? `/machine/unattached/device[${qdevSeq++}]`;
+    const qdev = t.dev
+      ? (devId ?? `/machine/peripheral-anon/device[${anon.indexOf(t.dev)}]`)
+      : `/machine/unattached/device[${boardSeq++}]`;
     const wwn = prop("wwn");
     const wc = prop("write-cache");
     let writeCache = drive ? drive.writeCache : true;
@@ -601,6 +632,9 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
       blkName,
       nodeName: medium?.nodeName ?? "",
       qdev,
+      // QEMU lists its BlockBackends as they were made: every -drive in command-line order (the default CD
+      // after them), then the anonymous ones devices make for a -blockdev node or an empty ide-cd.
+      blockOrder: drive ? drives.indexOf(drive) : drives.length + devs.indexOf(t.dev!),
       names: [blkName, medium?.nodeName ?? "", ...(devId ? [devId] : [])].filter((n) => n !== ""),
       model: prop("model"),
       serial: prop("serial"),

@@ -334,7 +334,9 @@ class Vm implements QmpHost {
         this.resetDone(false, "host-qmp-system-reset");
         return {};
       case "query-block":
-        return this.drives.map((d) => this.blockInfo(d));
+        return [...this.drives]
+          .sort((a, b) => a.plan.blockOrder - b.plan.blockOrder)
+          .map((d) => this.blockInfo(d));
       case "eject":
       case "blockdev-change-medium":
         return this.changeMedium(name, args);

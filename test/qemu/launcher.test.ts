@@ -124,10 +124,23 @@ describe("QMP", () => {
       string,
       unknown
     >[];
-    expect(blocks).toHaveLength(1);
+    // Without -nodefaults QEMU 7.2 has its default CD-ROM drive too, after the -drive ones; the board's drives are
+    // /machine/unattached/device[23] and on (observed: ide0-hd0 [23], ide1-cd0 [24]; QEMU also lists floppy0
+    // and sd0, devices xenide's PC does not have).
+    expect(blocks).toHaveLength(2);
     expect(blocks[0]).toMatchObject({
       device: "ide0-hd0",
+      qdev: "/machine/unattached/device[23]",
       inserted: { ro: false, image: { "virtual-size": 1048576 } },
+    });
+    expect(blocks[1]).toEqual({
+      device: "ide1-cd0",
+      qdev: "/machine/unattached/device[24]",
+      locked: false,
+      removable: true,
+      type: "unknown",
+      tray_open: false,
+      "io-status": "ok",
     });
     // The qtest side kept working meanwhile.
     expect(await child.cmd("endianness")).toBe("OK little");
@@ -237,6 +250,11 @@ describe("QMP media change (ATAPI)", () => {
       string,
       unknown
     >[];
+    // A -device ide-cd turns QEMU's default CD-ROM drive off: the two -drive options, in their order.
+    expect(blocks.map((b) => [b.device, b.qdev])).toEqual([
+      ["ide0-hd0", "/machine/unattached/device[23]"],
+      ["sr0", "cd0"],
+    ]);
     expect(blocks[1]).toMatchObject({ device: "sr0", removable: true, tray_open: true });
     expect(blocks[1]).not.toHaveProperty("inserted");
     const change = JSON.stringify({

@@ -121,7 +121,15 @@ describe("ide-test's command lines", () => {
       },
     ]);
     expect(plan.compat).toBe("qemu-7.2");
-    expect(plan.drives).toHaveLength(1);
+    // libqtest passes no -nodefaults: QEMU's default CD-ROM drive is at the secondary master (observed:
+    // query-block lists "ide1-cd0", removable, no medium).
+    expect(plan.drives).toHaveLength(2);
+    expect(plan.drives[1]).toMatchObject({
+      position: "secondary-master",
+      kind: "cd",
+      image: null,
+      blkName: "ide1-cd0",
+    });
     expect(plan.drives[0]).toMatchObject({
       position: "primary-master",
       kind: "hd",
@@ -262,11 +270,42 @@ describe("ide-test's command lines", () => {
     expect(plan.drives.map((d) => [d.position, d.image, d.blkName, d.readOnly])).toEqual([
       ["primary-master", img2, "ide0-hd0", false],
       ["primary-slave", img, "ide0-hd1", false],
+      ["secondary-master", null, "ide1-cd0", true], // QEMU's default CD-ROM drive
       ["secondary-slave", img, "ide1-hd1", true],
     ]);
+    expect(plan.startError).toBe("Block node is read-only"); // a read-only hard disk, as QEMU refuses it
     expect(plan.monitors[0]).toMatchObject({ kind: "socket", server: true, wait: false });
     expect(plan.startPaused).toBe(true);
     expect(plan.ram).toBe(64 << 20);
+  });
+
+  it("QEMU's default CD-ROM drive: at index 2 unless -nodefaults, a -device ide-*, or a -drive is there", () => {
+    const at2 = (argv: string[]) => planLaunch(argv).drives.find((d) => d.position === "secondary-master");
+    expect(at2(["-drive", `file=${img},index=0`])).toMatchObject({
+      kind: "cd",
+      image: null,
+      blkName: "ide1-cd0",
+    });
+    expect(at2([])).toMatchObject({ kind: "cd", image: null, blkName: "ide1-cd0" });
+    expect(at2(["-nodefaults", "-drive", `file=${img},index=0`])).toBeUndefined();
+    expect(at2(["-drive", `if=none,id=d,file=${img}`, "-device", "ide-hd,drive=d"])).toBeUndefined();
+    expect(at2(["-device", "ide-cd,bus=ide.0"])).toBeUndefined(); // ide-test's flush/empty_drive
+    expect(at2(["-hdc", img])).toMatchObject({ kind: "hd", image: img });
+    // -drive options without an index take the first free positions first, the default only what is left.
+    const three = planLaunch([
+      "-drive",
+      `file=${img}`,
+      "-drive",
+      `file=${img2}`,
+      "-drive",
+      `file=${img},media=cdrom`,
+    ]);
+    expect(three.drives.map((d) => [d.position, d.blkName])).toEqual([
+      ["primary-master", "ide0-hd0"],
+      ["primary-slave", "ide0-hd1"],
+      ["secondary-master", "ide1-cd0"],
+    ]);
+    expect(three.drives[2]!.image).toBe(img);
   });
 
   it("-drive cache= sets O_DIRECT, the write cache and no-flush as QEMU's cache modes do", () => {
