@@ -316,6 +316,13 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
       "node-name",
     ]);
     const file = o.get("file");
+    if (!file) {
+      // An empty drive takes no block-driver option (observed on QEMU 7.2, in its words).
+      if (o.has("format"))
+        throw new QemuUsageError(`${o.option}: A block device must be specified for "file"`);
+      if (["cache", "readonly", "discard", "node-name"].some((k) => o.has(k)))
+        throw new QemuUsageError(`${o.option}: Must specify either driver or file`);
+    }
     const format = formatOpt(o.option, o.get("format"));
     const aio = o.get("aio");
     if (aio !== undefined && aio !== "threads")

@@ -214,6 +214,14 @@ describe("ide-test's command lines", () => {
       ["primary-master", "cd", null, "e1", ""],
       ["secondary-master", "cd", null, "ide1-cd0", ""],
     ]);
+    // ... with no block-driver option (observed: QEMU's words for format= and for cache=, readonly=, discard=).
+    expect(refused(["-drive", "if=ide,media=cdrom,format=raw"])).toBe(
+      '-drive if=ide,media=cdrom,format=raw: A block device must be specified for "file"',
+    );
+    expect(refused(["-drive", "if=ide,media=cdrom,readonly=on"])).toBe(
+      "-drive if=ide,media=cdrom,readonly=on: Must specify either driver or file",
+    );
+    expect(planLaunch(["-drive", "if=ide,media=cdrom,rerror=report,aio=threads"]).startError).toBeNull();
     expect(planLaunch(["-cdrom", img]).drives).toMatchObject([
       { position: "secondary-master", kind: "cd", image: img, readOnly: true, blkName: "ide1-cd0" },
     ]);
