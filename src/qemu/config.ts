@@ -527,8 +527,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     let medium: Medium | null = null;
     if (!ref) {
       // An ide-cd without a drive is a CD-ROM drive with an empty tray; a hard disk needs one.
-      if (driver === "ide-hd")
-        throw new QemuUsageError(`${o.option}: Property 'ide-hd.drive' can't be empty`);
+      if (driver === "ide-hd") throw new QemuUsageError(`${o.option}: No drive specified`); // QEMU 7.2's words (observed)
     } else {
       medium = nodes.get(ref) ?? null;
       if (!medium) {

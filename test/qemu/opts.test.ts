@@ -426,6 +426,8 @@ describe("bad command lines: one message naming the option", () => {
       ["-device", "virtio-blk,drive=x"],
       "-device virtio-blk,drive=x: 'virtio-blk' is not a valid device model name",
     ],
+    // Observed: "-device ide-hd,bus=ide.0: No drive specified".
+    [["-device", "ide-hd,bus=ide.0"], "-device ide-hd,bus=ide.0: No drive specified"],
     // Observed: "-device ide-hd,drive=nope: Property 'ide-hd.drive' can't find value 'nope'".
     [
       ["-device", "ide-hd,drive=nope"],
