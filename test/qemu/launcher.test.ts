@@ -464,6 +464,43 @@ describe("ACPI S3", () => {
   });
 });
 
+describe("ACPI S3 then system_reset", () => {
+  // Observed side by side with Debian's QEMU 7.2 (a script driving both the same way): a reset while suspended
+  // sends RESET and leaves the VM in prelaunch with its devices reset; system_wakeup then refuses (not
+  // suspended) and cont runs it (RESUME).
+  it("a reset while suspended: RESET, status prelaunch, no wakeup, cont runs it", async () => {
+    const { child, qmpPath } = launch(["-drive", `file=${image()},if=ide,format=raw`]);
+    const q = await negotiated(qmpPath);
+    let n = 0;
+    const status = async () => {
+      const id = `s${++n}`;
+      return ((await q.send(`{"execute":"query-status","id":"${id}"}`, id)).return as Record<string, unknown>)
+        .status;
+    };
+    expect(await child.cmd("outb 0x1f2 0x55")).toBe("OK");
+    for (const l of ["outl 0xcf8 0x80000b40", "outl 0xcfc 0x601", "outl 0xcf8 0x80000b80", "outb 0xcfc 0x1"])
+      expect(await child.cmd(l)).toBe("OK");
+    const from = q.messages.length;
+    expect(await child.cmd("outw 0x604 0x2400")).toBe("OK");
+    await q.next((m) => m.event === "SUSPEND", from);
+    const r = q.messages.length;
+    expect(await q.send('{"execute":"system_reset","id":"r"}', "r")).toEqual({ return: {}, id: "r" });
+    expect(q.messages.slice(r).map((m) => m.event ?? "reply")).toEqual(["RESET", "reply"]);
+    expect(await status()).toBe("prelaunch");
+    expect(await child.cmd("inb 0x1f2")).toBe("OK 0x0001");
+    expect(await child.cmd("inw 0x604")).toBe("OK 0xffff");
+    expect((await q.send('{"execute":"system_wakeup","id":"w"}', "w")).error).toEqual({
+      class: "GenericError",
+      desc: "Unable to wake up: guest is not in suspended state",
+    });
+    const c = q.messages.length;
+    expect(await q.send('{"execute":"cont","id":"c"}', "c")).toEqual({ return: {}, id: "c" });
+    await q.next((m) => m.event === "RESUME", c);
+    expect(await status()).toBe("running");
+    q.close();
+  });
+});
+
 describe("IDENTIFY", () => {
   /** IDENTIFY DEVICE (or `command`) at `drive` (0xa0 master, 0xb0 slave) of the primary channel: 256 words. */
   const identify = (c: QtestChild, drive: number, command = 0xec): Promise<number[]> =>
