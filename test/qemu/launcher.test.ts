@@ -421,25 +421,31 @@ describe("ACPI soft-off", () => {
   });
 });
 
+/** query-status, each query with its own id (QmpSocket.send finds the first reply with the id). */
+function statusQuery(q: QmpSocket): () => Promise<Record<string, unknown>> {
+  let n = 0;
+  return async () => {
+    const id = `s${++n}`;
+    return (await q.send(`{"execute":"query-status","id":"${id}"}`, id)).return as Record<string, unknown>;
+  };
+}
+
+/** PM enabled as for soft-off (PMBA 600h, PMREGMISC bit 0). */
+const PM_ENABLE = ["outl 0xcf8 0x80000b40", "outl 0xcfc 0x601", "outl 0xcf8 0x80000b80", "outb 0xcfc 0x1"];
+
 describe("ACPI S3", () => {
   it("SLP_EN with sleep type 1: SUSPEND, suspended until system_wakeup (a reset, then WAKEUP), as QEMU 7.2", async () => {
     const { child, qmpPath } = launch(["-drive", `file=${image()},if=ide,format=raw`]);
     const q = await negotiated(qmpPath);
-    let n = 0;
-    // Each query its own id: QmpSocket.send finds the first reply with the id.
-    const status = async () => {
-      const id = `s${++n}`;
-      return (await q.send(`{"execute":"query-status","id":"${id}"}`, id)).return as Record<string, unknown>;
-    };
+    const status = statusQuery(q);
     // A task file register to see the devices keep their state while suspended, and lose it on wakeup.
     expect(await child.cmd("outb 0x1f2 0x55")).toBe("OK");
     expect((await q.send('{"execute":"system_wakeup","id":"w0"}', "w0")).error).toEqual({
       class: "GenericError",
       desc: "Unable to wake up: guest is not in suspended state",
     });
-    // PM enabled as for soft-off (PMBA 600h, PMREGMISC bit 0), then PM1a_CNT := SLP_EN | SLP_TYP 1 (QEMU's _S3).
-    for (const l of ["outl 0xcf8 0x80000b40", "outl 0xcfc 0x601", "outl 0xcf8 0x80000b80", "outb 0xcfc 0x1"])
-      expect(await child.cmd(l)).toBe("OK");
+    // PM enabled, then PM1a_CNT := SLP_EN | SLP_TYP 1 (QEMU's _S3).
+    for (const l of PM_ENABLE) expect(await child.cmd(l)).toBe("OK");
     const from = q.messages.length;
     expect(await child.cmd("outw 0x604 0x2400")).toBe("OK");
     const ev = await q.next((m) => m.event === "SUSPEND", from);
@@ -471,15 +477,10 @@ describe("ACPI S3 then system_reset", () => {
   it("a reset while suspended: RESET, status prelaunch, no wakeup, cont runs it", async () => {
     const { child, qmpPath } = launch(["-drive", `file=${image()},if=ide,format=raw`]);
     const q = await negotiated(qmpPath);
-    let n = 0;
-    const status = async () => {
-      const id = `s${++n}`;
-      return ((await q.send(`{"execute":"query-status","id":"${id}"}`, id)).return as Record<string, unknown>)
-        .status;
-    };
+    const query = statusQuery(q);
+    const status = async () => (await query()).status;
     expect(await child.cmd("outb 0x1f2 0x55")).toBe("OK");
-    for (const l of ["outl 0xcf8 0x80000b40", "outl 0xcfc 0x601", "outl 0xcf8 0x80000b80", "outb 0xcfc 0x1"])
-      expect(await child.cmd(l)).toBe("OK");
+    for (const l of PM_ENABLE) expect(await child.cmd(l)).toBe("OK");
     const from = q.messages.length;
     expect(await child.cmd("outw 0x604 0x2400")).toBe("OK");
     await q.next((m) => m.event === "SUSPEND", from);
