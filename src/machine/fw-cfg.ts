@@ -59,8 +59,10 @@ export const FW_CFG_DMA_CTL_SKIP = 0x04;
 export const FW_CFG_DMA_CTL_SELECT = 0x08;
 export const FW_CFG_DMA_CTL_WRITE = 0x10;
 
+const ascii = new TextEncoder();
+
 /** "QEMU CFG", what the DMA register reads as (FW_CFG_DMA_SIGNATURE, big-endian). */
-const DMA_SIGNATURE = new TextEncoder().encode("QEMU CFG");
+const DMA_SIGNATURE = ascii.encode("QEMU CFG");
 
 /** E820 entry types (etc/e820). */
 const E820_RAM = 1;
@@ -118,7 +120,7 @@ export class FwCfg implements PortIoDevice {
 
   constructor(private readonly opts: FwCfgOptions) {
     const id = FW_CFG_VERSION | FW_CFG_VERSION_DMA;
-    this.items.set(FW_CFG_SIGNATURE, new TextEncoder().encode("QEMU"));
+    this.items.set(FW_CFG_SIGNATURE, ascii.encode("QEMU"));
     this.items.set(FW_CFG_ID, le(4, id));
     this.items.set(FW_CFG_RAM_SIZE, le(8, opts.ramSize));
     this.items.set(FW_CFG_NB_CPUS, le(2, 1));
@@ -150,7 +152,7 @@ export class FwCfg implements PortIoDevice {
       const at = 4 + i * 64;
       dv.setUint32(at, f.data.length);
       dv.setUint16(at + 4, f.select);
-      dir.set(new TextEncoder().encode(f.name), at + 8);
+      dir.set(ascii.encode(f.name), at + 8);
       this.items.set(f.select, f.data);
     });
     this.items.set(FW_CFG_FILE_DIR, dir);

@@ -449,26 +449,13 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
       case "hdb":
       case "hdc":
       case "hdd":
-        addDrive(
-          parseOpts(
-            option,
-            `file=${arg.replace(/,/g, ",,")},index=${"abcd".indexOf(name[2]!)}`,
-            undefined,
-            `${option} ${arg}`,
-          ),
-        );
+      case "cdrom": {
+        // QEMU's shorthands for -drive: -hda..-hdd FILE at index 0-3, -cdrom FILE the CD drive at index 2 (the
+        // secondary master). Messages name the option as written.
+        const at = name === "cdrom" ? "index=2,media=cdrom" : `index=${"abcd".indexOf(name[2]!)}`;
+        addDrive(parseOpts(option, `file=${arg.replace(/,/g, ",,")},${at}`, undefined, `${option} ${arg}`));
         break;
-      case "cdrom":
-        // QEMU's -cdrom FILE: the CD drive at index 2 (secondary master).
-        addDrive(
-          parseOpts(
-            option,
-            `file=${arg.replace(/,/g, ",,")},index=2,media=cdrom`,
-            undefined,
-            `${option} ${arg}`,
-          ),
-        );
-        break;
+      }
       case "blockdev":
         addBlockdev(parseOpts(option, arg), nodes, drives);
         break;
@@ -576,20 +563,9 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   // is given, an empty CD drive "ide1-cd0" goes to index 2 (the secondary master) once the -drive options are
   // placed, if none of them is there.
   if (defaults && devs.length === 0 && !taken.has(IDE_POSITIONS[2]!)) {
-    const cd: DriveOpt = {
-      opts: parseOpts("-drive", "media=cdrom"),
-      medium: null,
-      id: "",
-      ide: { index: 2 },
-      cdrom: true,
-      used: false,
-      writeCache: true,
-      noFlush: false,
-      rerror: "report",
-      werror: "enospc",
-    };
-    drives.push(cd);
-    claim(IDE_POSITIONS[2]!, null, cd, "-drive media=cdrom");
+    addDrive(parseOpts("-drive", "if=ide,index=2,media=cdrom")); // vl.c's drive_add(..., 2, NULL, CDROM_OPTS)
+    const cd = drives[drives.length - 1]!;
+    claim(IDE_POSITIONS[2]!, null, cd, cd.opts.option);
   }
   for (const dev of devs)
     if (!dev.position) claim((dev.position = firstFree(dev.bus)), dev, dev.drive, dev.opts.option);
