@@ -5,6 +5,7 @@
  * does or is refused with one line naming it; nothing that changes behaviour is silently dropped.
  */
 
+import { MAX_GUEST_RAM } from "../hypervisor/memory.ts";
 import { COMPAT_PROFILES, type CompatProfile } from "../ide/compat.ts";
 import { IDE_POSITIONS, type IdePosition } from "../machine/description.ts";
 import {
@@ -398,6 +399,11 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
         const o = parseOpts(option, arg, "size").only(["size"]);
         ram = parseMemSize(option, o.get("size") ?? "");
         ram = Math.ceil(ram / 4096) * 4096;
+        // Guest RAM is one flat range below 4 GiB here (QEMU would put the rest above 4 GiB).
+        if (ram > MAX_GUEST_RAM)
+          throw new QemuUsageError(
+            `${o.option}: xenide's guest RAM is at most ${MAX_GUEST_RAM / 1024}K (just under 4 GiB)`,
+          );
         break;
       }
       case "display": {

@@ -453,6 +453,7 @@ describe("bad command lines: one message naming the option", () => {
       "-device ide-hd,drive=d,wwn=0x10000000000000000: Parameter 'wwn' expects integer",
     ],
     [["-compat", "bochs"], "-compat bochs: unknown profile (xenide, qemu-7.2)"],
+    [["-m", "5G"], "-m 5G: xenide's guest RAM is at most 4194300K (just under 4 GiB)"],
     [[img], `give the image with -drive file=${img}`],
   ])("%j", (argv, message) => {
     expect(refused(argv as string[])).toContain(message);
