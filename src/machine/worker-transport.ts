@@ -15,10 +15,12 @@
  * pending=1 and does not block: no lost wake-up.
  */
 
-import { Worker } from "node:worker_threads";
 import { createRequire } from "node:module";
+import type { Worker } from "node:worker_threads";
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
+
+import { workerThreads } from "../storage/builtins.ts";
 
 const W_PENDING = 0;
 const W_SLEEPING = 1;
@@ -117,6 +119,7 @@ export class AtomicEventChannels {
  * registered inside the new thread first; a `.js` module (a built package) is started directly.
  */
 export function spawnWorker(module: URL, workerData: unknown): Worker {
+  const { Worker } = workerThreads();
   if (!module.pathname.endsWith(".ts")) return new Worker(module, { workerData });
   const req = createRequire(import.meta.url);
   const pkgPath = req.resolve("tsx/package.json");

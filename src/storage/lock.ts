@@ -77,7 +77,8 @@ function kernelBytes(mode: LockMode): { set: number[]; test: number[] } {
 // prints "ok", "conflict BYTE PID" (PID -1 for an OFD lock, whose owner the kernel does not say) or
 // "error ERRNO TEXT"; on anything but "ok" it unlocks what it set. struct flock on 64-bit Linux: short l_type,
 // short l_whence, 4 bytes padding, off_t l_start, off_t l_len, pid_t l_pid, 4 bytes padding (32 bytes).
-// F_RDLCK 0, F_WRLCK 1, F_UNLCK 2; EAGAIN 11 and EACCES 13 mean "held by someone else".
+// F_RDLCK 0, F_WRLCK 1, F_UNLCK 2; EAGAIN 11 and EACCES 13 mean "held by someone else". After "ok" it exits
+// with HELPER_OK_STATUS, after any other verdict with 0.
 // No `use` at all (not even strict): each module is a file perl finds and compiles at every start.
 const PERL_HELPER = String.raw`
 my $F = "s s x4 q q i x4";
@@ -99,6 +100,7 @@ for my $b (@test) {
   if ($type != 2) { unlock(); print "conflict $b $pid\n"; exit 0; }
 }
 print "ok\n";
+exit 42;
 `;
 
 const PYTHON_HELPER = `
@@ -131,8 +133,17 @@ def main():
             unlock()
             return "conflict %d %d" % (b, pid)
     return "ok"
-print(main())
+r = main()
+print(r)
+sys.exit(42 if r == "ok" else 0)
 `;
+
+/**
+ * The helpers' exit status after "ok". A caller that only needs to know that the locks are set can run a helper
+ * without reading its output (`runHelperAsync`); a status no program exits with by accident (unlike 0) keeps a
+ * program that ignores its arguments from passing for one that set the locks.
+ */
+const HELPER_OK_STATUS = 42;
 
 interface Helper {
   program: string;
@@ -147,7 +158,10 @@ function helperFor(program: string): Helper {
 
 /** The helper's environment: ours without what would load other code into perl (python runs with -S -E). */
 function helperEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
+  // Usually none is set: then ours as it is (copying the environment costs ~1 ms of a launcher's start here).
+  const e = process.env;
+  if (e.PERL5OPT === undefined && e.PERL5LIB === undefined && e.PERLLIB === undefined) return e;
+  const env = { ...e };
   delete env.PERL5OPT;
   delete env.PERL5LIB;
   delete env.PERLLIB;
@@ -199,7 +213,7 @@ interface HelperRun {
 function verdictOf(setting: string, h: Helper, r: HelperRun): KernelResult | { broken: string } {
   const line = r.stdout.split("\n")[0]!.trim();
   const m = /^(?:(ok)|conflict (\d+) (-?\d+)|error (\d+) ?(.*))$/.exec(line);
-  if (r.error || r.status !== 0 || !m) {
+  if (r.error || !m || r.status !== (m[1] === "ok" ? HELPER_OK_STATUS : 0)) {
     const why = r.error?.message ?? (r.stderr.trim().split("\n")[0] || `exit status ${r.status}`);
     return { broken: `the lock helper ${h.program} failed (${why})` };
   }
@@ -251,40 +265,69 @@ function runHelper(fd: number, set: number[], test: number[]): KernelResult {
   return noHelper(c.setting, c.programs, failed);
 }
 
-/** `runHelper` without waiting: the process goes on while the helper starts and runs; `done` gets the verdict. */
+/**
+ * Start helper `h` on `fd`; `end` gets how it ended once it has, with its output when `piped` (without, its
+ * stdout and stderr go to /dev/null: no pipes to make and read).
+ */
+function spawnHelper(
+  h: Helper,
+  args: string[],
+  fd: number,
+  piped: boolean,
+  end: (r: HelperRun) => void,
+): void {
+  const child = spawn(h.program, [...h.args, ...args], {
+    stdio: piped ? ["ignore", "pipe", "pipe", fd] : ["ignore", "ignore", "ignore", fd],
+    env: helperEnv(),
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+  child.stderr?.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), HELPER_TIMEOUT_MS);
+  let ended = false;
+  const finish = (error: Error | undefined, status: number | null): void => {
+    if (ended) return;
+    ended = true;
+    clearTimeout(timer);
+    end({ ...(error ? { error } : {}), status, stdout, stderr });
+  };
+  child.once("error", (e) => finish(e, null));
+  child.once("close", (status) => finish(undefined, status));
+}
+
+/**
+ * `runHelper` without waiting: the process goes on while the helper starts and runs; `done` gets the verdict.
+ * Each program runs first without pipes, its verdict read from its exit status alone: locks set (the common
+ * case) cost one process and no streams. Anything else runs it again with its output read, for the verdict's
+ * details or the failure's text (a refusal leaves nothing locked, so the second run sees what the first did).
+ */
 function runHelperAsync(fd: number, set: number[], test: number[], done: (r: KernelResult) => void): void {
   const c = helperCandidates();
   if ("kind" in c) return done(c);
+  const args = [set.join(","), test.join(",")];
   let failed: string | undefined;
-  const attempt = (i: number): void => {
+  const notFound = (r: HelperRun): boolean =>
+    (r.error as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
+  const quiet = (i: number): void => {
     if (i >= c.programs.length) return done(noHelper(c.setting, c.programs, failed));
     const h = helperFor(c.programs[i]!);
-    const child = spawn(h.program, [...h.args, set.join(","), test.join(",")], {
-      stdio: ["ignore", "pipe", "pipe", fd],
-      env: helperEnv(),
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout!.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), HELPER_TIMEOUT_MS);
-    let ended = false;
-    const end = (error: NodeJS.ErrnoException | undefined, status: number | null): void => {
-      if (ended) return;
-      ended = true;
-      clearTimeout(timer);
-      if (error?.code === "ENOENT") return attempt(i + 1);
-      const v = verdictOf(c.setting, h, { ...(error ? { error } : {}), status, stdout, stderr });
-      if ("broken" in v) {
-        failed = v.broken;
-        return attempt(i + 1);
+    spawnHelper(h, args, fd, false, (r) => {
+      if (notFound(r)) return quiet(i + 1);
+      if (!r.error && r.status === HELPER_OK_STATUS) {
+        helperChoice.set(c.setting, { helper: h });
+        return done({ kind: "ok" });
       }
-      done(v);
-    };
-    child.once("error", (e) => end(e, null));
-    child.once("close", (status) => end(undefined, status));
+      spawnHelper(h, args, fd, true, (r2) => {
+        if (notFound(r2)) return quiet(i + 1);
+        const v = verdictOf(c.setting, h, r2);
+        if (!("broken" in v)) return done(v);
+        failed = v.broken;
+        quiet(i + 1); // a broken program: try the next one
+      });
+    });
   };
-  attempt(0);
+  quiet(0);
 }
 
 /** Why this process cannot take kernel locks, or undefined when it can (tries the helper on /dev/null). */

@@ -8,8 +8,9 @@
  * timeout), for the medium's synchronous methods; `arm` asks for one `onProgress` call from the event loop at
  * the worker's next change (`Atomics.waitAsync`), for requests started with `startIo`.
  */
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 
+import { workerThreads } from "../builtins.ts";
 import {
   CTL,
   CTL_WORDS,
@@ -83,7 +84,7 @@ export class SocketLink {
       readBytes: READ_BYTES,
       target: { ...target },
     };
-    this.worker = new Worker(SOCKET_WORKER_SOURCE, {
+    this.worker = new (workerThreads().Worker)(SOCKET_WORKER_SOURCE, {
       eval: true,
       workerData: data,
       stdout: false,

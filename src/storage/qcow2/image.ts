@@ -17,9 +17,9 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import zlib from "node:zlib";
 
 import { isDirectAligned } from "../aligned.ts";
+import { zlib } from "../builtins.ts";
 import { fsError } from "../check.ts";
 import { ImageError } from "../errors.ts";
 import { ImageLock } from "../lock.ts";
@@ -698,7 +698,8 @@ export class Qcow2Backend implements BlockBackend {
     try {
       // Raw deflate, as QEMU's qcow2_zlib_decompress (inflateInit2 with -12 window bits); the data may be
       // followed by padding up to the sector, which a sync flush ignores.
-      out = zlib.inflateRawSync(src, { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+      const z = zlib();
+      out = z.inflateRawSync(src, { finishFlush: z.constants.Z_SYNC_FLUSH });
     } catch (e) {
       throw new IoError(
         "EIO",
