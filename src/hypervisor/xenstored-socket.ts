@@ -6,8 +6,8 @@
  * disconnected; every other client goes on.
  */
 
-import fs from "node:fs";
-import net from "node:net";
+import { chmodSync, lstatSync, unlinkSync } from "node:fs";
+import { Server, Socket, connect as netConnect, createServer } from "node:net";
 import type { Xenstored } from "./xenstored.ts";
 import { XsMessageReader, XsProtocolError, XsType } from "./xs-wire.ts";
 
@@ -28,7 +28,7 @@ export interface XenstoredSocketOptions {
 /** Is something listening on the unix socket `path`? */
 function probe(path: string): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = net.connect(path);
+    const s = netConnect(path);
     s.once("connect", () => {
       s.destroy();
       resolve(true);
@@ -38,12 +38,12 @@ function probe(path: string): Promise<boolean> {
 }
 
 export class XenstoredSocketServer {
-  private readonly sockets = new Set<net.Socket>();
+  private readonly sockets = new Set<Socket>();
   private closing: Promise<void> | null = null;
 
   private constructor(
     readonly path: string,
-    private readonly server: net.Server,
+    private readonly server: Server,
   ) {}
 
   /**
@@ -55,14 +55,14 @@ export class XenstoredSocketServer {
     path: string,
     o: XenstoredSocketOptions = {},
   ): Promise<XenstoredSocketServer> {
-    const st = fs.lstatSync(path, { throwIfNoEntry: false });
+    const st = lstatSync(path, { throwIfNoEntry: false });
     if (st) {
       if (!st.isSocket()) throw new XenstoredSocketError(`${path} exists and is not a socket`);
       if (await probe(path)) throw new XenstoredSocketError(`${path} is in use by another server`);
-      fs.unlinkSync(path);
+      unlinkSync(path);
     }
     const dom = o.dom ?? 0;
-    const server = net.createServer();
+    const server = createServer();
     const self = new XenstoredSocketServer(path, server);
     server.on("connection", (sock) => self.serve(daemon, dom, sock, o));
     await new Promise<void>((resolve, reject) => {
@@ -72,11 +72,11 @@ export class XenstoredSocketServer {
       server.listen(path, () => resolve());
     });
     // Whoever connects acts as a domain (dom0 by default): only the owner may, as xenstored's socket is 0600.
-    fs.chmodSync(path, 0o600);
+    chmodSync(path, 0o600);
     return self;
   }
 
-  private serve(daemon: Xenstored, dom: number, sock: net.Socket, o: XenstoredSocketOptions): void {
+  private serve(daemon: Xenstored, dom: number, sock: Socket, o: XenstoredSocketOptions): void {
     this.sockets.add(sock);
     const reader = new XsMessageReader();
     const conn = daemon.connect(dom, (bytes) => {

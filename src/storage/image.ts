@@ -1,7 +1,7 @@
 /**
  * Creating raw images and parsing the sizes users type ("64M", "2G", "1048576").
  */
-import fs from "node:fs";
+import { Stats, closeSync, ftruncateSync, openSync, rmSync, statSync } from "node:fs";
 
 import { ImageError, ImageLockedError } from "./errors.ts";
 import { lockHolder, lockPathOf } from "./lock.ts";
@@ -76,9 +76,9 @@ export function createImage(path: string, bytes: number, options: CreateImageOpt
   const force = options.force ?? false;
   if (force) {
     // --force replaces an image file, never a device, a directory or a FIFO that happens to be at the path.
-    let st: fs.Stats | undefined;
+    let st: Stats | undefined;
     try {
-      st = fs.statSync(path);
+      st = statSync(path);
     } catch {
       st = undefined;
     }
@@ -90,7 +90,7 @@ export function createImage(path: string, bytes: number, options: CreateImageOpt
   let fd: number;
   try {
     // "wx" = O_CREAT|O_EXCL: the existence check and the creation are one atomic step.
-    fd = fs.openSync(path, force ? "w" : "wx", 0o644);
+    fd = openSync(path, force ? "w" : "wx", 0o644);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "EEXIST") {
       throw new ImageError("EEXIST", `${path} already exists (use force to overwrite it)`, path);
@@ -98,15 +98,15 @@ export function createImage(path: string, bytes: number, options: CreateImageOpt
     throw new ImageError("EOPEN", `cannot create image ${path}: ${(e as Error).message}`, path);
   }
   try {
-    fs.ftruncateSync(fd, bytes);
+    ftruncateSync(fd, bytes);
   } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(path, { force: true });
+    closeSync(fd);
+    rmSync(path, { force: true });
     throw new ImageError(
       "EOPEN",
       `cannot size image ${path} to ${bytes} bytes: ${(e as Error).message}`,
       path,
     );
   }
-  fs.closeSync(fd);
+  closeSync(fd);
 }

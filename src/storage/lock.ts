@@ -36,8 +36,21 @@
  * stopped in a debugger. Records are removed on close and when the process exits normally.
  */
 import { spawn, spawnSync } from "node:child_process";
-import fs from "node:fs";
-import path from "node:path";
+import {
+  type BigIntStats,
+  closeSync,
+  fstatSync,
+  linkSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { basename, dirname, join } from "node:path";
 
 import { ImageError, ImageLockedError } from "./errors.ts";
 
@@ -151,7 +164,7 @@ interface Helper {
 }
 
 function helperFor(program: string): Helper {
-  return path.basename(program).startsWith("python")
+  return basename(program).startsWith("python")
     ? { program, args: ["-S", "-E", "-c", PYTHON_HELPER] }
     : { program, args: ["-e", PERL_HELPER] };
 }
@@ -332,12 +345,12 @@ function runHelperAsync(fd: number, set: number[], test: number[], done: (r: Ker
 
 /** Why this process cannot take kernel locks, or undefined when it can (tries the helper on /dev/null). */
 export function kernelLockUnavailable(): string | undefined {
-  const fd = fs.openSync("/dev/null", "r");
+  const fd = openSync("/dev/null", "r");
   try {
     const r = runHelper(fd, [], []);
     return r.kind === "unavailable" ? r.reason : undefined;
   } finally {
-    fs.closeSync(fd);
+    closeSync(fd);
   }
 }
 
@@ -359,11 +372,11 @@ const LOCK_LINE =
  * The processes holding QEMU-style byte locks on the file `st` (by /proc/PID/fd and /proc/PID/fdinfo, which
  * list each descriptor's locks), writers first. Processes of other users are invisible without privileges.
  */
-function kernelHolders(st: fs.BigIntStats): Holder[] {
+function kernelHolders(st: BigIntStats): Holder[] {
   const found: Holder[] = [];
   let pids: string[];
   try {
-    pids = fs.readdirSync("/proc");
+    pids = readdirSync("/proc");
   } catch {
     return found;
   }
@@ -371,23 +384,23 @@ function kernelHolders(st: fs.BigIntStats): Holder[] {
     if (!/^\d+$/.test(pid)) continue;
     let fds: string[];
     try {
-      fds = fs.readdirSync(`/proc/${pid}/fd`);
+      fds = readdirSync(`/proc/${pid}/fd`);
     } catch {
       continue;
     }
     let mode: LockMode | undefined;
     let holds = false;
     for (const fd of fds) {
-      let fst: fs.BigIntStats | undefined;
+      let fst: BigIntStats | undefined;
       try {
-        fst = fs.statSync(`/proc/${pid}/fd/${fd}`, { bigint: true });
+        fst = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true });
       } catch {
         continue;
       }
       if (fst.ino !== st.ino || fst.dev !== st.dev) continue;
       let info: string;
       try {
-        info = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8");
+        info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8");
       } catch {
         continue;
       }
@@ -407,7 +420,7 @@ function kernelHolders(st: fs.BigIntStats): Holder[] {
     if (!holds) continue;
     let program: string | undefined;
     try {
-      program = fs.readFileSync(`/proc/${pid}/comm`, "utf8").trim() || undefined;
+      program = readFileSync(`/proc/${pid}/comm`, "utf8").trim() || undefined;
     } catch {
       // gone meanwhile: name it without its program
     }
@@ -440,7 +453,7 @@ function pidAlive(pid: number): boolean {
 function readRecord(file: string, defaultMode: LockMode): LockRecord | undefined {
   let text: string;
   try {
-    text = fs.readFileSync(file, "utf8");
+    text = readFileSync(file, "utf8");
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "EISDIR") return undefined;
@@ -468,20 +481,20 @@ function recordLive(r: LockRecord, ourKernelLock: boolean): boolean {
 }
 
 function readerPrefix(lockPath: string): string {
-  return `${path.basename(lockPath)}.reader.`;
+  return `${basename(lockPath)}.reader.`;
 }
 
 /** Reader records beside the image (file names). */
 function readerRecords(lockPath: string): string[] {
-  const dir = path.dirname(lockPath);
+  const dir = dirname(lockPath);
   const prefix = readerPrefix(lockPath);
   let names: string[];
   try {
-    names = fs.readdirSync(dir);
+    names = readdirSync(dir);
   } catch {
     return [];
   }
-  return names.filter((n) => n.startsWith(prefix)).map((n) => path.join(dir, n));
+  return names.filter((n) => n.startsWith(prefix)).map((n) => join(dir, n));
 }
 
 function token(): string {
@@ -494,7 +507,7 @@ let exitHookInstalled = false;
 
 function removeIfOurs(file: string, text: string): void {
   try {
-    if (fs.readFileSync(file, "utf8") === text) fs.unlinkSync(file);
+    if (readFileSync(file, "utf8") === text) unlinkSync(file);
   } catch {
     // already gone: nothing to release
   }
@@ -659,10 +672,10 @@ export class ImageLock {
     text: string,
     kernel: boolean,
   ): string | NoRecord {
-    const dir = path.dirname(lockPath);
-    const tmp = path.join(dir, `.${path.basename(lockPath)}.${process.pid}.${token()}`);
+    const dir = dirname(lockPath);
+    const tmp = join(dir, `.${basename(lockPath)}.${process.pid}.${token()}`);
     try {
-      fs.writeFileSync(tmp, text, { flag: "wx", mode: 0o644 });
+      writeFileSync(tmp, text, { flag: "wx", mode: 0o644 });
     } catch (e) {
       return new NoRecord((e as NodeJS.ErrnoException).code ?? (e as Error).message);
     }
@@ -670,7 +683,7 @@ export class ImageLock {
       let linked = false;
       for (let attempt = 0; attempt < 8; attempt++) {
         try {
-          fs.linkSync(tmp, lockPath);
+          linkSync(tmp, lockPath);
           linked = true;
           break;
         } catch (e) {
@@ -693,7 +706,7 @@ export class ImageLock {
         );
       }
     } finally {
-      fs.rmSync(tmp, { force: true });
+      rmSync(tmp, { force: true });
     }
     remember(lockPath, text);
     // Published; now the readers (each published before it looked for a writer, see readerRecord).
@@ -705,7 +718,7 @@ export class ImageLock {
         removeIfOurs(lockPath, text);
         throw recordConflict(imagePath, file, r);
       }
-      fs.rmSync(file, { force: true }); // a reader that died: its name is unique, so this removes only its record
+      rmSync(file, { force: true }); // a reader that died: its name is unique, so this removes only its record
     }
     return lockPath;
   }
@@ -717,10 +730,10 @@ export class ImageLock {
     text: string,
     kernel: boolean,
   ): string | NoRecord {
-    const file = path.join(path.dirname(lockPath), `${readerPrefix(lockPath)}${process.pid}.${token()}`);
+    const file = join(dirname(lockPath), `${readerPrefix(lockPath)}${process.pid}.${token()}`);
     let record: string | NoRecord;
     try {
-      fs.writeFileSync(file, text, { flag: "wx", mode: 0o644 });
+      writeFileSync(file, text, { flag: "wx", mode: 0o644 });
       remember(file, text);
       record = file;
     } catch (e) {
@@ -730,7 +743,7 @@ export class ImageLock {
     if (w !== undefined && recordLive(w, kernel)) {
       if (typeof record === "string") {
         held.delete(file);
-        fs.rmSync(file, { force: true });
+        rmSync(file, { force: true });
       }
       throw recordConflict(imagePath, lockPath, w);
     }
@@ -746,7 +759,7 @@ export class ImageLock {
     pid: number,
   ): Error {
     const lockPath = lockPathOf(imagePath);
-    const holders = kernelHolders(fs.fstatSync(fd, { bigint: true }));
+    const holders = kernelHolders(fstatSync(fd, { bigint: true }));
     // Who conflicts with us: for a reader only writers do; for a writer anyone.
     const holder = holders.find((h) => mode === "write" || h.mode !== "read") ?? holders[0];
     if (holder) return new ImageLockedError(imagePath, holder.pid, lockPath, holder.mode, holder.program);
@@ -787,28 +800,28 @@ function recordConflict(imagePath: string, file: string, r: LockRecord): ImageLo
 function takeOverStale(lockPath: string, staleText: string): void {
   const aside = `${lockPath}.stale.${process.pid}.${token()}`;
   try {
-    fs.renameSync(lockPath, aside);
+    renameSync(lockPath, aside);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return; // someone else moved it: retry
     throw e;
   }
   let now: string | undefined;
   try {
-    now = fs.readFileSync(aside, "utf8");
+    now = readFileSync(aside, "utf8");
   } catch {
     now = undefined;
   }
   if (now === staleText) {
-    fs.rmSync(aside, { force: true });
+    rmSync(aside, { force: true });
     return;
   }
   // Between our read and our rename a live writer replaced the stale lock: put its lock back.
   try {
-    fs.linkSync(aside, lockPath);
+    linkSync(aside, lockPath);
   } catch {
     // a third process has linked its own lock meanwhile; the next attempt reports it
   }
-  fs.rmSync(aside, { force: true });
+  rmSync(aside, { force: true });
 }
 
 /**
@@ -820,16 +833,16 @@ export function lockHolder(imagePath: string): number | undefined {
   if (r !== undefined && r.pid > 0 && pidAlive(r.pid)) return r.pid;
   let fd: number;
   try {
-    fd = fs.openSync(imagePath, "r");
+    fd = openSync(imagePath, "r");
   } catch {
     return undefined;
   }
   try {
     const w = runHelper(fd, [], [PERM_BASE + WRITE, PERM_BASE + RESIZE]);
     if (w.kind !== "conflict") return undefined;
-    const writer = kernelHolders(fs.fstatSync(fd, { bigint: true })).find((h) => h.mode === "write");
+    const writer = kernelHolders(fstatSync(fd, { bigint: true })).find((h) => h.mode === "write");
     return writer?.pid ?? 0;
   } finally {
-    fs.closeSync(fd);
+    closeSync(fd);
   }
 }

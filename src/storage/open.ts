@@ -9,7 +9,7 @@
  * as qcow2 on its next open: that would let a guest turn its raw disk into a qcow2 image naming any host file
  * as its backing file. Naming the format (`format: "raw"`) lifts the restriction, as `format=raw` does in QEMU.
  */
-import fs from "node:fs";
+import { closeSync, openSync, readSync, realpathSync } from "node:fs";
 
 import { ImageError } from "./errors.ts";
 import { NbdBackend, type NbdOptions } from "./nbd/backend.ts";
@@ -96,7 +96,7 @@ function openAt(target: string, options: OpenMediumOptions, depth: number, chain
 
 function realPath(file: string): string {
   try {
-    return fs.realpathSync(file);
+    return realpathSync(file);
   } catch {
     return file;
   }
@@ -109,18 +109,18 @@ function realPath(file: string): string {
 export function probeFormat(file: string): ImageFormat {
   let fd: number;
   try {
-    fd = fs.openSync(file, "r");
+    fd = openSync(file, "r");
   } catch {
     return "raw";
   }
   try {
     const head = new Uint8Array(8);
-    const n = fs.readSync(fd, head, 0, 8, 0);
+    const n = readSync(fd, head, 0, 8, 0);
     return looksLikeQcow2(head.subarray(0, n)) ? "qcow2" : "raw";
   } catch {
     return "raw";
   } finally {
-    fs.closeSync(fd);
+    closeSync(fd);
   }
 }
 

@@ -14,14 +14,23 @@
  * view into `allocAligned` memory at a 512-multiple offset is used as is; any other buffer is bounced through
  * a page-aligned chunk, one chunk at a time.
  */
-// The hot calls as named imports: the `fs` module object is in dictionary mode, so every `fs.x` load on a hot
-// path is a generic property lookup that optimized code cannot inline.
-import fs, {
+// Named imports: the `fs` module object is in dictionary mode, so every `fs.x` load on a hot path is a generic
+// property lookup that optimized code cannot inline (and a default import makes the launcher's CommonJS bundle
+// copy the whole module's properties at start-up).
+import {
+  closeSync,
+  constants,
   fdatasync as fsFdatasync,
+  fdatasyncSync,
+  fstatSync,
+  ftruncateSync,
+  openSync,
   read as fsRead,
   readSync,
   readv as fsReadv,
   readvSync,
+  Stats,
+  statSync,
   write as fsWrite,
   writeSync,
   writev as fsWritev,
@@ -82,7 +91,7 @@ export class RawImageBackend implements BlockBackend {
 
   /** The file itself (device and inode), the same however its path is written: what a drive serial derives from. */
   get identity(): string {
-    const st = fs.fstatSync(this.fd);
+    const st = fstatSync(this.fd);
     return `raw:${st.dev}:${st.ino}`;
   }
 
@@ -92,20 +101,20 @@ export class RawImageBackend implements BlockBackend {
     const useLock = options.lock ?? true;
 
     // Check what can be checked before opening and locking.
-    let st: fs.Stats;
+    let st: Stats;
     try {
-      st = fs.statSync(path);
+      st = statSync(path);
     } catch (e) {
       throw new ImageError("EOPEN", `cannot open image ${path}: ${(e as Error).message}`, path);
     }
     if (!st.isFile()) throw new ImageError("EOPEN", `${path} is not a regular file`, path);
     checkImageSize(path, st.size);
 
-    let flags = readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR;
-    if (direct) flags |= fs.constants.O_DIRECT;
+    let flags = readOnly ? constants.O_RDONLY : constants.O_RDWR;
+    if (direct) flags |= constants.O_DIRECT;
     let fd: number;
     try {
-      fd = fs.openSync(path, flags);
+      fd = openSync(path, flags);
     } catch (e) {
       if (direct && (e as NodeJS.ErrnoException).code === "EINVAL") {
         throw new ImageError("ENODIRECT", `the filesystem holding ${path} does not support O_DIRECT`, path);
@@ -116,12 +125,12 @@ export class RawImageBackend implements BlockBackend {
     try {
       // The kernel lock goes on this descriptor: it lasts until the descriptor is closed.
       if (useLock) lock = ImageLock.acquire(path, fd, readOnly ? "read" : "write");
-      const size = fs.fstatSync(fd).size;
+      const size = fstatSync(fd).size;
       checkImageSize(path, size);
       return new RawImageBackend(path, fd, size / SECTOR_SIZE, readOnly, direct, lock);
     } catch (e) {
       lock?.release();
-      fs.closeSync(fd);
+      closeSync(fd);
       throw e;
     }
   }
@@ -141,7 +150,7 @@ export class RawImageBackend implements BlockBackend {
     const gen = this.writes.gen;
     if (gen === this.flushedGen) return;
     try {
-      fs.fdatasyncSync(this.fd);
+      fdatasyncSync(this.fd);
     } catch (e) {
       throw fsError(e, 0, `flush of ${this.describe}`);
     }
@@ -209,7 +218,7 @@ export class RawImageBackend implements BlockBackend {
     try {
       this.lock?.release();
     } finally {
-      fs.closeSync(this.fd);
+      closeSync(this.fd);
     }
   }
 
@@ -352,8 +361,8 @@ export class RawImageBackend implements BlockBackend {
   private discardTail(sector: number, count: number): boolean {
     if (sector + count !== this.sectorCount) return false;
     try {
-      fs.ftruncateSync(this.fd, sector * SECTOR_SIZE);
-      fs.ftruncateSync(this.fd, this.sectorCount * SECTOR_SIZE);
+      ftruncateSync(this.fd, sector * SECTOR_SIZE);
+      ftruncateSync(this.fd, this.sectorCount * SECTOR_SIZE);
     } catch (e) {
       throw fsError(e, sector, `discard of ${this.describe}`);
     }

@@ -1,7 +1,9 @@
 // A raw image's flush makes durable what was written since the last flush, and skips its fdatasync when nothing
 // was (QEMU's write_gen against flushed_gen in block/io.c, bdrv_co_flush): a machine that wrote nothing closes
-// without one. fdatasync calls are counted by spying on node:fs, which the backend calls through.
+// without one. fdatasync calls are counted by spying on node:fs; the backend's named import of it sees the spy
+// once syncBuiltinESMExports() has copied the module object's properties to the ES module's exports.
 import fs from "node:fs";
+import { syncBuiltinESMExports } from "node:module";
 import path from "node:path";
 
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from "vitest";
@@ -25,8 +27,12 @@ function image(): string {
 let syncs: ReturnType<typeof vi.spyOn>;
 beforeEach(() => {
   syncs = vi.spyOn(fs, "fdatasyncSync");
+  syncBuiltinESMExports();
 });
-afterEach(() => vi.restoreAllMocks());
+afterEach(() => {
+  vi.restoreAllMocks();
+  syncBuiltinESMExports();
+});
 
 describe("RawImageBackend flush", () => {
   it("fdatasyncs after a write, and not again until the next write", () => {

@@ -16,7 +16,7 @@
  * protocol or stays silent for `timeoutMs` while requests wait ends it: every request in flight fails with EIO,
  * and the medium sends later ones to the worker's connection, which reports the same end if the server is gone.
  */
-import net from "node:net";
+import { Socket, connect as netConnect } from "node:net";
 
 import { IoError } from "../types.ts";
 import { type HandshakeOptions, type NbdExportInfo, negotiate, type Negotiation } from "./handshake.ts";
@@ -40,7 +40,7 @@ const HEADERS_PER_BUFFER = 64;
 export type SocketConnectionState = "connecting" | "ready" | "dead";
 
 export class SocketConnection implements CommandSink, ReplyOwner, ByteSource {
-  private readonly socket: net.Socket;
+  private readonly socket: Socket;
   private readonly inflight = new Map<number, Pending>();
   private nextHandle = 1;
   private parser: ReplyParser | null = null;
@@ -77,8 +77,8 @@ export class SocketConnection implements CommandSink, ReplyOwner, ByteSource {
     const onread = { buffer: Buffer.allocUnsafe(READ_BYTES), callback: this.onRead };
     this.socket =
       target.transport === "unix"
-        ? net.connect({ path: target.path, onread })
-        : net.connect({ host: target.host, port: target.port, onread });
+        ? netConnect({ path: target.path, onread })
+        : netConnect({ host: target.host, port: target.port, onread });
     // An open medium does not keep the process alive by itself; requests in flight do.
     this.socket.unref();
     this.socket.on("connect", () => {

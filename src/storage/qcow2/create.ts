@@ -3,7 +3,7 @@
  * backing file name) in cluster 0, then the refcount table, the refcount blocks that count every metadata
  * cluster, and a zeroed L1 table; nothing else is allocated, and the L1 table stays a sparse hole.
  */
-import fs from "node:fs";
+import { Stats, closeSync, fsyncSync, ftruncateSync, openSync, rmSync, statSync, writeSync } from "node:fs";
 
 import { ImageError, ImageLockedError } from "../errors.ts";
 import { lockHolder, lockPathOf } from "../lock.ts";
@@ -130,14 +130,14 @@ export function createQcow2(file: string, options: CreateQcow2Options): void {
     writeAll(fd, header, 0);
     writeAll(fd, table, rtAt * cs);
     writeAll(fd, blocks, rbAt * cs);
-    fs.ftruncateSync(fd, total * cs);
-    fs.fsyncSync(fd);
+    ftruncateSync(fd, total * cs);
+    fsyncSync(fd);
   } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(file, { force: true });
+    closeSync(fd);
+    rmSync(file, { force: true });
     throw new ImageError("EOPEN", `cannot write image ${file}: ${(e as Error).message}`, file);
   }
-  fs.closeSync(fd);
+  closeSync(fd);
 }
 
 function tooSmall(file: string, cs: number): ImageError {
@@ -160,15 +160,15 @@ function putExtension(header: Uint8Array, at: number, type: number, data: Uint8A
 }
 
 function writeAll(fd: number, buf: Uint8Array, pos: number): void {
-  for (let done = 0; done < buf.length;) done += fs.writeSync(fd, buf, done, buf.length - done, pos + done);
+  for (let done = 0; done < buf.length;) done += writeSync(fd, buf, done, buf.length - done, pos + done);
 }
 
 /** Create `file` (O_EXCL unless `force`; never replacing a non-file or an image a live writer holds). */
 function openNew(file: string, force: boolean): number {
   if (force) {
-    let st: fs.Stats | undefined;
+    let st: Stats | undefined;
     try {
-      st = fs.statSync(file);
+      st = statSync(file);
     } catch {
       st = undefined;
     }
@@ -179,7 +179,7 @@ function openNew(file: string, force: boolean): number {
     if (pid !== undefined) throw new ImageLockedError(file, pid, lockPathOf(file));
   }
   try {
-    return fs.openSync(file, force ? "w" : "wx", 0o644);
+    return openSync(file, force ? "w" : "wx", 0o644);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "EEXIST") {
       throw new ImageError("EEXIST", `${file} already exists (use force to overwrite it)`, file);

@@ -15,8 +15,21 @@
  * decreases). At worst a crash leaks clusters, which `qemu-img check -r leaks` reclaims; it never leaves a
  * cluster in use with a refcount of 0. Refcounts are always kept exact (no lazy refcounts, no dirty bit).
  */
-import fs from "node:fs";
-import path from "node:path";
+import {
+  Stats,
+  closeSync,
+  constants,
+  fdatasync as fsFdatasync,
+  fdatasyncSync,
+  fstatSync,
+  openSync,
+  read as fsRead,
+  readSync,
+  statSync,
+  write as fsWrite,
+  writeSync,
+} from "node:fs";
+import { dirname, isAbsolute, join } from "node:path";
 
 import { isDirectAligned } from "../aligned.ts";
 import { zlib } from "../builtins.ts";
@@ -210,16 +223,16 @@ export class Qcow2Backend implements BlockBackend {
   static open(file: string, options: Qcow2Options = {}): Qcow2Backend {
     const readOnly = options.readOnly ?? false;
     const depth = options.depth ?? 0;
-    let st: fs.Stats;
+    let st: Stats;
     try {
-      st = fs.statSync(file);
+      st = statSync(file);
     } catch (e) {
       throw new ImageError("EOPEN", `cannot open image ${file}: ${(e as Error).message}`, file);
     }
     if (!st.isFile()) throw new ImageError("EOPEN", `${file} is not a regular file`, file);
     let fd: number;
     try {
-      fd = fs.openSync(file, readOnly ? "r" : "r+");
+      fd = openSync(file, readOnly ? "r" : "r+");
     } catch (e) {
       throw new ImageError("EOPEN", `cannot open image ${file}: ${(e as Error).message}`, file);
     }
@@ -230,18 +243,18 @@ export class Qcow2Backend implements BlockBackend {
       if (options.lock ?? true) lock = ImageLock.acquire(file, fd, readOnly ? "read" : "write");
       if (options.direct) directFd = openDirect(file, readOnly);
       const first = Buffer.alloc(4096);
-      const got = fs.readSync(fd, first, 0, first.length, 0);
+      const got = readSync(fd, first, 0, first.length, 0);
       const h = parseHeader(first.subarray(0, got), file);
       const cs = 1 << h.clusterBits;
       const cluster = Buffer.alloc(cs);
-      fs.readSync(fd, cluster, 0, cs, 0);
+      readSync(fd, cluster, 0, cs, 0);
       const ext = parseExtensions(cluster, h, file);
       checkFeatures(file, h, ext, readOnly);
 
       let backingName: string | undefined;
       if (h.backingFileOffset !== 0) {
         const nameBuf = Buffer.alloc(h.backingFileSize);
-        const n = fs.readSync(fd, nameBuf, 0, nameBuf.length, h.backingFileOffset);
+        const n = readSync(fd, nameBuf, 0, nameBuf.length, h.backingFileOffset);
         backingName = nameBuf.subarray(0, n).toString("utf8");
         if (!options.openBacking) {
           throw new ImageFormatError(
@@ -285,15 +298,15 @@ export class Qcow2Backend implements BlockBackend {
     } catch (e) {
       backing?.close();
       lock?.release();
-      if (directFd !== null) fs.closeSync(directFd);
-      fs.closeSync(fd);
+      if (directFd !== null) closeSync(directFd);
+      closeSync(fd);
       throw e;
     }
   }
 
   /** The file itself (device and inode), as raw images identify themselves. */
   get identity(): string {
-    const st = fs.fstatSync(this.fd);
+    const st = fstatSync(this.fd);
     return `qcow2:${st.dev}:${st.ino}`;
   }
 
@@ -400,7 +413,7 @@ export class Qcow2Backend implements BlockBackend {
           if (this.readOnly) break;
           this.writeMetadata();
           this.inflight++;
-          fs.fdatasync(this.fd, (err) => {
+          fsFdatasync(this.fd, (err) => {
             this.inflight--;
             done(err ? fsError(err, 0, `flush of ${this.describe}`) : undefined);
           });
@@ -492,8 +505,8 @@ export class Qcow2Backend implements BlockBackend {
         };
         const rest = seg.buf.length - moved;
         const fd = this.dataFd(seg.buf);
-        if (write) fs.write(fd, seg.buf, moved, rest, seg.host + moved, cb);
-        else fs.read(fd, seg.buf, moved, rest, seg.host + moved, cb);
+        if (write) fsWrite(fd, seg.buf, moved, rest, seg.host + moved, cb);
+        else fsRead(fd, seg.buf, moved, rest, seg.host + moved, cb);
       };
       step(0);
     }
@@ -516,8 +529,8 @@ export class Qcow2Backend implements BlockBackend {
         try {
           this.lock?.release();
         } finally {
-          if (this.directFd !== null) fs.closeSync(this.directFd);
-          fs.closeSync(this.fd);
+          if (this.directFd !== null) closeSync(this.directFd);
+          closeSync(this.fd);
         }
       }
     }
@@ -1042,7 +1055,7 @@ export class Qcow2Backend implements BlockBackend {
   private sync(): void {
     if (this.unsynced) {
       try {
-        fs.fdatasyncSync(this.fd);
+        fdatasyncSync(this.fd);
       } catch (e) {
         throw fsError(e, 0, `flush of ${this.describe}`);
       }
@@ -1068,7 +1081,7 @@ export class Qcow2Backend implements BlockBackend {
     while (done < buf.length) {
       let n: number;
       try {
-        n = fs.readSync(fd, buf, done, buf.length - done, offset + done);
+        n = readSync(fd, buf, done, buf.length - done, offset + done);
       } catch (e) {
         throw fsError(e, 0, `read of ${this.describe}`);
       }
@@ -1086,7 +1099,7 @@ export class Qcow2Backend implements BlockBackend {
     while (done < buf.length) {
       let n: number;
       try {
-        n = fs.writeSync(fd, buf, done, buf.length - done, offset + done);
+        n = writeSync(fd, buf, done, buf.length - done, offset + done);
       } catch (e) {
         throw fsError(e, 0, `write of ${this.describe}`);
       }
@@ -1127,9 +1140,9 @@ export class Qcow2Backend implements BlockBackend {
 }
 
 function openDirect(file: string, readOnly: boolean): number {
-  const flags = (readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR) | fs.constants.O_DIRECT;
+  const flags = (readOnly ? constants.O_RDONLY : constants.O_RDWR) | constants.O_DIRECT;
   try {
-    return fs.openSync(file, flags);
+    return openSync(file, flags);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "EINVAL") {
       throw new ImageError("ENODIRECT", `the filesystem holding ${file} does not support O_DIRECT`, file);
@@ -1162,8 +1175,8 @@ function be64(v: number): Uint8Array {
  * relative path relative to the directory of the image that names it.
  */
 export function resolveBackingName(imagePath: string, name: string): string {
-  if (path.isAbsolute(name) || /^[a-z][a-z0-9+.-]*:\/\//i.test(name)) return name;
-  return path.join(path.dirname(imagePath), name);
+  if (isAbsolute(name) || /^[a-z][a-z0-9+.-]*:\/\//i.test(name)) return name;
+  return join(dirname(imagePath), name);
 }
 
 /** Refuse what xenide cannot read (or, for a writable open, write) correctly. */
