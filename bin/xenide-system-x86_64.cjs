@@ -10,6 +10,7 @@
 // on stderr which it was; XENIDE_CODE_CACHE_WRITE=PATH (the build's warm-up run) writes the cache when the
 // launcher exits.
 "use strict";
+const { isAscii } = require("node:buffer");
 const { existsSync, readFileSync, renameSync, writeFileSync } = require("node:fs");
 const { join } = require("node:path");
 const { Script } = require("node:vm");
@@ -44,9 +45,10 @@ function cachedDataFor(source) {
 function loadBundle() {
   const source = readFileSync(bundle);
   const cache = cachedDataFor(source);
-  // Node's CommonJS wrapper, so the bundle sees exactly what a require()d module sees.
-  const wrapped = `(function (exports, require, module, __filename, __dirname) { ${source.toString("utf8")}\n});`;
-  const script = new Script(wrapped, { filename: bundle, cachedData: cache.data });
+  // The bundle is Node's CommonJS wrapper function around the module (see scripts/build-launcher.mjs), so it sees
+  // exactly what a require()d module sees. ASCII, as built, is Latin-1 text: one copy into V8, no decoding.
+  const text = isAscii(source) ? source.toString("latin1") : source.toString("utf8");
+  const script = new Script(text, { filename: bundle, cachedData: cache.data });
   if (process.env.XENIDE_CODE_CACHE_DEBUG === "1") {
     const used = cache.data ? (script.cachedDataRejected ? "rejected by V8" : "used") : cache.why;
     process.stderr.write(`${PROGRAM}: code cache ${used}\n`);

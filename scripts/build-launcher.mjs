@@ -1,5 +1,6 @@
 // Builds the QEMU drop-in launcher's start path: dist/xenide-system-x86_64.cjs, one self-contained CommonJS file
-// (no chunks to resolve and link one by one, nothing of the CLI's), and dist/xenide-system-x86_64.cache, the V8
+// (no chunks to resolve and link one by one, nothing of the CLI's) written as the function expression of Node's
+// CommonJS wrapper, and dist/xenide-system-x86_64.cache, the V8
 // code cache that bin/xenide-system-x86_64.cjs hands to vm.Script so that a start compiles nothing it has compiled
 // before. A libqtest test starts a machine per test case: parsing and compiling the bundle was the largest part
 // of a start after Node's own.
@@ -7,7 +8,7 @@
 // The cache is made by a warm-up run: the launcher, through the same loader as every start, serves a short
 // qtest session (IDENTIFY and a DMA read on a scratch image) and writes the cache on its way out, so that the
 // functions a start and a first request run are in it too, not only the module's top level. The cache is tied
-// to the bundle's bytes (a SHA-256 in its header) and to the Node version; the loader ignores a cache that does
+// to the bundle's bytes (it holds a copy of them) and to the Node version; the loader ignores a cache that does
 // not match, and V8 rejects one built by another V8 or with other flags, so a missing or stale cache costs time,
 // never correctness.
 //
@@ -25,6 +26,9 @@ const root = dirname(dirname(fileURLToPath(import.meta.url)));
 export const LAUNCHER_BUNDLE = "xenide-system-x86_64.cjs";
 /** The code cache's file name, beside the bundle. */
 export const LAUNCHER_CACHE = "xenide-system-x86_64.cache";
+/** Node's CommonJS module wrapper, around the bundle's text. */
+const WRAPPER_HEAD = "(function (exports, require, module, __filename, __dirname) {";
+const WRAPPER_TAIL = "});";
 
 /** Bundle src/qemu/main.ts into `outDir` as one CommonJS file. */
 export async function bundleLauncher(outDir) {
@@ -41,9 +45,15 @@ export async function bundleLauncher(outDir) {
     // source a two-byte string): every start reads it, compares it with the cache's copy and hands it to V8
     // (about 10 ms of CPU less a start). Names are kept; the source map gives stack traces their lines.
     minifyWhitespace: true,
+    // ASCII (esbuild's default, stated): the loader hands the file to V8 as Latin-1 text, one copy, no decoding.
+    charset: "ascii",
     sourcemap: true,
     logLevel: "warning",
-    banner: { js: "// Built by scripts/build-launcher.mjs from src/; do not edit." },
+    // The file is the function expression Node wraps a CommonJS module in, so that the loader compiles the file's
+    // text as it is: wrapping it at each start made a second copy of the source and a garbage collection (~5 ms
+    // of a start here). It is compiled by bin/xenide-system-x86_64.cjs, not meant for require().
+    banner: { js: `// Built by scripts/build-launcher.mjs from src/; do not edit.\n${WRAPPER_HEAD}` },
+    footer: { js: WRAPPER_TAIL },
   });
 }
 

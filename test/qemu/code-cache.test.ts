@@ -132,6 +132,19 @@ describe("the launcher's code cache", () => {
     expect(r.stdout).toContain("7.2.99");
   });
 
+  it("reads a bundle that is not ASCII as UTF-8 (the build's is ASCII, read as Latin-1)", () => {
+    restore();
+    expect(original.bundle.every((b) => b < 0x80)).toBe(true);
+    const text = original.bundle.toString("utf8");
+    writeFileSync(
+      bundle,
+      text.replace("QEMU emulator version 7.2.22", "QEMU emulator version 7.2.22 \u00e9\u00b5"),
+    );
+    const r = start(["--version"]);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain("7.2.22 \u00e9\u00b5)");
+  });
+
   it("ignores a cache made by another Node or in another format", () => {
     restore();
     const nl = original.cache.indexOf(10);
