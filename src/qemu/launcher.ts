@@ -63,8 +63,8 @@ QEMU's command line for xenide's PC (i440FX + PIIX3 IDE), without a guest CPU: t
   -compat qemu-7.2|xenide (default qemu-7.2)
 Exit status: 0 on SIGTERM/SIGINT/SIGHUP, QMP quit or the end of the qtest input; 1 on a bad option or a
 failure to start.
-Environment: XENIDE_QTEST_POLL_US=N polls a qtest socket N microseconds after each reply for the client's next
-command before waiting in the event loop (default 150; 0: never).
+Environment: XENIDE_QTEST_POLL_US=N polls a qtest socket or pipe N microseconds after each reply for the
+client's next command before waiting in the event loop (default 150; 0: never).
 `;
 
 /** Run the launcher; resolves with the exit status once the machine has stopped. */

@@ -23,7 +23,7 @@
  * the same run (4 us in some, 8 us in others), hence adapting rather than a constant.
  */
 
-import { readSync, writeSync } from "node:fs";
+import { fstatSync, readSync, writeSync } from "node:fs";
 import type { Writable } from "node:stream";
 
 /** How long to poll after a reply unless `XENIDE_QTEST_POLL_US` says otherwise (0 turns polling off). */
@@ -45,6 +45,23 @@ const MAX_DELAY_NS = 30_000;
 export function socketFd(stream: unknown): number {
   const fd = (stream as { _handle?: { fd?: unknown } } | null)?._handle?.fd;
   return typeof fd === "number" && fd >= 0 ? fd : -1;
+}
+
+/**
+ * The descriptor of a stream the poll may read without blocking, or -1: one on a libuv pipe or TCP handle whose
+ * descriptor is a socket or a FIFO (libuv opened it non-blocking: a read with nothing there fails with EAGAIN).
+ * A qtest client's socket, or stdin when it is a pipe (`xenide qtest` under a test driver); never a terminal or
+ * a file, whose reads could block.
+ */
+export function pollableFd(stream: unknown): number {
+  const fd = socketFd(stream);
+  if (fd < 0) return -1;
+  try {
+    const st = fstatSync(fd);
+    return st.isSocket() || st.isFIFO() ? fd : -1;
+  } catch {
+    return -1;
+  }
 }
 
 /** The poll window from the environment (`XENIDE_QTEST_POLL_US`, microseconds), else the default. */

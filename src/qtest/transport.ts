@@ -8,13 +8,13 @@ import { lstatSync, unlinkSync } from "node:fs";
 import { type Server, type Socket, connect, createServer } from "node:net";
 import type { Readable, Writable } from "node:stream";
 import { QTEST_CHUNK, type QtestServer } from "./server.ts";
-import { SocketPoller, pollWindowUs, socketFd, writeDirect } from "./socket-poll.ts";
+import { SocketPoller, pollWindowUs, pollableFd, writeDirect } from "./socket-poll.ts";
 
 export interface ServeOptions {
   /**
-   * When the input is a connected socket (the same one as the output): after each batch of replies, poll it this
-   * many microseconds for the client's next command before waiting in the event loop (see socket-poll.ts).
-   * Default `XENIDE_QTEST_POLL_US` or 150; 0 turns it off. Streams that are not sockets are never polled.
+   * When the input is a socket or a pipe (a client's socket; stdin from a test driver): after each batch of
+   * replies, poll it this many microseconds for the client's next command before waiting in the event loop (see
+   * socket-poll.ts). Default `XENIDE_QTEST_POLL_US` or 150; 0 turns it off. Terminals and files are never polled.
    */
   pollUs?: number;
 }
@@ -32,11 +32,14 @@ export function serveStream(
   opts: ServeOptions = {},
 ): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    // A socket (input and output the same one) is read and written by its descriptor where that saves time.
-    const fd = (input as unknown) === output ? socketFd(input) : -1;
-    const poller = fd >= 0 ? new SocketPoller(fd, opts.pollUs ?? pollWindowUs()) : null;
+    // A socket or a pipe is read and written by its descriptor where that saves time (stdin and stdout are two).
+    const inFd = pollableFd(input);
+    const outFd = (output as unknown) === input ? inFd : pollableFd(output);
+    const poller = inFd >= 0 ? new SocketPoller(inFd, opts.pollUs ?? pollWindowUs()) : null;
     const send =
-      fd >= 0 ? (s: string) => writeDirect(output, fd, s) : (s: string) => void output.write(s, "latin1");
+      outFd >= 0
+        ? (s: string) => writeDirect(output, outFd, s)
+        : (s: string) => void output.write(s, "latin1");
     let out = "";
     let running = false;
     const flush = (): void => {

@@ -1,6 +1,15 @@
+import { spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, rmSync } from "node:fs";
-import { type Socket, connect, createServer } from "node:net";
+import {
+  closeSync,
+  constants,
+  createReadStream,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { Socket, connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -8,7 +17,13 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Hypervisor } from "../../src/hypervisor/hypervisor.ts";
 import { QtestClient } from "../../src/qtest/client.ts";
 import { QtestServer } from "../../src/qtest/server.ts";
-import { SocketPoller, pollWindowUs, socketFd, writeDirect } from "../../src/qtest/socket-poll.ts";
+import {
+  SocketPoller,
+  pollWindowUs,
+  pollableFd,
+  socketFd,
+  writeDirect,
+} from "../../src/qtest/socket-poll.ts";
 import { serveStream } from "../../src/qtest/transport.ts";
 
 const dirs: string[] = [];
@@ -37,6 +52,53 @@ async function socketPair(): Promise<{ server: Socket; client: Socket; close: ()
     },
   };
 }
+
+/**
+ * A FIFO opened as a test driver's pipe to a child's stdin looks to Node: `reader` a stream on a libuv pipe
+ * handle over a non-blocking descriptor (what process.stdin is when stdin is a pipe), `writer` the other end.
+ */
+function fifo(): { reader: Socket; writer: Socket; close: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), "xenide-fifo-"));
+  dirs.push(dir);
+  const path = join(dir, "f");
+  const r = spawnSync("mkfifo", [path]);
+  if (r.status !== 0) throw new Error(`mkfifo: ${r.stderr}`);
+  const rfd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  const wfd = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
+  const reader = new Socket({ fd: rfd, readable: true, writable: false });
+  const writer = new Socket({ fd: wfd, readable: false, writable: true });
+  return {
+    reader,
+    writer,
+    close: () => {
+      writer.destroy();
+      reader.destroy();
+    },
+  };
+}
+
+describe("pollableFd", () => {
+  it("polls sockets and pipes, never files or other streams (whose reads could block)", async () => {
+    const p = await socketPair();
+    const f = fifo();
+    const dir = mkdtempSync(join(tmpdir(), "xenide-file-"));
+    dirs.push(dir);
+    writeFileSync(join(dir, "cmds"), "inb 0x1f7\n");
+    const file = createReadStream(join(dir, "cmds"));
+    await once(file, "open");
+    try {
+      expect(pollableFd(p.server)).toBe(socketFd(p.server));
+      expect(pollableFd(f.reader)).toBe(socketFd(f.reader));
+      expect(pollableFd(f.reader)).toBeGreaterThan(2);
+      expect(pollableFd(file)).toBe(-1);
+      expect(pollableFd({})).toBe(-1);
+    } finally {
+      file.destroy();
+      f.close();
+      p.close();
+    }
+  });
+});
 
 describe("socketFd", () => {
   it("finds the descriptor of a connected socket and none for other streams", async () => {
@@ -79,6 +141,24 @@ describe("SocketPoller", () => {
       expect(seen).toEqual(["after\n"]);
     } finally {
       p.close();
+    }
+  });
+
+  it("takes bytes waiting in a pipe (stdin from a test driver), which the pipe's stream then never delivers", async () => {
+    const f = fifo();
+    try {
+      const seen: string[] = [];
+      f.reader.setEncoding("latin1");
+      f.reader.on("data", (d: string) => seen.push(d));
+      const poller = new SocketPoller(pollableFd(f.reader), 1000);
+      f.writer.write("inb 0x1f7\n");
+      expect(poller.poll()).toBe("inb 0x1f7\n");
+      expect(poller.hits).toBe(1);
+      f.writer.write("after\n");
+      await new Promise((r) => setTimeout(r, 50));
+      expect(seen).toEqual(["after\n"]);
+    } finally {
+      f.close();
     }
   });
 
@@ -235,4 +315,42 @@ describe("serveStream on a socket, polling", () => {
       p.close();
     }
   });
+});
+
+describe("serveStream on two pipes (stdin and stdout), polling", () => {
+  it.each([0, 200])(
+    "answers round trips in order, replies by the output's descriptor (poll window %i us)",
+    async (pollUs) => {
+      const toServer = fifo();
+      const fromServer = fifo();
+      try {
+        const hv = new Hypervisor({ ramSize: 1 << 20 });
+        const server = new QtestServer({ hv, vcpu: hv.vcpu(0) });
+        const served = serveStream(server, toServer.reader, fromServer.writer, { pollUs });
+        const c = new QtestClient(toServer.writer, fromServer.reader);
+        for (let i = 0; i < 200; i++) {
+          const a = 0x1000 + (i % 64) * 4;
+          const v = ((i * 2654435761) >>> 0).toString(16);
+          expect(await c.cmd(`writel 0x${a.toString(16)} 0x${v}`)).toBe("OK");
+          expect(await c.cmd(`readl 0x${a.toString(16)}`)).toBe(`OK 0x${v.padStart(16, "0")}`);
+        }
+        const replies = await Promise.all([
+          c.cmd("writeb 0x2000 0x5a"),
+          c.cmd("readb 0x2000"),
+          c.cmd("bogus"),
+        ]);
+        expect(replies).toEqual(["OK", "OK 0x000000000000005a", "FAIL Unknown command 'bogus'"]);
+        // A reply larger than the pipe's buffer (64 KiB): the part the descriptor does not take goes through the
+        // stream, in order.
+        const big = await c.cmd(`read 0x20000 0x${(96 * 1024).toString(16)}`);
+        expect(big).toBe(`OK 0x${"00".repeat(96 * 1024)}`);
+        expect(await c.cmd("readb 0x2000")).toBe("OK 0x000000000000005a");
+        toServer.writer.end();
+        await served;
+      } finally {
+        toServer.close();
+        fromServer.close();
+      }
+    },
+  );
 });
