@@ -287,6 +287,8 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   const chardevs = new Map<string, ChardevSpec>();
   const monitors: ChardevSpec[] = [];
   const warnings: string[] = [];
+  /** The first -global QEMU would refuse when it applies it to a device (reported as a device's error). */
+  let globalError: string | null = null;
   const drives: DriveOpt[] = [];
   const nodes = new Map<string, Medium>();
   const devices: QemuOpts[] = [];
@@ -482,12 +484,15 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
           value = o.get("value") ?? "";
         }
         const [driver, prop] = [key.slice(0, key.indexOf(".")), key.slice(key.indexOf(".") + 1)];
-        if (driver !== "ide-hd" && driver !== "ide-cd" && driver !== "ide-drive")
-          throw new QemuUsageError(
-            `${option} ${arg}: driver '${driver}' not supported by xenide (ide-hd, ide-cd)`,
-          );
-        if (!(IDE_HD_PROPS as readonly string[]).includes(prop))
-          throw new QemuUsageError(`${option} ${arg}: property '${prop}' not supported by xenide`);
+        // A global applies when a device is made, after the character devices are connected: so is its error.
+        if (driver !== "ide-hd" && driver !== "ide-cd" && driver !== "ide-drive") {
+          globalError ??= `${option} ${arg}: driver '${driver}' not supported by xenide (ide-hd, ide-cd)`;
+          break;
+        }
+        if (!(IDE_HD_PROPS as readonly string[]).includes(prop)) {
+          globalError ??= `${option} ${arg}: property '${prop}' not supported by xenide`;
+          break;
+        }
         // ide-drive (QEMU's older name) and ide-hd set the hard disks' properties.
         const gkey = `${driver === "ide-cd" ? "ide-cd" : "ide-hd"}.${prop}`;
         globals.set(gkey, value);
@@ -508,147 +513,162 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
 
   // Devices: explicit -device first claims its position; -drive if=ide takes the position it names or the
   // first free one, in command-line order (QEMU's drive_new auto-index, then the board creates ide-hd devices).
-  const taken = new Map<IdePosition, { dev: DeviceOpt | null; drive: DriveOpt | null }>();
-  const devs: DeviceOpt[] = [];
-  for (const o of devices) {
-    o.only(["driver", "drive", "bus", "unit", "id", ...IDE_HD_PROPS]);
-    const driver = o.get("driver");
-    if (driver !== "ide-hd" && driver !== "ide-cd")
-      throw new QemuUsageError(`${o.option}: '${driver ?? ""}' is not a valid device model name`);
-    const ref = o.get("drive");
-    let drive: DriveOpt | null = null;
-    let medium: Medium | null = null;
-    if (!ref) {
-      // An ide-cd without a drive is a CD-ROM drive with an empty tray; a hard disk needs one.
-      if (driver === "ide-hd") throw new QemuUsageError(`${o.option}: No drive specified`); // QEMU 7.2's words (observed)
-    } else {
-      medium = nodes.get(ref) ?? null;
-      if (!medium) {
-        drive = drives.find((d) => d.id === ref) ?? null;
-        if (!drive)
-          throw new QemuUsageError(`${o.option}: Property '${driver}.drive' can't find value '${ref}'`);
-        if (drive.used || drive.ide)
-          throw new QemuUsageError(`${o.option}: Drive '${ref}' is already in use by another device`);
-        drive.used = true;
-        medium = drive.medium;
+  // QEMU 7.2 makes its devices after connecting the character devices, so a device it refuses fails the start
+  // with the sockets connected (observed): such an error becomes the plan's startError, and the machine is
+  // planned without drives (nothing is opened; the start fails before anything is served; QEMU would open its
+  // -drive images first, so of an unopenable image and a refused device, xenide reports the device).
+  let placed: { planned: PlannedDrive[]; startError: string | null };
+  try {
+    placed = placeDevices();
+  } catch (e) {
+    if (!(e instanceof QemuUsageError)) throw e;
+    placed = { planned: [], startError: e.message };
+  }
+  function placeDevices(): { planned: PlannedDrive[]; startError: string | null } {
+    const taken = new Map<IdePosition, { dev: DeviceOpt | null; drive: DriveOpt | null }>();
+    const devs: DeviceOpt[] = [];
+    for (const o of devices) {
+      o.only(["driver", "drive", "bus", "unit", "id", ...IDE_HD_PROPS]);
+      const driver = o.get("driver");
+      if (driver !== "ide-hd" && driver !== "ide-cd")
+        throw new QemuUsageError(`${o.option}: '${driver ?? ""}' is not a valid device model name`);
+      // QEMU finds the bus before it makes the device and sets its properties (qdev_device_add, observed).
+      let bus: number | null = null;
+      const b = o.get("bus");
+      if (b !== undefined) {
+        const m = /^ide\.([01])$/.exec(b);
+        if (!m) throw new QemuUsageError(`${o.option}: Bus '${b}' not found`);
+        bus = Number(m[1]);
       }
-      if (driver === "ide-cd" && medium) medium = { ...medium, readOnly: true };
+      const ref = o.get("drive");
+      let drive: DriveOpt | null = null;
+      let medium: Medium | null = null;
+      if (!ref) {
+        // An ide-cd without a drive is a CD-ROM drive with an empty tray; a hard disk needs one.
+        if (driver === "ide-hd") throw new QemuUsageError(`${o.option}: No drive specified`); // QEMU 7.2's words (observed)
+      } else {
+        medium = nodes.get(ref) ?? null;
+        if (!medium) {
+          drive = drives.find((d) => d.id === ref) ?? null;
+          if (!drive)
+            throw new QemuUsageError(`${o.option}: Property '${driver}.drive' can't find value '${ref}'`);
+          if (drive.used || drive.ide)
+            throw new QemuUsageError(`${o.option}: Drive '${ref}' is already in use by another device`);
+          drive.used = true;
+          medium = drive.medium;
+        }
+        if (driver === "ide-cd" && medium) medium = { ...medium, readOnly: true };
+      }
+      const unit = o.uint("unit");
+      if (unit !== undefined && unit > 1)
+        throw new QemuUsageError(`${o.option}: Invalid IDE unit number ${unit}`);
+      let position: IdePosition | null = null;
+      if (unit !== undefined) position = IDE_POSITIONS[(bus ?? 0) * 2 + unit]!;
+      devs.push({ opts: o, driver, drive, medium, position, bus });
     }
-    let bus: number | null = null;
-    const b = o.get("bus");
-    if (b !== undefined) {
-      const m = /^ide\.([01])$/.exec(b);
-      if (!m) throw new QemuUsageError(`${o.option}: Bus '${b}' not found`);
-      bus = Number(m[1]);
+    const claim = (p: IdePosition, dev: DeviceOpt | null, drive: DriveOpt | null, what: string): void => {
+      if (taken.has(p))
+        throw new QemuUsageError(`${what}: IDE position ${IDE_POSITIONS.indexOf(p)} is already in use`);
+      taken.set(p, { dev, drive });
+    };
+    const firstFree = (bus: number | null): IdePosition => {
+      for (let i = 0; i < 4; i++) {
+        const p = IDE_POSITIONS[i]!;
+        if (bus !== null && Math.floor(i / 2) !== bus) continue;
+        if (!taken.has(p)) return p;
+      }
+      throw new QemuUsageError("no free IDE position left (the PC has four)");
+    };
+    for (const d of drives)
+      if (d.ide && d.ide.index !== null) claim(IDE_POSITIONS[d.ide.index]!, null, d, d.opts.option);
+    for (const dev of devs) if (dev.position) claim(dev.position, dev, dev.drive, dev.opts.option);
+    for (const d of drives) if (d.ide && d.ide.index === null) claim(firstFree(null), null, d, d.opts.option);
+    // QEMU's default CD-ROM drive (vl.c default_drive): without -nodefaults, and unless a -device ide-hd or ide-cd
+    // is given, an empty CD drive "ide1-cd0" goes to index 2 (the secondary master) once the -drive options are
+    // placed, if none of them is there.
+    if (defaults && devs.length === 0 && !taken.has(IDE_POSITIONS[2]!)) {
+      addDrive(parseOpts("-drive", "if=ide,index=2,media=cdrom")); // vl.c's drive_add(..., 2, NULL, CDROM_OPTS)
+      const cd = drives[drives.length - 1]!;
+      claim(IDE_POSITIONS[2]!, null, cd, cd.opts.option);
     }
-    const unit = o.uint("unit");
-    if (unit !== undefined && unit > 1)
-      throw new QemuUsageError(`${o.option}: Invalid IDE unit number ${unit}`);
-    let position: IdePosition | null = null;
-    if (unit !== undefined) position = IDE_POSITIONS[(bus ?? 0) * 2 + unit]!;
-    devs.push({ opts: o, driver, drive, medium, position, bus });
-  }
-  const claim = (p: IdePosition, dev: DeviceOpt | null, drive: DriveOpt | null, what: string): void => {
-    if (taken.has(p))
-      throw new QemuUsageError(`${what}: IDE position ${IDE_POSITIONS.indexOf(p)} is already in use`);
-    taken.set(p, { dev, drive });
-  };
-  const firstFree = (bus: number | null): IdePosition => {
-    for (let i = 0; i < 4; i++) {
-      const p = IDE_POSITIONS[i]!;
-      if (bus !== null && Math.floor(i / 2) !== bus) continue;
-      if (!taken.has(p)) return p;
-    }
-    throw new QemuUsageError("no free IDE position left (the PC has four)");
-  };
-  for (const d of drives)
-    if (d.ide && d.ide.index !== null) claim(IDE_POSITIONS[d.ide.index]!, null, d, d.opts.option);
-  for (const dev of devs) if (dev.position) claim(dev.position, dev, dev.drive, dev.opts.option);
-  for (const d of drives) if (d.ide && d.ide.index === null) claim(firstFree(null), null, d, d.opts.option);
-  // QEMU's default CD-ROM drive (vl.c default_drive): without -nodefaults, and unless a -device ide-hd or ide-cd
-  // is given, an empty CD drive "ide1-cd0" goes to index 2 (the secondary master) once the -drive options are
-  // placed, if none of them is there.
-  if (defaults && devs.length === 0 && !taken.has(IDE_POSITIONS[2]!)) {
-    addDrive(parseOpts("-drive", "if=ide,index=2,media=cdrom")); // vl.c's drive_add(..., 2, NULL, CDROM_OPTS)
-    const cd = drives[drives.length - 1]!;
-    claim(IDE_POSITIONS[2]!, null, cd, cd.opts.option);
-  }
-  for (const dev of devs)
-    if (!dev.position) claim((dev.position = firstFree(dev.bus)), dev, dev.drive, dev.opts.option);
+    for (const dev of devs)
+      if (!dev.position) claim((dev.position = firstFree(dev.bus)), dev, dev.drive, dev.opts.option);
 
-  const planned: PlannedDrive[] = [];
-  let startError: string | null = null;
-  let deviceError: { at: number; text: string } | null = null;
-  // QOM paths as QEMU 7.2's pc gives them (observed in query-block): the drives the board creates are
-  // /machine/unattached/device[N] from 18 (23 with the default devices) in position order; a -device without
-  // id= is /machine/peripheral-anon/device[N], N counting those in command-line order.
-  let boardSeq = defaults ? 23 : 18;
-  const anon = devs.filter((d) => d.opts.get("id") === undefined);
-  for (const p of IDE_POSITIONS) {
-    const t = taken.get(p);
-    if (!t) continue;
-    const idx = IDE_POSITIONS.indexOf(p);
-    const drive = t.drive;
-    const medium = t.dev ? t.dev.medium : drive!.medium;
-    const kind = (t.dev ? t.dev.driver === "ide-cd" : drive!.cdrom) ? "cd" : "hd";
-    const prop = (k: (typeof IDE_HD_PROPS)[number]): string | undefined =>
-      t.dev?.opts.get(k) ?? globals.get(`ide-${kind}.${k}`);
-    const blkName = drive ? drive.id || `ide${idx >> 1}-${kind}${idx & 1}` : "";
-    const devId = t.dev?.opts.get("id");
-    const qdev = t.dev
-      ? (devId ?? `/machine/peripheral-anon/device[${anon.indexOf(t.dev)}]`)
-      : `/machine/unattached/device[${boardSeq++}]`;
-    const wwn = prop("wwn");
-    const wc = prop("write-cache");
-    let writeCache = drive ? drive.writeCache : true;
-    if (wc === "on") writeCache = true;
-    else if (wc === "off") writeCache = false;
-    else if (wc !== undefined && wc !== "auto")
-      throw new QemuUsageError(`-device ide-hd: write-cache=${wc}: expects on, off or auto`);
-    planned.push({
-      position: p,
-      kind,
-      image: medium?.image ?? null,
-      format: medium?.format,
-      readOnly: kind === "cd" || (medium?.readOnly ?? false),
-      direct: medium?.direct ?? false,
-      writeCache,
-      noFlush: (drive?.noFlush ?? false) || (medium?.noFlush ?? false),
-      blkdebug: medium?.blkdebug ?? null,
-      rerror: drive ? drive.rerror : "report",
-      werror: drive ? drive.werror : "enospc",
-      blkName,
-      nodeName: medium?.nodeName ?? "",
-      qdev,
-      // QEMU lists its BlockBackends as they were made: every -drive in command-line order (the default CD
-      // after them), then the anonymous ones devices make for a -blockdev node or an empty ide-cd.
-      blockOrder: drive ? drives.indexOf(drive) : drives.length + devs.indexOf(t.dev!),
-      names: [blkName, medium?.nodeName ?? "", ...(devId ? [devId] : [])].filter((n) => n !== ""),
-      model: prop("model"),
-      serial: prop("serial"),
-      firmware: prop("ver"),
-      wwn:
-        wwn === undefined
-          ? undefined
-          : t.dev?.opts.get("wwn") !== undefined
-            ? parseU64(t.dev.opts.option, "wwn", wwn)
-            : parseU64(`can't apply global ${globalText.get(`ide-${kind}.wwn`)}`, "wwn", wwn, "uint64"),
-    });
-    // What QEMU 7.2's ide_init_drive (and the permission check before it) refuse when the device is realized,
-    // after the character devices are connected: a hard disk needs a medium it can write. A drive the board
-    // made (-drive if=ide) is realized with no option as its location; a -device leads with its own.
-    if (kind === "hd" && (!medium || medium.readOnly)) {
-      const why = !medium ? "Device needs media, but drive is empty" : "Block node is read-only";
-      if (!t.dev) startError ??= why;
-      else {
-        const at = devs.indexOf(t.dev);
-        if (!deviceError || at < deviceError.at) deviceError = { at, text: `${t.dev.opts.option}: ${why}` };
+    const planned: PlannedDrive[] = [];
+    let startError: string | null = null;
+    let deviceError: { at: number; text: string } | null = null;
+    // QOM paths as QEMU 7.2's pc gives them (observed in query-block): the drives the board creates are
+    // /machine/unattached/device[N] from 18 (23 with the default devices) in position order; a -device without
+    // id= is /machine/peripheral-anon/device[N], N counting those in command-line order.
+    let boardSeq = defaults ? 23 : 18;
+    const anon = devs.filter((d) => d.opts.get("id") === undefined);
+    for (const p of IDE_POSITIONS) {
+      const t = taken.get(p);
+      if (!t) continue;
+      const idx = IDE_POSITIONS.indexOf(p);
+      const drive = t.drive;
+      const medium = t.dev ? t.dev.medium : drive!.medium;
+      const kind = (t.dev ? t.dev.driver === "ide-cd" : drive!.cdrom) ? "cd" : "hd";
+      const prop = (k: (typeof IDE_HD_PROPS)[number]): string | undefined =>
+        t.dev?.opts.get(k) ?? globals.get(`ide-${kind}.${k}`);
+      const blkName = drive ? drive.id || `ide${idx >> 1}-${kind}${idx & 1}` : "";
+      const devId = t.dev?.opts.get("id");
+      const qdev = t.dev
+        ? (devId ?? `/machine/peripheral-anon/device[${anon.indexOf(t.dev)}]`)
+        : `/machine/unattached/device[${boardSeq++}]`;
+      const wwn = prop("wwn");
+      const wc = prop("write-cache");
+      let writeCache = drive ? drive.writeCache : true;
+      if (wc === "on") writeCache = true;
+      else if (wc === "off") writeCache = false;
+      else if (wc !== undefined && wc !== "auto")
+        throw new QemuUsageError(`-device ide-hd: write-cache=${wc}: expects on, off or auto`);
+      planned.push({
+        position: p,
+        kind,
+        image: medium?.image ?? null,
+        format: medium?.format,
+        readOnly: kind === "cd" || (medium?.readOnly ?? false),
+        direct: medium?.direct ?? false,
+        writeCache,
+        noFlush: (drive?.noFlush ?? false) || (medium?.noFlush ?? false),
+        blkdebug: medium?.blkdebug ?? null,
+        rerror: drive ? drive.rerror : "report",
+        werror: drive ? drive.werror : "enospc",
+        blkName,
+        nodeName: medium?.nodeName ?? "",
+        qdev,
+        // QEMU lists its BlockBackends as they were made: every -drive in command-line order (the default CD
+        // after them), then the anonymous ones devices make for a -blockdev node or an empty ide-cd.
+        blockOrder: drive ? drives.indexOf(drive) : drives.length + devs.indexOf(t.dev!),
+        names: [blkName, medium?.nodeName ?? "", ...(devId ? [devId] : [])].filter((n) => n !== ""),
+        model: prop("model"),
+        serial: prop("serial"),
+        firmware: prop("ver"),
+        wwn:
+          wwn === undefined
+            ? undefined
+            : t.dev?.opts.get("wwn") !== undefined
+              ? parseU64(t.dev.opts.option, "wwn", wwn)
+              : parseU64(`can't apply global ${globalText.get(`ide-${kind}.wwn`)}`, "wwn", wwn, "uint64"),
+      });
+      // What QEMU 7.2's ide_init_drive (and the permission check before it) refuse when the device is realized,
+      // after the character devices are connected: a hard disk needs a medium it can write. A drive the board
+      // made (-drive if=ide) is realized with no option as its location; a -device leads with its own.
+      if (kind === "hd" && (!medium || medium.readOnly)) {
+        const why = !medium ? "Device needs media, but drive is empty" : "Block node is read-only";
+        if (!t.dev) startError ??= why;
+        else {
+          const at = devs.indexOf(t.dev);
+          if (!deviceError || at < deviceError.at) deviceError = { at, text: `${t.dev.opts.option}: ${why}` };
+        }
       }
     }
+    // The board's drives are realized with the machine (in position order), the -device ones after it, in
+    // command-line order.
+    startError ??= deviceError?.text ?? null;
+    return { planned, startError };
   }
-  // The board's drives are realized with the machine (in position order), the -device ones after it, in
-  // command-line order.
-  startError ??= deviceError?.text ?? null;
   for (const d of drives)
     if (!d.ide && !d.used) warnings.push(`${d.opts.option}: drive not attached to any device`);
 
@@ -659,8 +679,8 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     qtest,
     qtestLog,
     monitors,
-    drives: planned,
-    startError,
+    drives: globalError ? [] : placed.planned,
+    startError: globalError ?? placed.startError,
     warnings,
     info,
   };

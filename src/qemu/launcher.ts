@@ -88,22 +88,15 @@ export async function runLauncher(argv: readonly string[], io: LauncherIo): Prom
     return 0;
   }
   for (const w of plan.warnings) io.stderr.write(`${PROGRAM}: warning: ${w}\n`);
-  let vm: Vm;
-  try {
-    vm = new Vm(plan, io);
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    io.stderr.write(`${PROGRAM}: ${err?.message ?? String(e)}\n`);
-    return 1;
-  }
-  return vm.run();
+  return new Vm(plan, io).run();
 }
 
 class Vm implements QmpHost {
   readonly version = { major: 7, minor: 2, micro: 22, package: "xenide" };
-  private readonly machine: Machine;
-  private readonly drives: DriveRuntime[];
-  private readonly server: QtestServer;
+  // Made by build(), once the monitors' character devices are connected (run()); nothing is served before.
+  private machine!: Machine;
+  private drives: DriveRuntime[] = [];
+  private server!: QtestServer;
   private readonly monitors: QmpMonitor[] = [];
   private readonly held: (() => void)[] = [];
   private runstate: RunState;
@@ -116,14 +109,23 @@ class Vm implements QmpHost {
   private logFd: number | null = null;
   private exit: ((status: number) => void) | null = null;
   private stopping = false;
-  /** The image locks' verdicts (see the constructor): settled before anything is served. */
-  private readonly lockVerdicts: Promise<void>;
+  /** The image locks' verdicts (see build()): settled before anything is served. */
+  private lockVerdicts: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly plan: LaunchPlan,
     private readonly io: LauncherIo,
   ) {
     this.runstate = plan.startPaused ? "prelaunch" : "running";
+  }
+
+  /**
+   * Open the media and build the machine: QEMU 7.2 opens its drives after connecting the monitors' character
+   * devices and before the qtest one (a drive that cannot be opened ends the start with QMP connected only:
+   * observed), so that a libqtest client sees the failure at once instead of waiting for a connection.
+   */
+  private build(): void {
+    const plan = this.plan;
     const drives: DriveRuntime[] = [];
     const specs: IdeDriveSpec[] = [];
     const qemuStrings = plan.compat === "qemu-7.2";
@@ -506,8 +508,8 @@ class Vm implements QmpHost {
    * a listening one with wait=on (QEMU's default for server=on) blocks until its first client connects, saying
    * so on stderr in QEMU's words (scripts wait for that line before they connect). Nothing is served yet.
    */
-  private async connectChardevs(): Promise<void> {
-    for (const c of [...this.plan.monitors, ...(this.plan.qtest ? [this.plan.qtest] : [])]) {
+  private async connectChardevs(list: readonly ChardevSpec[]): Promise<void> {
+    for (const c of list) {
       if (c.kind !== "socket" || this.stopping) continue;
       if (!c.server) {
         this.connected.set(c.id, await this.connectTo(c.path!));
@@ -635,10 +637,16 @@ class Vm implements QmpHost {
         this.io.stderr.write(`${PROGRAM}: ${(e as Error)?.message ?? String(e)}\n`);
         void this.shutdown(1);
       };
-      // The character devices first, then the image locks: a locked image refuses the start (one line naming
-      // the holder, status 1) with the sockets connected and nothing served, as QEMU 7.2 fails after connecting.
-      // A device QEMU would refuse to realize (a hard disk on a read-only drive) fails the start the same way.
-      this.connectChardevs()
+      // QEMU 7.2's order, observed: the monitors' character devices, the drives (an image that cannot be opened
+      // fails the start with QMP connected), the qtest character device, then the devices: a locked image or a
+      // device QEMU would refuse to realize (a hard disk on a read-only drive, a bus that does not exist) fails
+      // the start with the sockets connected and nothing served. A libqtest client, which waits for both
+      // connections, so sees the failure at once.
+      this.connectChardevs(this.plan.monitors)
+        .then(() => {
+          if (!this.stopping) this.build();
+        })
+        .then(() => this.connectChardevs(this.plan.qtest ? [this.plan.qtest] : []))
         .then(() => this.lockVerdicts)
         .then(() => {
           if (this.plan.startError !== null) throw new Error(this.plan.startError);
@@ -658,7 +666,7 @@ class Vm implements QmpHost {
     try {
       for (const d of this.drives) d.blkdebug?.releaseAll();
       for (const r of this.held.splice(0)) r();
-      await this.machine.close();
+      await this.machine?.close(); // none when the start failed before it was built
       for (const d of this.drives) {
         if (!d.own) continue;
         // The image itself, under its layers: its acknowledged writes are flushed.

@@ -21,16 +21,22 @@ const bin = launcherPath();
 const driveOf = (image: string): string[] => ["-drive", `file=${image},if=ide,format=raw,cache=writeback`];
 
 /** libqtest's side: listen on the qtest and QMP sockets, start the launcher, count the connections it makes. */
-async function start(
-  drives: string[],
-): Promise<{ status: number | null; stderr: string; connections: number; qmpReceived: string }> {
+async function start(drives: string[]): Promise<{
+  status: number | null;
+  stderr: string;
+  connections: number;
+  connected: string[];
+  qmpReceived: string;
+}> {
   const servers: Server[] = [];
   let connections = 0;
+  const connected: string[] = [];
   let qmpReceived = "";
   const paths = ["qtest", "qmp"].map((n) => join(dir, `${n}-${process.hrtime.bigint()}.sock`));
   for (const p of paths) {
     const srv = createServer((sock) => {
       connections++;
+      connected.push(p === paths[0] ? "qtest" : "qmp");
       sock.on("error", () => {});
       if (p === paths[0]) sock.end("endianness\n");
       else sock.setEncoding("utf8").on("data", (d: string) => (qmpReceived += d));
@@ -62,7 +68,7 @@ async function start(
   // "close": its standard error is read to the end (at "exit" the pipe can still hold the line).
   const status = await new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
   for (const s of servers) s.close();
-  return { status, stderr, connections, qmpReceived };
+  return { status, stderr, connections, connected, qmpReceived };
 }
 
 describe("the launcher's image lock", () => {
@@ -129,5 +135,30 @@ describe("devices QEMU 7.2 refuses to realize", () => {
     expect(empty.status).toBe(1);
     expect(empty.stderr).toBe("xenide-system-x86_64: Device needs media, but drive is empty\n");
     expect(empty.connections).toBe(2);
+  });
+});
+
+// QEMU 7.2's start, observed side by side with libqtest's two listening sockets: the command line is parsed
+// (a bad option: nothing connected), the QMP character device connected, the drives opened (an image that cannot
+// be opened: QMP connected only), the qtest one connected, the devices made (a device refused: both connected).
+// A libqtest client waits for its connections (50 s in QEMU 7.2's libqtest): connecting before failing makes it
+// see the failure at once.
+describe("a failed start connects what QEMU 7.2 connects before the same failure", () => {
+  it.each([
+    [["-bogus"], [], "xenide-system-x86_64: -bogus: invalid option\n"],
+    [["-drive", "file=/nonexistent/disk.img,if=ide,format=raw"], ["qmp"], "/nonexistent/disk.img"],
+    [["-device", "ide-hd,bus=ide.7"], ["qmp", "qtest"], "-device ide-hd,bus=ide.7: Bus 'ide.7' not found\n"],
+    [
+      ["-device", "ide-hd,drive=nope"],
+      ["qmp", "qtest"],
+      "-device ide-hd,drive=nope: Property 'ide-hd.drive' can't find value 'nope'\n",
+    ],
+  ])("%j", async (args, connected, message) => {
+    const r = await start(args as string[]);
+    expect(r.status).toBe(1);
+    expect(r.stderr.split("\n").filter((l) => l !== "")).toHaveLength(1);
+    expect(r.stderr).toContain(message);
+    expect(r.connected).toEqual(connected);
+    expect(r.qmpReceived).toBe("");
   });
 });
