@@ -29,7 +29,6 @@
  */
 import { readFileSync } from "node:fs";
 import { performSync } from "./engine.ts";
-import { NoFlushBackend } from "./no-flush.ts";
 import { WrappedMedium } from "./wrapped.ts";
 import {
   type BlockBackend,
@@ -413,9 +412,7 @@ export class BlkdebugBackend extends WrappedMedium implements BlockBackend {
       case "flush":
         // QEMU's bdrv_co_flush: flush_to_os always; flush_to_disk only when something was written since the
         // last flush, and never with cache=unsafe (BDRV_O_NO_FLUSH), whose flushes stop at the OS.
-        return this.dirty && !(this.inner instanceof NoFlushBackend)
-          ? ["flush_to_os", "flush_to_disk"]
-          : ["flush_to_os"];
+        return this.dirty && !this.inner.noFlush ? ["flush_to_os", "flush_to_disk"] : ["flush_to_os"];
       case "discard":
         return [];
     }

@@ -23,6 +23,9 @@ export class NoFlushBackend extends WrappedMedium implements BlockBackend {
   get identity(): string | undefined {
     return this.inner.identity;
   }
+  override get noFlush(): boolean {
+    return true;
+  }
 
   override flush(): void {}
 

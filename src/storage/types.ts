@@ -48,6 +48,11 @@ export interface BlockBackend {
    * names from it, such as a drive's default serial number. Media without one are identified by `describe`.
    */
   readonly identity?: string;
+  /**
+   * True when a flush stops at the OS, never made durable (QEMU's BDRV_O_NO_FLUSH, `cache=unsafe`): a medium over
+   * such a one (blkdebug, fault injection) says so too, whatever lies between.
+   */
+  readonly noFlush?: boolean;
 
   /** Fill `bufs` from the sectors at `sector` on. */
   read(sector: number, bufs: readonly Uint8Array[]): void;

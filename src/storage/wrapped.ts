@@ -16,6 +16,9 @@ export abstract class WrappedMedium {
   get readOnly(): boolean {
     return this.inner.readOnly;
   }
+  get noFlush(): boolean {
+    return this.inner.noFlush === true;
+  }
 
   read(sector: number, bufs: readonly Uint8Array[]): void {
     this.inner.read(sector, bufs);

@@ -7,6 +7,7 @@
 import { describe, expect, it } from "vitest";
 
 import { BlkdebugBackend, parseBlkdebugConfig } from "../../src/storage/blkdebug.ts";
+import { FaultInjectingBackend } from "../../src/storage/fault.ts";
 import {
   type BlockBackend,
   IoError,
@@ -84,5 +85,12 @@ describe("NoFlushBackend (cache=unsafe)", () => {
     unsafe.flush();
     expect(inner.flushes).toBe(0);
     expect(unsafe.injected).toBe(0);
+    // With another medium between (fault injection): the flushes still stop at the OS below it.
+    const deeper = new BlkdebugBackend(new FaultInjectingBackend(new NoFlushBackend(counting(false))), rules);
+    expect(deeper.noFlush).toBe(true);
+    deeper.write(1, [sector(1)]);
+    deeper.flush();
+    expect(deeper.injected).toBe(0);
+    expect(plain.noFlush).toBe(false);
   });
 });
