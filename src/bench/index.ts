@@ -13,7 +13,14 @@ import { directSupported, prepareImage } from "./image.ts";
 import { comparisons, type InterleaveSettings, interleaveSettings, measureComparison } from "./interleave.ts";
 import { baselineFor, buildMatrix } from "./matrix.ts";
 import type { ImageRef } from "./paths.ts";
-import { floorProbes, probeAlignment, probeSyscallInPv, probeSyscallTlb, usesIoUring } from "./probes.ts";
+import {
+  currentLibuv,
+  floorProbes,
+  probeAlignment,
+  probeSyscallInPv,
+  probeSyscallTlb,
+  usesIoUring,
+} from "./probes.ts";
 import { runRssProbe } from "./rss.ts";
 import { runStartupProbe } from "./startup.ts";
 import { measureCd } from "./cd.ts";
@@ -84,8 +91,8 @@ export function machineInfo(loadAtStart = os.loadavg()[0]!): MachineInfo {
     kernel: os.release(),
     node: process.versions.node,
     v8: process.versions.v8,
-    uvThreadpool: Number(process.env.UV_THREADPOOL_SIZE ?? 4),
-    uvIoUring: usesIoUring(),
+    uvThreadpool: currentLibuv().pool,
+    uvIoUring: currentLibuv().ioUring,
     hostname: os.hostname(),
     loadAvg: { start: loadAtStart, end: os.loadavg()[0]! },
   };
@@ -259,7 +266,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     await probe(() => probeAlignment(imagePath, workingSet, probeRounds));
     await probe(() => probeSyscallTlb(128, probeRounds));
     await probe(() => probeSyscallInPv(probeRounds));
-    probes.push(...floorProbes(rows, interleaved));
+    probes.push(...floorProbes(rows, interleaved, currentLibuv()));
     let startup: BenchResult["startup"] = null;
     if (startupOn) {
       tick("start-up: a fresh process to its first request");

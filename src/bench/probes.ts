@@ -218,9 +218,31 @@ const FLOOR_CASES: [string, string, string, string, "rand" | "seq", number, numb
  * the interleaved rounds when the run has them (the baseline, the path and the null disk timed in the same
  * rounds), else from the rows.
  */
+/** How libuv ran the run's file I/O, as its machine line records it (`MachineInfo`). */
+export interface LibuvConfig {
+  /** Threads in libuv's pool (UV_THREADPOOL_SIZE when the process started). */
+  pool: number;
+  /** File requests on io_uring (UV_USE_IO_URING when the process started). */
+  ioUring: boolean;
+}
+
+/** This process's libuv configuration (what the machine line records for a run made here). */
+export function currentLibuv(env: NodeJS.ProcessEnv = process.env): LibuvConfig {
+  return { pool: threadpoolSize(env.UV_THREADPOOL_SIZE), ioUring: usesIoUring(env) };
+}
+
+/** libuv's reading of UV_THREADPOOL_SIZE (threadpool.c init_threads): 4 unset, else atoi, 0 -> 1, at most 1024. */
+function threadpoolSize(v: string | undefined): number {
+  if (v === undefined) return 4;
+  const n = Number.parseInt(v, 10) || 0; // atoi: leading digits, 0 for none
+  if (n === 0) return 1;
+  return n < 0 || n > 1024 ? 1024 : n; // an unsigned int in libuv: a negative count is huge, then capped
+}
+
 export function floorProbes(
   rows: readonly Row[],
   interleaved: readonly InterleavedResult[] = [],
+  libuv: LibuvConfig = currentLibuv(),
 ): ProbeResult[] {
   const out: ProbeResult[] = [];
   for (const [id, target, raw, nul, pattern, bs, goal] of FLOOR_CASES) {
@@ -256,7 +278,7 @@ export function floorProbes(
     });
   }
   const xa = interleavedFor(interleaved, "pv-async-vs-sync");
-  const asyncFloor = xa ? asyncFloorFromRounds(xa) : asyncFloorProbe(rows);
+  const asyncFloor = xa ? asyncFloorFromRounds(xa, libuv) : asyncFloorProbe(rows, libuv);
   if (asyncFloor) out.push(asyncFloor);
   return out;
 }
@@ -354,7 +376,7 @@ interface AsyncFloorFigures {
  * at QD1, with no protocol at all. That is what the disk behind the file and libuv's thread pool give a queue
  * of 32 on this machine; the PV engines are then compared with it (async against libuv, sync against readSync).
  */
-function asyncFloorProbe(rows: readonly Row[]): ProbeResult | null {
+function asyncFloorProbe(rows: readonly Row[], libuv: LibuvConfig): ProbeResult | null {
   const k = { op: "read" as const, pattern: "rand" as const, blockSize: 4096, cache: "cold" as const };
   const sync1 = findRow(rows, { path: "fs-sync", qd: 1, ...k });
   const uv32 = findRow(rows, { path: "fs-libuv", qd: 32, ...k });
@@ -375,11 +397,11 @@ function asyncFloorProbe(rows: readonly Row[]): ProbeResult | null {
       syncOfReadSync: pvS.iops.median / sync1.iops.median,
     };
   }
-  return asyncFloorResult(f, "", {});
+  return asyncFloorResult(f, libuv, "", {});
 }
 
 /** The async floor from interleaved rounds: readSync, libuv and both engines timed in the same rounds. */
-function asyncFloorFromRounds(x: InterleavedResult): ProbeResult {
+function asyncFloorFromRounds(x: InterleavedResult, libuv: LibuvConfig): ProbeResult {
   const iops = (i: number) => 1e6 / median(x.sides[i]!.usPerIo);
   const f: AsyncFloorFigures = { readSyncIops: iops(0), libuvQd32Iops: iops(1), floorRatio: x.floor.median };
   if (x.asyncOfLibuv && x.syncOfReadSync)
@@ -392,6 +414,7 @@ function asyncFloorFromRounds(x: InterleavedResult): ProbeResult {
     };
   return asyncFloorResult(
     f,
+    libuv,
     `In ${x.rounds} interleaved rounds of ${x.sliceMs} ms (medians of the per-round figures, ranges in brackets): `,
     {
       floor: ` (${rangeText(x.floor)})`,
@@ -411,6 +434,7 @@ function asyncFloorFromRounds(x: InterleavedResult): ProbeResult {
 
 function asyncFloorResult(
   f: AsyncFloorFigures,
+  libuv: LibuvConfig,
   lead: string,
   ranges: { floor?: string; ratio?: string; asyncOfLibuv?: string },
   extra: Record<string, number> = {},
@@ -433,10 +457,10 @@ function asyncFloorResult(
         ? `the async engine is at the floor, and what the target misses beyond it is the disk's.`
         : `the async engine is ${((1 - ofLibuv) * 100).toFixed(0)}% below the floor, the protocol's own cost at this depth.`);
   }
-  const pool = process.env.UV_THREADPOOL_SIZE ?? "4 (the default)";
+  const pool = libuv.pool;
   // libuv 1.45+ can run fs requests on io_uring instead of its thread pool; Node 20 leaves it off unless the
   // process starts with UV_USE_IO_URING=1 (read once, before any JavaScript runs).
-  const uring = usesIoUring() ? "io_uring" : "thread pool, io_uring off";
+  const uring = libuv.ioUring ? "io_uring" : "thread pool, io_uring off";
   return {
     id: "floor-pv-async",
     question: "What does a queue of 32 give over QD1 on this file with O_DIRECT, with no protocol at all?",

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 
 import { pathSpec } from "../../src/bench/paths.ts";
-import { floorProbes, usesIoUring } from "../../src/bench/probes.ts";
+import { currentLibuv, floorProbes, usesIoUring } from "../../src/bench/probes.ts";
 import { emptyRow } from "../../src/bench/runner.ts";
 import { checkTargets } from "../../src/bench/targets.ts";
 import { machineLine } from "../../src/bench/table.ts";
@@ -60,6 +60,25 @@ describe("the floor of the async target", () => {
     expect(t.measured).toBeCloseTo(2.1);
     expect(t.met).toBe(false);
     expect(t.detail).toMatch(/floor 2\.10x \(fs-libuv QD32 vs fs-sync QD1, cold\)/);
+  });
+});
+
+describe("libuv's configuration in the async floor's verdict", () => {
+  it("is the run's, as its machine line records it, not the environment of whoever derives the verdict", () => {
+    const f = (pool: number, ioUring: boolean) =>
+      floorProbes(rows, [], { pool, ioUring }).find((p) => p.id === "floor-pv-async")!.verdict;
+    expect(f(16, false)).toContain("(libuv: thread pool, io_uring off; pool of 16 threads)");
+    expect(f(4, true)).toContain("(libuv: io_uring; pool of 4 threads)");
+  });
+
+  it("reads UV_THREADPOOL_SIZE as libuv does", () => {
+    expect(currentLibuv({}).pool).toBe(4);
+    expect(currentLibuv({ UV_THREADPOOL_SIZE: "16" }).pool).toBe(16);
+    expect(currentLibuv({ UV_THREADPOOL_SIZE: "0" }).pool).toBe(1);
+    expect(currentLibuv({ UV_THREADPOOL_SIZE: "many" }).pool).toBe(1);
+    expect(currentLibuv({ UV_THREADPOOL_SIZE: "5000" }).pool).toBe(1024);
+    expect(currentLibuv({ UV_THREADPOOL_SIZE: "-3" }).pool).toBe(1024);
+    expect(currentLibuv({ UV_USE_IO_URING: "1" }).ioUring).toBe(true);
   });
 });
 
