@@ -13,14 +13,7 @@ import { directSupported, prepareImage } from "./image.ts";
 import { comparisons, type InterleaveSettings, interleaveSettings, measureComparison } from "./interleave.ts";
 import { baselineFor, buildMatrix } from "./matrix.ts";
 import type { ImageRef } from "./paths.ts";
-import {
-  currentLibuv,
-  floorProbes,
-  probeAlignment,
-  probeSyscallInPv,
-  probeSyscallTlb,
-  usesIoUring,
-} from "./probes.ts";
+import { currentLibuv, floorProbes, probeAlignment, probeSyscallInPv, probeSyscallTlb } from "./probes.ts";
 import { runRssProbe } from "./rss.ts";
 import { runStartupProbe } from "./startup.ts";
 import { measureCd } from "./cd.ts";
