@@ -503,10 +503,10 @@ class Vm implements QmpHost {
   // ---- character devices ----
 
   /**
-   * Connect the socket chardevs as QEMU 7.2 creates them, before it opens any image (so before a locked image
-   * refuses the start, as observed): the monitors' (-chardev, -qmp) first, then the qtest one. A client connects;
-   * a listening one with wait=on (QEMU's default for server=on) blocks until its first client connects, saying
-   * so on stderr in QEMU's words (scripts wait for that line before they connect). Nothing is served yet.
+   * Connect the socket chardevs of `list` in order, as QEMU 7.2 creates them (run() says when: the monitors'
+   * before the drives are opened, the qtest one after). A client connects; a listening one with wait=on (QEMU's
+   * default for server=on) blocks until its first client connects, saying so on stderr in QEMU's words (scripts
+   * wait for that line before they connect). Nothing is served yet.
    */
   private async connectChardevs(list: readonly ChardevSpec[]): Promise<void> {
     for (const c of list) {
