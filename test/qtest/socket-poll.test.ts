@@ -125,40 +125,29 @@ describe("pollWindowUs", () => {
 });
 
 describe("SocketPoller", () => {
-  it("takes bytes already waiting, which the socket's stream then never delivers", async () => {
-    const p = await socketPair();
+  // A client's socket, and stdin when a test driver starts the server with a pipe.
+  it.each([
+    [
+      "a socket",
+      async () => socketPair().then((p) => ({ reader: p.server, writer: p.client, close: p.close })),
+    ],
+    ["a pipe", async () => fifo()],
+  ])("takes bytes already waiting on %s, which its stream then never delivers", async (_, open) => {
+    const p = await open();
     try {
       const seen: string[] = [];
-      p.server.setEncoding("latin1");
-      p.server.on("data", (d: string) => seen.push(d));
-      const poller = new SocketPoller(socketFd(p.server), 1000);
+      p.reader.setEncoding("latin1");
+      p.reader.on("data", (d: string) => seen.push(d));
+      const poller = new SocketPoller(pollableFd(p.reader), 1000);
       // The client's write reaches the kernel before write() returns (nothing is queued on its stream).
-      p.client.write("inb 0x1f7\n");
+      p.writer.write("inb 0x1f7\n");
       expect(poller.poll()).toBe("inb 0x1f7\n");
       expect(poller.hits).toBe(1);
-      p.client.write("after\n");
+      p.writer.write("after\n");
       await new Promise((r) => setTimeout(r, 50));
       expect(seen).toEqual(["after\n"]);
     } finally {
       p.close();
-    }
-  });
-
-  it("takes bytes waiting in a pipe (stdin from a test driver), which the pipe's stream then never delivers", async () => {
-    const f = fifo();
-    try {
-      const seen: string[] = [];
-      f.reader.setEncoding("latin1");
-      f.reader.on("data", (d: string) => seen.push(d));
-      const poller = new SocketPoller(pollableFd(f.reader), 1000);
-      f.writer.write("inb 0x1f7\n");
-      expect(poller.poll()).toBe("inb 0x1f7\n");
-      expect(poller.hits).toBe(1);
-      f.writer.write("after\n");
-      await new Promise((r) => setTimeout(r, 50));
-      expect(seen).toEqual(["after\n"]);
-    } finally {
-      f.close();
     }
   });
 
