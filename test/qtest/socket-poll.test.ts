@@ -278,67 +278,81 @@ describe("writeDirect", () => {
   });
 });
 
-describe("serveStream on a socket, polling", () => {
-  it.each([0, 200])("answers a long run of round trips in order (poll window %i us)", async (pollUs) => {
-    const p = await socketPair();
-    try {
-      const hv = new Hypervisor({ ramSize: 1 << 20 });
-      const server = new QtestServer({ hv, vcpu: hv.vcpu(0) });
-      const served = serveStream(server, p.server, p.server, { pollUs });
-      const c = new QtestClient(p.client, p.client);
-      for (let i = 0; i < 500; i++) {
-        const a = 0x1000 + (i % 64) * 4;
-        expect(await c.cmd(`writel 0x${a.toString(16)} 0x${((i * 2654435761) >>> 0).toString(16)}`)).toBe(
-          "OK",
-        );
-        expect(await c.cmd(`readl 0x${a.toString(16)}`)).toBe(
-          `OK 0x${((i * 2654435761) >>> 0).toString(16).padStart(16, "0")}`,
-        );
-      }
-      // Replies are QEMU's "OK 0x%016x". Commands sent together (pipelined) are answered in order too.
-      const replies = await Promise.all([c.cmd("writeb 0x2000 0x5a"), c.cmd("readb 0x2000"), c.cmd("bogus")]);
-      expect(replies).toEqual(["OK", "OK 0x000000000000005a", "FAIL Unknown command 'bogus'"]);
-      p.client.end();
-      await served;
-    } finally {
-      p.close();
-    }
-  });
-});
+/** A server's input and output and its client's ends: one socket, or two pipes (stdin and stdout). */
+interface Transport {
+  serverIn: Socket;
+  serverOut: Socket;
+  clientOut: Socket;
+  clientIn: Socket;
+  close: () => void;
+}
 
-describe("serveStream on two pipes (stdin and stdout), polling", () => {
-  it.each([0, 200])(
-    "answers round trips in order, replies by the output's descriptor (poll window %i us)",
-    async (pollUs) => {
+const TRANSPORTS: [string, () => Promise<Transport>][] = [
+  [
+    "a socket",
+    async () => {
+      const p = await socketPair();
+      return {
+        serverIn: p.server,
+        serverOut: p.server,
+        clientOut: p.client,
+        clientIn: p.client,
+        close: p.close,
+      };
+    },
+  ],
+  [
+    "two pipes (stdin and stdout)",
+    async () => {
       const toServer = fifo();
       const fromServer = fifo();
+      return {
+        serverIn: toServer.reader,
+        serverOut: fromServer.writer,
+        clientOut: toServer.writer,
+        clientIn: fromServer.reader,
+        close: () => {
+          toServer.close();
+          fromServer.close();
+        },
+      };
+    },
+  ],
+];
+
+describe("serveStream, polling", () => {
+  it.each(TRANSPORTS.flatMap(([name, open]) => [0, 200].map((us) => [name, us, open] as const)))(
+    "on %s answers a long run of round trips in order (poll window %i us)",
+    async (_, pollUs, open) => {
+      const t = await open();
       try {
         const hv = new Hypervisor({ ramSize: 1 << 20 });
         const server = new QtestServer({ hv, vcpu: hv.vcpu(0) });
-        const served = serveStream(server, toServer.reader, fromServer.writer, { pollUs });
-        const c = new QtestClient(toServer.writer, fromServer.reader);
-        for (let i = 0; i < 200; i++) {
+        const served = serveStream(server, t.serverIn, t.serverOut, { pollUs });
+        const c = new QtestClient(t.clientOut, t.clientIn);
+        for (let i = 0; i < 300; i++) {
           const a = 0x1000 + (i % 64) * 4;
           const v = ((i * 2654435761) >>> 0).toString(16);
           expect(await c.cmd(`writel 0x${a.toString(16)} 0x${v}`)).toBe("OK");
+          // Replies are QEMU's "OK 0x%016x".
           expect(await c.cmd(`readl 0x${a.toString(16)}`)).toBe(`OK 0x${v.padStart(16, "0")}`);
         }
+        // Commands sent together (pipelined) are answered in order too.
         const replies = await Promise.all([
           c.cmd("writeb 0x2000 0x5a"),
           c.cmd("readb 0x2000"),
           c.cmd("bogus"),
         ]);
         expect(replies).toEqual(["OK", "OK 0x000000000000005a", "FAIL Unknown command 'bogus'"]);
-        // A reply larger than the pipe's buffer (64 KiB): the part the descriptor does not take goes through the
+        // A reply larger than a pipe's buffer (64 KiB): what the descriptor does not take goes through the
         // stream, in order.
         const big = await c.cmd(`read 0x20000 0x${(96 * 1024).toString(16)}`);
         expect(big).toBe(`OK 0x${"00".repeat(96 * 1024)}`);
         expect(await c.cmd("readb 0x2000")).toBe("OK 0x000000000000005a");
-        toServer.writer.end();
+        t.clientOut.end();
         await served;
       } finally {
-        toServer.close();
-        fromServer.close();
+        t.close();
       }
     },
   );
