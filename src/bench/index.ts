@@ -76,6 +76,7 @@ export interface BenchOptions {
 
 export function machineInfo(loadAtStart = os.loadavg()[0]!): MachineInfo {
   const cpus = os.cpus();
+  const libuv = currentLibuv();
   return {
     cpu: cpus[0]?.model.trim() ?? "unknown",
     cores: cpus.length,
@@ -84,8 +85,8 @@ export function machineInfo(loadAtStart = os.loadavg()[0]!): MachineInfo {
     kernel: os.release(),
     node: process.versions.node,
     v8: process.versions.v8,
-    uvThreadpool: currentLibuv().pool,
-    uvIoUring: currentLibuv().ioUring,
+    uvThreadpool: libuv.pool,
+    uvIoUring: libuv.ioUring,
     hostname: os.hostname(),
     loadAvg: { start: loadAtStart, end: os.loadavg()[0]! },
   };

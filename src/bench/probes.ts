@@ -212,12 +212,6 @@ const FLOOR_CASES: [string, string, string, string, "rand" | "seq", number, numb
   ["dma-64k", "ide-dma-64k", "ide-dma/sync/raw", "ide-dma/sync/null", "seq", 65536, 0.8],
 ];
 
-/**
- * The floor of each speed target: the baseline's time per I/O plus the protocol's own time on the null disk
- * (the same work with the storage removed, and the storage with the protocol removed), as a ratio. Taken from
- * the interleaved rounds when the run has them (the baseline, the path and the null disk timed in the same
- * rounds), else from the rows.
- */
 /** How libuv ran the run's file I/O, as its machine line records it (`MachineInfo`). */
 export interface LibuvConfig {
   /** Threads in libuv's pool (UV_THREADPOOL_SIZE when the process started). */
@@ -239,6 +233,12 @@ function threadpoolSize(v: string | undefined): number {
   return n < 0 || n > 1024 ? 1024 : n; // an unsigned int in libuv: a negative count is huge, then capped
 }
 
+/**
+ * The floor of each speed target: the baseline's time per I/O plus the protocol's own time on the null disk
+ * (the same work with the storage removed, and the storage with the protocol removed), as a ratio. Taken from
+ * the interleaved rounds when the run has them (the baseline, the path and the null disk timed in the same
+ * rounds), else from the rows.
+ */
 export function floorProbes(
   rows: readonly Row[],
   interleaved: readonly InterleavedResult[] = [],

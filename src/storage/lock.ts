@@ -85,6 +85,13 @@ function kernelBytes(mode: LockMode): { set: number[]; test: number[] } {
   };
 }
 
+/**
+ * The helpers' exit status after "ok". A caller that only needs to know that the locks are set can run a helper
+ * without reading its output (`runHelperAsync`); a status no program exits with by accident (unlike 0) keeps a
+ * program that ignores its arguments from passing for one that set the locks.
+ */
+const HELPER_OK_STATUS = 42;
+
 // The helper: read-locks the bytes of argv[1] on fd 3 (F_OFD_SETLK = 37, F_RDLCK), then tests the bytes of
 // argv[2] for a conflicting lock of another description (F_OFD_GETLK = 36 with F_WRLCK, as QEMU's test). It
 // prints "ok", "conflict BYTE PID" (PID -1 for an OFD lock, whose owner the kernel does not say) or
@@ -113,7 +120,7 @@ for my $b (@test) {
   if ($type != 2) { unlock(); print "conflict $b $pid\n"; exit 0; }
 }
 print "ok\n";
-exit 42;
+exit ${HELPER_OK_STATUS};
 `;
 
 const PYTHON_HELPER = `
@@ -148,15 +155,8 @@ def main():
     return "ok"
 r = main()
 print(r)
-sys.exit(42 if r == "ok" else 0)
+sys.exit(${HELPER_OK_STATUS} if r == "ok" else 0)
 `;
-
-/**
- * The helpers' exit status after "ok". A caller that only needs to know that the locks are set can run a helper
- * without reading its output (`runHelperAsync`); a status no program exits with by accident (unlike 0) keeps a
- * program that ignores its arguments from passing for one that set the locks.
- */
-const HELPER_OK_STATUS = 42;
 
 interface Helper {
   program: string;
