@@ -144,6 +144,7 @@ export function interleavedTable(il: readonly InterleavedResult[]): Table {
       "floor range",
       "to the floor",
       "floor in sequence",
+      "floor in place",
       "us/IO (median)",
     ],
     leftCols: 1,
@@ -161,6 +162,7 @@ export function interleavedTable(il: readonly InterleavedResult[]): Table {
           ? `${fmtRatio(x.asyncOfLibuv.median)} libuv`
           : "-",
       x.floorSeq ? `${fmtRatio(x.floorSeq.median)}, ${fmtAbove(x.gapSeqUs?.median)}` : "-",
+      x.floorInPlace ? `${fmtRatio(x.floorInPlace.median)}, ${fmtAbove(x.gapInPlaceUs?.median)}` : "-",
       x.sides.map((s) => `${s.path}${s.qd > 1 ? ` QD${s.qd}` : ""} ${fmtNum(median(s.usPerIo))}`).join(", ") +
         (x.dataMismatch ? `; DATA CHECK FAILED: ${x.dataMismatch}` : ""),
     ]),
@@ -172,7 +174,8 @@ export function interleavedLine(il: readonly InterleavedResult[]): string {
   return (
     `the targets in interleaved rounds (each round times every side for the same slice, in alternating order; ` +
     `each figure the median of its per-round values; QD1 floor = baseline / (baseline + null disk), in sequence = ` +
-    `baseline / (null disk with the baseline's read before each I/O, one loop), async floor = ` +
+    `baseline / (null disk with the baseline's read before each I/O, one loop), in place = baseline / (the path ` +
+    `over a disk whose read is the baseline's readSync), async floor = ` +
     `libuv QD32 / readSync QD1)` +
     (checks ? `; ${checks} slices' last blocks checked against the image` : "") +
     ":"

@@ -82,13 +82,22 @@ const each = (a: number[], b: number[], f: (x: number, y: number) => number): nu
  * The first floor adds times measured in separate loops; a system call that flushes the TLB (kernel page-table
  * isolation without PCID) makes the protocol that runs after it slower than in a loop of its own, and this
  * floor includes that, as the path itself does.
+ *
+ * With `inPlaceUs`, the per-round times of the path over a disk whose read is the baseline's own call (the
+ * same `readSync` into a buffer of its own, made where the device model makes its storage request, which is
+ * between the protocol's steps, not before them): the floor in place and the gap to it, which is all the
+ * medium itself costs the path beyond the baseline's call (reading into guest memory, its bookkeeping).
  */
 export function floorFigures(
   baseUs: number[],
   pathUs: number[],
   nullUs: number[],
   seqUs?: number[],
-): Pick<InterleavedResult, "ratio" | "floor" | "gapUs" | "floorSeq" | "gapSeqUs"> {
+  inPlaceUs?: number[],
+): Pick<
+  InterleavedResult,
+  "ratio" | "floor" | "gapUs" | "floorSeq" | "gapSeqUs" | "floorInPlace" | "gapInPlaceUs"
+> {
   const floorUs = each(baseUs, nullUs, (b, n) => b + n);
   return {
     ratio: roundSpread(each(baseUs, pathUs, (b, p) => b / p)),
@@ -98,6 +107,12 @@ export function floorFigures(
       ? {
           floorSeq: roundSpread(each(baseUs, seqUs, (b, q) => b / q)),
           gapSeqUs: roundSpread(each(pathUs, seqUs, (p, q) => p - q)),
+        }
+      : {}),
+    ...(inPlaceUs
+      ? {
+          floorInPlace: roundSpread(each(baseUs, inPlaceUs, (b, q) => b / q)),
+          gapInPlaceUs: roundSpread(each(pathUs, inPlaceUs, (p, q) => p - q)),
         }
       : {}),
   };
@@ -183,6 +198,7 @@ export function comparisons(direct: boolean, only?: readonly string[]): Comparis
         { spec: pathSpec(variant, "sync"), workload: w },
         { spec: pathSpec(variant, "sync", "null"), workload: w },
         { spec: pathSpec(variant, "sync", "null"), workload: w, withBaselineRead: true },
+        { spec: pathSpec(variant, "sync", "readsync"), workload: w },
       ],
     };
   };
@@ -273,7 +289,7 @@ export async function measureComparison(c: ComparisonSpec, o: MeasureOptions): P
     );
     const figures =
       c.kind === "floor"
-        ? floorFigures(us[0]!, us[1]!, us[2]!, us[3])
+        ? floorFigures(us[0]!, us[1]!, us[2]!, us[3], us[4])
         : asyncFigures(us[0]!, us[1]!, us[2]!, us[3]!);
     const main = c.sides[1]!.workload;
     return {

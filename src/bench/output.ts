@@ -134,6 +134,9 @@ function roundsNote(res: BenchResult, id: string): string {
     (id === "pv-async-vs-libuv" ? ")" : `; floor ${fmtRatio(x.floor.median)}`) +
     (x.gapUs ? `, ${fmtNum(x.gapUs.median)} us above it` : "") +
     (x.floorSeq ? `; in sequence ${fmtRatio(x.floorSeq.median)}, ${fmtAbove(x.gapSeqUs?.median)} it` : "") +
+    (x.floorInPlace
+      ? `; in place ${fmtRatio(x.floorInPlace.median)}, ${fmtAbove(x.gapInPlaceUs?.median)} it`
+      : "") +
     (id === "pv-async-vs-libuv" ? "" : ")")
   );
 }

@@ -89,6 +89,12 @@ const LABELS: Record<PathVariant, string> = {
   "pv-merge": "PV with merging",
 };
 
+const BACKEND_LABELS: Record<BackendKind, string> = {
+  raw: "",
+  null: ", null disk",
+  readsync: ", the baseline's readSync as its disk",
+};
+
 /** Blkif slots in a ring of `pages` pages (32 per 4 KiB page for the 112-byte x86_64 entries). */
 const SLOTS_PER_PAGE = 32;
 
@@ -119,7 +125,7 @@ export function pathSpec(
     engine,
     backend,
     maxQd: pv ? pv.ringPages * SLOTS_PER_PAGE : 1,
-    label: `${LABELS[variant]}, ${engine}${backend === "null" ? ", null disk" : ""}`,
+    label: `${LABELS[variant]}, ${engine}${BACKEND_LABELS[backend]}`,
     ...(pv ? { pv } : {}),
   };
 }
@@ -139,9 +145,46 @@ function ramAligned(hv: Hypervisor): boolean {
   return (hv.mem as Partial<GuestRam>).pageAligned === true;
 }
 
-function openBackend(image: ImageRef, backend: BackendKind, cache: CacheState): BlockBackend {
+function openBackend(image: ImageRef, backend: BackendKind, cache: CacheState, w: Workload): BlockBackend {
   if (backend === "null") return new NullBackend(image.bytes / SECTOR);
+  if (backend === "readsync") return new BaselineReadDisk(image, w.blockSize, cache === "cold");
   return openImage(image.path, { direct: cache === "cold", lock: false });
+}
+
+/**
+ * A medium whose read is the baseline's own storage call: `readSync` of the requested bytes of the image into a
+ * page-aligned buffer of its own (the guest's buffers are left as they are). A path over it does the protocol's
+ * work and, where the device model makes its storage request, exactly the system call the baseline makes: the
+ * floor in place (src/bench/interleave.ts). Reads only: the floors are measured on read workloads.
+ */
+class BaselineReadDisk implements BlockBackend {
+  readonly sectorSize = SECTOR;
+  readonly sectorCount: number;
+  /** Writable as the null disk and the image are, so the device is set up the same way over all three. */
+  readonly readOnly = false;
+  readonly describe = "baseline readSync";
+  private readonly fd: number;
+  private readonly own: Uint8Array;
+
+  constructor(image: ImageRef, blockSize: number, direct: boolean) {
+    this.sectorCount = image.bytes / SECTOR;
+    this.fd = fs.openSync(image.path, fs.constants.O_RDONLY | (direct ? fs.constants.O_DIRECT : 0));
+    this.own = allocAligned(blockSize, false);
+  }
+
+  read(sector: number, bufs: readonly Uint8Array[]): void {
+    let bytes = 0;
+    for (let i = 0; i < bufs.length; i++) bytes += bufs[i]!.length;
+    fs.readSync(this.fd, this.own, 0, Math.min(bytes, this.own.length), sector * SECTOR);
+  }
+  write(): void {
+    throw new RangeError("the baseline-read disk only reads");
+  }
+  flush(): void {}
+  discard(): void {}
+  close(): void {
+    fs.closeSync(this.fd);
+  }
 }
 
 export async function openSession(
@@ -151,7 +194,7 @@ export async function openSession(
   image: ImageRef,
 ): Promise<Session> {
   if (spec.family === "baseline") return openBaseline(spec.variant, w, cache, image);
-  const backend = openBackend(image, spec.backend, cache);
+  const backend = openBackend(image, spec.backend, cache, w);
   try {
     const engine = new TapEngine(makeEngine(backend, spec.engine!, { maxInflight: 64 }));
     if (spec.family === "ide") return await openIde(spec.variant, engine, backend, w);

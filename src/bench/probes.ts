@@ -300,6 +300,8 @@ function floorFromRounds(id: string, x: InterleavedResult, goal: number): ProbeR
   const rest = x.gapUs?.median ?? NaN;
   const seq = x.sides[3];
   const seqUs = seq ? median(seq.usPerIo) : NaN;
+  const inPlace = x.sides[4];
+  const inPlaceUs = inPlace ? median(inPlace.usPerIo) : NaN;
   return {
     id,
     question: `${path.path} ${x.blockSize / 1024} KiB ${x.pattern} reads: how close to the floor?`,
@@ -326,6 +328,15 @@ function floorFromRounds(id: string, x: InterleavedResult, goal: number): ProbeR
             restSeqUs: x.gapSeqUs?.median ?? NaN,
           }
         : {}),
+      ...(x.floorInPlace
+        ? {
+            inPlaceUs,
+            floorInPlaceRatio: x.floorInPlace.median,
+            floorInPlaceRatioMin: x.floorInPlace.min,
+            floorInPlaceRatioMax: x.floorInPlace.max,
+            restInPlaceUs: x.gapInPlaceUs?.median ?? NaN,
+          }
+        : {}),
     },
     verdict:
       `In ${x.rounds} interleaved rounds of ${x.sliceMs} ms (medians of the per-round figures): readSync ` +
@@ -335,6 +346,7 @@ function floorFromRounds(id: string, x: InterleavedResult, goal: number): ProbeR
       `; measured ${pathUs.toFixed(2)} us, ${x.ratio.median.toFixed(2)}x (${rangeText(x.ratio)}), ` +
       restText(rest) +
       (x.floorSeq ? seqText(x, seqUs, nullUs, baseUs, goal) : "") +
+      (x.floorInPlace ? inPlaceText(x, inPlaceUs, seqUs, goal) : "") +
       (x.dataMismatch ? ` DATA CHECK FAILED: ${x.dataMismatch}.` : ""),
   };
 }
@@ -354,6 +366,25 @@ function seqText(x: InterleavedResult, seqUs: number, nullUs: number, baseUs: nu
     `${f.median.toFixed(2)}x (${rangeText(f)})` +
     (f.median < goal ? `, below the ${goal}x target` : "") +
     `; the path is ${fmtAbove(rest)} it.`
+  );
+}
+
+/**
+ * The floor in place: the path over a disk whose read is the baseline's own readSync, made where the device model
+ * makes its storage request. Beyond the floor in sequence it holds what the request's place costs (protocol steps
+ * on both sides of the system call); the path above it is what the medium itself adds to the baseline's call.
+ */
+function inPlaceText(x: InterleavedResult, inPlaceUs: number, seqUs: number, goal: number): string {
+  const f = x.floorInPlace!;
+  const rest = x.gapInPlaceUs?.median ?? NaN;
+  const placed = inPlaceUs - seqUs;
+  return (
+    ` In place (the path over a disk whose read is the baseline's readSync, made where the device model makes ` +
+    `its storage request) ${inPlaceUs.toFixed(2)} us` +
+    (Number.isFinite(placed) ? `, ${fmtAbove(placed)} the floor in sequence` : "") +
+    `: a floor of ${f.median.toFixed(2)}x (${rangeText(f)})` +
+    (f.median < goal ? `, below the ${goal}x target` : "") +
+    `; the path is ${fmtAbove(rest)} it, which is what its medium adds to the baseline's call.`
   );
 }
 

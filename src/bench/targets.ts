@@ -97,6 +97,10 @@ function floorDetail(x: InterleavedResult): string {
       ? `; in sequence (${x.sides[3].path} ${us(3)} us) ${fmtRatio(x.floorSeq.median)}, ` +
         `${fmtAbove(x.gapSeqUs?.median)} that`
       : "") +
+    (x.floorInPlace && x.sides[4]
+      ? `; in place (${x.sides[4].path} ${us(4)} us) ${fmtRatio(x.floorInPlace.median)}, ` +
+        `${fmtAbove(x.gapInPlaceUs?.median)} that`
+      : "") +
     dataText(x)
   );
 }

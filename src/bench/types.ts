@@ -9,7 +9,11 @@ export const BENCH_SCHEMA = "xenide-bench/1";
 
 export type PathFamily = "baseline" | "ide" | "pv";
 export type EngineKind = "sync" | "async";
-export type BackendKind = "raw" | "null";
+/**
+ * What a path's storage engine runs on: the image, the null disk (no storage work), or the baseline's own call
+ * (`readSync` of the same bytes into a page-aligned buffer of the medium's own: the floor in place).
+ */
+export type BackendKind = "raw" | "null" | "readsync";
 export type IoOpKind = "read" | "write";
 export type AccessPattern = "seq" | "rand";
 /** warm: page cache re-read just before the cell; cold: the image opened with O_DIRECT. */
@@ -243,6 +247,13 @@ export interface InterleavedResult {
    */
   floorSeq?: RoundSpread;
   gapSeqUs?: RoundSpread;
+  /**
+   * QD1 targets: the floor in place, baseline us / us of the path over a disk whose read is the baseline's own
+   * `readSync` (made where the device model makes its storage request), and the path's microseconds per I/O
+   * above it: what the medium itself costs beyond the baseline's call (absent in older results).
+   */
+  floorInPlace?: RoundSpread;
+  gapInPlaceUs?: RoundSpread;
   /** The async target: PV async against libuv at QD32, and PV sync at QD32 against readSync at QD1. */
   asyncOfLibuv?: RoundSpread;
   syncOfReadSync?: RoundSpread;

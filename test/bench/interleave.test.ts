@@ -137,6 +137,21 @@ describe("interleaved rounds: the arithmetic", () => {
     expect(floorFigures(base, pv, nul).floorSeq).toBeUndefined();
   });
 
+  it("the floor in place: the baseline over the path on the baseline's own read, and the path above it", () => {
+    // The path over a disk whose read is the baseline's readSync: 5.5, 7, 9 us; the path took 5, 8, 10.
+    const f = floorFigures(base, pv, nul, [6, 7, 12], [5.5, 7, 9]);
+    expect(f.floorInPlace!.perRound.map((x) => +x.toFixed(6))).toEqual([
+      +(4 / 5.5).toFixed(6),
+      +(4 / 7).toFixed(6),
+      +(8 / 9).toFixed(6),
+    ]);
+    expect(f.gapInPlaceUs!.perRound).toEqual([-0.5, 1, 1]);
+    expect(f.gapInPlaceUs!.median).toBe(1);
+    // The floor in sequence is the fourth series, the floor in place the fifth: neither stands in for the other.
+    expect(f.floorSeq!.perRound[0]).toBeCloseTo(4 / 6);
+    expect(floorFigures(base, pv, nul, [6, 7, 12]).floorInPlace).toBeUndefined();
+  });
+
   it("the async target: sync over async, its floor libuv QD32 over readSync QD1, all per round", () => {
     const f = asyncFigures([100, 100, 120], [50, 40, 60], [110, 100, 130], [50, 50, 40]);
     expect(f.ratio.perRound).toEqual([2.2, 2, 3.25]);
@@ -254,7 +269,7 @@ describe("interleaved rounds: the arithmetic", () => {
     expect(t.detail).toMatch(
       /0 us above it; in sequence \(pv\/sync\/null\+readSync 7\.00 us\) 0\.67x, 1\.00 us below that;/,
     );
-    expect(benchText(res2)).toMatch(/\+0 us\s+0\.67x, 1\.00 us below\s+fs-sync 4\.00/);
+    expect(benchText(res2)).toMatch(/\+0 us\s+0\.67x, 1\.00 us below\s+-\s+fs-sync 4\.00/);
     expect(benchMarkdown(res2)).toMatch(
       /floor 0\.80x, 0 us above it; in sequence 0\.67x, 1\.00 us below it\) \|/,
     );
@@ -262,6 +277,33 @@ describe("interleaved rounds: the arithmetic", () => {
     expect(p!.measured).toMatchObject({ sequenceUs: 7, restSeqUs: -1 });
     expect(p!.verdict).toMatch(
       /take 7\.00 us, 1\.00 us more than apart: a floor of 0\.67x \(0\.57-0\.67x\), below the 0\.9x target; the path is 1\.00 us below it\./,
+    );
+    expect(p!.verdict).not.toMatch(/In place/);
+
+    // With the floor in place too (a fifth side: the path over a disk whose read is the baseline's readSync).
+    const placed = floorResult("pv-64k-seq", ["fs-sync", "pv/sync/raw", "pv/sync/null"], {
+      ...floorFigures(base, pv, nul, [6, 7, 12], [5.5, 7, 9]),
+    });
+    placed.sides.push(
+      { path: "pv/sync/null+readSync", label: "", qd: 1, usPerIo: [6, 7, 12], ramAligned: true },
+      { path: "pv/sync/readsync", label: "", qd: 1, usPerIo: [5.5, 7, 9], ramAligned: true },
+    );
+    const res3 = benchResult(
+      { rows: [], dispatch: null, rss: null, qtest: null, interleaved: [placed] },
+      { quick: true },
+    );
+    expect(checkTargets(res3).find((x) => x.id === "pv-64k-seq")!.detail).toMatch(
+      /1\.00 us below that; in place \(pv\/sync\/readsync 7\.00 us\) 0\.73x, 1\.00 us above that;/,
+    );
+    expect(benchText(res3)).toMatch(/0\.67x, 1\.00 us below\s+0\.73x, 1\.00 us above\s+fs-sync 4\.00/);
+    expect(benchMarkdown(res3)).toMatch(
+      /in sequence 0\.67x, 1\.00 us below it; in place 0\.73x, 1\.00 us above it\) \|/,
+    );
+    const [q] = floorProbes([], [placed]);
+    expect(q!.measured).toMatchObject({ inPlaceUs: 7, restInPlaceUs: 1 });
+    // In place 7 us against 7 us in sequence: the request's place costs nothing here.
+    expect(q!.verdict).toMatch(
+      /In place \(.*\) 7\.00 us, 0 us above the floor in sequence: a floor of 0\.73x \(0\.57-0\.89x\), below the 0\.9x target; the path is 1\.00 us above it, which is what its medium adds/,
     );
   });
 
@@ -331,6 +373,10 @@ describe("interleaved rounds: for real, on a tiny budget", () => {
         expect(x.sides[3]!.path).toBe(`${x.sides[2]!.path}+readSync`);
         expect(x.floorSeq!.perRound[1]).toBeCloseTo(x.sides[0]!.usPerIo[1]! / x.sides[3]!.usPerIo[1]!);
         expect(x.gapSeqUs!.perRound[2]).toBeCloseTo(x.sides[1]!.usPerIo[2]! - x.sides[3]!.usPerIo[2]!);
+        // The fifth is the same path over a disk whose read is the baseline's readSync: the floor in place.
+        expect(x.sides[4]!.path).toBe(x.sides[1]!.path.replace(/\/raw$/, "/readsync"));
+        expect(x.floorInPlace!.perRound[0]).toBeCloseTo(x.sides[0]!.usPerIo[0]! / x.sides[4]!.usPerIo[0]!);
+        expect(x.gapInPlaceUs!.perRound[1]).toBeCloseTo(x.sides[1]!.usPerIo[1]! - x.sides[4]!.usPerIo[1]!);
         // The raw path's last block is checked after every slice, warm-up included.
         expect(x.dataChecks).toBe(4);
       } else {
