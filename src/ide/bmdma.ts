@@ -11,6 +11,7 @@
  */
 
 import { type GuestMemory, isFault } from "../hypervisor/memory.ts";
+import { type QemuIdeTrace, qemuIdeTraceText } from "./qemu-trace.ts";
 import {
   BM_CMD_READ,
   BM_CMD_START,
@@ -103,6 +104,33 @@ export class Segments {
   }
 }
 
+/**
+ * A register read as QEMU 7.2 traces it: the table address register (any width) as bmdma_addr_read with the
+ * value read (hw/ide/pci.c); a byte of the command/status region as bmdma_read with its offset in that region
+ * (hw/ide/piix.c; a wider access returns all ones untraced).
+ */
+function traceRead(t: QemuIdeTrace, off: number, size: 1 | 2 | 4, v: number): void {
+  if (off >= BM_REG_PRDT) {
+    if (t.on("bmdma_addr_read")) t.emit("bmdma_addr_read", qemuIdeTraceText.bmdmaAddr(v));
+  } else if (size === 1 && t.on("bmdma_read")) t.emit("bmdma_read", qemuIdeTraceText.bmdma(false, off, v));
+}
+
+/**
+ * A register write as QEMU 7.2 traces it, before it takes effect: bmdma_addr_write with the value written; a
+ * byte of the command/status region as bmdma_write, and the command byte also as bmdma_cmd_writeb.
+ */
+function traceWrite(t: QemuIdeTrace, off: number, size: 1 | 2 | 4, value: number): void {
+  const v = size === 4 ? value >>> 0 : value & ((1 << (size * 8)) - 1);
+  if (off >= BM_REG_PRDT) {
+    if (t.on("bmdma_addr_write")) t.emit("bmdma_addr_write", qemuIdeTraceText.bmdmaAddr(v));
+    return;
+  }
+  if (size !== 1) return;
+  if (t.on("bmdma_write")) t.emit("bmdma_write", qemuIdeTraceText.bmdma(true, off, v));
+  if (off === BM_REG_COMMAND && t.on("bmdma_cmd_writeb"))
+    t.emit("bmdma_cmd_writeb", qemuIdeTraceText.bmdmaCmd(v));
+}
+
 export class BusMaster implements IdeDmaOps {
   cmd = 0;
   status = 0;
@@ -125,6 +153,8 @@ export class BusMaster implements IdeDmaOps {
    * write only once device work has settled (`takeDrainRequest`; docs/conformance.md D1).
    */
   private drainRequest = false;
+  /** QEMU's Bus Master trace events (`-trace bmdma_*` on the launcher; qemu-trace.ts), or null. */
+  qemuTrace: QemuIdeTrace | null = null;
 
   /**
    * @param mem guest memory the PRD table and its buffers are in
@@ -173,6 +203,12 @@ export class BusMaster implements IdeDmaOps {
 
   /** Read `size` bytes at offset `off` (0-7) of this channel's block. */
   read(off: number, size: 1 | 2 | 4): number {
+    const v = this.readReg(off, size);
+    if (this.qemuTrace !== null) traceRead(this.qemuTrace, off, size, v);
+    return v;
+  }
+
+  private readReg(off: number, size: 1 | 2 | 4): number {
     if (off >= BM_REG_PRDT)
       return (this.prdt >>> ((off - BM_REG_PRDT) * 8)) & (size === 4 ? 0xffffffff : (1 << (size * 8)) - 1);
     if (size !== 1) return size === 2 ? 0xffff : 0xffffffff;
@@ -182,6 +218,7 @@ export class BusMaster implements IdeDmaOps {
   }
 
   write(off: number, size: 1 | 2 | 4, value: number): void {
+    if (this.qemuTrace !== null) traceWrite(this.qemuTrace, off, size, value);
     if (off >= BM_REG_PRDT) {
       const shift = (off - BM_REG_PRDT) * 8;
       const mask = (size === 4 ? 0xffffffff : (1 << (size * 8)) - 1) << shift;

@@ -30,6 +30,7 @@ import { Drive, type DriveConfig } from "./device.ts";
 import type { IdeDmaOps } from "./dma-ops.ts";
 import { attachAbsentDevice0, QEMU_ABSENT_DEVICE0_COMMANDS } from "./hd/absent.ts";
 import { readData16, transferString, writeData16 } from "./pio.ts";
+import { type QemuIdeTrace, qemuIdeTraceText } from "./qemu-trace.ts";
 import { driveKind } from "./registry.ts";
 import type { CompatProfile } from "./compat.ts";
 
@@ -55,11 +56,17 @@ export interface ChannelOptions {
 /** The control block port (0x3F6/0x376): Alternate Status on read, Device Control on write. */
 class ControlPort implements PortIoDevice {
   constructor(private readonly ch: IdeChannel) {}
-  ioRead(_port: number, size: AccessSize): number {
+  ioRead(port: number, size: AccessSize): number {
     const v = this.ch.altStatus();
+    const t = this.ch.qemuTrace;
+    if (t !== null && t.on("ide_status_read"))
+      t.emit("ide_status_read", qemuIdeTraceText.statusRead(port, v, this.ch.index, this.ch.unit));
     return size === 1 ? v : v | (size === 2 ? 0xff00 : 0xffffff00);
   }
-  ioWrite(_port: number, _size: AccessSize, value: number): void {
+  ioWrite(port: number, _size: AccessSize, value: number): void {
+    const t = this.ch.qemuTrace;
+    if (t !== null && t.on("ide_ctrl_write"))
+      t.emit("ide_ctrl_write", qemuIdeTraceText.ctrlWrite(port, value & 0xff, this.ch.index));
     this.ch.writeControl(value & 0xff);
   }
 }
@@ -101,6 +108,11 @@ export class IdeChannel implements PortIoDevice, AtaBus {
   /** The "qemu-7.2" profile (decided once, here). */
   private readonly qemu: boolean;
   private readonly defer: (work: () => void) => void;
+  /**
+   * QEMU's IDE trace events (`-trace ide_*` on the launcher; qemu-trace.ts), or null: port accesses then take
+   * the untraced path after one comparison.
+   */
+  qemuTrace: QemuIdeTrace | null = null;
 
   constructor(opts: ChannelOptions) {
     this.compat = opts.compat ?? "xenide";
@@ -154,6 +166,7 @@ export class IdeChannel implements PortIoDevice, AtaBus {
   // Command block registers.
 
   ioRead(port: number, size: AccessSize): number {
+    if (this.qemuTrace !== null) return this.tracedRead(port, size, this.qemuTrace);
     const reg = port & 7;
     if (reg === 0 /* REG_DATA: a literal on the hottest path */) {
       if (size === 2) return this.readData16();
@@ -170,6 +183,7 @@ export class IdeChannel implements PortIoDevice, AtaBus {
   }
 
   ioWrite(port: number, size: AccessSize, value: number): void {
+    if (this.qemuTrace !== null) return this.tracedWrite(port, size, value, this.qemuTrace);
     const reg = port & 7;
     if (reg === 0 /* REG_DATA */) {
       if (size === 2) this.writeData16(value);
@@ -185,6 +199,96 @@ export class IdeChannel implements PortIoDevice, AtaBus {
       this.writeReg(reg, value & 0xff);
       if (reg < 7) this.writeReg(reg + 1, (value >>> 8) & 0xff);
     }
+  }
+
+  /**
+   * `ioRead` with QEMU's trace events, emitted where QEMU 7.2's handlers emit them (hw/ide/core.c): a byte
+   * register read as ide_ioport_read (a word read of the byte registers is two of them, as QEMU's port I/O
+   * splits it); a data word as ide_data_readw only when it comes out of a data-in block (ide_data_readw returns 0
+   * untraced otherwise); a data dword as ide_data_readl, also outside a data-in block (its 0 is traced), but not
+   * when the block has fewer than 4 bytes left; a data byte as the word read it makes plus ide_ioport_read.
+   */
+  private tracedRead(port: number, size: AccessSize, t: QemuIdeTrace): number {
+    const reg = port & 7;
+    if (reg === REG_DATA) {
+      const unit = this.unit;
+      const d = this.devices[unit];
+      const dataIn = !this.inert && (d.status & ST_DRQ) !== 0 && !d.dataOut;
+      const left = d.dataEnd - d.dataPtr;
+      if (size === 4) {
+        const v = (this.readData16() | (this.readData16() << 16)) >>> 0;
+        if ((!dataIn || left >= 4) && t.on("ide_data_readl"))
+          t.emit("ide_data_readl", qemuIdeTraceText.data(false, true, port, v, this.index, unit));
+        return v;
+      }
+      const w = this.readData16();
+      if (dataIn && left >= 2 && t.on("ide_data_readw"))
+        t.emit("ide_data_readw", qemuIdeTraceText.data(false, false, port, w, this.index, unit));
+      if (size === 2) return w;
+      if (t.on("ide_ioport_read"))
+        t.emit("ide_ioport_read", qemuIdeTraceText.ioportRead(port, REG_DATA, w & 0xff, this.index, unit));
+      return w & 0xff;
+    }
+    if (size === 1) return this.tracedReadReg(port, reg, t);
+    if (size === 2)
+      return (
+        this.tracedReadReg(port, reg, t) | ((reg < 7 ? this.tracedReadReg(port + 1, reg + 1, t) : 0xff) << 8)
+      );
+    return 0xffffffff;
+  }
+
+  private tracedReadReg(port: number, reg: number, t: QemuIdeTrace): number {
+    const unit = this.unit;
+    const v = this.readReg(reg);
+    if (t.on("ide_ioport_read"))
+      t.emit("ide_ioport_read", qemuIdeTraceText.ioportRead(port, reg, v, this.index, unit));
+    return v;
+  }
+
+  /**
+   * `ioWrite` with QEMU's trace events: every byte register write as ide_ioport_write, before anything is
+   * decided (a write the busy device ignores is traced too), naming the device selected before it; a command
+   * also as ide_exec_cmd; data words and dwords as ide_data_writew/writel, before the DRQ check; a data byte as
+   * ide_ioport_write (the write itself goes nowhere).
+   */
+  private tracedWrite(port: number, size: AccessSize, value: number, t: QemuIdeTrace): void {
+    const reg = port & 7;
+    if (reg === REG_DATA) {
+      const unit = this.unit;
+      if (size === 2) {
+        if (t.on("ide_data_writew"))
+          t.emit(
+            "ide_data_writew",
+            qemuIdeTraceText.data(true, false, port, value & 0xffff, this.index, unit),
+          );
+        this.writeData16(value & 0xffff);
+      } else if (size === 4) {
+        if (t.on("ide_data_writel"))
+          t.emit("ide_data_writel", qemuIdeTraceText.data(true, true, port, value >>> 0, this.index, unit));
+        this.writeData16(value & 0xffff);
+        this.writeData16(value >>> 16);
+      } else if (t.on("ide_ioport_write")) {
+        t.emit(
+          "ide_ioport_write",
+          qemuIdeTraceText.ioportWrite(port, REG_DATA, value & 0xff, this.index, unit),
+        );
+      }
+      return;
+    }
+    if (size === 1) this.tracedWriteReg(port, reg, value & 0xff, t);
+    else if (size === 2) {
+      this.tracedWriteReg(port, reg, value & 0xff, t);
+      if (reg < 7) this.tracedWriteReg(port + 1, reg + 1, (value >>> 8) & 0xff, t);
+    }
+  }
+
+  private tracedWriteReg(port: number, reg: number, v: number, t: QemuIdeTrace): void {
+    const unit = this.unit;
+    if (t.on("ide_ioport_write"))
+      t.emit("ide_ioport_write", qemuIdeTraceText.ioportWrite(port, reg, v, this.index, unit));
+    if (reg === REG_STATUS && t.on("ide_exec_cmd"))
+      t.emit("ide_exec_cmd", qemuIdeTraceText.execCmd(v, this.index, unit));
+    this.writeReg(reg, v);
   }
 
   readReg(reg: number): number {
@@ -365,7 +469,8 @@ export class IdeChannel implements PortIoDevice, AtaBus {
     count: number,
     df: boolean,
   ): number | MemoryFault {
-    if ((port & 7) !== REG_DATA || size === 1 || df)
+    // Traced, every item is a port access of its own, as QEMU serves string I/O item by item.
+    if ((port & 7) !== REG_DATA || size === 1 || df || this.qemuTrace !== null)
       return this.stringSlow(port, size, dir, mem, gpa, count, df);
     const total = count * size;
     const done = this.inert ? 0 : transferString(this.devices[this.unit], dir === "in", mem, gpa, total);

@@ -5,6 +5,8 @@
  * does or is refused with one line naming it; nothing that changes behaviour is silently dropped.
  */
 
+import { statSync } from "node:fs";
+
 import { MAX_GUEST_RAM } from "../hypervisor/memory.ts";
 import { COMPAT_PROFILES, type CompatProfile } from "../ide/compat.ts";
 import { IDE_POSITIONS, type IdePosition } from "../machine/description.ts";
@@ -24,6 +26,7 @@ import {
   parseOpts,
   splitCommandLine,
 } from "./opts.ts";
+import { type TracePlan, TraceOptions } from "./trace-opts.ts";
 
 /** QEMU's BlockdevOnError. */
 export const ON_ERROR = ["report", "ignore", "stop", "enospc"] as const;
@@ -108,8 +111,12 @@ export interface LaunchPlan {
   readonly startError: string | null;
   /** One line each, for stderr (options accepted that do nothing here). */
   readonly warnings: readonly string[];
-  /** -version / -help was asked. */
-  readonly info: "version" | "help" | null;
+  /** -version / -help / -trace help was asked. */
+  readonly info: "version" | "help" | "trace-help" | null;
+  /** QEMU's IDE trace events the -trace options enabled (src/qemu/trace-opts.ts). */
+  readonly trace: TracePlan;
+  /** Where trace lines go: -trace file=, else -D, else stderr (null). */
+  readonly traceFile: string | null;
 }
 
 /** A chardev spec in QEMU's compat form (`unix:PATH[,server=on][,wait=off]`, `stdio`), for -qtest and -qmp. */
@@ -298,6 +305,8 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   const globalText = new Map<string, string>();
   let info: LaunchPlan["info"] = null;
   let autoNode = 0;
+  const trace = new TraceOptions(warnings);
+  let logFile: string | null = null;
   const nextNode = (): string => `#block${(++autoNode * 100 + 19).toString()}`;
 
   const addDrive = (o: QemuOpts): void => {
@@ -500,7 +509,10 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
         break;
       }
       case "trace":
-        warnings.push(`${option} ${arg}: QEMU trace events do not exist in xenide (ignored)`);
+        trace.add(option, arg);
+        break;
+      case "D":
+        logFile = arg;
         break;
       case "compat": {
         if (!(COMPAT_PROFILES as readonly string[]).includes(arg))
@@ -671,6 +683,12 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   }
   for (const d of drives)
     if (!d.ide && !d.used) warnings.push(`${d.opts.option}: drive not attached to any device`);
+  const tracePlan = trace.plan();
+  // QEMU opens its log files with "w": one that is an image would be truncated before the drive opens it.
+  const images = [...drives.map((d) => d.medium), ...nodes.values()].flatMap((m) => (m ? [m.image] : []));
+  const traceFile = tracePlan.file ?? logFile;
+  if (traceFile !== null) refuseImageAsLog(tracePlan.file !== null ? "-trace file" : "-D", traceFile, images);
+  if (qtestLog !== undefined && qtestLog !== "none") refuseImageAsLog("-qtest-log", qtestLog, images);
 
   return {
     compat,
@@ -682,8 +700,29 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     drives: globalError ? [] : placed.planned,
     startError: globalError ?? placed.startError,
     warnings,
-    info,
+    info: info ?? (tracePlan.help ? "trace-help" : null),
+    trace: tracePlan,
+    traceFile,
   };
+}
+
+/** A log file that is (or links to) one of the images is refused: opening it would empty the image. */
+function refuseImageAsLog(option: string, file: string, images: readonly string[]): void {
+  const id = fileId(file);
+  if (id === null) return;
+  const image = images.find((i) => fileId(i) === id);
+  if (image !== undefined)
+    throw new QemuUsageError(`${option} ${file}: that is the image ${image}; the log would overwrite it`);
+}
+
+/** A file's device and inode (links followed), or null when nothing (or no regular file) is at the path. */
+function fileId(path: string): string | null {
+  try {
+    const st = statSync(path);
+    return st.isFile() ? `${st.dev}:${st.ino}` : null;
+  } catch {
+    return null;
+  }
 }
 
 function checkAccel(option: string, accel: string): void {

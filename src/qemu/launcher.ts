@@ -14,6 +14,7 @@ import { ideIndex, type IdeDriveSpec } from "../machine/description.ts";
 import { QtestServer } from "../qtest/server.ts";
 import { serveStream, staleSocketAt } from "../qtest/transport.ts";
 import type { IoErrorPolicy } from "../ide/requests.ts";
+import { QEMU_IDE_TRACE_EVENTS, type QemuIdeTrace } from "../ide/qemu-trace.ts";
 import { BlkdebugBackend, BlkdebugBreakError, ioErrorReason } from "../storage/blkdebug.ts";
 import { NoFlushBackend, openMedium } from "../storage/index.ts";
 import { LockDeferral } from "../storage/lock.ts";
@@ -59,7 +60,9 @@ QEMU's command line for xenide's PC (i440FX + PIIX3 IDE), without a guest CPU: t
   -blockdev driver=file|raw|blkdebug,node-name=N,...   -hda..-hdd FILE   -cdrom FILE
   -device ide-hd|ide-cd,drive=ID,bus=ide.N,unit=U,id=ID,serial=S,model=M,ver=V,write-cache=on|off|auto
           (an ide-cd without drive= has an empty tray)
-  -global ide-hd|ide-cd.serial|model|ver|write-cache=VALUE   -trace ...
+  -global ide-hd|ide-cd.serial|model|ver|write-cache=VALUE
+  -trace [enable=]PATTERN[,events=FILE][,file=FILE]   -D FILE   (QEMU's IDE and Bus Master events:
+          -trace help lists them; output to file=, else -D's file, else stderr)
   -compat qemu-7.2|xenide (default qemu-7.2)
 Exit status: 0 on SIGTERM/SIGINT/SIGHUP, QMP quit or the end of the qtest input; 1 on a bad option or a
 failure to start.
@@ -81,6 +84,11 @@ export async function runLauncher(argv: readonly string[], io: LauncherIo): Prom
   }
   if (plan.info === "help") {
     io.stdout.write(HELP);
+    return 0;
+  }
+  if (plan.info === "trace-help") {
+    // QEMU's trace_list_events: the names, one per line.
+    io.stdout.write(QEMU_IDE_TRACE_EVENTS.map((ev) => `${ev}\n`).join(""));
     return 0;
   }
   if (plan.info === "version") {
@@ -107,6 +115,8 @@ class Vm implements QmpHost {
   private readonly connected = new Map<string, Socket>();
   private readonly sockets: Socket[] = [];
   private logFd: number | null = null;
+  /** The -trace file's descriptor, when the trace goes to one. */
+  private traceFd: number | null = null;
   private exit: ((status: number) => void) | null = null;
   private stopping = false;
   /** The image locks' verdicts (see build()): settled before anything is served. */
@@ -188,6 +198,7 @@ class Vm implements QmpHost {
         specs.push(spec);
       }
       this.machine = buildMachine({ ram: plan.ram, compat: plan.compat, ide: specs });
+      this.attachTrace();
     } catch (e) {
       for (const d of drives) d.own?.top.close();
       throw e;
@@ -598,6 +609,29 @@ class Vm implements QmpHost {
     await this.shutdown(0);
   }
 
+  // ---- -trace (QEMU's IDE and Bus Master events, as its log backend prints them) ----
+
+  /**
+   * The events -trace enabled, one line each (`name text`), to the trace file (-trace file=, -D) or stderr, as
+   * QEMU 7.2's log backend writes them. With none enabled the devices keep their untraced paths.
+   */
+  private attachTrace(): void {
+    const { enabled } = this.plan.trace;
+    const ide = this.machine.pc?.ide;
+    if (enabled.size === 0 || !ide) return;
+    const file = this.plan.traceFile;
+    let emit: (line: string) => void;
+    if (file === null) emit = (line) => void this.io.stderr.write(line);
+    else {
+      const fd = openSync(file, "w");
+      this.traceFd = fd;
+      emit = (line) => void writeSync(fd, line);
+    }
+    const sink: QemuIdeTrace = { on: (ev) => enabled.has(ev), emit: (ev, text) => emit(`${ev} ${text}\n`) };
+    for (const ch of ide.channels) ch.qemuTrace = sink;
+    for (const bm of ide.busMasters) bm.qemuTrace = sink;
+  }
+
   // ---- -qtest-log (QEMU's format: [R +secs] request, [S +secs] reply) ----
 
   private t0 = 0n;
@@ -678,6 +712,7 @@ class Vm implements QmpHost {
       status = 1;
     } finally {
       if (this.logFd !== null && this.logFd !== 2) closeSync(this.logFd);
+      if (this.traceFd !== null) closeSync(this.traceFd);
       for (const s of this.sockets) s.destroy();
       for (const s of this.servers) s.close();
       this.exit?.(status);

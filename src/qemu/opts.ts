@@ -150,6 +150,7 @@ const OPTIONS: Readonly<Record<string, OptionDef>> = {
   device: { arg: true },
   global: { arg: true },
   trace: { arg: true },
+  D: { arg: true },
   hda: { arg: true },
   hdb: { arg: true },
   hdc: { arg: true },
