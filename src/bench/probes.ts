@@ -384,7 +384,9 @@ function inPlaceText(x: InterleavedResult, inPlaceUs: number, seqUs: number, goa
     (Number.isFinite(placed) ? `, ${fmtAbove(placed)} the floor in sequence` : "") +
     `: a floor of ${f.median.toFixed(2)}x (${rangeText(f)})` +
     (f.median < goal ? `, below the ${goal}x target` : "") +
-    `; the path is ${fmtAbove(rest)} it, which is what its medium adds to the baseline's call.`
+    (rest > 0
+      ? `; the path is ${fmtAbove(rest)} it: what its medium adds to the baseline's call.`
+      : `; the path is ${fmtAbove(rest)} it: its medium adds nothing to the baseline's call.`)
   );
 }
 

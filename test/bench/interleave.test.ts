@@ -303,7 +303,18 @@ describe("interleaved rounds: the arithmetic", () => {
     expect(q!.measured).toMatchObject({ inPlaceUs: 7, restInPlaceUs: 1 });
     // In place 7 us against 7 us in sequence: the request's place costs nothing here.
     expect(q!.verdict).toMatch(
-      /In place \(.*\) 7\.00 us, 0 us above the floor in sequence: a floor of 0\.73x \(0\.57-0\.89x\), below the 0\.9x target; the path is 1\.00 us above it, which is what its medium adds/,
+      /In place \(.*\) 7\.00 us, 0 us above the floor in sequence: a floor of 0\.73x \(0\.57-0\.89x\), below the 0\.9x target; the path is 1\.00 us above it: what its medium adds to the baseline's call\./,
+    );
+    // A path below its floor in place: its medium adds nothing to the baseline's call.
+    const below = floorResult("pv-64k-seq", ["fs-sync", "pv/sync/raw", "pv/sync/null"], {
+      ...floorFigures(base, pv, nul, [6, 7, 12], [6, 9, 11]),
+    });
+    below.sides.push(
+      { path: "pv/sync/null+readSync", label: "", qd: 1, usPerIo: [6, 7, 12], ramAligned: true },
+      { path: "pv/sync/readsync", label: "", qd: 1, usPerIo: [6, 9, 11], ramAligned: true },
+    );
+    expect(floorProbes([], [below])[0]!.verdict).toMatch(
+      /the path is 1\.00 us below it: its medium adds nothing to the baseline's call\./,
     );
   });
 
