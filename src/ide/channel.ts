@@ -170,7 +170,11 @@ export class IdeChannel implements PortIoDevice, AtaBus {
     const reg = port & 7;
     if (reg === 0 /* REG_DATA: a literal on the hottest path */) {
       if (size === 2) return this.readData16();
-      if (size === 4) return (this.readData16() | (this.readData16() << 16)) >>> 0;
+      if (size === 4) {
+        // QEMU 7.2's ide_data_readl: fewer than 4 bytes left in a data-in block read 0 and move nothing (A8).
+        if (this.qemu === true && this.shortDword(false)) return 0;
+        return (this.readData16() | (this.readData16() << 16)) >>> 0;
+      }
       // An 8-bit read of the data port takes a whole word and returns its low byte (QEMU 7.2, for the
       // Solaris loader; the drive sees one 16-bit cycle).
       return this.readData16() & 0xff;
@@ -188,6 +192,8 @@ export class IdeChannel implements PortIoDevice, AtaBus {
     if (reg === 0 /* REG_DATA */) {
       if (size === 2) this.writeData16(value);
       else if (size === 4) {
+        // QEMU 7.2's ide_data_writel drops a dword that does not fit in the rest of a data-out block (A8).
+        if (this.qemu === true && this.shortDword(true)) return;
         this.writeData16(value & 0xffff);
         this.writeData16(value >>> 16);
       }
@@ -216,6 +222,7 @@ export class IdeChannel implements PortIoDevice, AtaBus {
       const dataIn = !this.inert && (d.status & ST_DRQ) !== 0 && !d.dataOut;
       const left = d.dataEnd - d.dataPtr;
       if (size === 4) {
+        if (this.qemu && dataIn && left < 4) return 0;
         const v = (this.readData16() | (this.readData16() << 16)) >>> 0;
         if ((!dataIn || left >= 4) && t.on("ide_data_readl"))
           t.emit("ide_data_readl", qemuIdeTraceText.data(false, true, port, v, this.index, unit));
@@ -265,6 +272,7 @@ export class IdeChannel implements PortIoDevice, AtaBus {
       } else if (size === 4) {
         if (t.on("ide_data_writel"))
           t.emit("ide_data_writel", qemuIdeTraceText.data(true, true, port, value >>> 0, this.index, unit));
+        if (this.qemu && this.shortDword(true)) return;
         this.writeData16(value & 0xffff);
         this.writeData16(value >>> 16);
       } else if (t.on("ide_ioport_write")) {
@@ -445,6 +453,15 @@ export class IdeChannel implements PortIoDevice, AtaBus {
   // ------------------------------------------------------------------------------------------------
   // Data port.
 
+  /**
+   * The selected device offers a data block in the given direction (out: host to device) with fewer than 4
+   * bytes of it left: where QEMU 7.2 refuses a dword access (A8).
+   */
+  private shortDword(out: boolean): boolean {
+    const d = this.devices[this.unit];
+    return (d.status & ST_DRQ) !== 0 && d.dataOut === out && d.dataEnd - d.dataPtr < 4;
+  }
+
   private readData16(): number {
     if (this.inert === true) return 0; // strict: a bare boolean test is a generic truthiness check
     return readData16(this.devices[this.unit]);
@@ -473,7 +490,11 @@ export class IdeChannel implements PortIoDevice, AtaBus {
     if ((port & 7) !== REG_DATA || size === 1 || df || this.qemuTrace !== null)
       return this.stringSlow(port, size, dir, mem, gpa, count, df);
     const total = count * size;
-    const done = this.inert ? 0 : transferString(this.devices[this.unit], dir === "in", mem, gpa, total);
+    // QEMU 7.2 serves a dword item only from 4 bytes of the block (A8): runs move in whole dwords there.
+    const granule = this.qemu && size === 4 ? 4 : 1;
+    const done = this.inert
+      ? 0
+      : transferString(this.devices[this.unit], dir === "in", mem, gpa, total, granule);
     if (isFault(done)) return done;
     if (done < total && dir === "in") {
       const v = mem.view(gpa + done, total - done);

@@ -41,7 +41,8 @@ export function writeData16(d: AtaCore, v: number): void {
 /**
  * REP INSW/INSD/OUTSW/OUTSD: whole runs of the DRQ block move between the drive buffer and guest memory in one
  * copy per block, up to `total` bytes. Returns the bytes moved (the transfer stops where the device stops
- * offering data), or the fault of a guest address.
+ * offering data), or the fault of a guest address. With `granule` 4, only whole dwords of a block move (QEMU
+ * 7.2's dword items: the rest of a block shorter than 4 bytes stays, docs/conformance.md A8).
  */
 export function transferString(
   d: AtaCore,
@@ -49,12 +50,14 @@ export function transferString(
   mem: GuestMemory,
   gpa: number,
   total: number,
+  granule: 1 | 4 = 1,
 ): number | MemoryFault {
   let done = 0;
   while (done < total) {
     if (!(d.status & ST_DRQ) || d.dataOut === toMemory) break;
     const p = d.dataPtr;
-    const take = Math.min(d.dataEnd - p, total - done);
+    let take = Math.min(d.dataEnd - p, total - done);
+    if (granule === 4) take &= ~3;
     if (take <= 0) break;
     const chunk = d.xfer.subarray(p, p + take);
     const f = toMemory ? mem.write(gpa + done, chunk) : mem.read(gpa + done, chunk);

@@ -476,6 +476,38 @@ suite(
       );
     });
 
+    it("A8: dword data accesses with fewer than 4 bytes left in a PIO block, read and written", async () => {
+      const s = await qemuSession();
+      const rep = (n: number, line: string): string[] => Array<string>(n).fill(line);
+      await run(
+        s,
+        [
+          { lines: [`outb ${h(C + 6)} 0xa0`, `outb ${h(C + 7)} 0xec`] },
+          // IDENTIFY: a word, then 127 dwords leave 2 bytes; two more dwords, then the last word.
+          { lines: [`inw ${h(C)}`, ...rep(63, `inl ${h(C)}`)] },
+          { lines: rep(64, `inl ${h(C)}`) },
+          { lines: rep(2, `inl ${h(C)}`) },
+          { lines: [`inw ${h(C)}`] },
+          // WRITE SECTORS at LBA 5 the same way, with a dword that does not fit before the last word.
+          {
+            lines: [
+              `outb ${h(C + 2)} 0x1`,
+              `outb ${h(C + 3)} 0x5`,
+              `outb ${h(C + 4)} 0x0`,
+              `outb ${h(C + 5)} 0x0`,
+              `outb ${h(C + 6)} 0xe0`,
+              `outb ${h(C + 7)} 0x30`,
+            ],
+          },
+          { lines: [`outw ${h(C)} 0x1234`, ...rep(63, `outl ${h(C)} 0xa5a55a5a`)] },
+          { lines: rep(64, `outl ${h(C)} 0x5a5aa5a5`) },
+          { lines: [`outl ${h(C)} 0x11223344`] },
+          { lines: [`outw ${h(C)} 0x5678`] },
+        ],
+        "A8",
+      );
+    });
+
     it("IDENTIFY is cached at the first one: SET FEATURES 03h before and after, SET MULTIPLE, write cache, SMART", async () => {
       const s = await qemuSession();
       await run(

@@ -204,6 +204,60 @@ describe("profile qemu-7.2: register file and IDENTIFY", () => {
   });
 });
 
+describe("A8: dword data accesses with fewer than 4 bytes left in the block", () => {
+  // IDENTIFY's 512 bytes after one word: 127 dwords leave 2 bytes.
+  const started = (r: Rig): void => {
+    issue(r, 0xec, { dev: 0xa0 });
+    r.inw(C);
+    for (let i = 0; i < 127; i++) r.inl(C);
+  };
+
+  it("xenide: the controller's two 16-bit cycles take the last word and end the block (PIIX3 splits dwords)", () => {
+    const r = rig("xenide");
+    const last = identify(rig("xenide"))[255]!;
+    started(r);
+    expect(r.inb(C + 7) & 0x08).toBe(0x08);
+    expect(r.inl(C)).toBe(last); // the last word, then nothing: the block is over
+    expect(r.inb(C + 7)).toBe(0x50);
+  });
+
+  it("qemu-7.2: the read gives 0 and moves nothing (ide_data_readl); the last word is still there", () => {
+    const r = rig("qemu-7.2");
+    const last = identify(rig("qemu-7.2"))[255]!;
+    started(r);
+    expect(r.inl(C)).toBe(0);
+    expect(r.inl(C)).toBe(0);
+    expect(r.inb(C + 7)).toBe(0x58);
+    expect(r.inw(C)).toBe(last);
+    expect(r.inb(C + 7)).toBe(0x50);
+  });
+
+  it("qemu-7.2: a dword write that does not fit is dropped (ide_data_writel); REP OUTSD moves whole dwords only", () => {
+    for (const rep of [false, true]) {
+      const r = rig("qemu-7.2");
+      issue(r, 0x30, { nsect: 1, lba: 5 });
+      r.outw(C, 0x1234);
+      const v = r.m.hv.vcpu(0);
+      if (rep) {
+        // 128 dwords from guest memory: 127 fit, the last is dropped.
+        for (let i = 0; i < 128; i++) r.m.hv.mem.writeU32(BUF + i * 4, 0xa5a55a5a);
+        v.outsl(C, BUF, 128);
+      } else {
+        for (let i = 0; i < 127; i++) r.outl(C, 0xa5a55a5a);
+        r.outl(C, 0x11223344);
+      }
+      expect(r.inb(C + 7)).toBe(0x58);
+      r.outw(C, 0x5678);
+      expect(r.inb(C + 7)).toBe(0x50);
+      const sector = new Uint8Array(512);
+      r.disk.read(5, [sector]);
+      expect([sector[0], sector[1], sector[2], sector[509], sector[510], sector[511]]).toEqual([
+        0x34, 0x12, 0x5a, 0xa5, 0x78, 0x56,
+      ]);
+    }
+  });
+});
+
 describe("profile qemu-7.2: resets", () => {
   it("B1/B2: SRST 0->1 shows D0h at once; the reset runs on the next main-loop turn although SRST stays 1", async () => {
     const r = rig("qemu-7.2");

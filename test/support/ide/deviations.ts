@@ -158,6 +158,13 @@ export const DEVIATIONS: readonly Deviation[] = [
     spec: "PCI 2.1 §3.7.4.1",
   },
   {
+    id: "A8",
+    summary:
+      "A dword data access with 2 bytes left in the DRQ block is two 16-bit cycles (the last word moves, the block " +
+      "ends); QEMU's ide_data_readl/writel need 4 bytes: the read gives 0, the write is dropped, nothing moves",
+    spec: "ATA/ATAPI-6: the Data register is 16 bits wide (PIIX3 runs a dword as two 16-bit cycles)",
+  },
+  {
     id: "B1",
     summary: "SRST holds BSY (D0h) for as long as SRST is 1; the reset runs on the 1->0 edge",
     spec: "ATA/ATAPI-6 §9.2 software reset protocol",
