@@ -28,6 +28,16 @@ import {
 } from "./opts.ts";
 import { type TracePlan, TraceOptions } from "./trace-opts.ts";
 
+/** An image to open (and close) before the machine is built, to fail where QEMU fails on it. */
+export interface ImageCheck {
+  /** The option that named it, for the error line. */
+  readonly option: string;
+  readonly image: string;
+  readonly format: ImageFormat | undefined;
+  readonly readOnly: boolean;
+  readonly direct: boolean;
+}
+
 /** QEMU's BlockdevOnError. */
 export const ON_ERROR = ["report", "ignore", "stop", "enospc"] as const;
 export type OnError = (typeof ON_ERROR)[number];
@@ -111,6 +121,12 @@ export interface LaunchPlan {
   readonly startError: string | null;
   /** One line each, for stderr (options accepted that do nothing here). */
   readonly warnings: readonly string[];
+  /**
+   * Images named on the command line that no planned drive opens (a -drive or -blockdev no device uses; all of
+   * them when a device is refused): QEMU 7.2 opens every one at start-up, so one that cannot be opened fails the
+   * start (with QMP connected) as a drive's image does. In command-line order, -blockdev first, as QEMU makes them.
+   */
+  readonly imageChecks: readonly ImageCheck[];
   /** -version / -help / -trace help was asked. */
   readonly info: "version" | "help" | "trace-help" | null;
   /** QEMU's IDE trace events the -trace options enabled (src/qemu/trace-opts.ts). */
@@ -684,6 +700,18 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   for (const d of drives)
     if (!d.ide && !d.used) warnings.push(`${d.opts.option}: drive not attached to any device`);
   const tracePlan = trace.plan();
+  const plannedDrives = globalError ? [] : placed.planned;
+  const opened = new Set(plannedDrives.flatMap((p) => (p.image === null ? [] : [p.image])));
+  const imageChecks: ImageCheck[] = [];
+  const named: [string, Medium | null][] = [
+    ...[...nodes.values()].map((m): [string, Medium] => [`-blockdev node-name=${m.nodeName}`, m]),
+    ...drives.map((d): [string, Medium | null] => [`${d.opts.option}`, d.medium]),
+  ];
+  for (const [option, m] of named) {
+    if (!m || opened.has(m.image)) continue;
+    opened.add(m.image);
+    imageChecks.push({ option, image: m.image, format: m.format, readOnly: m.readOnly, direct: m.direct });
+  }
   // QEMU opens its log files with "w": one that is an image would be truncated before the drive opens it.
   const images = [...drives.map((d) => d.medium), ...nodes.values()].flatMap((m) => (m ? [m.image] : []));
   const traceFile = tracePlan.file ?? logFile;
@@ -697,7 +725,8 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     qtest,
     qtestLog,
     monitors,
-    drives: globalError ? [] : placed.planned,
+    drives: plannedDrives,
+    imageChecks,
     startError: globalError ?? placed.startError,
     warnings,
     info: info ?? (tracePlan.help ? "trace-help" : null),

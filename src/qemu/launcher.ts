@@ -136,6 +136,22 @@ class Vm implements QmpHost {
    */
   private build(): void {
     const plan = this.plan;
+    // The images no drive of the machine opens: QEMU opens them all the same, and fails on one it cannot open.
+    // Opened without a lock and closed at once: nothing is read or written.
+    for (const c of plan.imageChecks) {
+      let m: BlockBackend;
+      try {
+        m = openMedium(c.image, {
+          ...(c.format !== undefined ? { format: c.format } : {}),
+          readOnly: c.readOnly,
+          direct: c.direct,
+          lock: false,
+        });
+      } catch (e) {
+        throw new Error(`${c.option}: ${(e as Error)?.message ?? String(e)}`);
+      }
+      m.close();
+    }
     const drives: DriveRuntime[] = [];
     const specs: IdeDriveSpec[] = [];
     const qemuStrings = plan.compat === "qemu-7.2";
