@@ -639,7 +639,12 @@ class Vm implements QmpHost {
     let emit: (line: string) => void;
     if (file === null) emit = (line) => void this.io.stderr.write(line);
     else {
-      const fd = openSync(file, "w");
+      let fd: number;
+      try {
+        fd = openSync(file, "w");
+      } catch (e) {
+        throw new Error(`${file}: cannot write the trace there (${(e as NodeJS.ErrnoException).code ?? e})`);
+      }
       this.traceFd = fd;
       emit = (line) => void writeSync(fd, line);
     }

@@ -100,6 +100,14 @@ describe("-trace options, as QEMU 7.2's trace/control.c takes them", () => {
         "ide_exec_cmd IDE exec cmd: bus 0x5a1000; state 0x5a1088; cmd 0x90\n",
     );
     expect(child.stderr).not.toMatch(/ide_exec_cmd/);
+
+    // A trace file that cannot be made is one line and status 1.
+    const bad = new QtestChild(["-accel", "qtest", "-trace", "ide_*", "-D", join(dir, "missing", "t.log")]);
+    expect((await bad.exited).code).toBe(1);
+    if (!bad.proc.stderr!.readableEnded) await new Promise((r) => bad.proc.stderr!.once("end", r));
+    expect(bad.stderr).toBe(
+      `xenide-system-x86_64: ${join(dir, "missing", "t.log")}: cannot write the trace there (ENOENT)\n`,
+    );
   });
 
   it("-trace help prints the names one per line and exits 0", async () => {
