@@ -57,6 +57,8 @@ export interface ChardevSpec {
 
 /** A medium as the block layer stack names it: an image, possibly under blkdebug. */
 interface Medium {
+  /** The option that names its image (the -drive, or the -blockdev of its file or nbd node): errors lead with it. */
+  option: string;
   /** A file name or an NBD URL (QEMU's `nbd:unix:PATH` form is turned into one). */
   image: string;
   /** The image format; undefined: probed as QEMU probes an image given without format=. */
@@ -72,6 +74,8 @@ interface Medium {
 /** A drive on the IDE channels, as QEMU's ide-hd or ide-cd device on a BlockBackend. */
 export interface PlannedDrive {
   readonly position: IdePosition;
+  /** The option that names its image (for QEMU's error lines), "" for an empty tray. */
+  readonly option: string;
   /** "hd" (ide-hd) or "cd" (ide-cd, an ATAPI CD-ROM drive). */
   readonly kind: "hd" | "cd";
   /** The image (a file name or an NBD URL), or null for a CD drive with an empty tray. */
@@ -221,10 +225,18 @@ function mediumFromFile(
     throw new QemuUsageError(`${option}: ${(e as Error).message}`);
   }
   if (!parsed)
-    return { image: nbdName(option, file), format, readOnly, direct, blkdebug: null, nodeName: node };
+    return { option, image: nbdName(option, file), format, readOnly, direct, blkdebug: null, nodeName: node };
   let rules: BlkdebugRule[] = [];
   if (parsed.config !== "") rules = readRules(option, parsed.config);
-  return { image: nbdName(option, parsed.image), format, readOnly, direct, blkdebug: rules, nodeName: node };
+  return {
+    option,
+    image: nbdName(option, parsed.image),
+    format,
+    readOnly,
+    direct,
+    blkdebug: rules,
+    nodeName: node,
+  };
 }
 
 /** QEMU's legacy `nbd:unix:PATH[:exportname=E]` / `nbd:HOST:PORT` file names, as the NBD URL xenide opens. */
@@ -654,6 +666,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
       planned.push({
         position: p,
         kind,
+        option: medium?.option ?? "",
         image: medium?.image ?? null,
         format: medium?.format,
         readOnly: kind === "cd" || (medium?.readOnly ?? false),
@@ -703,14 +716,16 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   const plannedDrives = globalError ? [] : placed.planned;
   const opened = new Set(plannedDrives.flatMap((p) => (p.image === null ? [] : [p.image])));
   const imageChecks: ImageCheck[] = [];
-  const named: [string, Medium | null][] = [
-    ...[...nodes.values()].map((m): [string, Medium] => [`-blockdev node-name=${m.nodeName}`, m]),
-    ...drives.map((d): [string, Medium | null] => [`${d.opts.option}`, d.medium]),
-  ];
-  for (const [option, m] of named) {
+  for (const m of [...nodes.values(), ...drives.map((d) => d.medium)]) {
     if (!m || opened.has(m.image)) continue;
     opened.add(m.image);
-    imageChecks.push({ option, image: m.image, format: m.format, readOnly: m.readOnly, direct: m.direct });
+    imageChecks.push({
+      option: m.option,
+      image: m.image,
+      format: m.format,
+      readOnly: m.readOnly,
+      direct: m.direct,
+    });
   }
   // QEMU opens its log files with "w": one that is an image would be truncated before the drive opens it.
   const images = [...drives.map((d) => d.medium), ...nodes.values()].flatMap((m) => (m ? [m.image] : []));
@@ -801,6 +816,7 @@ function addBlockdev(o: QemuOpts, nodes: Map<string, Medium>, drives: readonly D
         throw new QemuUsageError(`${o.option}: locking=off: xenide always takes QEMU's image locks`);
       // A protocol node used as the device's medium is its bytes as they are: raw, never probed.
       nodes.set(node, {
+        option: o.option,
         image: filename,
         format: "raw",
         readOnly: ro,
@@ -856,6 +872,7 @@ function addBlockdev(o: QemuOpts, nodes: Map<string, Medium>, drives: readonly D
         throw new QemuUsageError(`${o.option}: xenide's NBD client takes server.type unix or inet`);
       }
       nodes.set(node, {
+        option: o.option,
         image: url,
         format: "raw",
         readOnly: ro,

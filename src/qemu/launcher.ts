@@ -20,6 +20,7 @@ import { NoFlushBackend, openMedium } from "../storage/index.ts";
 import { LockDeferral } from "../storage/lock.ts";
 import type { BlockBackend } from "../storage/types.ts";
 import { type ChardevSpec, type LaunchPlan, type PlannedDrive, planLaunch } from "./config.ts";
+import { driveOpenError, qemuOpenError } from "./open-error.ts";
 import { QemuUsageError } from "./opts.ts";
 import { type Json, type JsonObject, QmpError, type QmpHost, QmpMonitor } from "./qmp.ts";
 
@@ -148,7 +149,7 @@ class Vm implements QmpHost {
           lock: false,
         });
       } catch (e) {
-        throw new Error(`${c.option}: ${(e as Error)?.message ?? String(e)}`);
+        throw new Error(qemuOpenError(c.option, c.image, e));
       }
       m.close();
     }
@@ -217,7 +218,7 @@ class Vm implements QmpHost {
       this.attachTrace();
     } catch (e) {
       for (const d of drives) d.own?.top.close();
-      throw e;
+      throw driveOpenError(plan.drives, e);
     } finally {
       this.lockVerdicts = locks.end();
       this.lockVerdicts.catch(() => {}); // run() reports a refusal; a failed start has closed its media already

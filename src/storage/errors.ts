@@ -15,6 +15,8 @@ export class ImageError extends Error {
     readonly code: ImageErrorCode,
     message: string,
     readonly path?: string,
+    /** The system error behind an EOPEN (`ENOENT`, `EACCES`...), when there was one. */
+    readonly errno?: string,
   ) {
     super(message);
     this.name = "ImageError";

@@ -105,7 +105,12 @@ export class RawImageBackend implements BlockBackend {
     try {
       st = statSync(path);
     } catch (e) {
-      throw new ImageError("EOPEN", `cannot open image ${path}: ${(e as Error).message}`, path);
+      throw new ImageError(
+        "EOPEN",
+        `cannot open image ${path}: ${(e as Error).message}`,
+        path,
+        (e as NodeJS.ErrnoException).code,
+      );
     }
     if (!st.isFile()) throw new ImageError("EOPEN", `${path} is not a regular file`, path);
     checkImageSize(path, st.size);
@@ -119,7 +124,12 @@ export class RawImageBackend implements BlockBackend {
       if (direct && (e as NodeJS.ErrnoException).code === "EINVAL") {
         throw new ImageError("ENODIRECT", `the filesystem holding ${path} does not support O_DIRECT`, path);
       }
-      throw new ImageError("EOPEN", `cannot open image ${path}: ${(e as Error).message}`, path);
+      throw new ImageError(
+        "EOPEN",
+        `cannot open image ${path}: ${(e as Error).message}`,
+        path,
+        (e as NodeJS.ErrnoException).code,
+      );
     }
     let lock: ImageLock | null = null;
     try {

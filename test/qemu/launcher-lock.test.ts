@@ -4,7 +4,7 @@
  * connected and before anything is served (QEMU 7.2 connects its QMP and qtest sockets, then fails on the
  * lock: observed), and an image that is free is served.
  */
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
@@ -148,12 +148,12 @@ describe("a failed start connects what QEMU 7.2 connects before the same failure
     [
       ["-drive", "file=/nonexistent/disk.img,if=none,id=d0,format=raw"],
       ["qmp"],
-      "-drive file=/nonexistent/disk.img,if=none,id=d0,format=raw: cannot open image /nonexistent/disk.img",
+      "-drive file=/nonexistent/disk.img,if=none,id=d0,format=raw: Could not open '/nonexistent/disk.img': No such file or directory\n",
     ],
     [
       ["-drive", "file=/nonexistent/disk.img,if=ide,format=raw", "-device", "ide-hd,bus=ide.7"],
       ["qmp"],
-      "-drive file=/nonexistent/disk.img,if=ide,format=raw: cannot open image /nonexistent/disk.img",
+      "-drive file=/nonexistent/disk.img,if=ide,format=raw: Could not open '/nonexistent/disk.img': No such file or directory\n",
     ],
     [["-device", "ide-hd,bus=ide.7"], ["qmp", "qtest"], "-device ide-hd,bus=ide.7: Bus 'ide.7' not found\n"],
     [
@@ -170,4 +170,55 @@ describe("a failed start connects what QEMU 7.2 connects before the same failure
     expect(r.connected).toEqual(connected);
     expect(r.qmpReceived).toBe("");
   });
+});
+
+// The line itself, beside QEMU's own for the same command line (Debian's QEMU 7.2; the program name aside).
+describe("an image that cannot be opened is reported in QEMU 7.2's words", () => {
+  const qemu = spawnSync("qemu-system-x86_64", ["--version"]);
+  const missing = qemu.error !== undefined || qemu.status !== 0;
+  const raw = join(dir, "plain.img");
+  writeFileSync(raw, Buffer.alloc(65536));
+  const cases: string[][] = [
+    ["-drive", "file=/nonexistent/disk.img,if=ide,format=raw"],
+    ["-drive", "file=/nonexistent/disk.img,if=none,id=d0"],
+    ["-drive", `file=${dir},if=ide,format=raw`],
+    ["-drive", `file=${raw},if=ide,format=qcow2`],
+    ["-blockdev", "driver=file,filename=/nonexistent/disk.img,node-name=n0"],
+    [
+      "-blockdev",
+      "driver=file,filename=/nonexistent/disk.img,node-name=n0",
+      "-device",
+      "ide-hd,drive=n0,bus=ide.0",
+    ],
+  ];
+  it.skipIf(missing && process.env.CI !== "true").each(cases.map((c) => [c.join(" "), c] as const))(
+    `%s${missing ? " (skipped: no QEMU)" : ""}`,
+    (_title, args) => {
+      if (missing) throw new Error("qemu-system-x86_64 is missing (required under CI)");
+      const common = [
+        "-machine",
+        "pc",
+        "-display",
+        "none",
+        "-nodefaults",
+        "-qtest",
+        "stdio",
+        "-qtest-log",
+        "none",
+      ];
+      const run = (cmd: string, extra: string[]) => {
+        const r = spawnSync(cmd, [...common, ...extra, ...args], {
+          input: "",
+          encoding: "utf8",
+          timeout: 20_000,
+        });
+        const lines = r.stderr.split("\n").filter((l) => l !== "" && !/warning: /.test(l));
+        return { status: r.status, lines: lines.map((l) => l.replace(/^[^:]+: /, "")) };
+      };
+      const q = run("qemu-system-x86_64", ["-accel", "tcg", "-S"]);
+      const x = run(bin, ["-accel", "qtest"]);
+      expect(q.status).toBe(1);
+      expect(x).toEqual(q);
+    },
+  );
 });

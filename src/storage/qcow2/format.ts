@@ -75,7 +75,8 @@ export const MAX_BACKING_NAME = 1023;
 
 /** Why an image cannot be used as asked: a format it does not follow, or a feature xenide does not support. */
 export type ImageFormatReason =
-  | "bad-header" // not a qcow2 image, or a header the spec does not allow
+  | "not-qcow2" // no qcow2 magic: another format (raw, say) given as qcow2
+  | "bad-header" // a qcow2 header the spec does not allow
   | "unsupported" // a valid image using a feature xenide does not implement
   | "encrypted"
   | "external-data-file"
@@ -149,7 +150,8 @@ export function parseHeader(buf: Uint8Array, path?: string): Qcow2Header {
   const bad = (msg: string) => new ImageFormatError("bad-header", `${name}: ${msg}`, path);
   if (buf.length < V2_HEADER_LENGTH) throw bad("too short for a qcow2 header");
   const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  if (v.getUint32(HDR.magic) !== QCOW_MAGIC) throw bad("not a qcow2 image (no QFI\\xfb magic)");
+  if (v.getUint32(HDR.magic) !== QCOW_MAGIC)
+    throw new ImageFormatError("not-qcow2", `${name}: not a qcow2 image (no QFI\\xfb magic)`, path);
   const version = v.getUint32(HDR.version);
   if (version !== 2 && version !== 3) {
     throw new ImageFormatError(

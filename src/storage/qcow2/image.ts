@@ -227,14 +227,24 @@ export class Qcow2Backend implements BlockBackend {
     try {
       st = statSync(file);
     } catch (e) {
-      throw new ImageError("EOPEN", `cannot open image ${file}: ${(e as Error).message}`, file);
+      throw new ImageError(
+        "EOPEN",
+        `cannot open image ${file}: ${(e as Error).message}`,
+        file,
+        (e as NodeJS.ErrnoException).code,
+      );
     }
     if (!st.isFile()) throw new ImageError("EOPEN", `${file} is not a regular file`, file);
     let fd: number;
     try {
       fd = openSync(file, readOnly ? "r" : "r+");
     } catch (e) {
-      throw new ImageError("EOPEN", `cannot open image ${file}: ${(e as Error).message}`, file);
+      throw new ImageError(
+        "EOPEN",
+        `cannot open image ${file}: ${(e as Error).message}`,
+        file,
+        (e as NodeJS.ErrnoException).code,
+      );
     }
     let lock: ImageLock | null = null;
     let backing: BlockBackend | null = null;
@@ -1147,7 +1157,12 @@ function openDirect(file: string, readOnly: boolean): number {
     if ((e as NodeJS.ErrnoException).code === "EINVAL") {
       throw new ImageError("ENODIRECT", `the filesystem holding ${file} does not support O_DIRECT`, file);
     }
-    throw new ImageError("EOPEN", `cannot open image ${file}: ${(e as Error).message}`, file);
+    throw new ImageError(
+      "EOPEN",
+      `cannot open image ${file}: ${(e as Error).message}`,
+      file,
+      (e as NodeJS.ErrnoException).code,
+    );
   }
 }
 
