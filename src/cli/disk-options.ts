@@ -3,7 +3,6 @@
  * controller (image -> raw backend -> engine -> machine -> guest ATA driver), and the exit/cycle report.
  */
 
-import fs from "node:fs";
 import type { Command } from "commander";
 import {
   ATA_VIAS,
@@ -26,6 +25,7 @@ import {
   openPvPath,
 } from "../machine/disk-path.ts";
 import { ImageError, type ImageFormat, isImageFormat } from "../storage/index.ts";
+import { fileIdentity } from "../storage/image.ts";
 import type { BlockBackend, IoEngine } from "../storage/types.ts";
 import { openFailure, UsageError } from "./errors.ts";
 import {
@@ -353,8 +353,8 @@ export function openTrace(file: string, keep: readonly string[] = []): Tracer {
   // "-" is standard output elsewhere (-o -); the trace would interleave with the command's own output there.
   if (file === "-")
     throw new UsageError("--trace -: give a file name (the trace cannot share standard output)");
-  const id = fileId(file);
-  if (id !== null && keep.some((k) => fileId(k) === id))
+  const id = fileIdentity(file);
+  if (id !== null && keep.some((k) => fileIdentity(k) === id))
     throw new UsageError(
       `--trace ${file}: that is a file this command reads or writes; the trace would overwrite it`,
     );
@@ -362,15 +362,5 @@ export function openTrace(file: string, keep: readonly string[] = []): Tracer {
     return Tracer.toFile(file);
   } catch (e) {
     throw new UsageError(`--trace ${file}: cannot write it (${(e as NodeJS.ErrnoException).code ?? e})`);
-  }
-}
-
-/** A file's device and inode (links followed), or null when there is nothing at the path. */
-function fileId(path: string): string | null {
-  try {
-    const st = fs.statSync(path);
-    return `${st.dev}:${st.ino}`;
-  } catch {
-    return null;
   }
 }

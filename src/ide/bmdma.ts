@@ -10,6 +10,7 @@
  * writes are ignored).
  */
 
+import { sizeMask } from "../hypervisor/bus.ts";
 import { type GuestMemory, isFault } from "../hypervisor/memory.ts";
 import { type QemuIdeTrace, qemuIdeTraceText } from "./qemu-trace.ts";
 import {
@@ -120,7 +121,7 @@ function traceRead(t: QemuIdeTrace, off: number, size: 1 | 2 | 4, v: number): vo
  * byte of the command/status region as bmdma_write, and the command byte also as bmdma_cmd_writeb.
  */
 function traceWrite(t: QemuIdeTrace, off: number, size: 1 | 2 | 4, value: number): void {
-  const v = size === 4 ? value >>> 0 : value & ((1 << (size * 8)) - 1);
+  const v = (value & sizeMask(size)) >>> 0;
   if (off >= BM_REG_PRDT) {
     if (t.on("bmdma_addr_write")) t.emit("bmdma_addr_write", qemuIdeTraceText.bmdmaAddr(v));
     return;

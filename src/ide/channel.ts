@@ -222,7 +222,7 @@ export class IdeChannel implements PortIoDevice, AtaBus {
       const dataIn = !this.inert && (d.status & ST_DRQ) !== 0 && !d.dataOut;
       const left = d.dataEnd - d.dataPtr;
       if (size === 4) {
-        if (this.qemu && dataIn && left < 4) return 0;
+        if (this.qemu && this.shortDword(false)) return 0; // A8, as the untraced path
         const v = (this.readData16() | (this.readData16() << 16)) >>> 0;
         if ((!dataIn || left >= 4) && t.on("ide_data_readl"))
           t.emit("ide_data_readl", qemuIdeTraceText.data(false, true, port, v, this.index, unit));

@@ -5,8 +5,6 @@
  * does or is refused with one line naming it; nothing that changes behaviour is silently dropped.
  */
 
-import { statSync } from "node:fs";
-
 import { MAX_GUEST_RAM } from "../hypervisor/memory.ts";
 import { COMPAT_PROFILES, type CompatProfile } from "../ide/compat.ts";
 import { IDE_POSITIONS, type IdePosition } from "../machine/description.ts";
@@ -18,6 +16,7 @@ import {
 } from "../storage/blkdebug.ts";
 import { formatNbdAddress, NbdError, parseQemuNbdFilename } from "../storage/nbd/index.ts";
 import { type ImageFormat, isImageFormat } from "../storage/open.ts";
+import { fileIdentity } from "../storage/image.ts";
 import {
   type CommandLineOption,
   type QemuOpts,
@@ -555,8 +554,8 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   // first free one, in command-line order (QEMU's drive_new auto-index, then the board creates ide-hd devices).
   // QEMU 7.2 makes its devices after connecting the character devices, so a device it refuses fails the start
   // with the sockets connected (observed): such an error becomes the plan's startError, and the machine is
-  // planned without drives (nothing is opened; the start fails before anything is served; QEMU would open its
-  // -drive images first, so of an unopenable image and a refused device, xenide reports the device).
+  // planned without drives (its images are still opened first, as `imageChecks`, as QEMU opens them before it
+  // makes the devices; the start fails before anything is served).
   let placed: { planned: PlannedDrive[]; startError: string | null };
   try {
     placed = placeDevices();
@@ -714,10 +713,12 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     if (!d.ide && !d.used) warnings.push(`${d.opts.option}: drive not attached to any device`);
   const tracePlan = trace.plan();
   const plannedDrives = globalError ? [] : placed.planned;
+  // Every medium the command line names, as QEMU makes them: the -blockdev nodes, then the -drive options.
+  const media = [...nodes.values(), ...drives.flatMap((d) => (d.medium ? [d.medium] : []))];
   const opened = new Set(plannedDrives.flatMap((p) => (p.image === null ? [] : [p.image])));
   const imageChecks: ImageCheck[] = [];
-  for (const m of [...nodes.values(), ...drives.map((d) => d.medium)]) {
-    if (!m || opened.has(m.image)) continue;
+  for (const m of media) {
+    if (opened.has(m.image)) continue;
     opened.add(m.image);
     imageChecks.push({
       option: m.option,
@@ -728,7 +729,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     });
   }
   // QEMU opens its log files with "w": one that is an image would be truncated before the drive opens it.
-  const images = [...drives.map((d) => d.medium), ...nodes.values()].flatMap((m) => (m ? [m.image] : []));
+  const images = media.map((m) => m.image);
   const traceFile = tracePlan.file ?? logFile;
   if (traceFile !== null) refuseImageAsLog(tracePlan.file !== null ? "-trace file" : "-D", traceFile, images);
   if (qtestLog !== undefined && qtestLog !== "none") refuseImageAsLog("-qtest-log", qtestLog, images);
@@ -752,21 +753,11 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
 
 /** A log file that is (or links to) one of the images is refused: opening it would empty the image. */
 function refuseImageAsLog(option: string, file: string, images: readonly string[]): void {
-  const id = fileId(file);
+  const id = fileIdentity(file);
   if (id === null) return;
-  const image = images.find((i) => fileId(i) === id);
+  const image = images.find((i) => fileIdentity(i) === id);
   if (image !== undefined)
     throw new QemuUsageError(`${option} ${file}: that is the image ${image}; the log would overwrite it`);
-}
-
-/** A file's device and inode (links followed), or null when nothing (or no regular file) is at the path. */
-function fileId(path: string): string | null {
-  try {
-    const st = statSync(path);
-    return st.isFile() ? `${st.dev}:${st.ino}` : null;
-  } catch {
-    return null;
-  }
 }
 
 function checkAccel(option: string, accel: string): void {

@@ -9,19 +9,7 @@ import { statSync } from "node:fs";
 import { ImageError } from "../storage/errors.ts";
 import { ImageFormatError } from "../storage/qcow2/format.ts";
 import type { PlannedDrive } from "./config.ts";
-
-/** strerror(3)'s text for the errors opening a named file gives. */
-const STRERROR: Readonly<Record<string, string>> = {
-  ENOENT: "No such file or directory",
-  EACCES: "Permission denied",
-  EPERM: "Operation not permitted",
-  ENOTDIR: "Not a directory",
-  EISDIR: "Is a directory",
-  ELOOP: "Too many levels of symbolic links",
-  ENAMETOOLONG: "File name too long",
-  EROFS: "Read-only file system",
-  ETXTBSY: "Text file busy",
-};
+import { strerror } from "./strerror.ts";
 
 /** The error line (without the program name) for `image`, named by `option`, that failed to open with `e`. */
 export function qemuOpenError(option: string, image: string, e: unknown): string {
@@ -29,7 +17,7 @@ export function qemuOpenError(option: string, image: string, e: unknown): string
   if (e instanceof ImageFormatError && e.reason === "not-qcow2")
     return `${where}Image is not in qcow2 format`;
   if (e instanceof ImageError && e.code === "EOPEN") {
-    const text = e.errno !== undefined ? STRERROR[e.errno] : undefined;
+    const text = strerror(e.errno);
     if (text !== undefined) return `${where}Could not open '${image}': ${text}`;
     if (notRegularFile(image)) return `${where}'file' driver requires '${image}' to be a regular file`;
   }

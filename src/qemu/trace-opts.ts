@@ -11,6 +11,7 @@ import { readFileSync } from "node:fs";
 
 import { QEMU_IDE_TRACE_EVENTS, type QemuIdeTraceEvent } from "../ide/qemu-trace.ts";
 import { parseOpts, QemuUsageError } from "./opts.ts";
+import { strerror } from "./strerror.ts";
 
 /**
  * QEMU 7.2's other hw/ide trace events, emitted from inside its block layer, DMA callbacks and ATAPI code: named
@@ -119,7 +120,7 @@ export class TraceOptions {
       text = readFileSync(path, "latin1");
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      throw new QemuUsageError(`${path}: ${errnoText(err)}`);
+      throw new QemuUsageError(`${path}: ${strerror(err.code) ?? err.message}`);
     }
     const lines = text.split("\n");
     if (lines.at(-1) === "") lines.pop();
@@ -132,19 +133,5 @@ export class TraceOptions {
       if (line.startsWith("#")) return;
       this.line(line, `${path}:${i + 1}`);
     });
-  }
-}
-
-/** strerror's text for the errors a read of a named file gives. */
-function errnoText(e: NodeJS.ErrnoException): string {
-  switch (e.code) {
-    case "ENOENT":
-      return "No such file or directory";
-    case "EACCES":
-      return "Permission denied";
-    case "EISDIR":
-      return "Is a directory";
-    default:
-      return e.message;
   }
 }

@@ -110,3 +110,16 @@ export function createImage(path: string, bytes: number, options: CreateImageOpt
   }
   closeSync(fd);
 }
+
+/**
+ * A file's identity (device and inode, links followed), or null when nothing is at the path: two paths with the
+ * same identity name one file, so a command can refuse to write one of its inputs through another name.
+ */
+export function fileIdentity(path: string): string | null {
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
+}
